@@ -1,0 +1,72 @@
+-- One row per attribute that changed between consecutive versions of a customer.
+with
+
+versions as (
+
+    select * from {{ ref('dim_customer_profile') }}
+
+),
+
+version_pairs as (
+
+    select
+        new_version.customer_id,
+        new_version.customer_sk,
+        new_version.valid_from as changed_at,
+        new_version._bronze_batch_id,
+        old_version.first_name as old_first_name,
+        new_version.first_name as new_first_name,
+        old_version.last_name as old_last_name,
+        new_version.last_name as new_last_name,
+        old_version.email as old_email,
+        new_version.email as new_email,
+        old_version.phone as old_phone,
+        new_version.phone as new_phone,
+        old_version.country_code as old_country_code,
+        new_version.country_code as new_country_code,
+        old_version.city as old_city,
+        new_version.city as new_city,
+        old_version.date_of_birth::text as old_date_of_birth,
+        new_version.date_of_birth::text as new_date_of_birth,
+        old_version.customer_segment as old_customer_segment,
+        new_version.customer_segment as new_customer_segment,
+        old_version.loyalty_tier as old_loyalty_tier,
+        new_version.loyalty_tier as new_loyalty_tier,
+        old_version.marketing_opt_in::text as old_marketing_opt_in,
+        new_version.marketing_opt_in::text as new_marketing_opt_in
+    from versions as new_version
+    inner join versions as old_version
+        on new_version.customer_id = old_version.customer_id
+        and new_version.version_number = old_version.version_number + 1
+
+),
+
+attribute_changes as (
+
+    select
+        version_pairs.customer_id,
+        version_pairs.customer_sk,
+        changes.attribute_name,
+        changes.old_value,
+        changes.new_value,
+        version_pairs.changed_at,
+        version_pairs._bronze_batch_id
+    from version_pairs
+    cross join lateral (
+        values
+            ('first_name', old_first_name, new_first_name),
+            ('last_name', old_last_name, new_last_name),
+            ('email', old_email, new_email),
+            ('phone', old_phone, new_phone),
+            ('country_code', old_country_code, new_country_code),
+            ('city', old_city, new_city),
+            ('date_of_birth', old_date_of_birth, new_date_of_birth),
+            ('customer_segment', old_customer_segment, new_customer_segment),
+            ('loyalty_tier', old_loyalty_tier, new_loyalty_tier),
+            ('marketing_opt_in', old_marketing_opt_in, new_marketing_opt_in)
+    ) as changes (attribute_name, old_value, new_value)
+    where changes.old_value is distinct from changes.new_value
+
+)
+
+select * from attribute_changes

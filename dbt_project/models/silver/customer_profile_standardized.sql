@@ -1,0 +1,215 @@
+-- Daily-partitioned: each run (re)loads the [min_date, max_date) window of last_modified_ts.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        indexes=[{'columns': ['last_modified_ts']}, {'columns': ['customer_id']}],
+        pre_hook="{% if is_incremental() %}
+            delete from {{ this }}
+            where last_modified_ts >= '{{ var('min_date') }}'::timestamp
+              and last_modified_ts < '{{ var('max_date') }}'::timestamp
+        {% endif %}"
+    )
+}}
+
+with
+
+source as (
+
+    select * from {{ source('bronze', 'customer_profile_raw') }}
+    where customer_id is not null
+      and last_modified_ts >= '{{ var("min_date") }}'::timestamp
+      and last_modified_ts < '{{ var("max_date") }}'::timestamp
+
+),
+
+latest_per_customer_day as (
+
+    select
+        *,
+        row_number() over (
+            partition by customer_id, last_modified_ts::date
+            order by last_modified_ts desc, _bronze_load_ts desc, _bronze_batch_id::text desc
+        ) as version_rank
+    from source
+
+),
+
+deduplicated as (
+
+    select * from latest_per_customer_day
+    where version_rank = 1
+
+),
+
+country_aliases (country_alias, country_code, country_name) as (
+
+    values
+        ('us', 'US', 'United States'),
+        ('usa', 'US', 'United States'),
+        ('u.s.', 'US', 'United States'),
+        ('u.s.a.', 'US', 'United States'),
+        ('united states', 'US', 'United States'),
+        ('united states of america', 'US', 'United States'),
+        ('america', 'US', 'United States'),
+        ('de', 'DE', 'Germany'),
+        ('deu', 'DE', 'Germany'),
+        ('germany', 'DE', 'Germany'),
+        ('deutschland', 'DE', 'Germany'),
+        ('gb', 'GB', 'United Kingdom'),
+        ('gbr', 'GB', 'United Kingdom'),
+        ('uk', 'GB', 'United Kingdom'),
+        ('u.k.', 'GB', 'United Kingdom'),
+        ('united kingdom', 'GB', 'United Kingdom'),
+        ('great britain', 'GB', 'United Kingdom'),
+        ('england', 'GB', 'United Kingdom'),
+        ('fr', 'FR', 'France'),
+        ('fra', 'FR', 'France'),
+        ('france', 'FR', 'France'),
+        ('ca', 'CA', 'Canada'),
+        ('can', 'CA', 'Canada'),
+        ('canada', 'CA', 'Canada'),
+        ('es', 'ES', 'Spain'),
+        ('esp', 'ES', 'Spain'),
+        ('spain', 'ES', 'Spain'),
+        ('espana', 'ES', 'Spain'),
+        ('españa', 'ES', 'Spain'),
+        ('it', 'IT', 'Italy'),
+        ('ita', 'IT', 'Italy'),
+        ('italy', 'IT', 'Italy'),
+        ('italia', 'IT', 'Italy'),
+        ('nl', 'NL', 'Netherlands'),
+        ('nld', 'NL', 'Netherlands'),
+        ('netherlands', 'NL', 'Netherlands'),
+        ('holland', 'NL', 'Netherlands')
+
+),
+
+-- International dialling prefixes for national numbers written with a trunk '0'.
+country_dial_codes (country_code, dial_code) as (
+
+    values
+        ('DE', '49'),
+        ('GB', '44'),
+        ('FR', '33'),
+        ('ES', '34'),
+        ('IT', '39'),
+        ('NL', '31')
+
+),
+
+cleansed as (
+
+    select
+        deduplicated.customer_id,
+        nullif(initcap(regexp_replace(trim(deduplicated.first_name), '\s+', ' ', 'g')), '') as first_name,
+        nullif(initcap(regexp_replace(trim(deduplicated.last_name), '\s+', ' ', 'g')), '') as last_name,
+        nullif(lower(trim(deduplicated.email)), '') as email,
+        deduplicated.phone as phone_raw,
+        regexp_replace(coalesce(deduplicated.phone, ''), '[^0-9]', '', 'g') as phone_digits,
+        left(trim(deduplicated.phone), 1) = '+' as phone_has_plus,
+        country_aliases.country_code,
+        country_aliases.country_name,
+        nullif(initcap(regexp_replace(trim(deduplicated.city), '\s+', ' ', 'g')), '') as city,
+        deduplicated.date_of_birth,
+        case regexp_replace(lower(trim(deduplicated.customer_segment)), '[\s-]+', '_', 'g')
+            when 'retail' then 'retail'
+            when 'small_business' then 'small_business'
+            when 'smb' then 'small_business'
+            when 'enterprise' then 'enterprise'
+            else 'unknown'
+        end as customer_segment,
+        coalesce(nullif(lower(trim(deduplicated.loyalty_tier)), ''), 'none') as loyalty_tier,
+        coalesce(deduplicated.marketing_opt_in, false) as marketing_opt_in,
+        deduplicated.created_ts,
+        deduplicated.last_modified_ts,
+        deduplicated._bronze_batch_id,
+        deduplicated._bronze_load_ts
+    from deduplicated
+    left join country_aliases
+        on lower(regexp_replace(trim(deduplicated.country), '\s+', ' ', 'g')) = country_aliases.country_alias
+
+),
+
+phone_normalized as (
+
+    select
+        cleansed.*,
+        -- E.164; national numbers default to +1 for US/CA/unknown country, trunk '0' for known dial codes.
+        case
+            when phone_has_plus and length(phone_digits) between 8 and 15
+                then '+' || phone_digits
+            when phone_digits like '00%' and length(phone_digits) between 10 and 17
+                then '+' || substr(phone_digits, 3)
+            when length(phone_digits) = 10 and coalesce(cleansed.country_code, 'US') in ('US', 'CA')
+                then '+1' || phone_digits
+            when length(phone_digits) = 11 and phone_digits like '1%'
+                and coalesce(cleansed.country_code, 'US') in ('US', 'CA')
+                then '+' || phone_digits
+            when phone_digits like '0%' and length(phone_digits) between 9 and 12
+                and country_dial_codes.dial_code is not null
+                then '+' || country_dial_codes.dial_code || substr(phone_digits, 2)
+        end as phone
+    from cleansed
+    left join country_dial_codes
+        on cleansed.country_code = country_dial_codes.country_code
+
+),
+
+validated as (
+
+    select
+        *,
+        coalesce(email ~ '^[a-z0-9._%+-]+@[a-z0-9-]+(\.[a-z0-9-]+)*\.[a-z]{2,}$', false) as is_valid_email,
+        coalesce(phone ~ '^\+[1-9][0-9]{7,14}$', false) as is_valid_phone,
+        country_code is not null as is_valid_country,
+        coalesce(date_of_birth between date '1900-01-01' and current_date, false) as is_valid_date_of_birth,
+        first_name is not null and last_name is not null as has_full_name
+    from phone_normalized
+
+),
+
+final as (
+
+    select
+        customer_id,
+        first_name,
+        last_name,
+        nullif(concat_ws(' ', first_name, last_name), '') as full_name,
+        email,
+        phone,
+        country_code,
+        country_name,
+        city,
+        date_of_birth,
+        customer_segment,
+        loyalty_tier,
+        marketing_opt_in,
+        created_ts,
+        last_modified_ts,
+        is_valid_email,
+        is_valid_phone,
+        is_valid_country,
+        is_valid_date_of_birth,
+        has_full_name,
+        is_valid_email and is_valid_phone and is_valid_country
+            and is_valid_date_of_birth and has_full_name as is_valid,
+        md5(concat_ws('||',
+            coalesce(first_name, '^^null^^'),
+            coalesce(last_name, '^^null^^'),
+            coalesce(email, '^^null^^'),
+            coalesce(phone, '^^null^^'),
+            coalesce(country_code, '^^null^^'),
+            coalesce(city, '^^null^^'),
+            coalesce(date_of_birth::text, '^^null^^'),
+            coalesce(customer_segment, '^^null^^'),
+            coalesce(loyalty_tier, '^^null^^'),
+            coalesce(marketing_opt_in::text, '^^null^^')
+        )) as hash_diff,
+        _bronze_batch_id,
+        _bronze_load_ts
+    from validated
+
+)
+
+select * from final

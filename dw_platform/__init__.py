@@ -1,0 +1,1 @@
+"""dw_platform: a Dagster asset-graph medallion warehouse on PostgreSQL."""

@@ -1,0 +1,46 @@
+"""Bronze checks for customer_profile_raw; all are errors and block silver and gold."""
+
+import dagster as dg
+
+from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, SOURCE_TABLE, WATERMARK_COLUMN
+from dw_platform.lib import bronze_checks
+from dw_platform.lib.odbc import OdbcSource, window_count_query
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+ASSET = dg.AssetKey(["bronze", "customer_profile_raw"])
+
+
+@dg.asset_check(asset=ASSET, blocking=True, description="The table has exactly the source and lineage columns.")
+def customer_profile_raw_expected_columns(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        return bronze_checks.expected_columns(conn, CUSTOMER_PROFILE_RAW)
+
+
+@dg.asset_check(asset=ASSET, blocking=True, description="No row is empty in every source column.")
+def customer_profile_raw_no_all_null_rows(
+    context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse
+) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        scope = bronze_checks.run_scope(context, WATERMARK_COLUMN)
+        return bronze_checks.no_all_null_rows(conn, CUSTOMER_PROFILE_RAW, scope)
+
+
+@dg.asset_check(
+    asset=ASSET,
+    blocking=True,
+    description="The partition's row count equals the source's count for the same window.",
+)
+def customer_profile_raw_matches_source(
+    context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, customer_source: OdbcSource
+) -> dg.AssetCheckResult:
+    query = window_count_query(SOURCE_TABLE, WATERMARK_COLUMN, customer_source.dialect)
+    with warehouse.connect() as conn:
+        scope = bronze_checks.run_scope(context, WATERMARK_COLUMN) or bronze_checks.latest_loaded_scope(
+            conn, CUSTOMER_PROFILE_RAW, WATERMARK_COLUMN
+        )
+        return bronze_checks.row_count_matches_source(
+            conn,
+            CUSTOMER_PROFILE_RAW,
+            scope,
+            lambda s: customer_source.scalar(query, [s.params["window_start"], s.params["window_end"]]),
+        )

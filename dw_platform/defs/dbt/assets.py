@@ -1,0 +1,38 @@
+"""Silver and gold: the dbt project, split by materialization.
+
+Incremental models are partitioned like the bronze they read and replace only their window;
+everything else (SCD2 dimension, bridges, facts) is rebuilt from silver in one unpartitioned run.
+dbt tests become asset checks; an error-severity failure stops dbt building what depends on it.
+"""
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, dbt_assets
+
+from dw_platform.defs.customer.partitions import customer_daily
+from dw_platform.lib.dbt import DBT_PROJECT, TRANSLATOR, build_args, window_vars
+
+DBT_PROJECT.prepare_if_dev()
+
+INCREMENTAL = "config.materialized:incremental"
+
+
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    select=INCREMENTAL,
+    partitions_def=customer_daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=TRANSLATOR,
+    name="dbt_incremental_models",
+)
+def dbt_incremental_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(build_args(window_vars(context.partition_time_window)), context=context).stream()
+
+
+@dbt_assets(
+    manifest=DBT_PROJECT.manifest_path,
+    exclude=INCREMENTAL,
+    dagster_dbt_translator=TRANSLATOR,
+    name="dbt_models",
+)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    yield from dbt.cli(build_args(), context=context).stream()

@@ -1,0 +1,32 @@
+"""Resources shared by every domain. Connection settings come from the environment (or .env)."""
+
+import os
+
+import dagster as dg
+from dagster_dbt import DbtCliResource
+
+from dw_platform.lib.dbt import DBT_PROJECT
+from dw_platform.lib.odbc import OdbcSource
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "warehouse": PostgresWarehouse(
+                host=dg.EnvVar("DW_PG_HOST"),
+                port=int(os.environ.get("DW_PG_PORT", "5432")),
+                user=dg.EnvVar("DW_PG_USER"),
+                password=dg.EnvVar("DW_PG_PASSWORD"),
+                database=dg.EnvVar("DW_PG_DATABASE"),
+                sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
+            ),
+            "customer_source": OdbcSource(
+                connection_string=dg.EnvVar("DW_CUSTOMER_ODBC"),
+                dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),
+                name="customer_crm",
+            ),
+            "dbt": DbtCliResource(project_dir=DBT_PROJECT),
+        }
+    )

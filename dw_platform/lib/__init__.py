@@ -1,0 +1,1 @@
+"""Shared building blocks every domain plugs into: resources, the bronze loader, checks, dbt wiring."""

@@ -1,0 +1,83 @@
+"""Data-quality checks every bronze table gets; each returns a result that can fail."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from dw_platform.lib.bronze import BronzeTable, LoadScope
+
+
+def run_scope(context: dg.AssetCheckExecutionContext, time_column: str) -> LoadScope | None:
+    """The partition window the run covers, or None when the check runs on its own."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    window = context.partition_time_window
+    return LoadScope.time_window(context.partition_keys, time_column, window.start, window.end)
+
+
+def latest_loaded_scope(conn: psycopg.Connection, table: BronzeTable, time_column: str) -> LoadScope | None:
+    """The window of the newest successful load of `table`, from the batch ledger."""
+    row = conn.execute(
+        """
+        select partition_key, window_start, window_end from bronze.batch_ledger
+        where target_table = %s and status = 'succeeded' and window_start is not null
+        order by finished_at desc limit 1
+        """,
+        (table.qualified_name,),
+    ).fetchone()
+    return LoadScope.time_window([row[0]], time_column, row[1], row[2]) if row else None
+
+
+def expected_columns(conn: psycopg.Connection, table: BronzeTable) -> dg.AssetCheckResult:
+    actual = [
+        r[0]
+        for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
+            " order by ordinal_position",
+            (table.schema, table.name),
+        )
+    ]
+    expected = [c.name for c in table.all_columns]
+    missing = [c for c in expected if c not in actual]
+    unexpected = [c for c in actual if c not in expected]
+    return dg.AssetCheckResult(
+        passed=not missing and not unexpected,
+        metadata={"missing_columns": ", ".join(missing) or "none", "unexpected_columns": ", ".join(unexpected) or "none"},
+    )
+
+
+def no_all_null_rows(conn: psycopg.Connection, table: BronzeTable, scope: LoadScope | None) -> dg.AssetCheckResult:
+    """Fails when a row has no value in any source column (lineage columns aside)."""
+    query = sql.SQL("select count(*) from {} where num_nonnulls({}) = 0").format(
+        table.ident, sql.SQL(", ").join(sql.Identifier(c) for c in table.source_column_names)
+    )
+    if scope is not None:
+        query += sql.SQL(" and ") + scope.where
+    count = conn.execute(query, scope.params if scope else None).fetchone()[0]
+    return dg.AssetCheckResult(
+        passed=count == 0,
+        metadata={"all_null_rows": count, "scope": scope.label if scope else "whole table"},
+    )
+
+
+def row_count_matches_source(
+    conn: psycopg.Connection,
+    table: BronzeTable,
+    scope: LoadScope | None,
+    source_count: Callable[[LoadScope], int],
+) -> dg.AssetCheckResult:
+    """Bronze holds exactly as many rows for the window as the source has now."""
+    if scope is None:
+        return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
+    bronze_rows = conn.execute(
+        sql.SQL("select count(*) from {} where ").format(table.ident) + scope.where, scope.params
+    ).fetchone()[0]
+    source_rows = source_count(scope)
+    return dg.AssetCheckResult(
+        passed=bronze_rows == source_rows,
+        metadata={"bronze_rows": bronze_rows, "source_rows": source_rows, "scope": scope.label},
+    )

@@ -1,0 +1,47 @@
+"""The dbt project (silver + gold) as Dagster assets: project handle, translator, run arguments."""
+
+from __future__ import annotations
+
+import json
+from datetime import timezone
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+
+from dw_platform.lib.embedded import PROJECT_ROOT
+
+DBT_PROJECT = DbtProject(project_dir=PROJECT_ROOT / "dbt_project", profiles_dir=PROJECT_ROOT / "dbt_project")
+
+
+def layer_of(fqn: list[str]) -> str | None:
+    """The medallion layer of a dbt node, from its folder: models/silver/... -> 'silver'."""
+    return fqn[1] if len(fqn) > 2 and fqn[1] in ("bronze", "silver", "gold") else None
+
+
+class LayeredTranslator(DagsterDbtTranslator):
+    """Models get the key [layer, name] and the group `layer`, so they meet the bronze assets."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["nodes"].get(unique_id)
+        layer = layer_of(node["fqn"]) if node and node["resource_type"] in ("model", "seed", "snapshot") else None
+        if layer is None:
+            return spec
+        return spec.replace_attributes(key=dg.AssetKey([layer, node["name"]]), group_name=layer)
+
+
+TRANSLATOR = LayeredTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+def window_vars(window: dg.TimeWindow) -> dict[str, str]:
+    """dbt vars for a partition window: incremental models read and replace [min_date, max_date)."""
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return {"min_date": window.start.astimezone(timezone.utc).strftime(fmt),
+            "max_date": window.end.astimezone(timezone.utc).strftime(fmt)}
+
+
+def build_args(vars_: Mapping[str, str] | None = None) -> list[str]:
+    """`dbt build` arguments; vars are passed as JSON so timestamps survive quoting."""
+    return ["build", *(["--vars", json.dumps(dict(vars_), sort_keys=True)] if vars_ else [])]

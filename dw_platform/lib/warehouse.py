@@ -1,0 +1,36 @@
+"""The PostgreSQL warehouse (bronze, silver, gold schemas) as a Dagster resource."""
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import dagster as dg
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+
+class PostgresWarehouse(dg.ConfigurableResource):
+    """Connection settings for the warehouse; `host` may be a unix-socket directory."""
+
+    host: str
+    port: int = 5432
+    user: str
+    password: str = ""
+    database: str
+    sslmode: str = "prefer"
+
+    def conninfo(self) -> str:
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.password or None,
+            dbname=self.database,
+            sslmode=self.sslmode,
+            application_name="dw_platform",
+        )
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """An autocommit connection: callers group statements with `conn.transaction()`."""
+        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+            yield conn

@@ -1,0 +1,1 @@
+"""Generated sample sources, so the whole graph materializes on a fresh machine."""
