@@ -53,13 +53,18 @@ def demo(embedded_in_use: bool) -> int:
         first_day, last_day = customer_sample.day_range(source)
     print(f"customer source: {rows:,} rows in {customer_sample.SOURCE_TABLE}, modified {first_day} .. {last_day}")
 
-    job = defs().get_job_def("customer_daily")
+    job = defs().resolve_job_def("customer_daily")
     tags = {
         "dagster/asset_partition_range_start": first_day.isoformat(),
         "dagster/asset_partition_range_end": last_day.isoformat(),
     }
     print(f"running job customer_daily for partitions {first_day} .. {last_day} as one run ...")
-    result = job.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags, raise_on_error=False)
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        tags=tags,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
 
     _print_summary(result)
     return 0 if result.success else 1

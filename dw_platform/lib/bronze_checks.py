@@ -50,10 +50,14 @@ def expected_columns(conn: psycopg.Connection, table: BronzeTable) -> dg.AssetCh
     )
 
 
-def no_all_null_rows(conn: psycopg.Connection, table: BronzeTable, scope: LoadScope | None) -> dg.AssetCheckResult:
-    """Fails when a row has no value in any source column (lineage columns aside)."""
+def no_all_null_rows(
+    conn: psycopg.Connection, table: BronzeTable, scope: LoadScope | None, ignore: tuple[str, ...] = ()
+) -> dg.AssetCheckResult:
+    """Fails when a row has no value in any source column; lineage and `ignore` columns aside
+    (the partition column is always set, so it says nothing about the row)."""
+    columns = [c for c in table.source_column_names if c not in ignore]
     query = sql.SQL("select count(*) from {} where num_nonnulls({}) = 0").format(
-        table.ident, sql.SQL(", ").join(sql.Identifier(c) for c in table.source_column_names)
+        table.ident, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
     )
     if scope is not None:
         query += sql.SQL(" and ") + scope.where

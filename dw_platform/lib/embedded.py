@@ -25,18 +25,17 @@ def state_dir() -> Path:
     return Path(os.environ.get("DW_HOME", PROJECT_ROOT / ".dw")).resolve()
 
 
-def load_settings() -> None:
-    """Read `.env` from the project root; variables already in the environment win."""
-    load_dotenv(PROJECT_ROOT / ".env", override=False)
+def odbc_connection_string(socket_dir: str, port: int, database: str) -> str:
+    """psqlODBC to the embedded server; UseDeclareFetch makes the driver stream the result."""
+    return (
+        "Driver={PostgreSQL Unicode};"
+        f"Servername={socket_dir};Port={port};Database={database};Username=postgres;"
+        "UseDeclareFetch=1;Fetch=10000;BoolsAsChar=0"
+    )
 
 
 def embedded_env(socket_dir: str, port: int, home: Path) -> dict[str, str]:
     """Every connection variable for the embedded server (unix socket, local trust auth)."""
-    odbc = (
-        "Driver={PostgreSQL Unicode};"
-        f"Servername={socket_dir};Port={port};Database=source_crm;Username=postgres;"
-        "UseDeclareFetch=1;Fetch=10000;BoolsAsChar=0"
-    )
     return {
         "DW_PG_HOST": socket_dir,
         "DW_PG_PORT": str(port),
@@ -44,7 +43,7 @@ def embedded_env(socket_dir: str, port: int, home: Path) -> dict[str, str]:
         "DW_PG_PASSWORD": "",
         "DW_PG_DATABASE": "warehouse",
         "DW_PG_SSLMODE": "disable",
-        "DW_CUSTOMER_ODBC": odbc,
+        "DW_CUSTOMER_ODBC": odbc_connection_string(socket_dir, port, "source_crm"),
         "DW_CUSTOMER_DIALECT": "postgresql",
         "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@/dagster?host={socket_dir}&port={port}",
         "DAGSTER_HOME": str(home / "dagster"),
@@ -52,12 +51,14 @@ def embedded_env(socket_dir: str, port: int, home: Path) -> dict[str, str]:
 
 
 @contextmanager
-def services() -> Iterator[bool]:
+def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     """Make every connection variable usable; yields True when the embedded server is in use.
 
+    Settings come from the environment, then `env_file` (the environment wins).
     The embedded server stops when the last process that started it exits.
     """
-    load_settings()
+    if env_file is not None:
+        load_dotenv(env_file, override=False)
     # Tools installed beside this interpreter (dbt, dagster) must be found by subprocesses.
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):

@@ -60,7 +60,7 @@ def customer_profile_raw(
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",
             watermark=(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             log=context.log.info,
         )
     context.log.info(

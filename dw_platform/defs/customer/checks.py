@@ -22,7 +22,7 @@ def customer_profile_raw_no_all_null_rows(
 ) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         scope = bronze_checks.run_scope(context, WATERMARK_COLUMN)
-        return bronze_checks.no_all_null_rows(conn, CUSTOMER_PROFILE_RAW, scope)
+        return bronze_checks.no_all_null_rows(conn, CUSTOMER_PROFILE_RAW, scope, ignore=(WATERMARK_COLUMN,))
 
 
 @dg.asset_check(

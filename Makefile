@@ -1,0 +1,21 @@
+# The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
+.PHONY: setup demo test dev bench clean
+
+setup:
+	@scripts/bootstrap.sh
+
+demo: setup
+	.venv/bin/dw demo
+
+test: setup
+	.venv/bin/pytest
+
+dev: setup
+	.venv/bin/dw dev
+
+bench: setup
+	.venv/bin/python -m benchmarks.bench_customer $(ARGS)
+
+# Removes the embedded servers' state (.dw/); stop `make dev` first.
+clean:
+	rm -rf .dw

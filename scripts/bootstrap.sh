@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what dw_platform needs on a fresh Debian/Ubuntu machine, and nothing twice:
+# the ODBC driver manager and PostgreSQL's ODBC driver (apt), then a virtualenv with the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+dpkg -s unixodbc >/dev/null 2>&1 || packages+=(unixodbc)
+dpkg -s odbc-postgresql >/dev/null 2>&1 || packages+=(odbc-postgresql)
+python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
+if ((${#packages[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "bootstrap: installing ${packages[*]} with apt-get"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python packages into .venv"
+  .venv/bin/pip install --quiet --upgrade pip
+  .venv/bin/pip install --quiet -e ".[dev,bench]"
+  touch "$stamp"
+fi

@@ -1,0 +1,193 @@
+"""The customer domain end to end on a real PostgreSQL, through psqlODBC, with the real dbt project."""
+
+import os
+from datetime import date, datetime
+
+import dagster as dg
+import pytest
+
+from conftest import run_job
+from dw_platform.defs.customer.assets import customer_profile_raw
+from dw_platform.defs.customer.checks import customer_profile_raw_matches_source
+from dw_platform.lib.odbc import OdbcSource
+from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.samples import customer as customer_sample
+
+DAY1, DAY2, DAY3 = date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)
+COLUMNS = ", ".join(customer_sample.COLUMNS)
+
+
+def add_customer(source, customer_id, modified: datetime, email="ann@example.com", loyalty_tier="gold", **other):
+    row = {
+        "customer_id": customer_id, "first_name": " ann ", "last_name": "LEE", "email": email,
+        "phone": "(555) 123-4567", "country": "usa", "city": "austin", "date_of_birth": date(1990, 5, 1),
+        "customer_segment": "Retail", "loyalty_tier": loyalty_tier, "marketing_opt_in": True,
+        "created_ts": datetime(2024, 1, 1), "last_modified_ts": modified, **other,
+    }
+    source.execute(
+        f"insert into dbo.customer_profile ({COLUMNS}) values ({', '.join(['%s'] * len(row))})",
+        [row[c] for c in customer_sample.COLUMNS],
+    )
+
+
+@pytest.fixture
+def crm(source):
+    """A small source: customers 1-3 modified on DAY1, 4-5 on DAY2, one row on DAY3."""
+    source.execute(customer_sample.DDL)
+    for cid in (1, 2, 3):
+        add_customer(source, cid, datetime(2026, 11, 10, 8 + cid), email=f"c{cid}@example.com")
+    for cid in (4, 5):
+        add_customer(source, cid, datetime(2026, 11, 11, 8 + cid), email=f"c{cid}@example.com")
+    add_customer(source, 6, datetime(2026, 11, 12, 23, 59, 59))
+    return source
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
+            for m in [m.event_specific_data.materialization]}
+
+
+def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_watermark(definitions, crm, warehouse):
+    result = run_job(definitions, DAY1)
+
+    assert result.success
+    rows = warehouse.execute(
+        "select customer_id, _bronze_batch_id, _bronze_source_file, _bronze_load_ts"
+        " from bronze.customer_profile_raw order by customer_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == [1, 2, 3]
+    assert len({r[1] for r in rows}) == 1 and all(r[3] is not None for r in rows)
+    assert rows[0][2] == "customer_crm:dbo.customer_profile"
+    ledger = warehouse.execute(
+        "select batch_id, partition_key, rows_loaded, status, window_start::date, window_end::date"
+        " from bronze.batch_ledger"
+    ).fetchall()
+    assert ledger == [(rows[0][1], "2026-11-10", 3, "succeeded", DAY1, DAY2)]
+    watermark = warehouse.execute(
+        "select last_watermark_ts, records_extracted from bronze.etl_watermarks"
+    ).fetchone()
+    assert watermark == (datetime(2026, 11, 10, 11), 3)
+    assert all(check_results(result).values()), check_results(result)
+    assert {"bronze/customer_profile_raw", "silver/customer_profile_standardized",
+            "gold/dim_customer_profile"} <= materialized(result)
+
+
+def test_rematerializing_a_partition_replaces_it_instead_of_duplicating(definitions, crm, warehouse):
+    assert run_job(definitions, DAY1).success
+    assert run_job(definitions, DAY1).success
+
+    counts = warehouse.execute(
+        "select count(*), count(distinct _bronze_batch_id) from bronze.customer_profile_raw"
+    ).fetchone()
+    assert counts == (3, 1)
+    assert warehouse.execute("select count(*) from silver.customer_profile_standardized").fetchone()[0] == 3
+    ledger = warehouse.execute(
+        "select rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at"
+    ).fetchall()
+    assert ledger == [(3, 0), (3, 3)]
+
+
+def test_a_date_range_backfills_in_one_run_and_keeps_the_window_end_exclusive(definitions, crm, warehouse):
+    result = run_job(definitions, DAY1, DAY2)
+
+    assert result.success
+    ids = [r[0] for r in warehouse.execute("select customer_id from bronze.customer_profile_raw order by 1")]
+    assert ids == [1, 2, 3, 4, 5]  # customer 6 belongs to DAY3
+    assert warehouse.execute("select partition_key, rows_loaded from bronze.batch_ledger").fetchall() == [
+        ("2026-11-10...2026-11-11", 5)
+    ]
+
+
+def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, crm, warehouse):
+    assert run_job(definitions, DAY1, DAY2).success
+    crm.execute(
+        "update dbo.customer_profile set email = 'new@example.com', country = 'Canada',"
+        " last_modified_ts = '2026-11-12 09:00' where customer_id = 2"
+    )
+    assert run_job(definitions, DAY3).success
+
+    versions = warehouse.execute(
+        "select email, country_code, is_current, valid_to is null from gold.dim_customer_profile"
+        " where customer_id = 2 order by valid_from"
+    ).fetchall()
+    assert versions == [("c2@example.com", "US", False, False), ("new@example.com", "CA", True, True)]
+    audit = warehouse.execute(
+        "select attribute_name, old_value, new_value, changed_at from gold.fact_customer_profile_audit"
+        " where customer_id = 2 order by attribute_name"
+    ).fetchall()
+    assert audit == [
+        ("country_code", "US", "CA", datetime(2026, 11, 12, 9)),
+        ("email", "c2@example.com", "new@example.com", datetime(2026, 11, 12, 9)),
+    ]
+    assert warehouse.execute(
+        "select count(*) from gold.dim_customer_profile where is_current group by customer_id having count(*) > 1"
+    ).fetchall() == []
+
+
+def test_an_all_null_source_row_fails_the_bronze_check_and_blocks_silver(definitions, crm, warehouse):
+    crm.execute("insert into dbo.customer_profile (last_modified_ts) values ('2026-11-10 12:00')")
+
+    result = run_job(definitions, DAY1)
+
+    assert check_results(result)["customer_profile_raw_no_all_null_rows"] is False
+    assert "bronze/customer_profile_raw" in materialized(result)
+    assert "silver/customer_profile_standardized" not in materialized(result)
+    assert not result.success
+
+
+def test_an_unknown_loyalty_tier_fails_the_silver_accepted_values_test(definitions, crm, warehouse):
+    add_customer(crm, 7, datetime(2026, 11, 10, 15), loyalty_tier="diamond")
+
+    result = run_job(definitions, DAY1)
+
+    checks = check_results(result)
+    failed = [name for name, passed in checks.items() if not passed]
+    assert failed == ["accepted_values_customer_profile_standardized_loyalty_tier__none__bronze__silver__gold__platinum"]
+    assert "gold/dim_customer_profile" not in materialized(result)
+
+
+def test_the_row_count_check_run_on_its_own_fails_when_bronze_and_source_disagree(definitions, crm, warehouse):
+    assert run_job(definitions, DAY1).success
+    resources = {"warehouse": warehouse_resource(), "customer_source": source_resource()}
+    context = dg.build_asset_check_context()
+    assert customer_profile_raw_matches_source(context, **resources).passed
+
+    add_customer(crm, 8, datetime(2026, 11, 10, 16))  # arrives after the load
+
+    result = customer_profile_raw_matches_source(context, **resources)
+    assert not result.passed
+    assert result.metadata["bronze_rows"].value == 3 and result.metadata["source_rows"].value == 4
+
+
+def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_entry(crm, warehouse):
+    # The bare asset, without the job's retry policy: the message is the point here, not the retries.
+    broken = OdbcSource(connection_string="Driver={PostgreSQL Unicode};Servername=/nonexistent;Database=x",
+                        dialect="postgresql", name="customer_crm")
+
+    result = dg.materialize(
+        [customer_profile_raw],
+        partition_key=DAY1.isoformat(),
+        resources={"warehouse": warehouse_resource(), "customer_source": broken},
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "cannot connect to customer_crm over ODBC" in failure.step_failure_data.user_failure_data.description
+    assert warehouse.execute("select status, rows_loaded from bronze.batch_ledger").fetchall() == [("failed", 0)]
+    assert warehouse.execute("select count(*) from bronze.customer_profile_raw").fetchone()[0] == 0
+
+
+def warehouse_resource() -> PostgresWarehouse:
+    return PostgresWarehouse(
+        host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]), user=os.environ["DW_PG_USER"],
+        database=os.environ["DW_PG_DATABASE"],
+    )
+
+
+def source_resource() -> OdbcSource:
+    return OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="customer_crm")

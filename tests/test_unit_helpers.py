@@ -1,0 +1,86 @@
+"""Pure helpers: identifier quoting, source queries, partition windows, dbt arguments."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from dw_platform.lib.bronze import LoadScope
+from dw_platform.lib.dbt import build_args, layer_of, window_vars
+from dw_platform.lib.odbc import quote_ident, quote_table, window_count_query, window_query
+from dw_platform.samples import customer as customer_sample
+
+
+@pytest.mark.parametrize(
+    ("dialect", "name", "quoted"),
+    [
+        ("mssql", "last_modified_ts", "[last_modified_ts]"),
+        ("mssql", "odd]name", "[odd]]name]"),
+        ("mysql", "order", "`order`"),
+        ("mysql", "a`b", "`a``b`"),
+        ("postgresql", "Customer", '"Customer"'),
+        ("postgresql", 'say "hi"', '"say ""hi"""'),
+        ("oracle", "ID", '"ID"'),
+        ("db2", "ID", '"ID"'),
+    ],
+)
+def test_quote_ident_escapes_the_closing_quote_of_each_dialect(dialect, name, quoted):
+    assert quote_ident(name, dialect) == quoted
+
+
+def test_quote_ident_rejects_unknown_dialects_and_empty_names():
+    with pytest.raises(ValueError, match="unknown SQL dialect 'sybase'"):
+        quote_ident("x", "sybase")
+    with pytest.raises(ValueError, match="empty identifier"):
+        quote_ident("", "mssql")
+
+
+def test_quote_table_quotes_schema_and_table_separately():
+    assert quote_table("dbo.customer_profile", "mssql") == "[dbo].[customer_profile]"
+    assert quote_table("crm.customer_profile", "mysql") == "`crm`.`customer_profile`"
+
+
+def test_window_query_selects_a_half_open_window_with_parameters():
+    query = window_query("dbo.customer_profile", ["customer_id", "email"], "last_modified_ts", "mssql")
+    assert query == (
+        "SELECT [customer_id], [email] FROM [dbo].[customer_profile] "
+        "WHERE [last_modified_ts] >= ? AND [last_modified_ts] < ?"
+    )
+    assert window_count_query("dbo.t", "ts", "postgresql") == (
+        'SELECT COUNT(*) FROM "dbo"."t" WHERE "ts" >= ? AND "ts" < ?'
+    )
+
+
+def test_time_window_scope_uses_naive_utc_bounds_and_names_its_partitions():
+    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    scope = LoadScope.time_window(["2026-11-20", "2026-11-21"], "ts", start, start + timedelta(days=2))
+    assert scope.params == {"window_start": datetime(2026, 11, 20), "window_end": datetime(2026, 11, 22)}
+    assert scope.label == "2026-11-20...2026-11-21"
+    single = LoadScope.time_window(["2026-11-20"], "ts", start, start + timedelta(days=1))
+    assert single.label == "2026-11-20"
+
+
+def test_window_vars_are_utc_timestamps_with_an_exclusive_end():
+    berlin = timezone(timedelta(hours=1))
+    window = dg.TimeWindow(datetime(2026, 11, 20, 1, tzinfo=berlin), datetime(2026, 11, 21, 1, tzinfo=berlin))
+    assert window_vars(window) == {"min_date": "2026-11-20 00:00:00", "max_date": "2026-11-21 00:00:00"}
+
+
+def test_build_args_pass_vars_as_json_only_when_given():
+    assert build_args() == ["build"]
+    assert build_args({"min_date": "a", "max_date": "b"}) == ["build", "--vars", '{"max_date": "b", "min_date": "a"}']
+
+
+def test_layer_of_reads_the_model_folder():
+    assert layer_of(["dw_platform", "silver", "customer_profile_standardized"]) == "silver"
+    assert layer_of(["dw_platform", "gold", "dim_customer_profile"]) == "gold"
+    assert layer_of(["dw_platform", "customer_profile_standardized"]) is None
+
+
+def test_sample_generator_is_deterministic_and_stays_in_its_window():
+    end = date(2026, 11, 23)
+    first = list(customer_sample.generate(500, end, days=3))
+    assert first == list(customer_sample.generate(500, end, days=3))
+    modified = [row[-1] for row in first]
+    assert min(modified) >= datetime(2026, 11, 20) and max(modified) < datetime(2026, 11, 23)
+    assert {row[0] for row in first} == set(range(1, 501))
