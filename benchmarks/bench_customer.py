@@ -123,9 +123,6 @@ def reset_targets() -> None:
 
 def source_spec() -> dict:
     """The asset's own query (its columns, quoting and half-open window) and its source columns."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*currently in beta")  # backfill_policy, at import
     from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, SOURCE_TABLE, WATERMARK_COLUMN
     from dw_platform.lib.odbc import window_query
 
@@ -138,7 +135,8 @@ def run_worker(method: str, first_day: date, last_day: date, odbc: str) -> dict:
     env = {**os.environ, "DW_CUSTOMER_ODBC": odbc}
     cmd = [sys.executable, "-m", "benchmarks.bench_customer", "--worker", method,
            "--window", first_day.isoformat(), last_day.isoformat()]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(cmd, env=env, cwd=project_root, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)

@@ -165,7 +165,7 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         conn.execute(LEDGER_DDL)
         conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
         conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
-        for column in (*table.index_columns, "_bronze_batch_id"):
+        for column in table.index_columns:
             conn.execute(
                 sql.SQL("create index if not exists {} on {} ({})").format(
                     sql.Identifier(f"{table.name}_{column.strip('_')}_idx"),
@@ -197,7 +197,7 @@ def load(
     batch_id = uuid.uuid4()
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    rows = 0
+    progress = _Progress()
     try:
         with conn.transaction():
             for key in sorted(scope.partition_keys):
@@ -208,13 +208,14 @@ def load(
             replaced = conn.execute(
                 sql.SQL("delete from {} where ").format(table.ident) + scope.where, scope.params
             ).rowcount
-            rows = _copy(conn, table, batches, (started_at, batch_id, source), log)
+            _copy(conn, table, batches, (started_at, batch_id, source), progress, log)
+            rows = progress.rows
             watermark_ts = _advance_watermark(conn, table, scope, watermark, rows) if watermark else None
             seconds = time.perf_counter() - t0
             _write_ledger(conn, batch_id, asset_key, table, scope, source, rows, replaced,
                           "succeeded", None, run_id, started_at)
     except Exception as exc:
-        message = _describe(exc, table, scope, rows)
+        message = _describe(exc, table, scope, progress.rows)
         try:
             with conn.transaction():
                 _write_ledger(conn, batch_id, asset_key, table, scope, source, 0, 0,
@@ -227,22 +228,25 @@ def load(
     return LoadResult(table, batch_id, scope, rows, replaced, seconds, watermark_ts)
 
 
-def _copy(conn, table: BronzeTable, batches, lineage: tuple, log) -> int:
-    statement = sql.SQL("copy {} ({}) from stdin").format(
+@dataclass
+class _Progress:
+    rows: int = 0
+
+
+def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log) -> None:
+    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         table.ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in table.all_columns)
     )
-    rows = 0
     next_report = 100_000
     with conn.cursor().copy(statement) as copy:
         copy.set_types([c.pg_type for c in table.all_columns])
         for batch in batches:
             for row in batch:
                 copy.write_row((*row, *lineage))
-            rows += len(batch)
-            if rows >= next_report:
-                log(f"{table.qualified_name}: {rows:,} rows streamed")
+            progress.rows += len(batch)
+            if progress.rows >= next_report:
+                log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report += 100_000
-    return rows
 
 
 def _advance_watermark(conn, table, scope: LoadScope, watermark: tuple[str, str], rows: int):

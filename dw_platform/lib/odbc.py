@@ -7,6 +7,8 @@ from typing import Literal
 import dagster as dg
 import pyodbc
 
+from dw_platform.lib.prefetch import prefetch
+
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]
 
 
@@ -73,7 +75,11 @@ class OdbcSource(dg.ConfigurableResource):
             conn.close()
 
     def stream(self, query: str, params: Sequence) -> Iterator[list[pyodbc.Row]]:
-        """Yield the result in batches of `fetch_size` rows; memory stays one batch deep."""
+        """Yield the result in batches of `fetch_size` rows, fetching the next batches while
+        the caller writes this one; memory stays a few batches deep."""
+        return prefetch(self._batches(query, params))
+
+    def _batches(self, query: str, params: Sequence) -> Iterator[list[pyodbc.Row]]:
         with self.connect() as conn:
             cursor = conn.cursor()
             try:

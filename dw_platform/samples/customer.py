@@ -54,7 +54,8 @@ TIERS = ["bronze", "Silver", "GOLD", "platinum", None]
 
 
 def generate(rows: int, end_date: date, days: int = 7, seed: int = 42) -> Iterator[tuple]:
-    """Yield `rows` source rows whose last_modified_ts lies in the `days` days before `end_date`."""
+    """Yield customers 1..`rows` (plus ~0.5% exact duplicate rows), last modified in the `days`
+    days before `end_date`."""
     rng = random.Random(seed)
     window_start = datetime.combine(end_date - timedelta(days=days), time())
     span_s = days * 86_400
