@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what dw_platform needs on a fresh Debian/Ubuntu machine, and nothing twice:
-# the ODBC driver manager and PostgreSQL's ODBC driver (apt), then a virtualenv with the package.
+# the ODBC driver manager and PostgreSQL's ODBC driver (apt), a virtualenv with the package, and
+# the Node tools of package.json (the Azurite blob emulator) with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +9,7 @@ packages=()
 dpkg -s unixodbc >/dev/null 2>&1 || packages+=(unixodbc)
 dpkg -s odbc-postgresql >/dev/null 2>&1 || packages+=(odbc-postgresql)
 python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -23,4 +25,11 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --upgrade pip
   .venv/bin/pip install --quiet -e ".[dev,bench]"
   touch "$stamp"
+fi
+
+npm_stamp="node_modules/.installed-$(cat package.json package-lock.json | sha1sum | cut -c1-12)"
+if [ ! -f "$npm_stamp" ]; then
+  echo "bootstrap: installing Node tools (Azurite) into node_modules"
+  npm install --no-audit --no-fund --loglevel=error
+  touch "$npm_stamp"
 fi

@@ -85,3 +85,16 @@ def run_job(definitions: dg.Definitions, first: date, last: date | None = None, 
     return definitions.resolve_job_def("customer_daily").execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), tags=tags, raise_on_error=False, **kwargs
     )
+
+
+@pytest.fixture
+def storage(server, monkeypatch):
+    """A fresh blob container on the session's Azurite, named in DW_SALES_CONTAINER for the code location."""
+    from dw_platform.lib.blob import BlobStorage
+
+    container = f"sales-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("DW_SALES_CONTAINER", container)
+    blobs = BlobStorage(container=container, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+    blobs.ensure_container()
+    yield blobs
+    blobs.service_client().delete_container(container)

@@ -186,11 +186,14 @@ def load(
     watermark: tuple[str, str] | None = None,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    after_copy: Callable[[psycopg.Connection, uuid.UUID, datetime], None] | None = None,
 ) -> LoadResult:
     """Replace `scope` in `table` with the rows of `batches`, exactly once.
 
     `conn` must be in autocommit mode (each step opens its own transaction).
     `watermark` is (watermark_key, column): the key advances to the newest value loaded.
+    `after_copy(conn, batch_id, load_ts)` runs inside the same transaction after the COPY, for
+    side tables that must change together with the rows (e.g. a quarantine table).
     Raises `dg.Failure` with a one-line reason; nothing of a failed load is committed.
     """
     ensure_bronze_objects(conn, table)
@@ -210,6 +213,8 @@ def load(
             ).rowcount
             _copy(conn, table, batches, (started_at, batch_id, source), progress, log)
             rows = progress.rows
+            if after_copy is not None:
+                after_copy(conn, batch_id, started_at)
             watermark_ts = _advance_watermark(conn, table, scope, watermark, rows) if watermark else None
             seconds = time.perf_counter() - t0
             _write_ledger(conn, batch_id, asset_key, table, scope, source, rows, replaced,

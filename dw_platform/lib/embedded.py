@@ -1,15 +1,22 @@
-"""The zero-configuration default: a project-owned PostgreSQL, and the environment pointing at it.
+"""The zero-configuration default: a project-owned PostgreSQL and Azurite, and the environment
+pointing at them.
 
 With no `DW_PG_HOST` set (in the environment or `.env`), `services()` starts a real PostgreSQL
 from the `pgserver` wheel with its state under `.dw/` and fills in every connection variable
 that is not already set. With `DW_PG_HOST` set, nothing is started: the same code runs against
-the configured servers.
+the configured servers. Likewise, with no `DW_BLOB_CONNECTION_STRING` or `DW_BLOB_ACCOUNT_URL`,
+it starts the Azurite blob emulator (from `node_modules/`, installed by `npm install`) on a free
+127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,11 +71,17 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     home = state_dir()
-    if os.environ.get("DW_PG_HOST"):
-        _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
-        yield False
-        return
+    with _blob_emulator(home):
+        if os.environ.get("DW_PG_HOST"):
+            _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
+            yield False
+            return
+        _start_postgres(home)
+        _dev_fernet_keys(home)
+        yield True
 
+
+def _start_postgres(home: Path) -> None:
     # pgserver keeps its lock file in the user's runtime dir; give it one where none is set.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,7 +95,96 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
         os.environ.setdefault(key, value)
     _create_databases(str(info.socket_dir), info.port)
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
-    yield True
+
+
+def blob_configured() -> bool:
+    return bool(os.environ.get("DW_BLOB_CONNECTION_STRING") or os.environ.get("DW_BLOB_ACCOUNT_URL"))
+
+
+@contextmanager
+def _blob_emulator(home: Path) -> Iterator[None]:
+    """Azurite as a child process when no blob storage is configured; stopped on exit."""
+    if blob_configured():
+        yield
+        return
+    from dw_platform.lib.blob import azurite_connection_string
+
+    process, port = start_azurite(home / "azurite")
+    os.environ["DW_BLOB_CONNECTION_STRING"] = azurite_connection_string(port)
+    try:
+        yield
+    finally:
+        os.environ.pop("DW_BLOB_CONNECTION_STRING", None)
+        stop_process(process)
+
+
+def azurite_command() -> list[str]:
+    local = PROJECT_ROOT / "node_modules" / ".bin" / "azurite-blob"
+    if local.exists():
+        return [str(local)]
+    found = shutil.which("azurite-blob")
+    if found:
+        return [found]
+    raise RuntimeError(
+        "the Azurite blob emulator is not installed: run `npm install` in the project root "
+        "(scripts/bootstrap.sh does), or set DW_BLOB_CONNECTION_STRING to a real storage account"
+    )
+
+
+def start_azurite(location: Path, timeout_s: float = 30) -> tuple[subprocess.Popen, int]:
+    """Start Azurite's blob service on a free 127.0.0.1 port; returns the process and the port."""
+    location.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = open(location / "azurite.log", "ab")
+    process = subprocess.Popen(
+        [*azurite_command(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
+         "--skipApiVersionCheck", "--disableTelemetry", "--loose", "--silent"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"Azurite exited with code {process.returncode}; see {location / 'azurite.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _dev_fernet_keys(home: Path) -> None:
+    """A development Fernet key for the sales domain, generated once into `.dw/` (embedded only)."""
+    if os.environ.get("DW_SALES_FERNET_KEYS"):
+        return
+    path = home / "sales_fernet_keys"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        key = Fernet.generate_key().decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+    os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
 def _create_databases(host: str, port: int) -> None:

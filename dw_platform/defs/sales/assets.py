@@ -1,0 +1,108 @@
+"""Bronze for the sales domain: one CSV blob per dynamic partition, into bronze.sales."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+from psycopg import sql
+
+from dw_platform.defs.sales.ingest import SALES, SCHEMA, SalesFile
+from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, sales_blobs
+from dw_platform.lib import bronze
+from dw_platform.lib.blob import BlobStorage, BlobVersion
+from dw_platform.lib.bronze import LoadScope
+from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+
+def source_name(partition_key: str) -> str:
+    """`_bronze_source_file` of a blob's rows: its name as it arrived."""
+    return INCOMING + partition_key
+
+
+def blob_scope(partition_key: str) -> LoadScope:
+    return LoadScope(
+        (partition_key,), sql.SQL("{} = %(blob)s").format(sql.Identifier("_bronze_source_file")),
+        {"blob": source_name(partition_key)},
+    )
+
+
+def locate(storage: BlobStorage, partition_key: str) -> BlobVersion | None:
+    """The blob of a partition: waiting in incoming/, or already in processed/ or failed/ (a re-run)."""
+    for folder in (INCOMING, PROCESSED, FAILED):
+        found = storage.version(folder + partition_key)
+        if found is not None:
+            return found
+    return None
+
+
+def report_name(folder: str, partition_key: str) -> str:
+    return f"{folder}{partition_key}.report.json"
+
+
+@dg.asset(
+    key=["bronze", "sales"],
+    group_name="bronze",
+    kinds={"azure", "csv", "postgres"},
+    tags={"domain": "sales"},
+    partitions_def=sales_blobs,
+    description=(
+        "Sales CSV files from the blob container's incoming/ folder, one partition per blob; "
+        "validated against dw_platform/defs/sales/schema.yaml, sensitive columns Fernet-encrypted, "
+        "bad rows in bronze.sales_quarantine with the reason."
+    ),
+)
+def sales(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, sales_storage: BlobStorage, sales_keys: FernetKeys
+) -> dg.MaterializeResult:
+    key = context.partition_key
+    blob = locate(sales_storage, key)
+    if blob is None:
+        raise dg.Failure(f"blob {key!r} is in none of {INCOMING}, {PROCESSED}, {FAILED} of container "
+                         f"{sales_storage.container!r}", allow_retries=False)
+    context.log.info(f"ingesting {sales_storage.container}/{blob.name} (etag {blob.etag}, {blob.size:,} bytes)")
+    parsed = SalesFile(source_name(key), sales_keys.cipher())
+    started = datetime.now(timezone.utc)
+    try:
+        with warehouse.connect() as conn:
+            result = bronze.load(
+                conn, SALES, parsed.batches(sales_storage.chunks(blob)),
+                asset_key=context.asset_key.to_user_string(), scope=blob_scope(key),
+                source=f"blob:{sales_storage.container}/{blob.name}@{blob.etag}",
+                run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
+            )
+    except dg.Failure as failure:
+        if failure.allow_retries:  # e.g. a lost connection: leave the blob where it is for the retry
+            raise
+        report = {"blob": blob.name, "etag": blob.etag, "status": "failed", "error": failure.description,
+                  "rows_loaded": 0, "rows_quarantined": 0, "started_at": started, "finished_at": datetime.now(timezone.utc)}
+        _finish(context, sales_storage, blob, key, FAILED, report)
+        raise
+    report = {"blob": blob.name, "etag": blob.etag, "status": "succeeded", "error": None, **parsed.summary(),
+              "batch_id": str(result.batch_id), "started_at": started, "finished_at": datetime.now(timezone.utc)}
+    if not parsed.header_found:
+        report["note"] = "empty file: no header, no rows"
+    _finish(context, sales_storage, blob, key, PROCESSED, report)
+    context.log.info(
+        f"loaded {result.rows_loaded:,} rows, quarantined {parsed.rows_quarantined:,} "
+        f"(replaced {result.rows_replaced:,}) in {result.seconds:.1f}s, {result.rows_per_second:,.0f} rows/s"
+    )
+    return dg.MaterializeResult(metadata={
+        **result.metadata(), "blob": blob.name, "etag": blob.etag, "rows_quarantined": parsed.rows_quarantined,
+        "data_lines": parsed.data_lines,
+    })
+
+
+def _finish(context, storage: BlobStorage, blob: BlobVersion, key: str, folder: str, report: dict) -> None:
+    """After the data is committed (or the load failed for good): move the blob to `folder`
+    (unless it is there already, as in a re-run) and write its report beside it."""
+    try:
+        if blob.name != folder + key:
+            moved = storage.move(blob, folder + key)
+            context.log.info(f"moved {blob.name} to {moved.name}")
+        storage.upload_json(report_name(folder, key), report)
+    except Exception as exc:
+        if folder == FAILED:  # the load's own failure is the message that matters
+            context.log.error(f"could not move {blob.name} to {folder}: {exc}")
+            return
+        # The rows are committed; a retry re-ingests the same version (replacing it) and moves it.
+        raise dg.Failure(f"loaded {blob.name} but could not move it to {folder}: {exc}", allow_retries=True) from exc

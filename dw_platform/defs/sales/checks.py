@@ -1,0 +1,71 @@
+"""Bronze checks for bronze.sales; all are errors and block silver and gold.
+
+In a run they check the run's blob; run on their own, the blob loaded last.
+"""
+
+import dagster as dg
+
+from dw_platform.defs.sales.assets import blob_scope, locate
+from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, quarantine_ddl
+from dw_platform.lib import bronze_checks
+from dw_platform.lib.blob import BlobStorage
+from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+ASSET = dg.AssetKey(["bronze", "sales"])
+
+
+def _scope(context: dg.AssetCheckExecutionContext, conn) -> LoadScope | None:
+    if context.has_partition_key:
+        return blob_scope(context.partition_key)
+    row = conn.execute(
+        "select partition_key from bronze.batch_ledger where target_table = %s and status = 'succeeded'"
+        " order by finished_at desc limit 1",
+        (SALES.qualified_name,),
+    ).fetchone()
+    return blob_scope(row[0]) if row else None
+
+
+@dg.asset_check(asset=ASSET, blocking=True, description="The table has exactly the schema's columns and the lineage columns.")
+def sales_expected_columns(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        return bronze_checks.expected_columns(conn, SALES)
+
+
+@dg.asset_check(asset=ASSET, blocking=True, description="No row is empty in every source column.")
+def sales_no_all_null_rows(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        ensure_bronze_objects(conn, SALES)
+        # source_line and total_amount are always set by the loader: they say nothing about the row.
+        return bronze_checks.no_all_null_rows(conn, SALES, _scope(context, conn), ignore=("source_line", "total_amount"))
+
+
+@dg.asset_check(
+    asset=ASSET,
+    blocking=True,
+    description="Rows loaded + rows quarantined for the blob = the data lines the blob holds (re-read from storage).",
+)
+def sales_rows_reconcile_with_blob(
+    context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, sales_storage: BlobStorage
+) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        ensure_bronze_objects(conn, SALES)
+        conn.execute(quarantine_ddl())
+        scope = _scope(context, conn)
+        if scope is None:
+            return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
+        key = scope.partition_keys[0]
+        loaded = conn.execute(
+            f"select count(*) from {SALES.qualified_name} where _bronze_source_file = %s", (scope.params["blob"],)
+        ).fetchone()[0]
+        quarantined = conn.execute(
+            f"select count(*) from {SCHEMA.quarantine_table} where blob_name = %s", (scope.params["blob"],)
+        ).fetchone()[0]
+    blob = locate(sales_storage, key)
+    if blob is None:
+        return dg.AssetCheckResult(passed=False, metadata={"blob": key, "problem": "blob not found in storage"})
+    data_lines = count_data_lines(sales_storage.chunks(blob))
+    return dg.AssetCheckResult(
+        passed=loaded + quarantined == data_lines,
+        metadata={"blob": blob.name, "rows_loaded": loaded, "rows_quarantined": quarantined, "data_lines": data_lines},
+    )

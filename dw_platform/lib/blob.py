@@ -1,0 +1,136 @@
+"""Azure Blob Storage (or the Azurite emulator) as a Dagster resource.
+
+Configured from the environment: a connection string, or an account URL plus a credential
+(account key or SAS token). Every domain that reads files keeps them in one container and
+moves them between folders (`incoming/`, `processed/`, `failed/`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+# Azurite's fixed development account (public, documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(port: int, host: str = "127.0.0.1") -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{port}/{AZURITE_ACCOUNT};"
+    )
+
+
+def _etag(value: str) -> str:
+    """Etags without quotes: listings give them bare, property and upload responses quoted."""
+    return value.strip('"')
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+@dataclass(frozen=True)
+class BlobVersion:
+    """One version of one blob: a name and the etag that changes on every upload."""
+
+    name: str
+    etag: str
+    size: int = 0
+
+
+class BlobStorage(dg.ConfigurableResource):
+    """One container in Azure Blob Storage. Set `connection_string`, or `account_url` + `credential`."""
+
+    container: str
+    connection_string: str = ""
+    account_url: str = ""
+    credential: str = ""
+    max_chunk_bytes: int = 4 * 1024 * 1024
+
+    def service_client(self) -> BlobServiceClient:
+        options = {"max_chunk_get_size": self.max_chunk_bytes, "max_single_get_size": self.max_chunk_bytes}
+        if self.connection_string:
+            return BlobServiceClient.from_connection_string(self.connection_string, **options)
+        if self.account_url:
+            return BlobServiceClient(self.account_url, credential=self.credential or None, **options)
+        raise dg.Failure(
+            "no blob storage configured: set DW_BLOB_CONNECTION_STRING, or DW_BLOB_ACCOUNT_URL and "
+            "DW_BLOB_CREDENTIAL (the embedded default starts Azurite and sets them itself)",
+            allow_retries=False,
+        )
+
+    def container_client(self) -> ContainerClient:
+        return self.service_client().get_container_client(self.container)
+
+    def ensure_container(self) -> None:
+        try:
+            self.container_client().create_container()
+        except ResourceExistsError:
+            pass
+
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[BlobVersion]:
+        """Blobs under `prefix` in name order, page by page (5,000 a page), never all in memory."""
+        for props in self.container_client().list_blobs(name_starts_with=prefix, results_per_page=5000):
+            if start_after is not None and props.name <= start_after:
+                continue
+            yield BlobVersion(props.name, _etag(props.etag), props.size or 0)
+
+    def version(self, name: str) -> BlobVersion | None:
+        """The current version of `name`, or None when it does not exist."""
+        try:
+            props = self.container_client().get_blob_client(name).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return BlobVersion(name, _etag(props.etag), props.size or 0)
+
+    def chunks(self, blob: BlobVersion) -> Iterator[bytes]:
+        """The bytes of exactly this version, in chunks of at most `max_chunk_bytes`.
+
+        The download is pinned to the etag: if the blob is replaced mid-read, the read fails
+        instead of mixing two versions.
+        """
+        downloader = self.container_client().get_blob_client(blob.name).download_blob(
+            etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified
+        )
+        yield from downloader.chunks()
+
+    def upload(self, name: str, data, overwrite: bool = True) -> BlobVersion:
+        client = self.container_client().get_blob_client(name)
+        result = client.upload_blob(data, overwrite=overwrite)
+        return BlobVersion(name, _etag(result["etag"]), 0)
+
+    def upload_json(self, name: str, payload: dict) -> BlobVersion:
+        return self.upload(name, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
+
+    def move(self, blob: BlobVersion, destination: str, timeout_s: float = 600) -> BlobVersion:
+        """Copy `blob` to `destination`, then delete the source only if it is still that version.
+
+        Nothing is deleted before the copy has succeeded; a newer upload under the same name
+        (another etag) is left where it is for its own run.
+        """
+        container = self.container_client()
+        source = container.get_blob_client(blob.name)
+        target = container.get_blob_client(destination)
+        target.start_copy_from_url(source.url, source_etag=_quoted(blob.etag),
+                                   source_match_condition=MatchConditions.IfNotModified)
+        deadline = time.monotonic() + timeout_s
+        while (props := target.get_blob_properties()).copy.status == "pending":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"copying {blob.name} to {destination} did not finish in {timeout_s:.0f}s")
+            time.sleep(0.2)
+        if props.copy.status != "success":
+            raise OSError(f"copying {blob.name} to {destination} ended {props.copy.status}: {props.copy.status_description}")
+        try:
+            source.delete_blob(etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            pass  # gone already, or a newer version was uploaded meanwhile: that one stays for its run
+        return BlobVersion(destination, _etag(props.etag), props.size or 0)
