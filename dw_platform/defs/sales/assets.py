@@ -67,7 +67,7 @@ def sales(
             result = bronze.load(
                 conn, SALES, parsed.batches(sales_storage.chunks(blob)),
                 asset_key=context.asset_key.to_user_string(), scope=blob_scope(key),
-                source=f"blob:{sales_storage.container}/{blob.name}@{blob.etag}",
+                source=source_name(key),
                 run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
             )
     except dg.Failure as failure:

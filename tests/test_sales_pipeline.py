@@ -1,0 +1,204 @@
+"""The sales domain end to end on a real Azurite and a real PostgreSQL."""
+
+import json
+import os
+from datetime import date
+from decimal import Decimal
+
+import dagster as dg
+import pytest
+from cryptography.fernet import Fernet, InvalidToken
+
+from dw_platform.defs.sales.assets import sales
+from dw_platform.defs.sales.checks import sales_expected_columns, sales_no_all_null_rows, sales_rows_reconcile_with_blob
+from dw_platform.defs.sales.partitions import sales_blobs
+from dw_platform.defs.sales.rotation import rotate_keys
+from dw_platform.lib.crypto import Cipher, FernetKeys
+from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.samples import sales as sample
+
+DAY = date(2026, 11, 20)
+GOOD = sample.to_csv(sample.HEADER, list(sample.rows(30, DAY)))
+
+
+def warehouse_resource() -> PostgresWarehouse:
+    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
+                             user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"])
+
+
+def ingest(storage, key: str, keys: str | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize bronze/sales (and its checks) for one blob partition."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sales_blobs.name, [key])
+    resources = {"warehouse": warehouse_resource(), "sales_storage": storage,
+                 "sales_keys": FernetKeys(fernet_keys=keys or os.environ["DW_SALES_FERNET_KEYS"])}
+    return dg.materialize(
+        [sales, sales_expected_columns, sales_no_all_null_rows, sales_rows_reconcile_with_blob],
+        partition_key=key, resources=resources, instance=instance, raise_on_error=False,
+    )
+
+
+def checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def names(storage, prefix="") -> list[str]:
+    return sorted(b.name for b in storage.list(prefix))
+
+
+def report(storage, name: str) -> dict:
+    return json.loads(b"".join(storage.chunks(storage.version(name))))
+
+
+def test_an_ingested_file_lands_once_with_lineage_and_moves_to_processed(storage, warehouse):
+    storage.upload("incoming/day1/orders.csv", GOOD)
+
+    result = ingest(storage, "day1/orders.csv")
+
+    assert result.success
+    assert all(checks(result).values()) and len(checks(result)) == 3, checks(result)
+    rows = warehouse.execute(
+        "select source_line, order_id, quantity, unit_price, total_amount, _bronze_source_file, _bronze_batch_id"
+        " from bronze.sales order by source_line").fetchall()
+    expected = list(sample.rows(30, DAY))
+    assert [r[1] for r in rows] == [e[0] for e in expected]
+    assert [r[0] for r in rows] == list(range(2, 32))
+    assert [r[4] for r in rows] == [sample.expected_total(e) for e in expected]
+    assert {r[5] for r in rows} == {"incoming/day1/orders.csv"} and len({r[6] for r in rows}) == 1
+    ledger = warehouse.execute("select partition_key, rows_loaded, status from bronze.batch_ledger").fetchall()
+    assert ledger == [("day1/orders.csv", 30, "succeeded")]
+    assert names(storage) == ["processed/day1/orders.csv", "processed/day1/orders.csv.report.json"]
+    assert report(storage, "processed/day1/orders.csv.report.json").items() >= {
+        "status": "succeeded", "rows_loaded": 30, "rows_quarantined": 0, "data_lines": 30, "error": None}.items()
+
+
+def test_rerunning_a_partition_replaces_its_rows_instead_of_duplicating(storage, warehouse):
+    storage.upload("incoming/orders.csv", GOOD)
+    assert ingest(storage, "orders.csv").success
+
+    again = ingest(storage, "orders.csv")  # the blob is in processed/ now
+
+    assert again.success
+    assert warehouse.execute("select count(*), count(distinct _bronze_batch_id) from bronze.sales").fetchone() == (30, 1)
+    assert warehouse.execute(
+        "select rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at").fetchall() == [(30, 0), (30, 30)]
+    assert names(storage, "processed/") == ["processed/orders.csv", "processed/orders.csv.report.json"]
+
+
+def test_a_changed_upload_reingests_and_replaces_rows_and_quarantine_together(storage, warehouse):
+    bad = sample.BAD_ROWS[0][0]
+    storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, [*sample.rows(5, DAY), bad]))
+    assert ingest(storage, "orders.csv").success
+    assert warehouse.execute("select count(*) from bronze.sales_quarantine").fetchone()[0] == 1
+
+    storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, list(sample.rows(8, DAY, seed=99))))
+    assert ingest(storage, "orders.csv").success
+
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 8
+    assert warehouse.execute("select count(*) from bronze.sales_quarantine").fetchone()[0] == 0
+    assert report(storage, "processed/orders.csv.report.json")["rows_loaded"] == 8
+
+
+def test_bad_rows_are_quarantined_with_line_and_reason_and_good_rows_still_load(storage, warehouse):
+    day_files = sample.sample_files(DAY)
+    name = f"{DAY.isoformat()}/orders_with_bad_rows.csv"
+    storage.upload("incoming/" + name, day_files[name])
+
+    result = ingest(storage, name)
+
+    assert result.success and all(checks(result).values())
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 40
+    quarantined = warehouse.execute(
+        "select line_number, reason, raw_line_encrypted from bronze.sales_quarantine order by line_number").fetchall()
+    assert [(line, reason) for line, reason, _ in quarantined] == [
+        (7, "order_date: '2026-13-45' is not a date (YYYY-MM-DD)"),
+        (14, "quantity: 'two' is not an integer"),
+        (21, "order_id: missing required value"),
+        (28, "unit_price: -3.49 is below the minimum 0"),
+        (46, "expected 10 fields, found 3"),
+    ]
+    cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
+    assert cipher.decrypt(quarantined[1][2]).startswith("SO-BAD-2,2026-11-20,y@example.com")
+    assert "y@example.com" not in quarantined[1][2]
+    assert report(storage, f"processed/{name}.report.json")["rows_quarantined"] == 5
+
+
+def test_a_file_that_is_not_the_sales_csv_fails_its_run_clearly_and_moves_to_failed(storage, warehouse):
+    storage.upload("incoming/inventory.csv", b"sku;warehouse;on_hand\r\nA-1;Berlin;12\r\n")
+
+    result = ingest(storage, "inventory.csv")
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.user_failure_data.description
+    assert "the header lacks required column(s) order_id" in message and "sku;warehouse;on_hand" in message
+    assert failure.step_failure_data.error.cls_name == "Failure"
+    assert names(storage) == ["failed/inventory.csv", "failed/inventory.csv.report.json"]
+    assert "lacks required column" in report(storage, "failed/inventory.csv.report.json")["error"]
+    assert warehouse.execute("select status, rows_loaded from bronze.batch_ledger").fetchall() == [("failed", 0)]
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 0
+
+
+def test_invalid_utf8_late_in_a_file_commits_nothing_of_it(storage, warehouse):
+    storage.upload("incoming/latin1.csv", GOOD + "SO-X,2026-11-20,a@b.c,Jos\xe9,W,C,EU,1,1,EUR\r\n".encode("latin-1"))
+
+    result = ingest(storage, "latin1.csv")
+
+    assert not result.success
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 0
+    assert "line 32: not UTF-8 text" in report(storage, "failed/latin1.csv.report.json")["error"]
+
+
+def test_an_empty_file_loads_nothing_and_succeeds(storage, warehouse):
+    storage.upload("incoming/empty.csv", b"")
+
+    result = ingest(storage, "empty.csv")
+
+    assert result.success and all(checks(result).values())
+    assert report(storage, "processed/empty.csv.report.json")["rows_loaded"] == 0
+
+
+def test_sensitive_columns_are_unreadable_in_the_table_and_decrypt_to_the_cleaned_input(storage, warehouse):
+    storage.upload("incoming/orders.csv", GOOD)
+    assert ingest(storage, "orders.csv").success
+
+    stored = warehouse.execute(
+        "select customer_email, customer_name from bronze.sales order by source_line").fetchall()
+    expected = list(sample.rows(30, DAY))
+    cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
+    assert [(cipher.decrypt(e), cipher.decrypt(n)) for e, n in stored] == [
+        (row[2].strip().lower(), " ".join(row[3].split())) for row in expected]
+    assert not any("@" in e or n.strip() == expected[i][3].strip() for i, (e, n) in enumerate(stored))
+    assert warehouse.execute(
+        "select count(*) from bronze.sales where customer_email like '%example.com%'").fetchone()[0] == 0
+
+
+def test_rotating_keys_reencrypts_every_value_under_the_new_key(storage, warehouse):
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, [*sample.rows(12, DAY), sample.BAD_ROWS[1][0]]))
+    assert ingest(storage, "orders.csv", keys=old).success
+    before = warehouse.execute("select customer_email from bronze.sales order by source_line").fetchall()
+
+    counts = rotate_keys(warehouse, Cipher(f"{new},{old}"), log=lambda _m: None)
+
+    assert counts == {"rows_rotated": 12, "quarantine_rows_rotated": 1, "blobs": 1}
+    only_new, only_old = Cipher(new), Cipher(old)
+    after = warehouse.execute("select customer_email from bronze.sales order by source_line").fetchall()
+    assert [only_new.decrypt(a) for (a,) in after] == [only_old.decrypt(b) for (b,) in before]
+    with pytest.raises(InvalidToken):
+        only_old.decrypt(after[0][0])
+    raw = warehouse.execute("select raw_line_encrypted from bronze.sales_quarantine").fetchone()[0]
+    assert only_new.decrypt(raw).startswith("SO-BAD-2")
+    assert rotate_keys(warehouse, Cipher(f"{new},{old}"), log=lambda _m: None)["rows_rotated"] == 0
+
+
+def test_the_reconcile_check_fails_when_bronze_lost_a_row_of_the_blob(storage, warehouse):
+    storage.upload("incoming/orders.csv", GOOD)
+    assert ingest(storage, "orders.csv").success
+    warehouse.execute("delete from bronze.sales where source_line = 5")
+
+    context = dg.build_asset_check_context()
+    result = sales_rows_reconcile_with_blob(context, warehouse=warehouse_resource(), sales_storage=storage)
+
+    assert not result.passed
+    assert result.metadata["rows_loaded"].value == 29 and result.metadata["data_lines"].value == 30
