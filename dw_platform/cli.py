@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import psycopg
 
@@ -18,9 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="seed sample sources, materialize the whole graph, print a summary")
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the same services")
     dev.add_argument("--port", type=int, default=3000)
+    rotate = sub.add_parser("rotate-keys", help="re-encrypt a domain's sensitive columns under its newest key")
+    rotate.add_argument("domain", choices=["sales"])
     args = parser.parse_args(argv)
 
     with embedded.services() as embedded_in_use:
+        if args.command == "rotate-keys":
+            return rotate_keys(args.domain)
         prepare_dbt()
         if args.command == "demo":
             return demo(embedded_in_use)
@@ -66,8 +71,70 @@ def demo(embedded_in_use: bool) -> int:
         raise_on_error=False,
     )
 
-    _print_summary(result)
-    return 0 if result.success else 1
+    sales_ok, sales_lines = _sales_demo(defs(), dg.DagsterInstance.get())
+    _print_summary(result, sales_lines)
+    return 0 if result.success and sales_ok else 1
+
+
+def _sales_demo(definitions, instance) -> tuple[bool, list[str]]:
+    """Upload the sample sales files to incoming/, let the sensor's logic pick them up, and run
+    the job `sales_ingest` for each run request, as the daemon would. The malformed sample is
+    expected to fail its run (and land in failed/); any other failure fails the demo."""
+    import dagster as dg
+
+    from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
+    from dw_platform.defs.sales.sensors import scan
+    from dw_platform.lib.blob import BlobStorage
+    from dw_platform.samples import sales as sales_sample
+
+    storage = BlobStorage(container=os.environ.get("DW_SALES_CONTAINER", "sales"),
+                          connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+    storage.ensure_container()
+    files = sales_sample.sample_files(datetime.now(timezone.utc).date())
+    for name, data in files.items():
+        storage.upload(INCOMING + name, data)
+    print(f"sales: uploaded {len(files)} sample CSV files to {storage.container}/{INCOMING}")
+
+    tick = scan(dg.build_sensor_context(instance=instance), storage)
+    for request in tick.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(sales_blobs.name, list(request.partition_keys))
+    job = definitions.resolve_job_def("sales_ingest")
+    ok, lines = True, []
+    for request in tick.run_requests:
+        key = request.partition_key
+        print(f"running job sales_ingest for blob {key} ...")
+        run = job.execute_in_process(instance=instance, partition_key=key, tags=request.tags,
+                                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                                     raise_on_error=False)
+        expected_failure = key.endswith("_malformed.csv")
+        if run.success:
+            meta = run.get_asset_materialization_events()[0].materialization.metadata
+            lines.append(f"  {key:<45} loaded {meta['dagster/row_count'].value:>5,}, "
+                         f"quarantined {meta['rows_quarantined'].value:>3,} -> processed/")
+        else:
+            failure = next((e for e in run.all_events if e.event_type_value == "STEP_FAILURE"), None)
+            reason = failure.step_failure_data.user_failure_data.description if failure and \
+                failure.step_failure_data.user_failure_data else "see the run's logs"
+            lines.append(f"  {key:<45} FAILED{' (as intended)' if expected_failure else ''}: {reason} -> failed/")
+        ok = ok and (run.success != expected_failure)
+    return ok, lines
+
+
+def rotate_keys(domain: str) -> int:
+    """Re-encrypt every sensitive value under the first key of DW_SALES_FERNET_KEYS."""
+    from dw_platform.defs.sales.rotation import rotate_keys as rotate
+    from dw_platform.lib.crypto import Cipher
+
+    keys = os.environ.get("DW_SALES_FERNET_KEYS")
+    if not keys:
+        print("DW_SALES_FERNET_KEYS is not set: put the new key first, the old keys after it.", file=sys.stderr)
+        return 2
+    cipher = Cipher(keys)
+    with _connect(os.environ["DW_PG_DATABASE"]) as conn:
+        counts = rotate(conn, cipher)
+    print(f"{domain}: re-encrypted {counts['rows_rotated']:,} rows and {counts['quarantine_rows_rotated']:,} "
+          f"quarantined lines of {counts['blobs']:,} blobs under the newest key; the old keys can now be removed.")
+    return 0
 
 
 def _connect(dbname: str) -> psycopg.Connection:
@@ -79,7 +146,7 @@ def _connect(dbname: str) -> psycopg.Connection:
     )
 
 
-def _print_summary(result) -> None:
+def _print_summary(result, sales_lines: list[str]) -> None:
     evaluations = result.get_asset_check_evaluations()
     passed = [e for e in evaluations if e.passed]
     failed = [e for e in evaluations if not e.passed]
@@ -95,7 +162,10 @@ def _print_summary(result) -> None:
         for schema, name in tables:
             count = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
             print(f"  {schema}.{name:<40} {count:>10,}")
-    print(f"checks: {len(passed)} passed, {len(failed)} failed")
+    print("sales blobs:")
+    for line in sales_lines:
+        print(line)
+    print(f"customer checks: {len(passed)} passed, {len(failed)} failed")
     for e in failed:
         print(f"  FAILED [{e.severity.value}] {e.asset_key.to_user_string()} :: {e.check_name}")
     print()

@@ -33,3 +33,32 @@ def test_the_code_location_has_every_customer_asset_check_job_and_schedule(defin
     assert schedule.cron_schedule == "0 2 * * *"
     job = definitions.resolve_job_def("customer_daily")
     assert job.op_retry_policy.max_retries == 3
+
+
+def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartitioned_dbt_models(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    bronze = graph.get(dg.AssetKey(["bronze", "sales"]))
+    assert isinstance(bronze.partitions_def, dg.DynamicPartitionsDefinition)
+    assert bronze.partitions_def.name == "sales_blobs"
+    silver = graph.get(dg.AssetKey(["silver", "sales_cleaned"]))
+    gold = graph.get(dg.AssetKey(["gold", "sales_daily_summary"]))
+    assert silver.partitions_def is None and gold.partitions_def is None
+    assert dg.AssetKey(["bronze", "sales"]) in silver.parent_keys
+
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {
+        ("bronze/sales", "sales_expected_columns"),
+        ("bronze/sales", "sales_no_all_null_rows"),
+        ("bronze/sales", "sales_rows_reconcile_with_blob"),
+        ("silver/sales_cleaned", "unique_sales_cleaned_order_id"),
+        ("silver/sales_cleaned", "assert_sales_total_amount_is_quantity_times_price"),
+    } <= checks
+
+    # The daily-partitioned dbt selection holds the customer's incremental model only.
+    customer_silver = graph.get(dg.AssetKey(["silver", "customer_profile_standardized"]))
+    assert customer_silver.partitions_def == graph.get(dg.AssetKey(["bronze", "customer_profile_raw"])).partitions_def
+
+    sensor = definitions.resolve_sensor_def("sales_incoming_sensor")
+    assert sensor.job_name == "sales_ingest"
+    job = definitions.resolve_job_def("sales_ingest")
+    assert job.partitions_def == bronze.partitions_def

@@ -202,3 +202,27 @@ def test_the_reconcile_check_fails_when_bronze_lost_a_row_of_the_blob(storage, w
 
     assert not result.passed
     assert result.metadata["rows_loaded"].value == 29 and result.metadata["data_lines"].value == 30
+
+
+def test_the_sales_job_builds_silver_and_gold_and_their_dbt_checks_pass(storage, warehouse):
+    from dw_platform.definitions import defs  # after the storage fixture named the container
+
+    storage.upload("incoming/a.csv", sample.to_csv(sample.HEADER, list(sample.rows(20, DAY))))
+    storage.upload("incoming/b.csv", sample.to_csv(sample.HEADER, list(sample.rows(10, DAY, seed=5, first_id=101))))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sales_blobs.name, ["a.csv", "b.csv"])
+    job = defs().resolve_job_def("sales_ingest")
+
+    results = [job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False) for key in ("a.csv", "b.csv")]
+
+    assert all(r.success for r in results)
+    last = results[-1]
+    materialized = {e.asset_key.to_user_string() for e in last.get_asset_materialization_events()}
+    assert {"bronze/sales", "silver/sales_cleaned", "gold/sales_daily_summary"} <= materialized
+    evaluations = {e.check_name: e.passed for e in last.get_asset_check_evaluations()}
+    assert {"unique_sales_cleaned_order_id", "assert_sales_total_amount_is_quantity_times_price",
+            "sales_rows_reconcile_with_blob"} <= set(evaluations) and all(evaluations.values()), evaluations
+    assert warehouse.execute("select count(*) from silver.sales_cleaned").fetchone()[0] == 30
+    revenue = warehouse.execute("select sum(revenue), sum(order_count) from gold.sales_daily_summary").fetchone()
+    expected = sum(sample.expected_total(r) for r in [*sample.rows(20, DAY), *sample.rows(10, DAY, seed=5, first_id=101)])
+    assert revenue == (expected, 30)

@@ -3,6 +3,7 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        tags=['customer_daily'],
         indexes=[{'columns': ['last_modified_ts']}, {'columns': ['customer_id']}],
         pre_hook="{% if is_incremental() %}
             delete from {{ this }}

@@ -1,7 +1,9 @@
-"""Silver and gold: the dbt project, split by materialization.
+"""Silver and gold: the dbt project, split by partitioning.
 
-Incremental models are partitioned like the bronze they read and replace only their window;
-everything else (SCD2 dimension, bridges, facts) is rebuilt from silver in one unpartitioned run.
+Models tagged `customer_daily` (incremental) are partitioned like the bronze they read and
+replace only their window; everything else (SCD2 dimension, bridges, facts, the sales models,
+whose bronze is partitioned per blob) is rebuilt in one unpartitioned run. A new incremental
+model joins the daily partitioned set only when it carries the tag.
 dbt tests become asset checks; an error-severity failure stops dbt building what depends on it.
 """
 
@@ -13,12 +15,13 @@ from dw_platform.lib.dbt import DBT_PROJECT, TRANSLATOR, build_args, window_vars
 
 DBT_PROJECT.prepare_if_dev()
 
-INCREMENTAL = "config.materialized:incremental"
+# Selected by tag, not by materialization: not every incremental model is daily-partitioned.
+CUSTOMER_DAILY = "tag:customer_daily"
 
 
 @dbt_assets(
     manifest=DBT_PROJECT.manifest_path,
-    select=INCREMENTAL,
+    select=CUSTOMER_DAILY,
     partitions_def=customer_daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     dagster_dbt_translator=TRANSLATOR,
@@ -30,7 +33,7 @@ def dbt_incremental_models(context: dg.AssetExecutionContext, dbt: DbtCliResourc
 
 @dbt_assets(
     manifest=DBT_PROJECT.manifest_path,
-    exclude=INCREMENTAL,
+    exclude=CUSTOMER_DAILY,
     dagster_dbt_translator=TRANSLATOR,
     name="dbt_models",
 )
