@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup demo test dev bench clean
+.PHONY: setup demo test dev bench bench-sales clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -15,6 +15,10 @@ dev: setup
 
 bench: setup
 	.venv/bin/python -m benchmarks.bench_customer $(ARGS)
+
+# One large sales blob from Azurite: 200 MiB by default; ARGS="--gb 1" for the 1 GiB run.
+bench-sales: setup
+	.venv/bin/python -m benchmarks.bench_sales $(ARGS)
 
 # Removes the embedded servers' state (.dw/); stop `make dev` first.
 clean:

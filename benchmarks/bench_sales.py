@@ -1,0 +1,221 @@
+"""Throughput and memory of the sales bronze load (one large blob), next to a pandas baseline.
+
+    .venv/bin/python -m benchmarks.bench_sales [--mb 200 | --gb 1] [--skip-baseline]
+
+Runs on its own embedded PostgreSQL and Azurite under `.dw/bench-sales` (never on servers from
+the environment or `.env`). A sample sales CSV of the requested size is generated once (kept
+while its size matches) and uploaded to `incoming/` in the container `bench`; neither is timed.
+
+Each method runs in a fresh subprocess, so its peak RSS is its own (VmHWM from /proc/self/status,
+as benchmarks/bench_customer.py reads it), and reads the same blob from Azurite:
+
+  blob_download        the blob's chunks, discarded. The CEILING of any loader reading it.
+  dw_platform_asset    the real asset `bronze/sales` materialized with `dg.materialize` for the
+                       blob's partition: RFC 4180 parse, schema validation, cleaning,
+                       total_amount, Fernet encryption of two columns, binary COPY, ledger.
+                       Seconds = the loader's own timing; the Dagster run's wall time beside it.
+  pandas_to_sql_multi  BASELINE: `pandas.read_csv(chunksize=100_000)` over the same blob stream +
+                       `to_sql(method="multi", chunksize=1000)` through SQLAlchemy; no
+                       validation, no encryption, no lineage (it does less work).
+
+The streaming claim is the peak RSS column: it must not grow with the file size (compare
+`--mb 100` with `--gb 1`). No assertions: the exit code is 0 whenever every method ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CONTAINER = "bench"
+BLOB_KEY = "bench/sales_large.csv"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--mb", type=int, default=200, help="file size in MiB (default 200)")
+    size.add_argument("--gb", type=float, help="file size in GiB (use 1 or more to show bounded memory)")
+    parser.add_argument("--skip-baseline", action="store_true", help="skip pandas_to_sql_multi (slow on big files)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args.worker)
+
+    from dw_platform.lib import embedded
+
+    target = int(args.gb * 1024**3) if args.gb else args.mb * 1024**2
+    for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:
+        del os.environ[key]
+    home = embedded.PROJECT_ROOT / ".dw" / "bench-sales"
+    os.environ["DW_HOME"] = str(home)
+    with embedded.services(env_file=None):
+        path, rows = sample_file(home, target)
+        print(f"uploading {path.stat().st_size / 1024**2:,.0f} MiB ({rows:,} rows) to Azurite ...", flush=True)
+        upload(path)
+        methods = ["blob_download", "dw_platform_asset"] + ([] if args.skip_baseline else ["pandas_to_sql_multi"])
+        results = []
+        for method in methods:
+            reset_targets()
+            print(f"  {method} ...", flush=True)
+            results.append(run_worker(method))
+    report(results, path.stat().st_size, rows)
+    return 0
+
+
+def sample_file(home: Path, target: int) -> tuple[Path, int]:
+    from dw_platform.samples import sales
+
+    path = home / f"sales_{target}.csv"
+    meta = path.with_suffix(".rows")
+    if not (path.exists() and meta.exists()):
+        print(f"generating a {target / 1024**2:,.0f} MiB sales CSV at {path} ...", flush=True)
+        home.mkdir(parents=True, exist_ok=True)
+        meta.write_text(str(sales.write_large(path, target)))
+    return path, int(meta.read_text())
+
+
+def storage():
+    from dw_platform.lib.blob import BlobStorage
+
+    return BlobStorage(container=CONTAINER, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+
+
+def upload(path: Path) -> None:
+    blobs = storage()
+    blobs.ensure_container()
+    client = blobs.container_client().get_blob_client("incoming/" + BLOB_KEY)
+    with open(path, "rb") as f:
+        client.upload_blob(f, overwrite=True, max_concurrency=4)
+
+
+def pg_connect():
+    import psycopg
+
+    return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
+                           user=os.environ["DW_PG_USER"], dbname=os.environ["DW_PG_DATABASE"], autocommit=True)
+
+
+def reset_targets() -> None:
+    with pg_connect() as conn:
+        conn.execute("drop schema if exists bench cascade")
+        for table in ("bronze.sales", "bronze.sales_quarantine"):
+            if conn.execute("select to_regclass(%s)", (table,)).fetchone()[0]:
+                conn.execute(f"truncate {table}")
+
+
+def run_worker(method: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.bench_sales", "--worker", method]
+    project_root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, env=dict(os.environ), cwd=project_root, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
+        raise SystemExit(f"{method} failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def report(results: list[dict], size: int, rows: int) -> None:
+    print()
+    print(f"one blob: {size / 1024**2:,.0f} MiB, {rows:,} data rows")
+    print(f"{'method':<21} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'MiB/s':>7} {'RSS before':>10} {'peak RSS':>9}")
+    print(f"{'':<21} {'':>11} {'':>8} {'':>9} {'':>7} {'MiB':>10} {'MiB':>9}")
+    for r in results:
+        rate = r["rows"] / r["seconds"] if r["seconds"] else 0
+        print(f"{r['method']:<21} {r['rows']:>11,} {r['seconds']:>8.1f} {rate:>9,.0f} "
+              f"{size / 1024**2 / r['seconds']:>7.1f} {r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f}")
+    for r in results:
+        if r["method"] == "dw_platform_asset":
+            print(f"dw_platform_asset: Dagster run wall time {r['wall_seconds']:.1f}s (loader {r['seconds']:.1f}s), "
+                  f"{r['rows_quarantined']:,} rows quarantined")
+
+
+# ---------------------------------------------------------------- the worker: one method, one process
+
+
+def worker(method: str) -> int:
+    result = {"blob_download": blob_download, "dw_platform_asset": dw_platform_asset,
+              "pandas_to_sql_multi": pandas_to_sql_multi}[method]()
+    result.update(method=method, peak_rss_mib=_max_rss_mib())
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def _max_rss_mib() -> float:
+    """Peak RSS of this process since exec (VmHWM); ru_maxrss would include the parent's."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+def blob_download() -> dict:
+    blobs = storage()
+    blob = blobs.version("incoming/" + BLOB_KEY)
+    start_rss = _max_rss_mib()
+    t0 = time.perf_counter()
+    lines = 0
+    for chunk in blobs.chunks(blob):
+        lines += chunk.count(b"\n")
+    return {"rows": lines - 1, "seconds": time.perf_counter() - t0, "start_rss_mib": start_rss}
+
+
+def dw_platform_asset() -> dict:
+    import dagster as dg
+
+    from dw_platform.defs.sales.assets import sales
+    from dw_platform.defs.sales.partitions import sales_blobs
+    from dw_platform.lib.crypto import FernetKeys
+    from dw_platform.lib.warehouse import PostgresWarehouse
+
+    resources = {
+        "warehouse": PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
+                                       user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"]),
+        "sales_storage": storage(),
+        "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"]),
+    }
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(sales_blobs.name, [BLOB_KEY])
+    # The asset moves the blob to processed/ on success; put it back afterwards for the next method.
+    start_rss = _max_rss_mib()
+    t0 = time.perf_counter()
+    result = dg.materialize([sales], partition_key=BLOB_KEY, resources=resources, instance=instance)
+    wall = time.perf_counter() - t0
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    blobs = storage()
+    blobs.move(blobs.version("processed/" + BLOB_KEY), "incoming/" + BLOB_KEY)
+    return {"rows": meta["dagster/row_count"].value, "seconds": meta["duration_s"].value, "wall_seconds": wall,
+            "rows_quarantined": meta["rows_quarantined"].value, "start_rss_mib": start_rss}
+
+
+def pandas_to_sql_multi() -> dict:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from dw_platform.lib.csv_stream import _ChunkReader
+
+    blobs = storage()
+    blob = blobs.version("incoming/" + BLOB_KEY)
+    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"],
+                        query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]})
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("create schema if not exists bench"))
+    start_rss = _max_rss_mib()
+    t0 = time.perf_counter()
+    rows = 0
+    stream = io.BufferedReader(_ChunkReader(blobs.chunks(blob)), buffer_size=1 << 20)
+    for df in pd.read_csv(stream, chunksize=100_000):
+        df.to_sql("sales_pandas", engine, schema="bench", if_exists="append", index=False, method="multi", chunksize=1000)
+        rows += len(df)
+    seconds = time.perf_counter() - t0
+    engine.dispose()
+    return {"rows": rows, "seconds": seconds, "start_rss_mib": start_rss}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
