@@ -99,7 +99,7 @@ def _sales_demo(definitions, instance) -> tuple[bool, list[str]]:
     for request in tick.dynamic_partitions_requests:
         instance.add_dynamic_partitions(sales_blobs.name, list(request.partition_keys))
     job = definitions.resolve_job_def("sales_ingest")
-    ok, lines = True, []
+    ok, lines, passed, failed = True, [], 0, []
     for request in tick.run_requests:
         key = request.partition_key
         print(f"running job sales_ingest for blob {key} ...")
@@ -117,7 +117,13 @@ def _sales_demo(definitions, instance) -> tuple[bool, list[str]]:
                 failure.step_failure_data.user_failure_data else "see the run's logs"
             lines.append(f"  {key:<45} FAILED{' (as intended)' if expected_failure else ''}: {reason} -> failed/")
         ok = ok and (run.success != expected_failure)
-    return ok, lines
+        for evaluation in run.get_asset_check_evaluations():
+            if evaluation.passed:
+                passed += 1
+            else:
+                failed.append(f"    FAILED {evaluation.asset_key.to_user_string()} :: {evaluation.check_name} ({key})")
+    lines.append(f"sales checks: {passed} passed, {len(failed)} failed")
+    return ok, lines + failed
 
 
 def rotate_keys(domain: str) -> int:
@@ -162,7 +168,7 @@ def _print_summary(result, sales_lines: list[str]) -> None:
         for schema, name in tables:
             count = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
             print(f"  {schema}.{name:<40} {count:>10,}")
-    print("sales blobs:")
+    print("sales blobs (container incoming/ -> processed/ or failed/, each with a .report.json):")
     for line in sales_lines:
         print(line)
     print(f"customer checks: {len(passed)} passed, {len(failed)} failed")

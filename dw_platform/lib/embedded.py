@@ -11,6 +11,7 @@ it starts the Azurite blob emulator (from `node_modules/`, installed by `npm ins
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -103,19 +104,46 @@ def blob_configured() -> bool:
 
 @contextmanager
 def _blob_emulator(home: Path) -> Iterator[None]:
-    """Azurite as a child process when no blob storage is configured; stopped on exit."""
+    """Azurite as a child process when no blob storage is configured; stopped on exit.
+
+    A second `dw` process on the same state folder (say `dw demo` while `dw dev` runs) uses the
+    running emulator instead of starting another one on the same files, and leaves it running.
+    """
     if blob_configured():
         yield
         return
     from dw_platform.lib.blob import azurite_connection_string
 
-    process, port = start_azurite(home / "azurite")
+    location = home / "azurite"
+    running = _running_azurite(location)
+    if running is not None:
+        os.environ["DW_BLOB_CONNECTION_STRING"] = azurite_connection_string(running)
+        try:
+            yield
+        finally:
+            os.environ.pop("DW_BLOB_CONNECTION_STRING", None)
+        return
+    process, port = start_azurite(location)
+    endpoint = location / "endpoint.json"
+    endpoint.write_text(json.dumps({"pid": process.pid, "port": port}))
     os.environ["DW_BLOB_CONNECTION_STRING"] = azurite_connection_string(port)
     try:
         yield
     finally:
         os.environ.pop("DW_BLOB_CONNECTION_STRING", None)
         stop_process(process)
+        endpoint.unlink(missing_ok=True)
+
+
+def _running_azurite(location: Path) -> int | None:
+    """The port of an Azurite another process started on `location`, if it still answers."""
+    try:
+        info = json.loads((location / "endpoint.json").read_text())
+        os.kill(info["pid"], 0)
+        socket.create_connection(("127.0.0.1", info["port"]), timeout=0.5).close()
+        return int(info["port"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def azurite_command() -> list[str]:
