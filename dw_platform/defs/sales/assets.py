@@ -11,6 +11,7 @@ from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 
@@ -65,7 +66,7 @@ def sales(
     try:
         with warehouse.connect() as conn:
             result = bronze.load(
-                conn, SALES, parsed.batches(sales_storage.chunks(blob)),
+                conn, SALES, parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
                 asset_key=context.asset_key.to_user_string(), scope=blob_scope(key),
                 source=source_name(key),
                 run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
