@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -19,15 +20,25 @@ def main(argv: list[str] | None = None) -> int:
     dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the same services")
     dev.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
+    # A plain SIGTERM would skip cleanup: make it unwind like Ctrl-C, so servers and children stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     with embedded.services() as embedded_in_use:
         prepare_dbt()
         if args.command == "demo":
             return demo(embedded_in_use)
-        return subprocess.call(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.port)],
-            cwd=embedded.PROJECT_ROOT,
+        # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
+        workspace = embedded.PROJECT_ROOT / "workspace.yaml"
+        dagster_dev = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)],
+            cwd=os.environ["DAGSTER_HOME"],
         )
+        try:
+            return dagster_dev.wait()
+        finally:
+            if dagster_dev.poll() is None:
+                dagster_dev.terminate()
+                dagster_dev.wait(timeout=60)
 
 
 def prepare_dbt() -> None:
