@@ -8,9 +8,8 @@ import signal
 import subprocess
 import sys
 
-import psycopg
-
 from dw_platform.lib import embedded
+from dw_platform.lib.warehouse import server_connection
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +58,7 @@ def demo(embedded_in_use: bool) -> int:
               "unset DW_PG_HOST (and remove it from .env) to use it.", file=sys.stderr)
         return 2
 
-    with _connect("source_crm") as source:
+    with server_connection("source_crm") as source:
         rows = customer_sample.seed(source)
         first_day, last_day = customer_sample.day_range(source)
     print(f"customer source: {rows:,} rows in {customer_sample.SOURCE_TABLE}, modified {first_day} .. {last_day}")
@@ -81,22 +80,13 @@ def demo(embedded_in_use: bool) -> int:
     return 0 if result.success else 1
 
 
-def _connect(dbname: str) -> psycopg.Connection:
-    """A connection to one database of the configured (or embedded) PostgreSQL server."""
-    return psycopg.connect(
-        host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user=os.environ["DW_PG_USER"],
-        password=os.environ.get("DW_PG_PASSWORD") or None, dbname=dbname,
-        sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"), autocommit=True,
-    )
-
-
 def _print_summary(result) -> None:
     evaluations = result.get_asset_check_evaluations()
     passed = [e for e in evaluations if e.passed]
     failed = [e for e in evaluations if not e.passed]
     print()
     print(f"run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
-    with _connect(os.environ["DW_PG_DATABASE"]) as conn:
+    with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
         tables = conn.execute(
             "select table_schema, table_name from information_schema.tables "
             "where table_schema in ('bronze', 'silver', 'gold') and table_type = 'BASE TABLE' "

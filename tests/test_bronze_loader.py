@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import dagster as dg
 import pytest
 
-from conftest import admin_connection
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
+from dw_platform.lib.warehouse import server_connection
 
 TABLE = BronzeTable("bronze", "orders", (Column("order_id", "integer"), Column("amount", "integer"),
                                          Column("ordered_at", "timestamp")), index_columns=("ordered_at",))
@@ -47,7 +47,7 @@ def test_two_loads_of_one_partition_take_turns_and_the_last_one_wins(warehouse, 
 
     def run(name, batches):
         try:
-            with admin_connection(databases["warehouse"]) as conn:
+            with server_connection(databases["warehouse"]) as conn:
                 results[name] = load(conn, batches)
         except Exception as exc:  # surfaced by the assertions below
             results[name] = exc

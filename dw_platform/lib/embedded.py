@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 from dotenv import load_dotenv
+
+from dw_platform.lib.warehouse import server_connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATABASES = ("warehouse", "dagster", "source_crm")
@@ -80,13 +81,13 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     env = embedded_env(str(info.socket_dir), info.port, home)
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    _create_databases(str(info.socket_dir), info.port)
+    _create_databases()
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
     yield True
 
 
-def _create_databases(host: str, port: int) -> None:
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+def _create_databases() -> None:
+    with server_connection("postgres") as conn:
         existing = {r[0] for r in conn.execute("select datname from pg_database")}
         for name in DATABASES:
             if name not in existing:
