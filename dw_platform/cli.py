@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
 
-import psycopg
-
 from dw_platform.lib import embedded
+from dw_platform.lib.warehouse import server_connection
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     rotate = sub.add_parser("rotate-keys", help="re-encrypt a domain's sensitive columns under its newest key")
     rotate.add_argument("domain", choices=["sales"])
     args = parser.parse_args(argv)
+    # A plain SIGTERM would skip cleanup: make it unwind like Ctrl-C, so servers and children stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     with embedded.services() as embedded_in_use:
         if args.command == "rotate-keys":
@@ -29,10 +31,18 @@ def main(argv: list[str] | None = None) -> int:
         prepare_dbt()
         if args.command == "demo":
             return demo(embedded_in_use)
-        return subprocess.call(
-            [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.port)],
-            cwd=embedded.PROJECT_ROOT,
+        # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
+        workspace = embedded.PROJECT_ROOT / "workspace.yaml"
+        dagster_dev = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)],
+            cwd=os.environ["DAGSTER_HOME"],
         )
+        try:
+            return dagster_dev.wait()
+        finally:
+            if dagster_dev.poll() is None:
+                dagster_dev.terminate()
+                dagster_dev.wait(timeout=60)
 
 
 def prepare_dbt() -> None:
@@ -53,7 +63,7 @@ def demo(embedded_in_use: bool) -> int:
               "unset DW_PG_HOST (and remove it from .env) to use it.", file=sys.stderr)
         return 2
 
-    with _connect("source_crm") as source:
+    with server_connection("source_crm") as source:
         rows = customer_sample.seed(source)
         first_day, last_day = customer_sample.day_range(source)
     print(f"customer source: {rows:,} rows in {customer_sample.SOURCE_TABLE}, modified {first_day} .. {last_day}")
@@ -136,20 +146,11 @@ def rotate_keys(domain: str) -> int:
         print("DW_SALES_FERNET_KEYS is not set: put the new key first, the old keys after it.", file=sys.stderr)
         return 2
     cipher = Cipher(keys)
-    with _connect(os.environ["DW_PG_DATABASE"]) as conn:
+    with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
         counts = rotate(conn, cipher)
     print(f"{domain}: re-encrypted {counts['rows_rotated']:,} rows and {counts['quarantine_rows_rotated']:,} "
           f"quarantined lines of {counts['blobs']:,} blobs under the newest key; the old keys can now be removed.")
     return 0
-
-
-def _connect(dbname: str) -> psycopg.Connection:
-    """A connection to one database of the configured (or embedded) PostgreSQL server."""
-    return psycopg.connect(
-        host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user=os.environ["DW_PG_USER"],
-        password=os.environ.get("DW_PG_PASSWORD") or None, dbname=dbname,
-        sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"), autocommit=True,
-    )
 
 
 def _print_summary(result, sales_lines: list[str]) -> None:
@@ -158,7 +159,7 @@ def _print_summary(result, sales_lines: list[str]) -> None:
     failed = [e for e in evaluations if not e.passed]
     print()
     print(f"run {result.run_id}: {'SUCCESS' if result.success else 'FAILURE'}")
-    with _connect(os.environ["DW_PG_DATABASE"]) as conn:
+    with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
         tables = conn.execute(
             "select table_schema, table_name from information_schema.tables "
             "where table_schema in ('bronze', 'silver', 'gold') and table_type = 'BASE TABLE' "

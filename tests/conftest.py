@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from dw_platform.lib import embedded
+from dw_platform.lib.warehouse import server_connection
 
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
 
@@ -36,7 +37,7 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
     """A fresh warehouse and source database for one test, wired into the environment."""
     suffix = uuid.uuid4().hex[:8]
     names = {"warehouse": f"wh_{suffix}", "source": f"src_{suffix}"}
-    with admin_connection() as conn:
+    with server_connection("postgres") as conn:
         for name in names.values():
             conn.execute(f'create database "{name}"')
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
@@ -45,27 +46,20 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
         embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"]),
     )
     yield names
-    with admin_connection() as conn:
+    with server_connection("postgres") as conn:
         for name in names.values():
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
-def admin_connection(dbname: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(
-        host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user=os.environ["DW_PG_USER"],
-        dbname=dbname, autocommit=True,
-    )
-
-
 @pytest.fixture
 def source(databases) -> Iterator[psycopg.Connection]:
-    with admin_connection(databases["source"]) as conn:
+    with server_connection(databases["source"]) as conn:
         yield conn
 
 
 @pytest.fixture
 def warehouse(databases) -> Iterator[psycopg.Connection]:
-    with admin_connection(databases["warehouse"]) as conn:
+    with server_connection(databases["warehouse"]) as conn:
         yield conn
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from dw_platform.lib.bronze import LoadScope
-from dw_platform.lib.dbt import build_args, layer_of, window_vars
+from dw_platform.lib.dbt import build_args, failure_from, layer_of, window_vars
 from dw_platform.lib.odbc import quote_ident, quote_table, window_count_query, window_query
 from dw_platform.samples import customer as customer_sample
 
@@ -69,6 +69,17 @@ def test_window_vars_are_utc_timestamps_with_an_exclusive_end():
 def test_build_args_pass_vars_as_json_only_when_given():
     assert build_args() == ["build"]
     assert build_args({"min_date": "a", "max_date": "b"}) == ["build", "--vars", '{"max_date": "b", "min_date": "a"}']
+
+
+def test_a_dbt_failure_is_retried_only_when_something_errored_rather_than_a_test_failing():
+    tests_failed = failure_from({"results": [
+        {"unique_id": "test.dw_platform.not_null_x", "status": "fail"},
+        {"unique_id": "model.dw_platform.x", "status": "success"},
+    ]})
+    assert not tests_failed.allow_retries
+    assert tests_failed.description == "dbt test failed: test.dw_platform.not_null_x"
+    assert failure_from({"results": [{"unique_id": "model.dw_platform.x", "status": "error"}]}).allow_retries
+    assert failure_from({}).allow_retries
 
 
 def test_layer_of_reads_the_model_folder():

@@ -12,7 +12,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
@@ -156,7 +157,18 @@ create table if not exists bronze.etl_watermarks (
 
 
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Create the ledger, the watermark table and `table` if missing (serialized: DDL races)."""
+    """Create the ledger, the watermark table and `table` if missing.
+
+    Checked first without DDL: even `create ... if not exists` takes table locks, which would
+    deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
+    """
+    present = conn.execute(
+        "select to_regclass('bronze.batch_ledger') is not null and to_regclass('bronze.etl_watermarks')"
+        " is not null and to_regclass(%s) is not null",
+        (table.ident.as_string(conn),),
+    ).fetchone()[0]
+    if present:
+        return
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
     )
@@ -246,12 +258,31 @@ def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress
     with conn.cursor().copy(statement) as copy:
         copy.set_types([c.pg_type for c in table.all_columns])
         for batch in batches:
-            for row in batch:
-                copy.write_row((*row, *lineage))
+            for i, row in enumerate(batch):
+                try:
+                    copy.write_row((*row, *lineage))
+                except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
+                    raise ValueError(f"row {progress.rows + i + 1:,}: {_type_mismatch(row, table.columns, exc)}") from exc
             progress.rows += len(batch)
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report += 100_000
+
+
+_PYTHON_TYPES = {
+    "text": str, "integer": int, "bigint": int, "smallint": int, "boolean": bool, "date": date,
+    "timestamp": datetime, "timestamptz": datetime, "uuid": uuid.UUID, "double precision": float,
+    "numeric": (Decimal, int),
+}
+
+
+def _type_mismatch(row: Sequence[Any], columns: tuple[Column, ...], exc: Exception) -> str:
+    """Name the first column whose value cannot be written as its declared type."""
+    for value, column in zip(row, columns):
+        expected = _PYTHON_TYPES.get(column.pg_type)
+        if value is not None and expected is not None and not isinstance(value, expected):
+            return f"column {column.name} ({column.pg_type}) got {type(value).__name__} {value!r:.60}"
+    return str(exc)
 
 
 def _advance_watermark(conn, table, scope: LoadScope, watermark: tuple[str, str], rows: int):

@@ -21,6 +21,8 @@ def run_scope(context: dg.AssetCheckExecutionContext, time_column: str) -> LoadS
 
 def latest_loaded_scope(conn: psycopg.Connection, table: BronzeTable, time_column: str) -> LoadScope | None:
     """The window of the newest successful load of `table`, from the batch ledger."""
+    if conn.execute("select to_regclass('bronze.batch_ledger')").fetchone()[0] is None:
+        return None
     row = conn.execute(
         """
         select partition_key, window_start, window_end from bronze.batch_ledger

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
 
 from dw_platform.lib.embedded import PROJECT_ROOT
 
@@ -40,6 +40,28 @@ def window_vars(window: dg.TimeWindow) -> dict[str, str]:
     fmt = "%Y-%m-%d %H:%M:%S"
     return {"min_date": window.start.astimezone(timezone.utc).strftime(fmt),
             "max_date": window.end.astimezone(timezone.utc).strftime(fmt)}
+
+
+def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
+    """A failed dbt invocation as a Failure naming the nodes. Tests that failed on data fail the
+    same way on a retry, so only runtime errors (e.g. a lost connection) may be retried."""
+    results = run_results.get("results", [])
+    failed = [r["unique_id"] for r in results if r["status"] == "fail"]
+    errored = [r["unique_id"] for r in results if r["status"] == "error"]
+    lines = [f"dbt test failed: {node}" for node in failed] + [f"dbt error: {node}" for node in errored]
+    return dg.Failure(
+        description="\n".join(lines) or "dbt failed; see the step's logs",
+        metadata={"failed_tests": len(failed), "errors": len(errored)},
+        allow_retries=bool(errored) or not failed,
+    )
+
+
+def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, vars_: Mapping[str, str] | None = None):
+    """`dbt build` for the selected models, streaming asset and check events to Dagster."""
+    invocation = dbt.cli(build_args(vars_), context=context, raise_on_error=False)
+    yield from invocation.stream()
+    if not invocation.is_successful():
+        raise failure_from(invocation.get_artifact("run_results.json"))
 
 
 def build_args(vars_: Mapping[str, str] | None = None) -> list[str]:

@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 from dotenv import load_dotenv
+
+from dw_platform.lib.warehouse import server_connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATABASES = ("warehouse", "dagster", "source_crm")
@@ -94,7 +95,7 @@ def _start_postgres(home: Path) -> None:
     env = embedded_env(str(info.socket_dir), info.port, home)
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    _create_databases(str(info.socket_dir), info.port)
+    _create_databases()
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
 
 
@@ -215,8 +216,8 @@ def _dev_fernet_keys(home: Path) -> None:
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
-def _create_databases(host: str, port: int) -> None:
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+def _create_databases() -> None:
+    with server_connection("postgres") as conn:
         existing = {r[0] for r in conn.execute("select datname from pg_database")}
         for name in DATABASES:
             if name not in existing:

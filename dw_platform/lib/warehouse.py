@@ -1,5 +1,6 @@
 """The PostgreSQL warehouse (bronze, silver, gold schemas) as a Dagster resource."""
 
+import os
 from contextlib import contextmanager
 from collections.abc import Iterator
 
@@ -34,3 +35,17 @@ class PostgresWarehouse(dg.ConfigurableResource):
         """An autocommit connection: callers group statements with `conn.transaction()`."""
         with psycopg.connect(self.conninfo(), autocommit=True) as conn:
             yield conn
+
+
+def server_connection(dbname: str) -> psycopg.Connection:
+    """An autocommit connection to any database on the warehouse's server, from the DW_PG_* settings
+    (for set-up work outside Dagster: creating databases, seeding samples, summaries)."""
+    return psycopg.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ.get("DW_PG_PORT", "5432"),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ.get("DW_PG_PASSWORD") or None,
+        dbname=dbname,
+        sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
+        autocommit=True,
+    )

@@ -11,7 +11,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource, dbt_assets
 
 from dw_platform.defs.customer.partitions import customer_daily
-from dw_platform.lib.dbt import DBT_PROJECT, TRANSLATOR, build_args, window_vars
+from dw_platform.lib.dbt import DBT_PROJECT, TRANSLATOR, run_build, window_vars
 
 DBT_PROJECT.prepare_if_dev()
 
@@ -28,7 +28,7 @@ CUSTOMER_DAILY = "tag:customer_daily"
     name="dbt_incremental_models",
 )
 def dbt_incremental_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(build_args(window_vars(context.partition_time_window)), context=context).stream()
+    yield from run_build(context, dbt, window_vars(context.partition_time_window))
 
 
 @dbt_assets(
@@ -38,4 +38,4 @@ def dbt_incremental_models(context: dg.AssetExecutionContext, dbt: DbtCliResourc
     name="dbt_models",
 )
 def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from dbt.cli(build_args(), context=context).stream()
+    yield from run_build(context, dbt)

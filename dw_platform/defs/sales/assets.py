@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, SalesFile
+from dw_platform.defs.sales.ingest import SALES, SalesFile, ensure_quarantine
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, sales_blobs
 from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
@@ -65,6 +65,7 @@ def sales(
     started = datetime.now(timezone.utc)
     try:
         with warehouse.connect() as conn:
+            ensure_quarantine(conn)
             result = bronze.load(
                 conn, SALES, parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
                 asset_key=context.asset_key.to_user_string(), scope=blob_scope(key),

@@ -6,7 +6,7 @@ In a run they check the run's blob; run on their own, the blob loaded last.
 import dagster as dg
 
 from dw_platform.defs.sales.assets import blob_scope, locate
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, quarantine_ddl
+from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, ensure_quarantine
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
@@ -50,7 +50,7 @@ def sales_rows_reconcile_with_blob(
 ) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, SALES)
-        conn.execute(quarantine_ddl())
+        ensure_quarantine(conn)
         scope = _scope(context, conn)
         if scope is None:
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})

@@ -58,6 +58,17 @@ def quarantine_ddl(schema: CsvSchema = SCHEMA) -> sql.Composed:
     ).format(table=sql.Identifier(table_schema, name), index=sql.Identifier(f"{name}_blob_name_idx"))
 
 
+def ensure_quarantine(conn: psycopg.Connection, schema: CsvSchema = SCHEMA) -> None:
+    """Create the quarantine table if missing. Checked first without DDL (even `if not exists`
+    DDL takes locks that would queue behind a running load), created serialized like bronze DDL."""
+    if conn.execute("select to_regclass(%s) is not null", (schema.quarantine_table,)).fetchone()[0]:
+        return
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        conn.execute("create schema if not exists " + schema.quarantine_table.split(".")[0])
+        conn.execute(quarantine_ddl(schema))
+
+
 class SalesFile:
     """The parse of one blob; counts what it saw. Use once."""
 
@@ -107,10 +118,9 @@ class SalesFile:
         self.rows_quarantined += 1
 
     def write_quarantine(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
-        """Replace the blob's quarantine rows (inside the load's transaction)."""
+        """Replace the blob's quarantine rows (inside the load's transaction; see ensure_quarantine)."""
         table_schema, name = self.schema.quarantine_table.split(".")
         table = sql.Identifier(table_schema, name)
-        conn.execute(quarantine_ddl(self.schema))
         conn.execute(sql.SQL("delete from {} where blob_name = %s").format(table), (self.blob_name,))
         self._spool.seek(0)
         statement = sql.SQL("copy {} ({}) from stdin").format(
@@ -131,4 +141,4 @@ def count_data_lines(chunks: Iterable[bytes], schema: CsvSchema = SCHEMA) -> int
     return max(sum(1 for _ in records(chunks, delimiter=schema.delimiter)) - 1, 0)
 
 
-__all__ = ["SALES", "SCHEMA", "SalesFile", "CsvFormatError", "count_data_lines", "quarantine_ddl"]
+__all__ = ["SALES", "SCHEMA", "SalesFile", "CsvFormatError", "count_data_lines", "ensure_quarantine"]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, quarantine_ddl
+from dw_platform.defs.sales.ingest import SALES, SCHEMA, ensure_quarantine
 from dw_platform.lib.bronze import ensure_bronze_objects
 from dw_platform.lib.crypto import Cipher
 
@@ -22,7 +22,7 @@ BATCH = 5_000
 def rotate_keys(conn: psycopg.Connection, cipher: Cipher, log: Callable[[str], None] = print) -> dict[str, int]:
     """Rotate every sensitive value of bronze.sales and every quarantined raw line; returns counts."""
     ensure_bronze_objects(conn, SALES)
-    conn.execute(quarantine_ddl())
+    ensure_quarantine(conn)
     # Updates find their row by (blob, line).
     conn.execute(sql.SQL("create index if not exists {} on {} (_bronze_source_file, source_line)").format(
         sql.Identifier(f"{SALES.name}_blob_line_idx"), SALES.ident))

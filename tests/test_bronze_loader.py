@@ -1,0 +1,70 @@
+"""The bronze loader on a real PostgreSQL: type errors, and two loads of one partition at once."""
+
+import threading
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from dw_platform.lib import bronze
+from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
+from dw_platform.lib.warehouse import server_connection
+
+TABLE = BronzeTable("bronze", "orders", (Column("order_id", "integer"), Column("amount", "integer"),
+                                         Column("ordered_at", "timestamp")), index_columns=("ordered_at",))
+DAY = datetime(2026, 11, 10, tzinfo=timezone.utc)
+SCOPE = LoadScope.time_window(["2026-11-10"], "ordered_at", DAY, DAY.replace(day=11))
+
+
+def load(conn, batches):
+    return bronze.load(conn, TABLE, batches, asset_key="bronze/orders", scope=SCOPE, source="test")
+
+
+def test_a_value_of_the_wrong_type_fails_naming_row_and_column_and_commits_nothing(warehouse):
+    rows = [(1, 10, datetime(2026, 11, 10, 1)), (2, "ten", datetime(2026, 11, 10, 2))]
+
+    with pytest.raises(dg.Failure, match=r"row 2: column amount \(integer\) got str 'ten'") as failure:
+        load(warehouse, [rows])
+
+    assert failure.value.allow_retries is False
+    assert warehouse.execute("select count(*) from bronze.orders").fetchone()[0] == 0
+    assert warehouse.execute("select status from bronze.batch_ledger").fetchall() == [("failed",)]
+
+
+def test_two_loads_of_one_partition_take_turns_and_the_last_one_wins(warehouse, databases):
+    first_batch_sent = threading.Event()
+    release_first = threading.Event()
+
+    def slow_first_load():
+        yield [(1, 10, datetime(2026, 11, 10, 1))]
+        first_batch_sent.set()
+        release_first.wait(timeout=30)
+        yield [(2, 20, datetime(2026, 11, 10, 2))]
+
+    bronze.ensure_bronze_objects(warehouse, TABLE)
+    results = {}
+
+    def run(name, batches):
+        try:
+            with server_connection(databases["warehouse"]) as conn:
+                results[name] = load(conn, batches)
+        except Exception as exc:  # surfaced by the assertions below
+            results[name] = exc
+
+    first = threading.Thread(target=run, args=("first", slow_first_load()))
+    first.start()
+    assert first_batch_sent.wait(timeout=30)
+    second = threading.Thread(target=run, args=("second", [[(3, 30, datetime(2026, 11, 10, 3))]]))
+    second.start()
+    time.sleep(1)
+    assert "second" not in results  # blocked on the partition's lock while the first load runs
+    release_first.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+
+    assert not isinstance(results["first"], Exception), results["first"]
+    assert not isinstance(results["second"], Exception), results["second"]
+    rows = warehouse.execute("select order_id, _bronze_batch_id from bronze.orders").fetchall()
+    assert rows == [(3, results["second"].batch_id)]
+    assert (results["first"].rows_loaded, results["second"].rows_replaced) == (2, 2)
