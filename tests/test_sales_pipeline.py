@@ -226,3 +226,27 @@ def test_the_sales_job_builds_silver_and_gold_and_their_dbt_checks_pass(storage,
     revenue = warehouse.execute("select sum(revenue), sum(order_count) from gold.sales_daily_summary").fetchone()
     expected = sum(sample.expected_total(r) for r in [*sample.rows(20, DAY), *sample.rows(10, DAY, seed=5, first_id=101)])
     assert revenue == (expected, 30)
+
+
+def test_the_code_locations_sensor_and_job_ingest_a_dropped_file_and_fail_a_bad_one_without_retrying(storage, warehouse):
+    from dw_platform.definitions import defs  # after the storage fixture named the container
+
+    definitions = defs()
+    storage.upload("incoming/good.csv", GOOD)
+    storage.upload("incoming/bad.csv", b"not,a,sales,file\n1,2,3,4\n")
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = definitions.resolve_sensor_def("sales_incoming_sensor")
+
+    # The code location's own resource, configured from the DW_BLOB_* variables.
+    tick = sensor(dg.build_sensor_context(instance=instance, resources={"sales_storage": definitions.resources["sales_storage"]}))
+    assert sorted(r.partition_key for r in tick.run_requests) == ["bad.csv", "good.csv"]
+    instance.add_dynamic_partitions(sales_blobs.name, ["bad.csv", "good.csv"])
+    job = definitions.resolve_job_def("sales_ingest")
+    runs = {r.partition_key: job.execute_in_process(instance=instance, partition_key=r.partition_key, tags=r.tags,
+                                                    raise_on_error=False) for r in tick.run_requests}
+
+    assert runs["good.csv"].success and not runs["bad.csv"].success
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in runs["bad.csv"].all_events)
+    assert names(storage, "incoming/") == []
+    assert names(storage, "failed/") == ["failed/bad.csv", "failed/bad.csv.report.json"]
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 30
