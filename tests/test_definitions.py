@@ -62,3 +62,23 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
     assert sensor.job_name == "sales_ingest"
     job = definitions.resolve_job_def("sales_ingest")
     assert job.partitions_def == bronze.partitions_def
+
+
+def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    video = [dg.AssetKey(["bronze", n]) for n in ("video_users", "video_viewing_sessions", "content")]
+    for key in video:
+        node = graph.get(key)
+        assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition)
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for asset in ("video_users", "video_viewing_sessions", "content"):
+        for check in ("file_readable", "not_empty", "expected_columns", "no_all_null_rows"):
+            assert (f"bronze/{asset}", f"{asset}_{check}") in checks
+    job = definitions.resolve_job_def("video_daily")
+    assert job.partitions_def == graph.get(video[0]).partitions_def
+    for model in ("silver/video_users", "silver/video_viewing_sessions", "silver/video_content",
+                  "gold/video_user_engagement", "gold/video_viewing_statistics", "gold/video_content_performance"):
+        assert graph.get(dg.AssetKey(model.split("/"))).partitions_def is None
+    assert dg.AssetKey(["bronze", "content"]) in graph.get(dg.AssetKey(["silver", "video_content"])).parent_keys
+    assert {("silver/video_viewing_sessions", "relationships_video_viewing_sessions_user_id__user_id__ref_video_users_"),
+            ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver")} <= checks

@@ -285,6 +285,15 @@ def _type_mismatch(row: Sequence[Any], columns: tuple[Column, ...], exc: Excepti
     return str(exc)
 
 
+def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batch_id: uuid.UUID,
+                   load_ts: datetime, source: str) -> int:
+    """COPY `rows` into a side table of a load (child rows, raw documents) with the load's lineage;
+    for `after_copy` callbacks, inside the load's transaction. Returns the row count."""
+    progress = _Progress()
+    _copy(conn, table, [rows], (load_ts, batch_id, source), progress, lambda _msg: None)
+    return progress.rows
+
+
 def _advance_watermark(conn, table, scope: LoadScope, watermark: tuple[str, str], rows: int):
     key, column = watermark
     newest = conn.execute(

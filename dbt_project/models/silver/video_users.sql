@@ -1,0 +1,53 @@
+-- One row per user: the latest version wins (updated_at, then the newest load, then the
+-- later line). Dates typed, categories normalized; missing values made explicit:
+-- country and subscription tier 'unknown', email and dates null.
+{{ config(materialized='table', pre_hook="{{ create_video_safe_casts() }}") }}
+
+with
+
+source as (
+
+    select * from {{ source('bronze', 'video_users') }}
+
+),
+
+typed as (
+
+    select
+        btrim(user_id) as user_id,
+        nullif(lower(btrim(email)), '') as email,
+        {{ video_country('country') }} as country_code,
+        case lower(btrim(coalesce(subscription_tier, '')))
+            when 'free' then 'free'
+            when 'basic' then 'basic'
+            when 'standard' then 'standard'
+            when 'premium' then 'premium'
+            when '' then 'unknown'
+            else 'other'
+        end as subscription_tier,
+        public.dw_try_timestamptz(signup_date)::date as signup_date,
+        public.dw_try_timestamptz(updated_at) as updated_at,
+        arrival_date,
+        _bronze_source_file as source_file,
+        _bronze_load_ts as loaded_at,
+        source_line
+    from source
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by user_id
+            order by updated_at desc nulls last, loaded_at desc, arrival_date desc, source_line desc
+        ) as version_rank
+    from typed
+
+)
+
+select
+    user_id, email, country_code, subscription_tier, signup_date, updated_at, arrival_date, source_file, loaded_at
+from ranked
+where version_rank = 1

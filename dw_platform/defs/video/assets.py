@@ -1,0 +1,156 @@
+"""Bronze for the video domain: each day's users, viewing sessions and content metadata files
+from the landing zone (local folder or blob container), one partition per arrival day."""
+
+
+from datetime import date, datetime, timezone
+
+import dagster as dg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from dw_platform.defs.video.ingest import (
+    CHILD_BASE, CONTENT_BASE, CONTENT_RAW, PARENT, SESSIONS, SESSIONS_SCHEMA, USERS, USERS_SCHEMA,
+    ContentFile, CsvFile, apply_schema_changes, current_shape, ensure_side_tables, existing_child_tables,
+)
+from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
+from dw_platform.lib import bronze
+from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
+from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
+from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.json_flatten import DocumentError, TableShape
+from dw_platform.lib.landing import LandedFile, LandingZone
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+
+def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
+    window = context.partition_time_window
+    return LoadScope.time_window(context.partition_keys, "arrival_date", window.start, window.end)
+
+
+def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_name: str):
+    zone = landing.landing()
+    path = landed_path(context.partition_key, file_name)
+    found = zone.find(path)
+    if found is None:
+        raise dg.Failure(f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
+                         allow_retries=False)
+    context.log.info(f"ingesting {found.uri} ({found.size:,} bytes, version {found.version})")
+    return zone, found
+
+
+def _load_csv(context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable,
+              schema: CsvSchema, file_name: str) -> dg.MaterializeResult:
+    zone, found = find_landed(context, landing, file_name)
+    parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
+    with warehouse.connect() as conn:
+        ensure_side_tables(conn)
+        try:
+            result = bronze.load(
+                conn, table, parsed.batches(zone.chunks(found)), asset_key=context.asset_key.to_user_string(),
+                scope=day_scope(context), source=found.uri, run_id=context.run.run_id, log=context.log.info,
+                after_copy=parsed.write_quarantine,
+            )
+        except dg.Failure as failure:
+            if isinstance(failure.__cause__, CsvFormatError):
+                failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
+            raise failure
+    context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
+    return dg.MaterializeResult(metadata={
+        **result.metadata(), "source_file": found.uri, "data_lines": parsed.data_lines,
+        "rows_quarantined": len(parsed.quarantine.rows),
+    })
+
+
+@dg.asset(
+    key=["bronze", "video_users"], group_name="bronze", kinds={"azure", "csv", "postgres"}, tags={"domain": "video"},
+    partitions_def=video_daily,
+    description=f"<day>/{USERS_FILE} from the video landing zone into bronze.video_users (values as they arrived).",
+)
+def video_users(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                video_landing: LandingZone) -> dg.MaterializeResult:
+    return _load_csv(context, warehouse, video_landing, USERS, USERS_SCHEMA, USERS_FILE)
+
+
+@dg.asset(
+    key=["bronze", "video_viewing_sessions"], group_name="bronze", kinds={"azure", "csv", "postgres"},
+    tags={"domain": "video"}, partitions_def=video_daily,
+    description=f"<day>/{SESSIONS_FILE} from the video landing zone into bronze.video_viewing_sessions.",
+)
+def video_viewing_sessions(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                           video_landing: LandingZone) -> dg.MaterializeResult:
+    return _load_csv(context, warehouse, video_landing, SESSIONS, SESSIONS_SCHEMA, SESSIONS_FILE)
+
+
+def load_content(conn, parsed: ContentFile, scope: LoadScope, source: str, asset_key: str, run_id: str | None,
+                 documents: MongoDocuments, log=lambda _m: None) -> bronze.LoadResult:
+    """bronze.content, its child tables, the quarantine and (without MongoDB) the raw JSONB rows,
+    replaced for the partition in one transaction."""
+    apply_schema_changes(conn, parsed)
+    if not documents.configured:
+        ensure_bronze_objects(conn, CONTENT_RAW)
+    lineage_where = scope.where
+
+    def after_copy(conn, batch_id, load_ts):
+        for name in parsed.children:
+            table = parsed.child_table(name)
+            conn.execute(sql.SQL("delete from {} where ").format(table.ident) + lineage_where, scope.params)
+            rows = parsed.child_rows.get(name, [])
+            shape = parsed.children[name]
+            bronze.copy_side_rows(conn, table, [(r["content_id"], r["position"], parsed.arrival_date,
+                                                 *shape.as_tuple(r)) for r in rows], batch_id, load_ts, source)
+        if not documents.configured:
+            conn.execute(sql.SQL("delete from {} where ").format(CONTENT_RAW.ident) + lineage_where, scope.params)
+            bronze.copy_side_rows(conn, CONTENT_RAW, [(key, parsed.arrival_date, line, Jsonb(doc))
+                                                      for line, key, doc in parsed.raw], batch_id, load_ts, source)
+        parsed.quarantine.write(conn, batch_id, load_ts)
+
+    return bronze.load(conn, parsed.parent_table(), parsed.parent_batches(), asset_key=asset_key, scope=scope,
+                       source=source, run_id=run_id, log=log, after_copy=after_copy)
+
+
+def parse_content(conn, source: str, arrival_date: date, data: bytes) -> ContentFile:
+    """Flatten a content file against the shapes the bronze tables have now."""
+    parent = current_shape(conn, PARENT, CONTENT_BASE) or TableShape()
+    children = {name: current_shape(conn, name, CHILD_BASE) for name in existing_child_tables(conn)}
+    parsed = ContentFile(source, arrival_date, parent, children)
+    parsed.parse(data)
+    return parsed
+
+
+@dg.asset(
+    key=["bronze", "content"], group_name="bronze", kinds={"azure", "json", "postgres", "mongodb"},
+    tags={"domain": "video"}, partitions_def=video_daily,
+    description=(
+        f"<day>/{CONTENT_FILE} (content metadata documents) flattened into bronze.content and one child table "
+        "per array (bronze.content_genres, bronze.content_cast, ...); new fields become new columns "
+        "(bronze.video_schema_changes); malformed documents go to bronze.video_quarantine; raw documents "
+        "to MongoDB when DW_VIDEO_MONGODB_URI is set, else to bronze.content_raw (JSONB)."
+    ),
+)
+def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone,
+            video_documents: MongoDocuments) -> dg.MaterializeResult:
+    zone, found = find_landed(context, video_landing, CONTENT_FILE)
+    data = b"".join(zone.chunks(found))
+    arrival_date = date.fromisoformat(context.partition_key)
+    with warehouse.connect() as conn:
+        ensure_side_tables(conn)
+        try:
+            parsed = parse_content(conn, found.uri, arrival_date, data)
+        except DocumentError as exc:
+            raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
+        result = load_content(conn, parsed, day_scope(context), found.uri, context.asset_key.to_user_string(),
+                              context.run.run_id, video_documents, context.log.info)
+    raw_target = "bronze.content_raw"
+    if video_documents.configured:
+        written = video_documents.replace_partition(
+            {"arrival_date": context.partition_key, "collection": "content"}, (doc for _, _, doc in parsed.raw))
+        raw_target = f"mongodb {video_documents.database}.{video_documents.collection}"
+        context.log.info(f"kept {written:,} raw documents in {raw_target}")
+    for table, column, pg_type in parsed.added:
+        context.log.info(f"schema change: bronze.{table} gained column {column} {pg_type}")
+    return dg.MaterializeResult(metadata={
+        **result.metadata(), "source_file": found.uri, "documents_quarantined": len(parsed.quarantine.rows),
+        "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
+        "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
+        "raw_documents": raw_target,
+    })

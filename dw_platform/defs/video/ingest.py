@@ -1,0 +1,301 @@
+"""The video domain's files into bronze rows: CSV (users, viewing sessions) and content JSON.
+
+CSV files stream through the shared parser (`dw_platform.lib.csv_stream`) and schema files
+beside this module. Rows without their key or with the wrong number of fields go to
+`bronze.video_quarantine` with the line and the reason, inside the load's transaction.
+
+Content JSON (a JSON array of documents, or one document per line) is flattened
+(`dw_platform.lib.json_flatten`): `bronze.content` gets one row per document, each array a
+child table `bronze.content_<field>` keyed by `content_id` and `position`. A field never seen
+before becomes a new column, recorded in `bronze.video_schema_changes`. Malformed documents are
+quarantined with the reason. Content files are read whole: a catalog's metadata is small.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from dw_platform.lib.bronze import BronzeTable, Column
+from dw_platform.lib.csv_stream import CsvSchema, RowError, records
+from dw_platform.lib.json_flatten import DocumentError, TableShape, column_name, flatten
+
+HERE = Path(__file__).parent
+USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
+SESSIONS_SCHEMA = CsvSchema.from_yaml(HERE / "viewing_sessions.yaml")
+BATCH_ROWS = 10_000
+
+QUARANTINE = "bronze.video_quarantine"
+QUARANTINE_DDL = """
+create table if not exists bronze.video_quarantine (
+    source_file      text not null,
+    arrival_date     date not null,
+    line_number      bigint not null,
+    raw              text not null,
+    reason           text not null,
+    _bronze_load_ts  timestamptz not null,
+    _bronze_batch_id uuid not null
+);
+create index if not exists video_quarantine_source_file_idx on bronze.video_quarantine (source_file)
+"""
+SCHEMA_CHANGES_DDL = """
+create table if not exists bronze.video_schema_changes (
+    table_name   text not null,
+    column_name  text not null,
+    pg_type      text not null,
+    source_file  text not null,
+    added_at     timestamptz not null default now(),
+    primary key (table_name, column_name)
+)
+"""
+
+
+def csv_table(schema: CsvSchema) -> BronzeTable:
+    table_schema, name = schema.table.split(".")
+    columns = (*(Column(c.name, c.pg_type) for c in schema.columns),
+               Column("arrival_date", "date"), Column("source_line", "bigint"))
+    return BronzeTable(table_schema, name, columns, index_columns=("arrival_date",))
+
+
+USERS = csv_table(USERS_SCHEMA)
+SESSIONS = csv_table(SESSIONS_SCHEMA)
+
+
+def ensure_side_tables(conn: psycopg.Connection) -> None:
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        conn.execute("create schema if not exists bronze")
+        conn.execute(QUARANTINE_DDL)
+        conn.execute(SCHEMA_CHANGES_DDL)
+
+
+@dataclass
+class Quarantine:
+    """Rejected records of one file, written inside the load's transaction (replacing the file's)."""
+
+    source_file: str
+    arrival_date: date
+    rows: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add(self, line: int, raw: str, reason: str) -> None:
+        self.rows.append((line, raw, reason))
+
+    def write(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
+        conn.execute("delete from bronze.video_quarantine where source_file = %s", (self.source_file,))
+        with conn.cursor().copy(
+            "copy bronze.video_quarantine (source_file, arrival_date, line_number, raw, reason,"
+            " _bronze_load_ts, _bronze_batch_id) from stdin"
+        ) as copy:
+            for line, raw, reason in self.rows:
+                copy.write_row((self.source_file, self.arrival_date, line, raw, reason, load_ts, batch_id))
+
+
+class CsvFile:
+    """The parse of one landed CSV file under a schema; counts what it saw. Use once."""
+
+    def __init__(self, source_file: str, arrival_date: date, schema: CsvSchema):
+        self.schema = schema
+        self.arrival_date = arrival_date
+        self.quarantine = Quarantine(source_file, arrival_date)
+        self.data_lines = 0
+        self.rows_loaded = 0
+
+    def batches(self, chunks: Iterable[bytes]) -> Iterator[list[tuple]]:
+        stream = records(chunks, delimiter=self.schema.delimiter)
+        header = next(stream, None)
+        if header is None:
+            return
+        converter = self.schema.bind(header)
+        batch: list[tuple] = []
+        for record in stream:
+            self.data_lines += 1
+            try:
+                if record.fields is None:
+                    raise RowError(record.error)
+                values = converter.convert(record.fields)
+            except RowError as exc:
+                self.quarantine.add(record.line, record.raw, str(exc))
+                continue
+            batch.append((*values, self.arrival_date, record.line))
+            self.rows_loaded += 1
+            if len(batch) >= BATCH_ROWS:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def write_quarantine(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
+        self.quarantine.write(conn, batch_id, load_ts)
+
+
+# ------------------------------------------------------------------------------ content JSON
+
+CONTENT_KEY = "content_id"
+CONTENT_BASE = (Column(CONTENT_KEY, "text"), Column("arrival_date", "date"), Column("source_line", "bigint"))
+CHILD_BASE = (Column(CONTENT_KEY, "text"), Column("position", "integer"), Column("arrival_date", "date"))
+CONTENT_RAW = BronzeTable("bronze", "content_raw", (
+    Column(CONTENT_KEY, "text"), Column("arrival_date", "date"), Column("source_line", "bigint"),
+    Column("document", "jsonb"),
+), index_columns=("arrival_date",))
+PARENT = "content"
+
+
+def child_table_name(array_field: str) -> str:
+    return f"{PARENT}_{array_field}"[:63]
+
+
+def documents(data: bytes) -> Iterator[tuple[int, str, Any, str | None]]:
+    """(line, raw text, parsed document, error) for each document of a JSON array or JSON Lines file."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(f"not UTF-8 text (byte {exc.start})") from None
+    if text.lstrip().startswith("["):
+        try:
+            array = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"not a JSON array: {exc.msg} at line {exc.lineno}") from None
+        for i, doc in enumerate(array, start=1):
+            yield i, json.dumps(doc, sort_keys=True), doc, None
+        return
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, line, json.loads(line), None
+        except json.JSONDecodeError as exc:
+            yield line_no, line, None, f"malformed JSON: {exc.msg} at column {exc.colno}"
+
+
+@dataclass
+class ContentFile:
+    """One content file flattened against the tables' current shapes. Use once."""
+
+    source_file: str
+    arrival_date: date
+    parent: TableShape
+    children: dict[str, TableShape]
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (line, values)
+    child_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    raw: list[tuple[int, str, dict]] = field(default_factory=list)
+    added: list[tuple[str, str, str]] = field(default_factory=list)  # (table, column, type)
+    new_tables: list[str] = field(default_factory=list)
+    quarantine: Quarantine | None = None
+
+    def __post_init__(self):
+        self.quarantine = Quarantine(self.source_file, self.arrival_date)
+
+    def parse(self, data: bytes) -> None:
+        seen_ids: set[str] = set()
+        for line, raw, doc, error in documents(data):
+            try:
+                if error:
+                    raise DocumentError(error)
+                self._accept(line, raw, doc, seen_ids)
+            except DocumentError as exc:
+                self.quarantine.add(line, raw, str(exc))
+
+    def _accept(self, line: int, raw: str, doc: Any, seen_ids: set[str]) -> None:
+        if not isinstance(doc, dict):
+            raise DocumentError(f"a document must be a JSON object, found {type(doc).__name__}")
+        key = doc.get(CONTENT_KEY)
+        if key is None or (isinstance(key, str) and not key.strip()) or isinstance(key, (bool, dict, list)):
+            raise DocumentError(f"{CONTENT_KEY}: missing required value")
+        key = str(key).strip()
+        if key in seen_ids:
+            raise DocumentError(f"{CONTENT_KEY}: {key!r} appears twice in the file")
+        flat = flatten({k: v for k, v in doc.items() if k != CONTENT_KEY})
+        for reserved in ("arrival_date", "source_line", "position"):
+            flat.row.pop(reserved, None)
+        for name, value in flat.row.items():
+            if child_table_name(name) in self.children:
+                shown = json.dumps(value)
+                raise DocumentError(f"{name}: an array in earlier documents, now {shown[:40]}")
+        for name in flat.children:
+            if name in self.parent.columns:
+                raise DocumentError(f"{name}: a single value in earlier documents, now an array")
+        values, new = self.parent.plan(flat.row)
+        child_plans: dict[str, tuple[list[dict], dict[str, str]]] = {}
+        for array_field, elements in flat.children.items():
+            name = child_table_name(array_field)
+            shape = self.children.get(name) or TableShape()
+            planned = TableShape(dict(shape.columns))
+            rows = []
+            for position, element in enumerate(elements, start=1):
+                element.pop(CONTENT_KEY, None), element.pop("position", None), element.pop("arrival_date", None)
+                element_values, element_new = planned.plan(element)
+                planned.absorb(element_new)
+                rows.append({CONTENT_KEY: key, "position": position, **element_values})
+            child_plans[name] = (rows, {c: t for c, t in planned.columns.items() if c not in shape.columns})
+        # The whole document fits: commit its shape changes and rows.
+        seen_ids.add(key)
+        self.parent.absorb(new)
+        self.added += [(PARENT, c, t) for c, t in new.items()]
+        for name, (rows, child_new) in child_plans.items():
+            if name not in self.children:
+                self.children[name] = TableShape()
+                self.new_tables.append(name)
+            self.children[name].absorb(child_new)
+            self.added += [(name, c, t) for c, t in child_new.items()]
+            self.child_rows.setdefault(name, []).extend(rows)
+        self.rows.append((line, {CONTENT_KEY: key, **values}))
+        self.raw.append((line, key, doc))
+
+    # -- tables
+
+    def parent_table(self) -> BronzeTable:
+        return BronzeTable("bronze", PARENT, (*CONTENT_BASE, *(Column(c, t) for c, t in self.parent.columns.items())),
+                           index_columns=("arrival_date",))
+
+    def child_table(self, name: str) -> BronzeTable:
+        return BronzeTable("bronze", name, (*CHILD_BASE, *(Column(c, t) for c, t in self.children[name].columns.items())),
+                           index_columns=("arrival_date",))
+
+    def parent_batches(self) -> Iterator[list[tuple]]:
+        shape = self.parent
+        yield [(values[CONTENT_KEY], self.arrival_date, line, *shape.as_tuple(values)) for line, values in self.rows]
+
+
+def current_shape(conn: psycopg.Connection, table: str, base: tuple[Column, ...]) -> TableShape | None:
+    """The flattened columns `bronze.<table>` has now (beyond base and lineage), or None if it does not exist."""
+    fixed = {c.name for c in base} | {"_bronze_load_ts", "_bronze_batch_id", "_bronze_source_file"}
+    rows = conn.execute(
+        "select column_name, data_type from information_schema.columns where table_schema = 'bronze'"
+        " and table_name = %s order by ordinal_position", (table,)).fetchall()
+    if not rows:
+        return None
+    return TableShape({name: dtype for name, dtype in rows if name not in fixed})
+
+
+def existing_child_tables(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "select table_name from information_schema.tables where table_schema = 'bronze' and table_name like 'content\\_%%'"
+        " and table_name not in ('content_raw')")]
+
+
+def apply_schema_changes(conn: psycopg.Connection, parsed: ContentFile) -> None:
+    """Create new child tables and add new columns (recorded in bronze.video_schema_changes)."""
+    from dw_platform.lib.bronze import ensure_bronze_objects
+
+    ensure_bronze_objects(conn, parsed.parent_table())
+    for name in parsed.children:
+        ensure_bronze_objects(conn, parsed.child_table(name))
+    if not parsed.added:
+        return
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        for table, column, pg_type in parsed.added:
+            conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
+                sql.Identifier("bronze", table), sql.Identifier(column), sql.SQL(pg_type)))
+            conn.execute(
+                "insert into bronze.video_schema_changes (table_name, column_name, pg_type, source_file)"
+                " values (%s, %s, %s, %s) on conflict do nothing",
+                (f"bronze.{table}", column, pg_type, parsed.source_file))

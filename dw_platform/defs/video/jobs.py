@@ -1,0 +1,15 @@
+"""The video domain's job: one arrival day's bronze files, then the dbt models built on them."""
+
+import dagster as dg
+
+from dw_platform.defs.video.partitions import video_daily
+
+VIDEO_BRONZE = [dg.AssetKey(["bronze", n]) for n in ("video_users", "video_viewing_sessions", "content")]
+
+video_daily_job = dg.define_asset_job(
+    name="video_daily",
+    selection=dg.AssetSelection.assets(*VIDEO_BRONZE).downstream(),
+    partitions_def=video_daily,
+    description="Load one arrival day of users, viewing sessions and content metadata into bronze, then the "
+                "video silver and gold models (rebuilt from all days) and their dbt tests.",
+)

@@ -1,0 +1,7 @@
+"""At 03:00 UTC, load the previous arrival day of the video landing zone (starts stopped)."""
+
+import dagster as dg
+
+from dw_platform.defs.video.jobs import video_daily_job
+
+video_daily_schedule = dg.build_schedule_from_partitioned_job(video_daily_job, hour_of_day=3)
