@@ -3,7 +3,6 @@
 import json
 import os
 from datetime import date
-from decimal import Decimal
 
 import dagster as dg
 import pytest

@@ -2,7 +2,6 @@
 silver rows and gold KPIs are worked out by hand below, and the dbt checks failing on bad data."""
 
 import json
-import os
 from decimal import Decimal
 
 import dagster as dg

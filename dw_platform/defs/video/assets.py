@@ -2,7 +2,7 @@
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
 
-from datetime import date, datetime, timezone
+from datetime import date
 
 import dagster as dg
 from psycopg import sql
@@ -18,7 +18,7 @@ from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandedFile, LandingZone
+from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 

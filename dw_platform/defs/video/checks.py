@@ -8,7 +8,6 @@ empty in every source column.
 
 
 import dagster as dg
-import psycopg
 from psycopg import sql
 
 from dw_platform.defs.video.ingest import (

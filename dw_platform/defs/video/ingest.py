@@ -26,7 +26,7 @@ from psycopg import sql
 
 from dw_platform.lib.bronze import BronzeTable, Column
 from dw_platform.lib.csv_stream import CsvSchema, RowError, records
-from dw_platform.lib.json_flatten import DocumentError, TableShape, column_name, flatten
+from dw_platform.lib.json_flatten import DocumentError, TableShape, flatten
 
 HERE = Path(__file__).parent
 USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
