@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from dw_platform.lib.bronze import LoadScope
-from dw_platform.lib.dbt import build_args, failure_from, layer_of, window_vars
+from dw_platform.lib.dbt import build_args, failure_from, layer_and_domain, window_vars
 from dw_platform.lib.odbc import quote_ident, quote_table, window_count_query, window_query
 from dw_platform.samples import customer as customer_sample
 
@@ -82,10 +82,11 @@ def test_a_dbt_failure_is_retried_only_when_something_errored_rather_than_a_test
     assert failure_from({}).allow_retries
 
 
-def test_layer_of_reads_the_model_folder():
-    assert layer_of(["dw_platform", "silver", "customer_profile_standardized"]) == "silver"
-    assert layer_of(["dw_platform", "gold", "dim_customer_profile"]) == "gold"
-    assert layer_of(["dw_platform", "customer_profile_standardized"]) is None
+def test_layer_and_domain_come_from_the_model_folder():
+    assert layer_and_domain(["dw_platform", "silver", "customer", "customer_profile_standardized"]) == (
+        "silver", "customer")
+    assert layer_and_domain(["dw_platform", "gold", "sales", "sales_daily_summary"]) == ("gold", "sales")
+    assert layer_and_domain(["dw_platform", "silver", "customer_profile_standardized"]) is None
 
 
 def test_sample_generator_is_deterministic_and_stays_in_its_window():

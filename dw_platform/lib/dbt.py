@@ -3,36 +3,58 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import timezone
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
 
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.embedded import PROJECT_ROOT
 
+
+def _put_dbt_on_path() -> None:
+    """dbt is installed beside this interpreter. `dagster dev` started without activating the
+    virtualenv (and dagster-dbt's manifest preparer, which runs plain `dbt`) must still find it."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+_put_dbt_on_path()
 DBT_PROJECT = DbtProject(project_dir=PROJECT_ROOT / "dbt_project", profiles_dir=PROJECT_ROOT / "dbt_project")
 
 
-def layer_of(fqn: list[str]) -> str | None:
-    """The medallion layer of a dbt node, from its folder: models/silver/... -> 'silver'."""
-    return fqn[1] if len(fqn) > 2 and fqn[1] in ("bronze", "silver", "gold") else None
+def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
+    """The medallion layer and domain of a dbt node, from its folder:
+    models/silver/customer/x.sql (fqn [project, silver, customer, x]) -> ('silver', 'customer')."""
+    if len(fqn) > 3 and fqn[1] in ("silver", "gold"):
+        return fqn[1], fqn[2]
+    return None
 
 
-class LayeredTranslator(DagsterDbtTranslator):
-    """Models get the key [layer, name] and the group `layer`, so they meet the bronze assets."""
+class DomainTranslator(DagsterDbtTranslator):
+    """Models get the key [layer, name] (meeting the bronze assets' [bronze, name]) and their
+    domain's group, tag and owner, so a domain reads bronze -> silver -> gold in one group."""
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["nodes"].get(unique_id)
-        layer = layer_of(node["fqn"]) if node and node["resource_type"] in ("model", "seed", "snapshot") else None
-        if layer is None:
+        placed = layer_and_domain(node["fqn"]) if node and node["resource_type"] in ("model", "seed", "snapshot") else None
+        if placed is None:
             return spec
-        return spec.replace_attributes(key=dg.AssetKey([layer, node["name"]]), group_name=layer)
+        layer, domain = placed
+        attributes = asset_attributes(domain)
+        return spec.replace_attributes(
+            key=dg.AssetKey([layer, node["name"]]), group_name=attributes["group_name"], owners=attributes["owners"]
+        ).merge_attributes(tags=attributes["tags"])
 
 
-TRANSLATOR = LayeredTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+TRANSLATOR = DomainTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
 def window_vars(window: dg.TimeWindow) -> dict[str, str]:

@@ -16,7 +16,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,10 +67,6 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     """
     if env_file is not None:
         load_dotenv(env_file, override=False)
-    # Tools installed beside this interpreter (dbt, dagster) must be found by subprocesses.
-    bin_dir = str(Path(sys.executable).parent)
-    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     home = state_dir()
     with _blob_emulator(home):
         if os.environ.get("DW_PG_HOST"):

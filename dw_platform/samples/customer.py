@@ -10,8 +10,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import psycopg
+
+if TYPE_CHECKING:
+    from dw_platform.lib.demo import DemoOutcome, DemoSession
 
 SOURCE_TABLE = "dbo.customer_profile"
 
@@ -137,3 +141,24 @@ def _spoil(rng: random.Random, row: list, end_date: date) -> None:
         row[7] = end_date + timedelta(days=rng.randrange(1, 400))
     else:
         row[1] = rng.choice(["", "   ", None])
+
+
+def demo(session: DemoSession) -> DemoOutcome:
+    """Seed the CRM stand-in once and run `customer_daily` for every day it holds as one run (the
+    single-run backfill the UI does): bronze over ODBC, its checks, silver, gold, dbt tests."""
+    from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.lib.warehouse import server_connection
+
+    with server_connection("source_crm") as source:
+        count = seed(source)
+        first_day, last_day = day_range(source)
+    session.stage(f"customer: {count:,} rows in source_crm.{SOURCE_TABLE}, modified {first_day} .. {last_day}; "
+                  f"running customer_daily for those days as one run ...")
+    result = session.run_job("customer_daily", tags={
+        "dagster/asset_partition_range_start": first_day.isoformat(),
+        "dagster/asset_partition_range_end": last_day.isoformat(),
+    })
+    outcome = DemoOutcome(result.success, [f"customer_daily {first_day} .. {last_day}: "
+                                           f"{'SUCCESS' if result.success else 'FAILURE: ' + failure_reason(result)}"])
+    outcome.add_checks(result)
+    return outcome

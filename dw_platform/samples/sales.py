@@ -11,8 +11,12 @@ import csv
 import io
 import random
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dw_platform.lib.demo import DemoOutcome, DemoSession
 
 HEADER = ["order_id", "order_date", "customer_email", "customer_name", "product", "category", "region",
           "quantity", "unit_price", "currency"]
@@ -91,3 +95,44 @@ def write_large(path, target_bytes: int, seed: int = 11) -> int:
 
 def expected_total(row: list[str]) -> Decimal:
     return (Decimal(row[7]) * Decimal(row[8])).quantize(Decimal("0.01"))
+
+
+def demo(session: DemoSession) -> DemoOutcome:
+    """Upload the sample files to incoming/, evaluate the sales sensor once and run `sales_ingest`
+    for each of its run requests, as the daemon would. The malformed sample fails its run on
+    purpose (and lands in failed/); any other failure fails the demo."""
+    import os
+
+    import dagster as dg
+
+    from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
+    from dw_platform.defs.sales.sensors import scan
+    from dw_platform.lib.blob import BlobStorage
+    from dw_platform.lib.demo import DemoOutcome, failure_reason
+
+    storage = BlobStorage(container=os.environ.get("DW_SALES_CONTAINER", "sales"),
+                          connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+    storage.ensure_container()
+    files = sample_files(datetime.now(timezone.utc).date())
+    for name, data in files.items():
+        storage.upload(INCOMING + name, data)
+    session.stage(f"sales: uploaded {len(files)} sample CSV files to {storage.container}/{INCOMING} "
+                  f"(one is malformed and fails its run on purpose); ingesting them ...")
+    tick = scan(dg.build_sensor_context(instance=session.instance), storage)
+    for request in tick.dynamic_partitions_requests:
+        session.instance.add_dynamic_partitions(sales_blobs.name, list(request.partition_keys))
+    outcome = DemoOutcome(True)
+    for request in tick.run_requests:
+        key = request.partition_key
+        result = session.run_job("sales_ingest", partition_key=key, tags=request.tags)
+        expected_failure = key.endswith("_malformed.csv")
+        if result.success:
+            meta = result.get_asset_materialization_events()[0].materialization.metadata
+            outcome.lines.append(f"{key:<45} loaded {meta['dagster/row_count'].value:>5,}, "
+                                 f"quarantined {meta['rows_quarantined'].value:>3,} -> processed/")
+        else:
+            intended = " (as intended)" if expected_failure else ""
+            outcome.lines.append(f"{key:<45} FAILED{intended}: {failure_reason(result)} -> failed/")
+        outcome.ok = outcome.ok and result.success != expected_failure
+        outcome.add_checks(result, key)
+    return outcome

@@ -12,6 +12,10 @@ import io
 import json
 import random
 from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dw_platform.lib.demo import DemoOutcome, DemoSession
 
 USERS_HEADER = ["user_id", "email", "country", "subscription_tier", "signup_date", "updated_at"]
 SESSIONS_HEADER = ["session_id", "user_id", "content_id", "device", "country", "started_at", "watch_seconds",
@@ -94,3 +98,33 @@ def sample_files(day: date, extra_field: bool = False) -> dict[str, bytes]:
         "viewing_sessions.csv": to_csv(SESSIONS_HEADER, sessions(day)),
         "content.json": content_file(content_documents(extra_field=extra_field)),
     }
+
+
+def demo(session: DemoSession) -> DemoOutcome:
+    """Land two days of sample files (the second day's content has a new field) in the video
+    landing zone, then run `video_daily` for each day: bronze, flattening, checks, silver, gold."""
+    import os
+
+    from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.lib.landing import LandingZone
+
+    zone = LandingZone(local_folder=os.environ.get("DW_VIDEO_LANDING_DIR", ""),
+                       container=os.environ.get("DW_VIDEO_CONTAINER", "video"),
+                       connection_string=os.environ.get("DW_BLOB_CONNECTION_STRING", ""))
+    landing = zone.landing()
+    # Daily partitions exist for complete days only: the two days before today.
+    today = datetime.now(timezone.utc).date()
+    days = [today - timedelta(days=2), today - timedelta(days=1)]
+    for day in days:
+        for name, data in sample_files(day, extra_field=day == days[-1]).items():
+            landing.put(f"{day.isoformat()}/{name}", data)
+    where = os.environ.get("DW_VIDEO_LANDING_DIR") or f"blob container {zone.container!r}"
+    session.stage(f"video: landed users.csv, viewing_sessions.csv and content.json for {days[0]} and {days[1]} "
+                  f"in {where}; running video_daily for each day ...")
+    outcome = DemoOutcome(True)
+    for day in days:
+        result = session.run_job("video_daily", partition_key=day.isoformat())
+        outcome.lines.append(f"video_daily {day}: {'SUCCESS' if result.success else 'FAILURE: ' + failure_reason(result)}")
+        outcome.ok = outcome.ok and result.success
+        outcome.add_checks(result, str(day))
+    return outcome

@@ -4,6 +4,7 @@ import dagster as dg
 
 from dw_platform.defs.customer.partitions import customer_daily
 from dw_platform.lib import bronze
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
 from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -35,9 +36,8 @@ CUSTOMER_PROFILE_RAW = BronzeTable(
 
 @dg.asset(
     key=["bronze", "customer_profile_raw"],
-    group_name="bronze",
+    **asset_attributes("customer"),
     kinds={"odbc", "postgres"},
-    tags={"domain": "customer"},
     partitions_def=customer_daily,
     backfill_policy=dg.BackfillPolicy.single_run(),
     description=f"{SOURCE_TABLE} from the customer CRM over ODBC, one partition per day of {WATERMARK_COLUMN}.",

@@ -8,6 +8,7 @@ from psycopg import sql
 from dw_platform.defs.sales.ingest import SALES, SalesFile, ensure_quarantine
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, sales_blobs
 from dw_platform.lib import bronze
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import FernetKeys
@@ -42,9 +43,8 @@ def report_name(folder: str, partition_key: str) -> str:
 
 @dg.asset(
     key=["bronze", "sales"],
-    group_name="bronze",
+    **asset_attributes("sales"),
     kinds={"azure", "csv", "postgres"},
-    tags={"domain": "sales"},
     partitions_def=sales_blobs,
     description=(
         "Sales CSV files from the blob container's incoming/ folder, one partition per blob; "

@@ -14,6 +14,7 @@ from dw_platform.defs.video.ingest import (
 )
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
 from dw_platform.lib import bronze
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
@@ -62,7 +63,7 @@ def _load_csv(context, warehouse: PostgresWarehouse, landing: LandingZone, table
 
 
 @dg.asset(
-    key=["bronze", "video_users"], group_name="bronze", kinds={"azure", "csv", "postgres"}, tags={"domain": "video"},
+    key=["bronze", "video_users"], **asset_attributes("video"), kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
     description=f"<day>/{USERS_FILE} from the video landing zone into bronze.video_users (values as they arrived).",
 )
@@ -72,8 +73,8 @@ def video_users(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
 
 
 @dg.asset(
-    key=["bronze", "video_viewing_sessions"], group_name="bronze", kinds={"azure", "csv", "postgres"},
-    tags={"domain": "video"}, partitions_def=video_daily,
+    key=["bronze", "video_viewing_sessions"], **asset_attributes("video"), kinds={"azure", "csv", "postgres"},
+    partitions_def=video_daily,
     description=f"<day>/{SESSIONS_FILE} from the video landing zone into bronze.video_viewing_sessions.",
 )
 def video_viewing_sessions(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
@@ -118,8 +119,8 @@ def parse_content(conn, source: str, arrival_date: date, data: bytes) -> Content
 
 
 @dg.asset(
-    key=["bronze", "content"], group_name="bronze", kinds={"azure", "json", "postgres", "mongodb"},
-    tags={"domain": "video"}, partitions_def=video_daily,
+    key=["bronze", "content"], **asset_attributes("video"), kinds={"azure", "json", "postgres", "mongodb"},
+    partitions_def=video_daily,
     description=(
         f"<day>/{CONTENT_FILE} (content metadata documents) flattened into bronze.content and one child table "
         "per array (bronze.content_genres, bronze.content_cast, ...); new fields become new columns "
