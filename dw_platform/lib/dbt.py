@@ -37,9 +37,36 @@ def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
     return None
 
 
+def follows_upstream() -> dg.AutomationCondition:
+    """Dagster's `eager()` for every partition, not only the latest: a model is rebuilt after any
+    upstream partition it reads was updated (a fresh bronze partition -> its silver partition and
+    the gold tables on silver), once every upstream holds data. A table built on a partitioned
+    parent waits for some partition of it, not for all (most days of a daily source may be empty).
+    A run that updates the parent and the model together (a domain job) triggers nothing more."""
+    return (
+        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & dg.AutomationCondition.all_deps_match(~dg.AutomationCondition.missing())
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("follows upstream")
+
+
 class DomainTranslator(DagsterDbtTranslator):
     """Models get the key [layer, name] (meeting the bronze assets' [bronze, name]) and their
-    domain's group, tag and owner, so a domain reads bronze -> silver -> gold in one group."""
+    domain's group, tag and owner, so a domain reads bronze -> silver -> gold in one group.
+    A model tagged with a key of `partitions` gets that partitions definition (the rest are
+    unpartitioned), and every model follows its upstream (`follows_upstream`)."""
+
+    def __init__(self, partitions: Mapping[str, dg.PartitionsDefinition] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.partitions = dict(partitions or {})
+
+    def get_partitions_def(self, dbt_resource_props: Mapping[str, Any]) -> dg.PartitionsDefinition | None:
+        tagged = [self.partitions[t] for t in dbt_resource_props.get("tags", []) if t in self.partitions]
+        return tagged[0] if tagged else None
+
+    def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
+        return follows_upstream() if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot") else None
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -52,9 +79,6 @@ class DomainTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(
             key=dg.AssetKey([layer, node["name"]]), group_name=attributes["group_name"], owners=attributes["owners"]
         ).merge_attributes(tags=attributes["tags"])
-
-
-TRANSLATOR = DomainTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
 
 def window_vars(window: dg.TimeWindow) -> dict[str, str]:
@@ -78,9 +102,20 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
     )
 
 
-def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, vars_: Mapping[str, str] | None = None):
-    """`dbt build` for the selected models, streaming asset and check events to Dagster."""
-    invocation = dbt.cli(build_args(vars_), context=context, raise_on_error=False)
+def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str] | None:
+    """The window vars when the run builds time-partitioned models (for the run's partition or
+    range); None otherwise, e.g. a sales run, whose blob partition means nothing to dbt."""
+    specs = context.assets_def.specs_by_key
+    if not any(isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition)
+               for key in context.selected_asset_keys):
+        return None
+    return window_vars(context.partition_time_window)
+
+
+def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """`dbt build` for the selected models (seeds, models and their tests in one invocation),
+    streaming asset and check events to Dagster."""
+    invocation = dbt.cli(build_args(partition_vars(context)), context=context, raise_on_error=False)
     yield from invocation.stream()
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
