@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 from dw_platform.lib import embedded
 from dw_platform.lib.warehouse import server_connection
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dw", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="seed sample sources, materialize the whole graph, print a summary")
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the same services")
-    dev.add_argument("--port", type=int, default=3000)
-    rotate = sub.add_parser("rotate-keys", help="re-encrypt a domain's sensitive columns under its newest key")
-    rotate.add_argument("domain", choices=["sales"])
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sql"] and argv[1:2] not in (["-h"], ["--help"]):
+        args = argparse.Namespace(command="sql", psql_args=argv[1:])  # psql's own options, untouched
+    else:
+        args = parser().parse_args(argv)
     # A plain SIGTERM would skip cleanup: make it unwind like Ctrl-C, so servers and children stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
@@ -31,10 +31,48 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def parser() -> argparse.ArgumentParser:
+    from dw_platform.lib.drop import droppable_domains
+
+    top = argparse.ArgumentParser(
+        prog="dw", description=__doc__,
+        epilog="Settings come from the environment or .env (see .env.example); `dw COMMAND -h` explains a command.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("demo", help="seed the sample sources, materialize the whole graph, print a summary",
+                   description="Seed every domain's sample source, run its jobs (Dagster's and dbt's detail goes to "
+                               "a log under .dw/logs/) and print a summary per domain. Embedded default only.")
+    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the same services",
+                         description="The Dagster webserver, daemon (schedules, sensors, automation) and code server, "
+                                     "on the embedded services or the configured servers. Ctrl-C stops everything.")
+    dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
+    sql = sub.add_parser("sql", help="open psql on the warehouse (starting the embedded services if needed)",
+                         description="psql connected to the warehouse as the pipeline role. Arguments after `sql` go "
+                                     "to psql, e.g. `dw sql -c 'select count(*) from gold.dim_customer_profile'`.")
+    sql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="PSQL_ARGS",
+                     help="passed on to psql (e.g. -c 'select 1', -f file.sql)")
+    drop = sub.add_parser("drop", help="put a local file into a domain's landing zone",
+                          description="Upload FILE where the domain's sensor or job looks for it (the sales sensor "
+                                      "picks it up on its next tick once switched on).")
+    drop.add_argument("domain", choices=droppable_domains(), help="the domain whose landing zone receives the file")
+    drop.add_argument("file", type=Path, help="the local file to upload")
+    rotate = sub.add_parser("rotate-keys", help="re-encrypt a domain's sensitive columns under its newest key",
+                            description="Re-encrypt every sensitive value under the first key of "
+                                        "DW_SALES_FERNET_KEYS; the older keys can be removed afterwards.")
+    rotate.add_argument("domain", choices=["sales"], help="the domain whose sensitive columns are re-encrypted")
+    return top
+
+
 def run(args: argparse.Namespace) -> int:
     with embedded.services() as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
+        if args.command == "sql":
+            return psql(args.psql_args)
+        if args.command == "drop":
+            from dw_platform.lib.drop import drop
+
+            print(f"dropped {args.file} into {drop(args.domain, args.file)}")
+            return 0
         prepare_dbt()
         if args.command == "demo":
             return demo(embedded_in_use)
@@ -76,8 +114,28 @@ def demo(embedded_in_use: bool) -> int:
     status = run_all(defs(), dg.DagsterInstance.get(), log_path)
     _print_tables()
     print(f"full log (Dagster and dbt output): {log_path}")
-    print("next: `make dev` opens the Dagster UI at http://127.0.0.1:3000 (runs, checks, backfills).")
+    print("next: `make dev` opens the Dagster UI at http://127.0.0.1:3000 (runs, checks, backfills); "
+          "`.venv/bin/dw sql` opens psql on the warehouse.")
     return status
+
+
+def psql(arguments: list[str]) -> int:
+    """psql on the warehouse as the pipeline role; the password goes through the environment."""
+    bundled = Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin" / "psql" \
+        if importlib.util.find_spec("pgserver") else None
+    command = str(bundled) if bundled and bundled.exists() else shutil.which("psql")
+    if command is None:
+        print("psql not found: install PostgreSQL's client (apt-get install postgresql-client)", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PGHOST": os.environ["DW_PG_HOST"], "PGPORT": os.environ.get("DW_PG_PORT", "5432"),
+           "PGUSER": os.environ["DW_PG_USER"], "PGPASSWORD": os.environ.get("DW_PG_PASSWORD", ""),
+           "PGDATABASE": os.environ["DW_PG_DATABASE"], "PGSSLMODE": os.environ.get("DW_PG_SSLMODE", "prefer")}
+    child = subprocess.Popen([command, *arguments], env=env)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to psql (cancels a query)
+    try:
+        return child.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def rotate_keys(domain: str) -> int:

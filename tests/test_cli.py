@@ -1,0 +1,58 @@
+"""`dw` as a newcomer meets it: every command and option explains itself, `dw sql` opens psql on
+the warehouse (starting the embedded services when nothing is configured), `dw drop` puts a file
+where its domain's sensor looks."""
+
+import argparse
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+from dw_platform.cli import parser
+from dw_platform.lib import embedded
+
+
+def dw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dw_platform.cli", *args], capture_output=True, text=True,
+                          env=env or dict(os.environ), timeout=300, cwd=embedded.PROJECT_ROOT)
+
+
+def test_every_command_and_option_has_help_text():
+    top = parser()
+    commands = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    helped = {choice.dest: choice.help for choice in commands._choices_actions}
+    assert set(helped) == set(commands.choices) and all(helped.values()), helped
+    for name, sub in commands.choices.items():
+        assert sub.description, name
+        for action in sub._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"dw {name} {action.dest} has no help text"
+
+
+def test_dw_sql_runs_psql_on_the_configured_warehouse(databases):
+    result = dw("sql", "-Atc", "select current_database(), current_user")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{databases['warehouse']}|{embedded.PIPELINE_ROLE}"
+
+
+def test_dw_sql_starts_the_embedded_services_when_nothing_is_configured(server):
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("DW_PG", "DW_CUSTOMER", "DAGSTER_PG"))}
+    result = dw("sql", "-Atc", "select current_database()", env=bare)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "warehouse"
+
+
+def test_dw_drop_puts_a_sales_file_where_the_sensor_looks(storage, tmp_path):
+    orders = tmp_path / "orders_extra.csv"
+    orders.write_text("order_id,order_date\nSO-1,2026-11-20\n")
+    result = dw("drop", "sales", str(orders))
+    assert result.returncode == 0, result.stderr
+    name = f"incoming/{datetime.now(timezone.utc).date().isoformat()}/orders_extra.csv"
+    assert name in result.stdout
+    blob = storage.version(name)
+    assert blob is not None and b"".join(storage.chunks(blob)) == orders.read_bytes()
+
+
+def test_dw_drop_refuses_a_missing_file_and_an_unknown_domain(storage, tmp_path):
+    assert "is not a file" in dw("drop", "sales", str(tmp_path / "nothing.csv")).stderr
+    assert "invalid choice" in dw("drop", "nowhere", str(tmp_path)).stderr
