@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what dw_platform needs on a fresh Debian/Ubuntu machine, and nothing twice:
-# the ODBC driver manager and PostgreSQL's ODBC driver (apt), a virtualenv with the package, and
-# the Node tools of package.json (the Azurite blob emulator) with npm.
+# the ODBC driver manager, PostgreSQL's ODBC driver and chromium for the browser test (apt), a
+# virtualenv with the package, and the Node tools of package.json (the Azurite blob emulator) with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ dpkg -s unixodbc >/dev/null 2>&1 || packages+=(unixodbc)
 dpkg -s odbc-postgresql >/dev/null 2>&1 || packages+=(odbc-postgresql)
 python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -5,6 +5,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
 import psycopg
@@ -12,6 +13,9 @@ import pytest
 
 from dw_platform.lib import embedded
 from dw_platform.lib.warehouse import server_connection
+
+if TYPE_CHECKING:
+    from dagster_graphql import DagsterGraphQLClient
 
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
 
@@ -98,10 +102,17 @@ def storage(server, monkeypatch):
     blobs.service_client().delete_container(container)
 
 
+class DagsterDev(NamedTuple):
+    client: "DagsterGraphQLClient"
+    instance: dg.DagsterInstance
+    url: str
+
+
 @pytest.fixture
-def dagster_dev(databases, tmp_path):
-    """`dagster dev` (webserver, daemon, code server) on the session's services and this test's
-    databases, as a user runs it; yields a GraphQL client and the instance. Stopped afterwards."""
+def dagster_dev(databases, tmp_path, monkeypatch):
+    """`dagster dev` (webserver, daemon, code server) on the session's services, this test's
+    databases and a Dagster instance of its own (runs, sensor states), as a user runs it; yields
+    a GraphQL client, the instance and the UI's address. Stopped afterwards."""
     import signal
     import socket
     import subprocess
@@ -110,6 +121,10 @@ def dagster_dev(databases, tmp_path):
 
     from dagster_graphql import DagsterGraphQLClient
 
+    instance_db = f"dg_{uuid.uuid4().hex[:8]}"
+    with embedded.admin_connection("postgres") as conn:
+        conn.execute(f'create database "{instance_db}" owner {embedded.PIPELINE_ROLE}')
+    monkeypatch.setenv("DAGSTER_PG_URL", os.environ["DAGSTER_PG_URL"].replace("/dagster?", f"/{instance_db}?"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -131,8 +146,9 @@ def dagster_dev(databases, tmp_path):
                 log.close()
                 raise RuntimeError(f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}")
             time.sleep(0.5)
+    instance = dg.DagsterInstance.get()
     try:
-        yield client, dg.DagsterInstance.get()
+        yield DagsterDev(client, instance, f"http://127.0.0.1:{port}")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -141,3 +157,6 @@ def dagster_dev(databases, tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+        instance.dispose()
+        with embedded.admin_connection("postgres") as conn:
+            conn.execute(f'drop database if exists "{instance_db}" with (force)')

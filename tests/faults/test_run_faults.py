@@ -45,7 +45,7 @@ def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 def test_a_killed_run_is_marked_failed_and_retried_to_success(databases, source, warehouse, dagster_dev):
     seed(source)
-    client, instance = dagster_dev
+    client, instance = dagster_dev.client, dagster_dev.instance
     run_id = wait_for(lambda: submit(client), 180, "the code location to load and take the run")
     pid = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
     with embedded.admin_connection("postgres") as admin:
