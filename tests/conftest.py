@@ -40,8 +40,11 @@ def server(tmp_path_factory) -> Iterator[dict[str, str]]:
 def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
     """A fresh warehouse and source database for one test, wired into the environment."""
     suffix = uuid.uuid4().hex[:8]
-    names = {"warehouse": f"wh_{suffix}", "source": f"src_{suffix}"}
+    # The warehouse keeps its real name: dbt's manifest (parsed once per session) names the
+    # database in its relations, and dagster-dbt's row counts and column metadata query them.
+    names = {"warehouse": "warehouse", "source": f"src_{suffix}"}
     with embedded.admin_connection("postgres") as conn:
+        conn.execute('drop database if exists "warehouse" with (force)')
         # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
         conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
         conn.execute(f'create database "{names["source"]}"')
@@ -52,9 +55,8 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
                                         os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"]),
     )
     yield names
-    with embedded.admin_connection("postgres") as conn:
-        for name in names.values():
-            conn.execute(f'drop database if exists "{name}" with (force)')
+    with embedded.admin_connection("postgres") as conn:  # the warehouse is replaced by the next test
+        conn.execute(f'drop database if exists "{names["source"]}" with (force)')
 
 
 @pytest.fixture

@@ -46,6 +46,12 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
+def metadata_of(result: dg.ExecuteInProcessResult, asset: str, partition: str | None = None) -> dict:
+    return next(m.metadata for e in result.get_asset_materialization_events()
+                for m in [e.event_specific_data.materialization]
+                if m.asset_key.to_user_string() == asset and m.partition == partition)
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
     return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
             for m in [m.event_specific_data.materialization]}
@@ -74,6 +80,15 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
     assert all(check_results(result).values()), check_results(result)
     assert {"bronze/customer_profile_raw", "silver/customer_profile_standardized",
             "gold/dim_customer_profile"} <= materialized(result)
+
+    # dbt models report their row count, typed columns and column-level lineage after the build.
+    dim = metadata_of(result, "gold/dim_customer_profile")
+    assert dim["dagster/row_count"].value == 3
+    columns = {c.name: c.type for c in dim["dagster/column_schema"].value.columns}
+    assert columns["valid_from"].startswith("timestamp") and columns["customer_id"] == "integer"
+    email_from = dim["dagster/column_lineage"].value.deps_by_column["email"]
+    assert (dg.AssetKey(["silver", "customer_profile_standardized"]), "email") in {
+        (dep.asset_key, dep.column_name) for dep in email_from}
 
 
 def test_rematerializing_a_partition_adds_nothing_it_already_holds(definitions, crm, warehouse):

@@ -82,3 +82,31 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
     assert dg.AssetKey(["bronze", "content"]) in graph.get(dg.AssetKey(["silver", "video_content"])).parent_keys
     assert {("silver/video_viewing_sessions", "relationships_video_viewing_sessions_user_id__user_id__ref_video_users_"),
             ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver")} <= checks
+
+
+def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_to_their_sql(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    undescribed = [key.to_user_string() for key in graph.asset_check_keys
+                   if not (graph.get_check_spec(key).description or "").strip()]
+    assert undescribed == []
+    for schedule in definitions.schedules:
+        assert schedule.description, schedule.name
+    for sensor in definitions.sensors:
+        assert sensor.description, sensor.name
+    not_null = graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey(["gold", "dim_customer_profile"]),
+                                                     "not_null_dim_customer_profile_customer_id"))
+    assert "select * from gold.dim_customer_profile where customer_id is null" in not_null.description
+    references = graph.get(dg.AssetKey(["gold", "dim_customer_profile"])).metadata["dagster/code_references"]
+    assert references.code_references[0].file_path.endswith("models/gold/customer/dim_customer_profile.sql")
+
+
+def test_every_asset_belongs_to_a_domain_with_its_tag_owner_and_kinds(definitions: dg.Definitions):
+    from dw_platform.lib.domains import OWNERS
+
+    graph = definitions.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name in OWNERS, key
+        assert node.tags.get("domain") == node.group_name and node.owners == [OWNERS[node.group_name]], key
+        assert node.kinds, key
+        assert key.path[0] in ("bronze", "silver", "gold", "reference"), key

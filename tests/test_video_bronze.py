@@ -64,7 +64,7 @@ def ingest(zone: LandingZone, day: str, assets=None, documents: MongoDocuments |
     assets = assets or [video_users, video_viewing_sessions, content]
     check_defs = [getattr(video_checks, n) for n in dir(video_checks)
                   if isinstance(getattr(video_checks, n), dg.AssetChecksDefinition)]
-    keys = {a.key for a in assets}
+    keys = {key for a in assets for key in a.keys}
     check_defs = [c for c in check_defs if next(iter(c.check_keys)).asset_key in keys]
     return dg.materialize(
         [*assets, *check_defs], partition_key=day, raise_on_error=False, instance=dg.DagsterInstance.ephemeral(),

@@ -68,6 +68,16 @@ class DomainTranslator(DagsterDbtTranslator):
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
         return follows_upstream() if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot") else None
 
+    def get_asset_check_spec(self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str,
+                             project: DbtProject | None) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        return dg.AssetCheckSpec(
+            name=spec.name, asset=spec.asset_key, description=check_description(manifest, manifest["nodes"][unique_id]),
+            additional_deps=spec.additional_deps, metadata=spec.metadata, blocking=spec.blocking,
+        )
+
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["nodes"].get(unique_id)
@@ -79,6 +89,40 @@ class DomainTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(
             key=dg.AssetKey([layer, node["name"]]), group_name=attributes["group_name"], owners=attributes["owners"]
         ).merge_attributes(tags=attributes["tags"])
+
+
+def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> str:
+    """What a dbt test checks, what its failure blocks, and how to find the offending rows: a
+    singular test's header comment, or a sentence per generic test with the query to run in `dw sql`."""
+    blocks = ("A failure blocks what is built on it." if (test["config"].get("severity") or "error").lower() == "error"
+              else "A warning only: nothing is blocked.")
+    meta = test.get("test_metadata") or {}
+    model = manifest["nodes"].get(test.get("attached_node") or "", {})
+    relation = f"{model.get('schema')}.{model.get('alias') or model.get('name')}" if model else "the model"
+    column, kwargs = test.get("column_name"), meta.get("kwargs", {})
+    name = meta.get("name")
+    if name == "not_null":
+        what = (f"Fails when {relation}.{column} is null. Rows: `select * from {relation} where {column} is null`.")
+    elif name == "unique":
+        what = (f"Fails when a {column} occurs twice in {relation}. Values: `select {column}, count(*) from {relation} "
+                f"group by 1 having count(*) > 1`.")
+    elif name == "accepted_values":
+        listed = ", ".join(f"'{v}'" for v in kwargs.get("values", []))
+        what = (f"Fails when {relation}.{column} holds a value outside ({listed}). Values: `select {column}, count(*) "
+                f"from {relation} where {column} not in ({listed}) group by 1`; map a new value in the model "
+                "(or its seed) or add it to the list.")
+    elif name == "relationships":
+        parent = kwargs.get("to", "").replace("ref('", "").replace("')", "")
+        what = (f"Fails when a {relation}.{column} has no {kwargs.get('field')} in {parent}: a row pointing at "
+                "nothing (an orphan), usually because the parent was not loaded for that day yet.")
+    elif name:
+        what = f"dbt test `{name}` on {relation}" + (f".{column}" if column else "") + "."
+    else:  # a singular test: its SQL file opens with a comment saying when it fails
+        comment = [line.strip()[2:].strip() for line in test.get("raw_code", "").splitlines()
+                   if line.strip().startswith("--") and "Dagster asset check" not in line]
+        what = " ".join(comment) or f"Singular test {test['name']}."
+        what += f" Its query (the failing rows): dbt_project/{test['original_file_path']}."
+    return f"{what} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
 
 
 def window_vars(window: dg.TimeWindow) -> dict[str, str]:
@@ -116,7 +160,8 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """`dbt build` for the selected models (seeds, models and their tests in one invocation),
     streaming asset and check events to Dagster."""
     invocation = dbt.cli(build_args(partition_vars(context)), context=context, raise_on_error=False)
-    yield from invocation.stream()
+    # Row count, typed columns and column-level lineage of every table built, fetched as it finishes.
+    yield from invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True)
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
 

@@ -20,7 +20,8 @@ DBT_PROJECT.prepare_if_dev()
 
 TRANSLATOR = DomainTranslator(
     partitions={"customer_daily": customer_daily},
-    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True),
+    # enable_code_references: each model links to its .sql file in the UI.
+    settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True),
 )
 
 

@@ -118,18 +118,34 @@ def parse_content(conn, source: str, arrival_date: date, data: bytes) -> Content
     return parsed
 
 
-@dg.asset(
-    key=["bronze", "content"], **asset_attributes("video"), kinds={"azure", "json", "postgres", "mongodb"},
-    partitions_def=video_daily,
-    description=(
-        f"<day>/{CONTENT_FILE} (content metadata documents) flattened into bronze.content and one child table "
-        "per array (bronze.content_genres, bronze.content_cast, ...); new fields become new columns "
-        "(bronze.video_schema_changes); malformed documents go to bronze.video_quarantine; raw documents "
-        "to MongoDB when DW_VIDEO_MONGODB_URI is set, else to bronze.content_raw (JSONB)."
-    ),
+# The content loader writes bronze.content and its array tables in one transaction: they are one
+# multi-asset, so the dbt sources on bronze.content_genres/content_cast meet the asset that
+# really produces them. A new array field becomes a new table (bronze.content_<field>) at once;
+# list it here to see it as an asset of its own.
+CONTENT_ARRAYS = {"genres": "one row per genre of a content item (content_id, position, value)",
+                  "cast": "one row per cast member of a content item (content_id, position, name, role)"}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["bronze", "content"], **asset_attributes("video"), kinds={"azure", "json", "postgres", "mongodb"},
+            partitions_def=video_daily,
+            description=(
+                f"<day>/{CONTENT_FILE} (content metadata documents) flattened into bronze.content and one child table "
+                "per array (bronze.content_genres, bronze.content_cast, ...); new fields become new columns "
+                "(bronze.video_schema_changes); malformed documents go to bronze.video_quarantine; raw documents "
+                "to MongoDB when DW_VIDEO_MONGODB_URI is set, else to bronze.content_raw (JSONB)."
+            ),
+        ),
+        *(dg.AssetSpec(["bronze", f"content_{field}"], **asset_attributes("video"), kinds={"json", "postgres"},
+                       partitions_def=video_daily,
+                       description=f"bronze.content_{field}: {what}, written with bronze.content from the same file.")
+          for field, what in CONTENT_ARRAYS.items()),
+    ],
 )
 def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone,
-            video_documents: MongoDocuments) -> dg.MaterializeResult:
+            video_documents: MongoDocuments):
     zone, found = find_landed(context, video_landing, CONTENT_FILE)
     data = b"".join(zone.chunks(found))
     arrival_date = date.fromisoformat(context.partition_key)
@@ -139,8 +155,9 @@ def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, vid
             parsed = parse_content(conn, found.uri, arrival_date, data)
         except DocumentError as exc:
             raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
-        result = load_content(conn, parsed, day_scope(context), found.uri, context.asset_key.to_user_string(),
+        result = load_content(conn, parsed, day_scope(context), found.uri, "bronze/content",
                               context.run.run_id, video_documents, context.log.info)
+        array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
@@ -149,9 +166,21 @@ def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, vid
         context.log.info(f"kept {written:,} raw documents in {raw_target}")
     for table, column, pg_type in parsed.added:
         context.log.info(f"schema change: bronze.{table} gained column {column} {pg_type}")
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(asset_key=["bronze", "content"], metadata={
         **result.metadata(), "source_file": found.uri, "documents_quarantined": len(parsed.quarantine.rows),
         "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
         "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
         "raw_documents": raw_target,
     })
+    for field, rows in array_rows.items():
+        yield dg.MaterializeResult(asset_key=["bronze", f"content_{field}"], metadata={
+            "dagster/row_count": rows, "dagster/table_name": f"bronze.content_{field}", "source_file": found.uri,
+            "batch_id": str(result.batch_id)})
+
+
+def _rows_of_day(conn, table: str, arrival_date: date) -> int:
+    """Rows of a content array table for one arrival day (0 when no document had that array yet)."""
+    if not conn.execute("select to_regclass(%s) is not null", (f"bronze.{table}",)).fetchone()[0]:
+        return 0
+    return conn.execute(sql.SQL("select count(*) from {} where arrival_date = %s").format(sql.Identifier("bronze", table)),
+                        (arrival_date,)).fetchone()[0]

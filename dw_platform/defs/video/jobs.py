@@ -8,7 +8,7 @@ VIDEO_BRONZE = [dg.AssetKey(["bronze", n]) for n in ("video_users", "video_viewi
 
 video_daily_job = dg.define_asset_job(
     name="video_daily",
-    selection=dg.AssetSelection.assets(*VIDEO_BRONZE).downstream(),
+    selection=dg.AssetSelection.assets(*VIDEO_BRONZE).required_multi_asset_neighbors().downstream(),
     partitions_def=video_daily,
     description="Load one arrival day of users, viewing sessions and content metadata into bronze, then the "
                 "video silver and gold models (rebuilt from all days) and their dbt tests.",
