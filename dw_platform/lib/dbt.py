@@ -14,6 +14,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
 
 from dw_platform.lib.domains import asset_attributes
+from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
+from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.lib.embedded import PROJECT_ROOT
 
 
@@ -156,14 +158,33 @@ def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str] | None:
     return window_vars(context.partition_time_window)
 
 
-def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
     """`dbt build` for the selected models (seeds, models and their tests in one invocation),
     streaming asset and check events to Dagster."""
-    invocation = dbt.cli(build_args(partition_vars(context)), context=context, raise_on_error=False)
+    vars_ = partition_vars(context)
+    invocation = dbt.cli(build_args(vars_), context=context, raise_on_error=False)
     # Row count, typed columns and column-level lineage of every table built, fetched as it finishes.
-    yield from invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True)
+    for event in invocation.stream().fetch_row_counts().fetch_column_metadata(with_column_lineage=True):
+        if vars_ and isinstance(event, dg.Output):
+            _record_partition_rows(context, invocation.manifest, event, warehouse)
+        yield event
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
+
+
+def _record_partition_rows(context: dg.AssetExecutionContext, manifest: Mapping[str, Any], output: dg.Output,
+                           warehouse: PostgresWarehouse) -> None:
+    """A daily-partitioned model's rows per day of the run, so each partition of a range shows its
+    own count (the model's `meta.partition_column` names the day column)."""
+    key = context.asset_key_for_output(output.output_name)
+    node = manifest["nodes"].get(output.metadata["unique_id"].value, {})
+    column = node.get("config", {}).get("meta", {}).get("partition_column")
+    if not column or context.assets_def.specs_by_key[key].partitions_def is None:
+        return
+    window = context.partition_time_window
+    with warehouse.connect() as conn:
+        counts = rows_per_day(conn, f"{node['schema']}.{node['alias']}", column, window.start, window.end)
+    record_daily_row_counts(context, key, context.partition_keys, counts)
 
 
 def build_args(vars_: Mapping[str, str] | None = None) -> list[str]:

@@ -15,6 +15,7 @@ from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from dw_platform.defs.customer.partitions import customer_daily
 from dw_platform.lib.dbt import DBT_PROJECT, DomainTranslator, run_build
+from dw_platform.lib.warehouse import PostgresWarehouse
 
 DBT_PROJECT.prepare_if_dev()
 
@@ -32,5 +33,5 @@ TRANSLATOR = DomainTranslator(
     backfill_policy=dg.BackfillPolicy.single_run(),
     name="dbt_models",
 )
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    yield from run_build(context, dbt)
+def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
+    yield from run_build(context, dbt, warehouse)

@@ -8,6 +8,7 @@
         incremental_strategy='delete+insert',
         unique_key=['customer_id', 'last_modified_ts'],
         tags=['customer_daily'],
+        meta={'partition_column': 'last_modified_ts'},
         indexes=[
             {'columns': ['last_modified_ts']},
             {'columns': ['customer_id']},
