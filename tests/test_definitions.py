@@ -87,6 +87,9 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
             assert (f"bronze/{asset}", f"{asset}_{check}") in checks
     job = definitions.resolve_job_def("video_daily")
     assert job.partitions_def == graph.get(video[0]).partitions_def
+    assert job.op_retry_policy.max_retries == 3
+    assert definitions.resolve_sensor_def("video_landing_sensor").job_name == "video_daily"
+    assert ("silver/video_users", "assert_video_users_dates_parse") in checks
     for model in ("silver/video_users", "silver/video_viewing_sessions", "silver/video_content",
                   "gold/video_user_engagement", "gold/video_viewing_statistics", "gold/video_content_performance"):
         assert graph.get(dg.AssetKey(model.split("/"))).partitions_def is None

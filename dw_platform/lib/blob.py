@@ -108,8 +108,9 @@ class BlobVersion:
 class BlobStorage(dg.ConfigurableResource):
     """One container in Azure Blob Storage. Set `connection_string`, or `account_url` + `credential`.
 
-    `retries` and `retry_backoff_s` are the SDK's own retries of each request (its defaults:
-    3 retries, waiting about 15 s, 18 s, 24 s); after them an operation gives up.
+    `retries` and `retry_backoff_s` are the SDK's own retries of each request: retry n waits
+    `retry_backoff_s` + 3^n seconds (the SDK's defaults: 3 retries, about 18 s, 24 s, 42 s in all
+    a minute and a half); after them the operation gives up with `StorageUnavailable`.
     """
 
     container: str

@@ -29,14 +29,29 @@ class Emulator:
         self.process, self.port = embedded.start_azurite(self.location, port=self.port)
 
     def stop(self) -> None:
-        """Stop the emulator by its pid (SIGTERM, SIGKILL after 10 s): storage is gone."""
+        """Stop the emulator by its pid, gracefully (SIGTERM): it saves its state first."""
         embedded.stop_process(self.process)
 
+    def settle(self) -> None:
+        """Make what was uploaded so far survive a crash: Azurite saves its blob index only every
+        5 s or on a graceful stop (a real storage account has it durable on upload already)."""
+        self.stop()
+        self.start()
+
+    def crash(self) -> None:
+        """Kill the emulator by its pid (SIGKILL): storage is gone at once, mid-request."""
+        self.process.kill()
+        self.process.wait()
+
+    def settings(self) -> dict:
+        """Storage settings for this emulator, with the SDK's retries cut to one (after 3 s) so an
+        outage outlasts them in seconds rather than a minute, and small chunks so a file is read in
+        many requests."""
+        return {"connection_string": azurite_connection_string(self.port), "retries": 1, "retry_backoff_s": 0,
+                "max_chunk_bytes": 64 * 1024}
+
     def storage(self, container: str) -> BlobStorage:
-        """The container on this emulator, with the SDK's retries cut to one immediate retry so an
-        outage outlasts them in a second rather than a minute."""
-        storage = BlobStorage(container=container, connection_string=azurite_connection_string(self.port),
-                              retries=1, retry_backoff_s=0, max_chunk_bytes=64 * 1024)
+        storage = BlobStorage(container=container, **self.settings())
         storage.ensure_container()
         return storage
 

@@ -94,11 +94,12 @@ def test_a_storage_outage_mid_load_is_retried_and_the_file_loads_once(azurite, w
     storage = azurite.storage("sales")
     rows = 20_000
     storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, list(sample.rows(rows, DAY))))
+    azurite.settle()
     instance.add_dynamic_partitions(sales_blobs.name, ["orders.csv"])
 
     def outage():
         wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0, what="the COPY")
-        azurite.stop()
+        azurite.crash()
         wait_until(lambda: any(s == "failed" for s, _, _ in ledger(warehouse)), what="the failed attempt")
         azurite.start()
 
@@ -122,13 +123,14 @@ def test_a_storage_outage_longer_than_the_retries_leaves_the_file_in_incoming_fo
     storage = azurite.storage("sales")
     rows = 20_000
     storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, list(sample.rows(rows, DAY))))
+    azurite.settle()
     first = tick(storage, instance)
     [request] = first.run_requests
     job = sales_job(storage, max_retries=1)
 
     def outage():
         wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0, what="the COPY")
-        azurite.stop()
+        azurite.crash()
 
     fault = threading.Thread(target=outage)
     fault.start()
