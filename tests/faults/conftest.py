@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from injection import Emulator
+from faults.injection import Emulator
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from datetime import date
 
 import dagster as dg
 
-from injection import copied_rows, fast_retry_job, start_child_run, wait_until, warehouse_resource
+from faults.injection import copied_rows, fast_retry_job, start_child_run, wait_until, warehouse_resource
 from dw_platform.defs.sales.assets import sales
 from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.defs.sales.sensors import scan

@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 
-from injection import copied_rows, fast_retry_job, wait_until, warehouse_resource
+from faults.injection import copied_rows, fast_retry_job, wait_until, warehouse_resource
 from dw_platform.defs.video.assets import video_viewing_sessions
 from dw_platform.defs.video.sensors import scan
 from dw_platform.lib.landing import LandingZone

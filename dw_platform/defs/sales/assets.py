@@ -29,14 +29,13 @@ def blob_scope(partition_key: str) -> LoadScope:
 
 
 def locate(storage: BlobStorage, partition_key: str) -> BlobVersion | None:
-    """The blob of a partition: waiting in incoming/, else (a re-run) the newer of its copies in
-    processed/ and failed/ (a version that failed after an older one was processed)."""
-    path = blob_path(partition_key)
-    waiting = storage.version(INCOMING + path)
-    if waiting is not None:
-        return waiting
-    copies = [c for c in (storage.version(PROCESSED + path), storage.version(FAILED + path)) if c is not None]
-    return max(copies, key=lambda c: c.modified, default=None)
+    """The blob of a partition: waiting in incoming/, else (a re-run) in failed/ or processed/.
+    A name in both is an older version that loaded and a newer one that failed: the newer is taken."""
+    for folder in (INCOMING, FAILED, PROCESSED):
+        found = storage.version(folder + blob_path(partition_key))
+        if found is not None:
+            return found
+    return None
 
 
 def report_name(folder: str, partition_key: str) -> str:
