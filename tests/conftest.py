@@ -2,15 +2,18 @@
 servers a developer's .env points at), psqlODBC as the source driver, and the real dbt project."""
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
 from dw_platform.lib import embedded
+from dw_platform.lib.blob import BlobStorage, azurite_connection_string
 from dw_platform.lib.warehouse import server_connection
 
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
@@ -37,28 +40,32 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
     """A fresh warehouse and source database for one test, wired into the environment."""
     suffix = uuid.uuid4().hex[:8]
     names = {"warehouse": f"wh_{suffix}", "source": f"src_{suffix}"}
-    with server_connection("postgres") as conn:
-        for name in names.values():
-            conn.execute(f'create database "{name}"')
+    with embedded.admin_connection("postgres") as conn:
+        # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
+        conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
+        conn.execute(f'create database "{names["source"]}"')
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",
-        embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"]),
+        embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"],
+                                        os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"]),
     )
     yield names
-    with server_connection("postgres") as conn:
+    with embedded.admin_connection("postgres") as conn:
         for name in names.values():
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture
 def source(databases) -> Iterator[psycopg.Connection]:
-    with server_connection(databases["source"]) as conn:
+    """The source database as its owner (the pipeline only reads it)."""
+    with embedded.admin_connection(databases["source"]) as conn:
         yield conn
 
 
 @pytest.fixture
 def warehouse(databases) -> Iterator[psycopg.Connection]:
+    """The warehouse as the pipeline role."""
     with server_connection(databases["warehouse"]) as conn:
         yield conn
 
@@ -84,11 +91,111 @@ def run_job(definitions: dg.Definitions, first: date, last: date | None = None, 
 @pytest.fixture
 def storage(server, monkeypatch):
     """A fresh blob container on the session's Azurite, named in DW_SALES_CONTAINER for the code location."""
-    from dw_platform.lib.blob import BlobStorage
-
     container = f"sales-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("DW_SALES_CONTAINER", container)
     blobs = BlobStorage(container=container, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
     blobs.ensure_container()
     yield blobs
     blobs.service_client().delete_container(container)
+
+
+@pytest.fixture
+def dagster_dev(databases, tmp_path):
+    """`dagster dev` (webserver, daemon, code server) on the session's services and this test's
+    databases, as a user runs it; yields a GraphQL client and the instance. Stopped afterwards."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from dagster_graphql import DagsterGraphQLClient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "dagster_dev.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(embedded.PROJECT_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=os.environ["DAGSTER_HOME"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                raise RuntimeError(f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+    try:
+        yield client, dg.DagsterInstance.get()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+class Emulator:
+    """An Azurite blob service owned by one test (to stop or kill by its pid), on a fixed port
+    across restarts."""
+
+    def __init__(self, location: Path):
+        self.location = location
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self) -> None:
+        self.process, self.port = embedded.start_azurite(self.location, port=self.port)
+
+    def stop(self) -> None:
+        """Stop the emulator by its pid, gracefully (SIGTERM): it saves its state first."""
+        embedded.stop_process(self.process)
+
+    def settle(self) -> None:
+        """Make what was uploaded so far survive a crash: Azurite saves its blob index only every
+        5 s or on a graceful stop (a real storage account has it durable on upload already)."""
+        self.stop()
+        self.start()
+
+    def crash(self) -> None:
+        """Kill the emulator by its pid (SIGKILL): storage is gone at once, mid-request."""
+        self.process.kill()
+        self.process.wait()
+
+    def settings(self) -> dict:
+        """Storage settings for this emulator, with the SDK's retries cut to one (after 3 s) so an
+        outage outlasts them in seconds rather than a minute, and small chunks so a file is read in
+        many requests."""
+        return {"connection_string": azurite_connection_string(self.port), "retries": 1, "retry_backoff_s": 0,
+                "max_chunk_bytes": 64 * 1024}
+
+    def storage(self, container: str) -> BlobStorage:
+        storage = BlobStorage(container=container, **self.settings())
+        storage.ensure_container()
+        return storage
+
+
+@pytest.fixture
+def azurite(server, tmp_path) -> Iterator[Emulator]:
+    """An Azurite of the test's own, for faults the session's shared one must not suffer."""
+    emulator = Emulator(tmp_path / "azurite")
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def instance(server) -> Iterator[dg.DagsterInstance]:
+    """The session's Dagster instance (dagster.yaml: PostgreSQL, as in production): a child
+    process running a job sees the same runs."""
+    with dg.DagsterInstance.get() as instance:
+        yield instance

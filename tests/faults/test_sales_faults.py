@@ -12,11 +12,12 @@ import threading
 from datetime import date
 
 import dagster as dg
+from faultkit import copying_backend, fast_retry_job, session_resources, start_child_run, wait_until
 
-from faults.injection import copied_rows, fast_retry_job, start_child_run, wait_until, warehouse_resource
 from dw_platform.defs.sales.assets import sales
 from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.defs.sales.sensors import scan
+from dw_platform.lib import embedded
 from dw_platform.lib.crypto import FernetKeys
 from dw_platform.samples import sales as sample
 
@@ -49,7 +50,7 @@ def ledger(warehouse) -> list[tuple]:
 
 
 def sales_job(storage, max_retries: int):
-    resources = {"warehouse": warehouse_resource(), "sales_storage": storage,
+    resources = {"warehouse": session_resources()["warehouse"], "sales_storage": storage,
                  "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"])}
     return fast_retry_job("sales_ingest", [sales], resources, max_retries=max_retries, delay=2)
 
@@ -63,8 +64,8 @@ def test_a_sales_run_killed_mid_load_is_requested_again_and_loads_its_blob_exact
     first = tick(storage, instance)
     [request] = first.run_requests
     child = start_child_run("sales_ingest", request.partition_key, request.tags)
-    wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0 or child.poll() is not None,
-               what="the child's COPY")
+    with embedded.admin_connection("postgres") as admin:
+        copying_backend(admin, databases["warehouse"])
     assert child.poll() is None, "the run ended before it could be killed"
 
     os.kill(child.pid, signal.SIGKILL)
@@ -74,7 +75,13 @@ def test_a_sales_run_killed_mid_load_is_requested_again_and_loads_its_blob_exact
     [killed] = instance.get_runs(dg.RunsFilter(job_name="sales_ingest", tags=request.tags))
     assert killed.status == dg.DagsterRunStatus.STARTED
     assert tick(storage, instance, first.cursor).run_requests == []  # still "running": not requested twice
-    instance.report_run_failed(killed)  # what run monitoring does when it finds the run's process gone
+    # The code server (or run monitoring) marks a run failed when its process is gone; the
+    # instance's run retries (dagster.yaml) will run it again, so the sensor leaves it to them.
+    instance.report_run_failed(killed)
+    assert instance.get_run_by_id(killed.run_id).tags["dagster/will_retry"] == "true"
+    assert tick(storage, instance, first.cursor).run_requests == []
+    # Once the run retries are spent the daemon records that it will not retry (no daemon here).
+    instance.add_run_tags(killed.run_id, {"dagster/will_retry": "false"})
 
     again = tick(storage, instance, first.cursor)
 
@@ -86,7 +93,9 @@ def test_a_sales_run_killed_mid_load_is_requested_again_and_loads_its_blob_exact
     assert rows_in_bronze(warehouse) == (rows, rows)
     assert names(storage) == ["processed/big.csv", "processed/big.csv.report.json"]
     assert report(storage, "processed/big.csv.report.json")["rows_loaded"] == rows
-    assert [(s, n) for s, n, _ in ledger(warehouse) if s == "succeeded"] == [("succeeded", rows)]
+    # The killed attempt's entry stayed `running` (nothing could close it) until this load found
+    # its session gone and closed it as abandoned.
+    assert [(s, n) for s, n, _ in ledger(warehouse)] == [("abandoned", 0), ("succeeded", rows)]
     assert tick(storage, instance, again.cursor).run_requests == []
 
 
@@ -98,7 +107,8 @@ def test_a_storage_outage_mid_load_is_retried_and_the_file_loads_once(azurite, w
     instance.add_dynamic_partitions(sales_blobs.name, ["orders.csv"])
 
     def outage():
-        wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0, what="the COPY")
+        with embedded.admin_connection("postgres") as admin:
+            copying_backend(admin, databases["warehouse"])
         azurite.crash()
         wait_until(lambda: any(s == "failed" for s, _, _ in ledger(warehouse)), what="the failed attempt")
         azurite.start()
@@ -129,7 +139,8 @@ def test_a_storage_outage_longer_than_the_retries_leaves_the_file_in_incoming_fo
     job = sales_job(storage, max_retries=1)
 
     def outage():
-        wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0, what="the COPY")
+        with embedded.admin_connection("postgres") as admin:
+            copying_backend(admin, databases["warehouse"])
         azurite.crash()
 
     fault = threading.Thread(target=outage)

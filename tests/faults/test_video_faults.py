@@ -5,10 +5,11 @@ import threading
 from datetime import date
 
 import dagster as dg
+from faultkit import copying_backend, fast_retry_job, session_resources, wait_until
 
-from faults.injection import copied_rows, fast_retry_job, wait_until, warehouse_resource
 from dw_platform.defs.video.assets import video_viewing_sessions
 from dw_platform.defs.video.sensors import scan
+from dw_platform.lib import embedded
 from dw_platform.lib.landing import LandingZone
 from dw_platform.samples import video as sample
 
@@ -22,10 +23,11 @@ def test_a_storage_outage_mid_load_of_a_video_file_is_retried_and_the_day_loads_
     zone.landing().put(f"{DAY}/viewing_sessions.csv", sample.to_csv(sample.SESSIONS_HEADER, sessions))
     azurite.settle()
     job = fast_retry_job("video_daily", [video_viewing_sessions],
-                         {"warehouse": warehouse_resource(), "video_landing": zone}, max_retries=3, delay=2)
+                         {"warehouse": session_resources()["warehouse"], "video_landing": zone}, max_retries=3, delay=2)
 
     def outage():
-        wait_until(lambda: copied_rows(warehouse, databases["warehouse"]) > 0, what="the COPY")
+        with embedded.admin_connection("postgres") as admin:
+            copying_backend(admin, databases["warehouse"])
         azurite.crash()
         wait_until(lambda: statuses(warehouse) == ["failed"], what="the failed attempt")
         azurite.start()
