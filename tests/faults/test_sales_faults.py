@@ -1,6 +1,6 @@
 """Sales faults on the real servers: no blob is stranded in incoming/ or misfiled in failed/.
 
-Each test injects the fault (a run's process killed by its pid, Azurite stopped by its pid) and
+Each test injects the fault (a run's process or Azurite killed by its pid, a misfiled blob) and
 then checks what an operator would: every row of the blob in bronze exactly once, the run ended,
 the blob in the right folder with one current report, the ledger entries.
 """
