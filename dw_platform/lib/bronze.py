@@ -8,6 +8,8 @@ duplicates. A failed load is recorded in the ledger in a transaction of its own.
 
 from __future__ import annotations
 
+import io
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -248,13 +250,27 @@ def load(
 @dataclass
 class _Progress:
     rows: int = 0
+    next_report: int = 100_000
 
 
 def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log) -> None:
-    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        table.ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in table.all_columns)
-    )
-    next_report = 100_000
+    """COPY the batches: sequences of row tuples (binary COPY), or Arrow record batches whose
+    columns are named as the table's (CSV COPY written by Arrow's C++ CSV writer, a batch at once)."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    batches = itertools.chain([first], batches)
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.all_columns)
+    if hasattr(first, "num_rows"):
+        statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(table.ident, columns)
+        with conn.cursor().copy(statement) as copy:
+            for batch in batches:
+                copy.write(_arrow_csv(table, batch, lineage))
+                progress.rows += batch.num_rows
+                log_progress(progress, table, log)
+        return
+    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(table.ident, columns)
     with conn.cursor().copy(statement) as copy:
         copy.set_types([c.pg_type for c in table.all_columns])
         for batch in batches:
@@ -264,9 +280,31 @@ def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress
                 except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
                     raise ValueError(f"row {progress.rows + i + 1:,}: {_type_mismatch(row, table.columns, exc)}") from exc
             progress.rows += len(batch)
-            if progress.rows >= next_report:
-                log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
-                next_report += 100_000
+            log_progress(progress, table, log)
+
+
+def log_progress(progress: _Progress, table: BronzeTable, log) -> None:
+    if progress.rows >= progress.next_report:
+        log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
+        progress.next_report = (progress.rows // 100_000 + 1) * 100_000
+
+
+def _arrow_csv(table: BronzeTable, batch, lineage: tuple) -> memoryview:
+    """One Arrow batch plus the lineage columns as PostgreSQL CSV: strings are quoted (an empty
+    string stays empty), nulls are not (NULL)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    missing = [c.name for c in table.columns if c.name not in batch.schema.names]
+    if missing:
+        raise ValueError(f"the batch lacks column(s) {', '.join(missing)} of {table.qualified_name}")
+    n = batch.num_rows
+    constants = [pa.array([str(value)] * n, pa.string()) for value in lineage]
+    arrays = [batch.column(c.name) for c in table.columns] + constants
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.RecordBatch.from_arrays(arrays, names=[c.name for c in table.all_columns]), out,
+                     pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return out.getbuffer()
 
 
 _PYTHON_TYPES = {
