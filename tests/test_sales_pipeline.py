@@ -336,7 +336,8 @@ def test_a_utf16_file_fails_its_run_saying_what_it_is(storage, warehouse):
     result = ingest(storage, "utf16.csv")
 
     assert not result.success
-    assert "the file is UTF-16 text" in report(storage, "failed/utf16.csv.report.json")["error"]
+    error = report(storage, "failed/utf16.csv.report.json")["error"]
+    assert "the file is UTF-16 text" in error and "nothing was committed" in error
     assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 0
 
 

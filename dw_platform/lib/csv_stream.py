@@ -200,7 +200,10 @@ class CsvReader:
 
     def _take_header(self, block: _Block) -> _Block:
         text = block.raw(0).decode("utf-8")
-        self.header = next(csv.reader([text], delimiter=self.schema.delimiter, strict=True))
+        try:
+            self.header = next(csv.reader([text], delimiter=self.schema.delimiter, strict=True))
+        except csv.Error as exc:
+            raise CsvFormatError(f"line {block.lines[0]}: the header is not valid CSV ({exc})") from None
         self._positions = self.schema.bind(self.header)
         self._validator = _Validator(self.schema, self._positions)
         return block.drop_first()
