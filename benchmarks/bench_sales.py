@@ -1,6 +1,6 @@
 """Throughput and memory of the sales bronze load (one large blob), next to a pandas baseline.
 
-    .venv/bin/python -m benchmarks.bench_sales [--mb 200 | --gb 1] [--skip-baseline]
+    .venv/bin/python -m benchmarks.bench_sales [--mb 200 | --gb 1] [--skip-baseline] [--breakdown]
 
 Runs on its own embedded PostgreSQL and Azurite under `.dw/bench-sales` (never on servers from
 the environment or `.env`). A sample sales CSV of the requested size is generated once (kept
@@ -11,8 +11,9 @@ as benchmarks/bench_customer.py reads it), and reads the same blob from Azurite:
 
   blob_download        the blob's chunks, discarded. The CEILING of any loader reading it.
   dw_platform_asset    the real asset `bronze/sales` materialized with `dg.materialize` for the
-                       blob's partition: RFC 4180 parse, schema validation, cleaning,
-                       total_amount, Fernet encryption of two columns, binary COPY, ledger.
+                       blob's partition: framing, parsing, every validation, the declared
+                       rules, Fernet encryption of two columns (process pool), the
+                       quarantine, binary COPY, ledger.
                        Seconds = the loader's own timing; the Dagster run's wall time beside it.
   stage_*              with --breakdown: the asset's own pipeline cut after each stage, outside
                        Dagster (parse/validate; + encryption; + COPY), so each stage's cost is
@@ -21,6 +22,9 @@ as benchmarks/bench_customer.py reads it), and reads the same blob from Azurite:
                        `to_sql(method="multi", chunksize=1000)` through SQLAlchemy; no
                        validation, no encryption, no lineage (it does less work).
 
+CPU s is the method's own process (all its threads), pool CPU s its worker processes (the
+encryption pool); PostgreSQL's and Azurite's CPU come on top. The last line gives the asset's
+rows/s over the whole Dagster run and its ratio to the download ceiling of the same run.
 The streaming claim is the peak RSS column: it must not grow with the file size (compare
 `--mb 100` with `--gb 1`). No assertions: the exit code is 0 whenever every method ran.
 """
@@ -129,12 +133,14 @@ def run_worker(method: str) -> dict:
 def report(results: list[dict], size: int, rows: int) -> None:
     print()
     print(f"one blob: {size / 1024**2:,.0f} MiB, {rows:,} data rows")
-    print(f"{'method':<21} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'MiB/s':>7} {'RSS before':>10} {'peak RSS':>9}")
+    print(f"{'method':<21} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'MiB/s':>7} {'RSS before':>10} {'peak RSS':>9}"
+          f" {'CPU s':>6} {'pool CPU s':>10}")
     print(f"{'':<21} {'':>11} {'':>8} {'':>9} {'':>7} {'MiB':>10} {'MiB':>9}")
     for r in results:
         rate = r["rows"] / r["seconds"] if r["seconds"] else 0
         print(f"{r['method']:<21} {r['rows']:>11,} {r['seconds']:>8.1f} {rate:>9,.0f} "
-              f"{size / 1024**2 / r['seconds']:>7.1f} {r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f}")
+              f"{size / 1024**2 / r['seconds']:>7.1f} {r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f}"
+              f" {r['cpu_s']:>6.1f} {r['pool_cpu_s']:>10.1f}")
     ceiling = next(r for r in results if r["method"] == "blob_download")
     for r in results:
         if r["method"] == "dw_platform_asset":
@@ -150,8 +156,12 @@ def report(results: list[dict], size: int, rows: int) -> None:
 def worker(method: str) -> int:
     methods = {"blob_download": blob_download, "dw_platform_asset": dw_platform_asset,
                "pandas_to_sql_multi": pandas_to_sql_multi}
+    before = os.times()
     result = methods[method]() if method in methods else stage(method)
-    result.update(method=method, peak_rss_mib=_max_rss_mib())
+    after = os.times()
+    result.update(method=method, peak_rss_mib=_max_rss_mib(),
+                  cpu_s=after.user + after.system - before.user - before.system,
+                  pool_cpu_s=after.children_user + after.children_system - before.children_user - before.children_system)
     print("RESULT " + json.dumps(result))
     return 0
 

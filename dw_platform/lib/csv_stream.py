@@ -464,7 +464,9 @@ class _Framer:
         has_break = np.ones(len(ends), dtype=bool)  # every record but an unterminated last one
         has_break[-1] = len(breaks) > 0 and breaks[-1] == ends[-1] - 1
         content_end[has_break] -= 1
-        crlf = has_break & (content_end > starts) & (arr[np.maximum(content_end - 1, 0)] == _CR) & (arr[np.minimum(ends - 1, len(arr) - 1)] == _LF)
+        last = len(arr) - 1
+        crlf = (has_break & (content_end > starts) & (arr[np.maximum(content_end - 1, 0)] == _CR)
+                & (arr[np.minimum(ends - 1, last)] == _LF))
         content_end[crlf] -= 1
         problems: dict[int, str] = {}
         for index in np.flatnonzero(content_end - starts > self.limit).tolist():
