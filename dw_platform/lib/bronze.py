@@ -378,6 +378,9 @@ def load(
         ledger.fail(conn, message)
         raise dg.Failure(description=message, metadata={"batch_id": str(batch_id)},
                          allow_retries=is_transient(exc)) from exc
+    # Again after the commit: an attempt killed just before this one may have held the
+    # partition's lock until its session ended, after the first look.
+    ledger.close_abandoned(conn)
     return LoadResult(table, batch_id, scope, progress.rows, loaded, replaced, seconds, newest)
 
 
