@@ -109,7 +109,8 @@ def pg_connect():
     import psycopg
 
     return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                           user=os.environ["DW_PG_USER"], dbname=os.environ["DW_PG_DATABASE"], autocommit=True)
+                           user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD") or None,
+                           dbname=os.environ["DW_PG_DATABASE"], autocommit=True)
 
 
 def reset_targets() -> None:
@@ -193,7 +194,8 @@ def dw_platform_asset() -> dict:
 
     resources = {
         "warehouse": PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                                       user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"]),
+                                       user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD", ""),
+                                       database=os.environ["DW_PG_DATABASE"]),
         "sales_storage": storage(),
         "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"]),
     }
@@ -250,7 +252,8 @@ def pandas_to_sql_multi() -> dict:
 
     blobs = storage()
     blob = blobs.version("incoming/" + BLOB_KEY)
-    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"],
+    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"],
+                        password=os.environ.get("DW_PG_PASSWORD") or None, database=os.environ["DW_PG_DATABASE"],
                         query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]})
     engine = sa.create_engine(url)
     with engine.begin() as conn:

@@ -31,7 +31,17 @@ def test_batches_encrypted_by_the_process_pool_come_back_in_order_with_other_col
     batches = [pa.RecordBatch.from_pydict({"secret": [f"s{i}-{j}" for j in range(50)], "plain": [str(i)] * 50})
                for i in range(5)]
 
-    out = list(encrypt_columns(batches, ["secret"], raw_key(KEY.decode()), workers=2))
+    out = list(encrypt_columns(batches, ["secret"], raw_key(KEY.decode()), workers=2, warm_up=False))
 
     assert [b.column("plain").to_pylist() for b in out] == [b.column("plain").to_pylist() for b in batches]
     assert [decrypt(b.column("secret").to_pylist()) for b in out] == [b.column("secret").to_pylist() for b in batches]
+
+
+def test_a_stream_encrypts_here_while_the_workers_start_and_without_columns_passes_through_whole():
+    batches = [pa.RecordBatch.from_pydict({"secret": [f"s{i}"], "plain": [str(i)]}) for i in range(30)]
+
+    out = list(encrypt_columns(batches, ["secret"], raw_key(KEY.decode()), workers=1))
+    untouched = list(encrypt_columns(batches, [], raw_key(KEY.decode())))
+
+    assert [decrypt(b.column("secret").to_pylist())[0] for b in out] == [f"s{i}" for i in range(30)]
+    assert untouched == batches

@@ -130,29 +130,41 @@ def _encrypt_in_worker(arrays: list[pa.Array]) -> list[pa.Array]:
 
 
 def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], key: bytes,
-                    workers: int | None = None) -> Iterator[pa.RecordBatch]:
+                    workers: int | None = None, warm_up: bool = True) -> Iterator[pa.RecordBatch]:
     """Yield each batch with `columns` replaced by their Fernet tokens, in order.
 
-    A stream of one batch is encrypted here; a longer one by a pool of worker processes (one per
-    core; spawned, so no thread state is forked), a few batches ahead, while the caller keeps
-    reading and loading. Stopping early (an error, a closed generator) cancels what is queued.
+    From the second batch on, a pool of worker processes (one per core; spawned, so no thread
+    state is forked) encrypts a few batches ahead while the caller keeps reading and loading.
+    Until the workers have started (spawning imports their modules: a second or more), batches
+    are encrypted here, so a small file never waits for them (`warm_up=False` queues at once).
+    Stopping early (an error, a closed generator) cancels what is queued.
     """
+
+    def here(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return _replace(batch, columns, [encrypt_array(key, batch.column(c)) for c in columns])
+
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:
         return
+    if not columns:
+        yield first
+        yield from iterator
+        return
     second = next(iterator, None)
-    if second is None or not columns:
-        for batch in (first, second):
-            if batch is not None:
-                yield _replace(batch, columns, [encrypt_array(key, batch.column(c)) for c in columns])
+    if second is None:
+        yield here(first)
         return
     workers = workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(key,))
+    started = pool.submit(_started)
     queued: deque[tuple[pa.RecordBatch, Future]] = deque()
     try:
         for batch in _chain(first, second, iterator):
+            if warm_up and not queued and not started.done():
+                yield here(batch)
+                continue
             queued.append((batch, pool.submit(_encrypt_in_worker, [batch.column(c) for c in columns])))
             while len(queued) > 2 * workers:
                 done, future = queued.popleft()
@@ -161,7 +173,11 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
             done, future = queued.popleft()
             yield _replace(done, columns, future.result())
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)  # workers still starting exit on their own
+
+
+def _started() -> None:
+    """A first task: done once a worker is up."""
 
 
 def _chain(first, second, rest):
