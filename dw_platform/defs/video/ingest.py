@@ -1,8 +1,9 @@
 """The video domain's files into bronze rows: CSV (users, viewing sessions) and content JSON.
 
 CSV files stream through the shared reader (`dw_platform.lib.csv_stream`) under the schema files
-beside this module: values land as they arrived, as text. Rows without their key or with the wrong number of fields go to
-`bronze.video_quarantine` with the line and the reason, inside the load's transaction.
+beside this module: values land as they arrived, as text. Records without their key, with the
+wrong number of fields or otherwise unreadable go to `bronze.video_quarantine` with the line,
+the raw text and the reason, inside the load's transaction.
 
 Content JSON (a JSON array of documents, or one document per line) is flattened
 (`dw_platform.lib.json_flatten`): `bronze.content` gets one row per document, each array a
@@ -99,7 +100,8 @@ class Quarantine:
 
 
 class CsvFile:
-    """The parse of one landed CSV file under a schema (`csv_stream.CsvReader`); counts what it saw. Use once."""
+    """The parse of one landed CSV file under a schema (`csv_stream.CsvReader`); counts what it saw.
+    Use once."""
 
     def __init__(self, source_file: str, arrival_date: date, schema: CsvSchema):
         self.arrival_date = arrival_date
