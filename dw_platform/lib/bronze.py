@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import PyFormat
 
-from dw_platform.lib.pgtypes import describe_mismatch
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 @dataclass(frozen=True)
 class CopyData:
@@ -516,7 +516,7 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
                 progress.rows += batch.rows
             elif hasattr(batch, "num_rows"):  # an Arrow record batch
                 if not arrow:
-                    copy.write(_COPY_SIGNATURE)
+                    copy.write(COPY_SIGNATURE)
                     arrow = True
                 copy.write(_arrow_tuples(conn, batch, columns, lineage))
                 progress.rows += batch.num_rows
@@ -532,11 +532,9 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report = (progress.rows // 100_000 + 1) * 100_000
         if arrow:
-            copy.write(_COPY_TRAILER)
+            copy.write(COPY_TRAILER)
 
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # binary COPY header: signature, flags, extension
-_COPY_TRAILER = b"\xff\xff"
 _BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4"}
 _DAYS_1970_TO_2000 = 10_957
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
