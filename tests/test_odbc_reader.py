@@ -58,3 +58,38 @@ def _reader_pid() -> int:
     children = [p for p in psutil.Process().children() if "dw_platform.lib.odbc_reader" in " ".join(p.cmdline())]
     assert len(children) == 1
     return children[0].pid
+
+
+def test_copy_data_from_the_reader_lands_the_same_values_as_rows(source, warehouse):
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    from dw_platform.lib import bronze
+    from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
+
+    source.execute("create table t (id int, name text, born date, seen timestamp, price numeric(10,2), ok boolean)")
+    source.execute("insert into t values (1, 'Zoë\ttab\nline', '1990-05-01', '2026-11-10 08:00:01.5', 12.30, true),"
+                   " (2, null, null, null, null, null)")
+    table = BronzeTable("bronze", "t_copy", (Column("id", "integer"), Column("name", "text"), Column("born", "date"),
+                                             Column("seen", "timestamp"), Column("price", "numeric"),
+                                             Column("ok", "boolean")), version_key=("id",))
+    odbc = OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="crm")
+    scope = LoadScope(("all",), bronze.sql.SQL("true"))
+    columns = [(c.name, c.pg_type) for c in table.columns]
+
+    result = bronze.load(warehouse, table, odbc.copy_stream("select * from t order by id", (), columns),
+                         asset_key="bronze/t_copy", scope=scope, source="test")
+
+    assert (result.rows_read, result.rows_loaded) == (2, 2)
+    assert warehouse.execute("select id, name, born, seen, price, ok from bronze.t_copy order by id").fetchall() == [
+        (1, "Zoë\ttab\nline", date(1990, 5, 1), datetime(2026, 11, 10, 8, 0, 1, 500000), Decimal("12.30"), True),
+        (2, None, None, None, None, None)]
+
+
+def test_a_value_that_does_not_fit_its_column_names_row_and_column_and_is_not_retried(source):
+    source.execute("create table t (id int, name text)")
+    source.execute("insert into t values (1, 'a'), (2, 'b')")
+    odbc = OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="crm")
+
+    with pytest.raises(ValueError, match=r"row 1: column name \(integer\) got str 'a'"):
+        list(odbc.copy_stream("select id, name from t order by id", (), [("id", "integer"), ("name", "integer")]))

@@ -22,15 +22,27 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta, timezone
 from typing import Any, Union
 
 import dagster as dg
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
-Batches = Iterable[Sequence[Sequence[Any]]]
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
+
+@dataclass(frozen=True)
+class CopyData:
+    """A batch already in PostgreSQL's binary COPY format (source columns only, in table order),
+    as the ODBC reader process sends it: written to COPY as it is. Only for version-keeping tables,
+    whose loads stage the source columns and add the lineage when appending."""
+
+    data: bytes
+    rows: int
+
+
+Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData]]
 # Rows, or a function that returns them given the load's connection once the partition's locks
 # are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
 # loaded"). It must not use the connection once it starts yielding.
@@ -486,50 +498,114 @@ def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
 
 def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
           lineage: tuple, progress: _Progress, log) -> None:
-    """Binary COPY of `batches` (source columns) plus `lineage` into `columns` of `target`."""
+    """Binary COPY of `batches` (source columns, plus `lineage` appended to every row) into
+    `columns` of `target`. A `CopyData` batch is written as it is; an Arrow record batch (columns
+    named as the table's) becomes COPY tuples a whole column at a time (`_arrow_tuples`)."""
     statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     )
     next_report = 100_000
+    arrow = False
     with conn.cursor().copy(statement) as copy:
         copy.set_types([c.pg_type for c in columns])
         for batch in batches:
-            for i, row in enumerate(batch):
-                try:
-                    copy.write_row((*row, *lineage))
-                except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
-                    raise ValueError(f"row {progress.rows + i + 1:,}: {_type_mismatch(row, table.columns, exc)}") from exc
-            progress.rows += len(batch)
+            if isinstance(batch, CopyData):
+                if lineage:
+                    raise TypeError("CopyData carries no lineage: it is for version-keeping tables only")
+                copy.write(batch.data)
+                progress.rows += batch.rows
+            elif hasattr(batch, "num_rows"):  # an Arrow record batch
+                if not arrow:
+                    copy.write(COPY_SIGNATURE)
+                    arrow = True
+                copy.write(_arrow_tuples(conn, batch, columns, lineage))
+                progress.rows += batch.num_rows
+            else:
+                for i, row in enumerate(batch):
+                    try:
+                        copy.write_row((*row, *lineage))
+                    except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
+                        described = describe_mismatch(row, [(c.name, c.pg_type) for c in columns], exc)
+                        raise ValueError(f"row {progress.rows + i + 1:,}: {described}") from exc
+                progress.rows += len(batch)
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
-                next_report += 100_000
+                next_report = (progress.rows // 100_000 + 1) * 100_000
+        if arrow:
+            copy.write(COPY_TRAILER)
+
+
+_BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4"}
+_DAYS_1970_TO_2000 = 10_957
+
+
+def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
+    """An Arrow batch's columns plus the lineage values as binary COPY tuples, built by Arrow a
+    whole column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
+    bigint/integer/smallint/date as big-endian numbers — and the lineage values, the same on
+    every row, are dumped once by psycopg."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def fixed(array, fmt: str):
+        width = int(fmt[-1])
+        return pa.array(array.astype(fmt).view(f"S{width}"), pa.binary(width)).cast(pa.binary())
+
+    source = columns[:len(columns) - len(lineage)]
+    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
+    for column in source:
+        if column.name not in batch.schema.names:
+            raise ValueError(f"the Arrow batch lacks column {column.name}")
+        values = batch.column(column.name)
+        if column.pg_type == "text":
+            payload = values.cast(pa.binary())
+            lengths = pc.binary_length(payload)
+        elif column.pg_type in _BIG_ENDIAN:
+            numbers = values.cast(pa.int32()) if column.pg_type == "date" else values.cast(pa.int64())
+            numbers = pc.fill_null(numbers, 0).to_numpy()
+            payload = fixed(numbers - _DAYS_1970_TO_2000 if column.pg_type == "date" else numbers,
+                            _BIG_ENDIAN[column.pg_type])
+            payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
+            lengths = pc.binary_length(payload)
+        else:
+            raise ValueError(f"column {column.name}: Arrow batches load text, bigint, integer, smallint and date "
+                             f"columns, not {column.pg_type}")
+        parts += [fixed(pc.fill_null(lengths.cast(pa.int32()), -1).to_numpy(), ">i4"), pc.fill_null(payload, b"")]
+    for value in lineage:
+        dumped = bytes(conn.adapters.get_dumper(type(value), PyFormat.BINARY)(type(value), conn).dump(value))
+        parts.append(pa.scalar(len(dumped).to_bytes(4, "big") + dumped))
+    rows = pc.binary_join_element_wise(*parts, b"")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    return memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])]
 
 
 def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,
                          id_column: str | None) -> tuple[int, int | None, int | None]:
-    """Stage the rows in a temporary table, then append the versions bronze does not hold yet
-    (each once, however often it was read; in hash order, so concurrent loads whose reads
-    overlap wait for each other instead of deadlocking). Returns the rows appended and, given
-    `id_column`, the lowest and highest value of it among them."""
+    """Stage the source columns in a temporary table, then append the versions bronze does not
+    hold yet with the load's lineage (each once, however often it was read; in hash order, so
+    concurrent loads whose reads overlap wait for each other instead of deadlocking). Returns
+    the rows appended and, given `id_column`, the lowest and highest value of it among them."""
     stage = sql.Identifier("_bronze_stage")
     conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
         stage, table.ident))
-    _copy(conn, table, stage, table.columns + LINEAGE_COLUMNS, batches, lineage, progress, log)
+    _copy(conn, table, stage, table.columns, batches, (), progress, log)
     _set_hash_settings(conn)
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns + LINEAGE_COLUMNS)
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    lineage_names = sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS)
     track = sql.Identifier(id_column) if id_column else sql.NULL
     return conn.execute(sql.SQL(
         """
         with appended as (
-            insert into {table} ({names}, {hash})
-            select {names}, {expr} as {hash} from {stage} s order by {hash}
+            insert into {table} ({names}, {lineage_names}, {hash})
+            select {names}, %s, %s, %s, {expr} as {hash} from {stage} s order by {hash}
             on conflict ({hash}) do nothing
             returning {track} as id
         )
         select count(*), min(id), max(id) from appended
         """
-    ).format(table=table.ident, names=names, hash=sql.Identifier(ROW_HASH.name), stage=stage, track=track,
-             expr=_row_hash_expr(table, sql.Identifier("s")))).fetchone()
+    ).format(table=table.ident, names=names, lineage_names=lineage_names, hash=sql.Identifier(ROW_HASH.name),
+             stage=stage, track=track, expr=_row_hash_expr(table, sql.Identifier("s"))), lineage).fetchone()
 
 
 def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
@@ -548,22 +624,6 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         ).format(expr=_row_hash_expr(table, sql.Identifier("s")), stage=stage, table=table.ident,
                  hash=sql.Identifier(ROW_HASH.name))).fetchone()[0]
     return progress.rows, missing
-
-
-_PYTHON_TYPES = {
-    "text": str, "integer": int, "bigint": int, "smallint": int, "boolean": bool, "date": date,
-    "timestamp": datetime, "timestamptz": datetime, "uuid": uuid.UUID, "double precision": float,
-    "numeric": (Decimal, int),
-}
-
-
-def _type_mismatch(row: Sequence[Any], columns: tuple[Column, ...], exc: Exception) -> str:
-    """Name the first column whose value cannot be written as its declared type."""
-    for value, column in zip(row, columns):
-        expected = _PYTHON_TYPES.get(column.pg_type)
-        if value is not None and expected is not None and not isinstance(value, expected):
-            return f"column {column.name} ({column.pg_type}) got {type(value).__name__} {value!r:.60}"
-    return str(exc)
 
 
 def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batch_id: uuid.UUID,

@@ -10,6 +10,7 @@ from typing import Literal
 
 import dagster as dg
 
+from dw_platform.lib.bronze import CopyData
 from dw_platform.lib.prefetch import prefetch
 
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]
@@ -69,13 +70,18 @@ class OdbcSource(dg.ConfigurableResource):
         while the caller writes this one, so memory stays a few batches deep."""
         return prefetch(self._batches(query, list(params)))
 
+    def copy_stream(self, query: str, params: Sequence, columns: Sequence[tuple[str, str]]) -> Iterator[CopyData]:
+        """The result as binary COPY data for `columns` ((name, pg_type), the query's columns in
+        order), encoded in the reader process: the caller's only work per batch is to pass it on."""
+        return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
+
     def scalar(self, query: str, params: Sequence = ()):
         """The first column of the first row (None for no rows)."""
         for batch in self.stream(query, params):
             return batch[0][0] if batch else None
         return None
 
-    def _batches(self, query: str, params: list) -> Iterator[list[tuple]]:
+    def _batches(self, query: str, params: list, copy_columns: list | None = None) -> Iterator:
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty driver cannot block the child
         child = subprocess.Popen(
             [sys.executable, "-m", "dw_platform.lib.odbc_reader"],
@@ -84,7 +90,8 @@ class OdbcSource(dg.ConfigurableResource):
         finished = False
         try:
             pickle.dump({"connection_string": self.connection_string, "query": query, "params": params,
-                         "fetch_size": self.fetch_size, "login_timeout": self.login_timeout_s}, child.stdin)
+                         "fetch_size": self.fetch_size, "login_timeout": self.login_timeout_s,
+                         "copy_columns": copy_columns}, child.stdin)
             child.stdin.close()
             while True:
                 try:
@@ -93,9 +100,16 @@ class OdbcSource(dg.ConfigurableResource):
                     raise self._crashed(child, errors) from None
                 if frame[0] == "rows":
                     yield frame[1]
+                elif frame[0] == "copy":
+                    yield CopyData(frame[1], frame[2])
                 elif frame[0] == "end":
                     finished = True
+                    if frame[1]:
+                        yield CopyData(frame[1], 0)  # the COPY trailer
                     return
+                elif frame[0] == "bad_row":
+                    finished = True
+                    raise ValueError(frame[1])  # bad data: not retried
                 else:
                     _, message, transient, connecting = frame
                     finished = True

@@ -6,9 +6,12 @@ clear, retryable error of the load — with a failure event and a ledger entry �
 run that vanishes. It also lets the fetch use the second core while the parent writes COPY.
 
 Protocol: the parent writes one pickled request to stdin (the connection string travels there,
-never on the command line); the child answers with pickled frames on stdout:
-("rows", [tuple, ...]) for each batch, then ("end",) or ("error", message, transient, connecting).
-This module imports only pyodbc, so the child starts fast.
+never on the command line); the child answers with pickled frames on stdout, one per batch:
+("rows", [tuple, ...]), or — when the request names the PostgreSQL types of the columns —
+("copy", bytes, row count) holding the batch already in PostgreSQL's binary COPY format, which
+the parent passes to COPY untouched (no per-row work on its side); then ("end", bytes) with the
+COPY trailer, or ("error", message, transient, connecting), or ("bad_row", message).
+This module imports only pyodbc and psycopg, so the child starts fast.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import pickle
 import sys
 from typing import Any, BinaryIO
+
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 # Messages that mean the server or the network went away (the read may succeed on a retry),
 # as psqlODBC, MariaDB Connector/ODBC and Microsoft's driver word them.
@@ -67,13 +72,55 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
     try:
         cursor = conn.cursor()
         cursor.execute(request["query"], *request["params"])
+        encode = _copy_encoder(request["copy_columns"]) if request.get("copy_columns") else None
+        read = 0
         while batch := cursor.fetchmany(request["fetch_size"]):
-            _send(out, ("rows", [tuple(row) for row in batch]))
-        _send(out, ("end",))
+            if encode is None:
+                _send(out, ("rows", [tuple(row) for row in batch]))
+            else:
+                try:
+                    _send(out, ("copy", encode(batch, first=read == 0), len(batch)))
+                except _BadRow as bad:
+                    _send(out, ("bad_row", f"row {read + bad.index + 1:,}: {bad}"))
+                    return
+            read += len(batch)
+        _send(out, ("end", (b"" if read else COPY_SIGNATURE) + COPY_TRAILER if encode else b""))
     except pyodbc.Error as exc:
         _send(out, error(exc, connecting=False))
     finally:
         conn.close()
+
+
+
+
+class _BadRow(ValueError):
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
+def _copy_encoder(columns: list[tuple[str, str]]):
+    """Rows -> PostgreSQL binary COPY data for `columns` (name, pg_type), with psycopg's own (C)
+    dumpers. psycopg formats COPY rows only through a connection's cursor; its row formatter is
+    used directly so the child needs no warehouse connection (pinned by psycopg>=3.2,<4)."""
+    import psycopg
+    from psycopg import adapt
+    from psycopg._copy_base import format_row_binary
+
+
+    transformer = adapt.Transformer()
+    transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)
+
+    def encode(batch, first: bool) -> bytes:
+        buffer = bytearray(COPY_SIGNATURE if first else b"")
+        for index, row in enumerate(batch):
+            try:
+                format_row_binary(row, transformer, buffer)
+            except (TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
+                raise _BadRow(describe_mismatch(row, columns, exc), index) from exc
+        return bytes(buffer)
+
+    return encode
 
 
 def main() -> None:
