@@ -92,3 +92,26 @@ def storage(server, monkeypatch):
     blobs.ensure_container()
     yield blobs
     blobs.service_client().delete_container(container)
+
+
+@pytest.fixture
+def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psycopg.Connection]:
+    """A fresh database on the session's logical-decoding source server (see embedded.py), with
+    its own slot and publication names and lakehouse folder, wired into the environment; yields an
+    admin connection to it. Slots left in it are dropped with it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"app_{uuid.uuid4().hex[:8]}"
+    admin_url = server["DW_REPLICATION_SOURCE_URL"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", url)
+    monkeypatch.setenv("DW_REPLICATION_SLOT", f"dw_{name}")
+    monkeypatch.setenv("DW_REPLICATION_PUBLICATION", f"dw_{name}")
+    monkeypatch.setenv("DW_LAKEHOUSE_PATH", (tmp_path / "lakehouse").as_uri())
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s", (name,))
+        conn.execute(f'drop database if exists "{name}" with (force)')

@@ -6,7 +6,10 @@ from the `pgserver` wheel with its state under `.dw/` and fills in every connect
 that is not already set. With `DW_PG_HOST` set, nothing is started: the same code runs against
 the configured servers. Likewise, with no `DW_BLOB_CONNECTION_STRING` or `DW_BLOB_ACCOUNT_URL`,
 it starts the Azurite blob emulator (from `node_modules/`, installed by `npm install`) on a free
-127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit.
+127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
+`DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second pgserver
+PostgreSQL under `.dw/source_pg` with `wal_level = logical`, holding the database `source_app`
+(a separate server so that the warehouse's own writes never show up as replication lag).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from dw_platform.lib.warehouse import server_connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATABASES = ("warehouse", "dagster", "source_crm")
+REPLICATION_SOURCE_DATABASE = "source_app"
+# Settings the replication source server needs (applied once, with a restart, on first start).
+LOGICAL_DECODING_SETTINGS = {"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20",
+                             "max_slot_wal_keep_size": "2GB"}
 
 
 def state_dir() -> Path:
@@ -75,6 +82,9 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
             return
         _start_postgres(home)
         _dev_fernet_keys(home)
+        if not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+            os.environ["DW_REPLICATION_SOURCE_URL"] = start_replication_source(home / "source_pg")
+        os.environ.setdefault("DW_LAKEHOUSE_PATH", (home / "lakehouse").as_uri())
         yield True
 
 
@@ -92,6 +102,40 @@ def _start_postgres(home: Path) -> None:
         os.environ.setdefault(key, value)
     _create_databases()
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+
+
+def start_replication_source(pgdata: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
+    """A pgserver PostgreSQL at `pgdata` that can serve logical decoding, with `database` in it;
+    returns its URL (admin role, unix socket). Stops when the last process using it exits.
+
+    A fresh server starts with `wal_level = replica`; the settings are written with ALTER SYSTEM
+    and the server restarted once (later starts read them from postgresql.auto.conf).
+    """
+    import pgserver
+
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    with _admin_connection(server) as conn:
+        current = {name: conn.execute(f"show {name}").fetchone()[0] for name in LOGICAL_DECODING_SETTINGS}
+        missing = {k: v for k, v in LOGICAL_DECODING_SETTINGS.items() if current[k] != v}
+        for name, value in missing.items():
+            conn.execute(f"alter system set {name} = '{value}'")
+    if missing:  # a new server: stop it (pgserver's own pg_ctl stop, as the last handle) and start again
+        server.cleanup()
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    with _admin_connection(server) as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+            conn.execute(f'create database "{database}"')
+    info = server.get_postmaster_info()
+    return f"postgresql://postgres@/{database}?host={info.socket_dir}&port={info.port}"
+
+
+def _admin_connection(server):
+    import psycopg
+
+    info = server.get_postmaster_info()
+    return psycopg.connect(host=str(info.socket_dir), port=info.port, user="postgres", dbname="postgres",
+                           autocommit=True)
 
 
 def blob_configured() -> bool:

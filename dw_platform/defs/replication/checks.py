@@ -1,0 +1,97 @@
+"""Checks of a source's lakehouse tables. The bulk load evaluates them for the tables of its run
+(they are the asset's `check_specs`: its partitions are loaded by a single run that reports each
+table as it completes); `validate_lakehouse` reuses them over every table.
+
+- rows_match_snapshot: each table's Iceberg snapshot of its bulk load holds exactly the rows read.
+- primary_key_unique: no primary key value occurs twice in the table's current data.
+- no_failed_tables: no table of the source is `failed` in _cdc_status.
+- schema_change_notifications_sent: every schema change that needs a notification got one.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from dw_platform.defs.replication.status import ReplicationMeta
+from dw_platform.lib.lakehouse import Lakehouse
+
+ROWS_MATCH = "rows_match_snapshot"
+PK_UNIQUE = "primary_key_unique"
+NO_FAILED = "no_failed_tables"
+NOTIFICATIONS_SENT = "schema_change_notifications_sent"
+
+
+def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(ROWS_MATCH, asset=asset_key, description=(
+            "Per table: the Iceberg snapshot written by the bulk load holds exactly the rows read in the source snapshot.")),
+        dg.AssetCheckSpec(PK_UNIQUE, asset=asset_key, description="Per table with a primary key: no key value twice."),
+        dg.AssetCheckSpec(NO_FAILED, asset=asset_key, description="No table of the source is failed in _cdc_status."),
+        dg.AssetCheckSpec(NOTIFICATIONS_SENT, asset=asset_key, description=(
+            "No schema change in _schema_changes is waiting for its notification (webhook unreachable).")),
+    ]
+
+
+def _table(lakehouse: Lakehouse, status: dict):
+    return lakehouse.catalog().load_table(status["iceberg_table"])
+
+
+def rows_match_snapshot(lakehouse: Lakehouse, statuses: dict[str, dict], keys: list[str]) -> dg.AssetCheckResult:
+    counts, mismatched = {}, []
+    for key in keys:
+        status = statuses.get(key) or {}
+        if status.get("status") != "completed" or status.get("snapshot_id") is None:
+            continue
+        in_iceberg = _table(lakehouse, status).scan(snapshot_id=status["snapshot_id"]).count()
+        counts[key] = {"read": status["rows_loaded"], "iceberg": in_iceberg}
+        if in_iceberg != status["rows_loaded"]:
+            mismatched.append(key)
+    return dg.AssetCheckResult(check_name=ROWS_MATCH, passed=not mismatched, metadata={
+        "tables_checked": len(counts), "mismatched": ", ".join(mismatched) or "none", "counts": counts})
+
+
+def duplicate_keys(table, key: list[str]) -> int:
+    """Primary key values occurring more than once in the table's current data."""
+    import pyarrow.compute as pc
+
+    if table.current_snapshot() is None:
+        return 0
+    keys = table.scan(selected_fields=tuple(key)).to_arrow()
+    counted = keys.group_by(key).aggregate([([], "count_all")])
+    return pc.sum(pc.greater(counted.column("count_all"), 1)).as_py() or 0
+
+
+def primary_key_unique(lakehouse: Lakehouse, statuses: dict[str, dict], keys: list[str]) -> dg.AssetCheckResult:
+    duplicates = {}
+    checked = 0
+    for key in keys:
+        status = statuses.get(key) or {}
+        if not status.get("primary_key") or not status.get("iceberg_table"):
+            continue
+        checked += 1
+        found = duplicate_keys(_table(lakehouse, status), status["primary_key"].split(","))
+        if found:
+            duplicates[key] = found
+    return dg.AssetCheckResult(check_name=PK_UNIQUE, passed=not duplicates, metadata={
+        "tables_checked": checked, "duplicated_keys": duplicates or "none"})
+
+
+def no_failed_tables(statuses: dict[str, dict]) -> dg.AssetCheckResult:
+    failed = {k: s.get("last_error") for k, s in statuses.items() if s.get("status") == "failed"}
+    return dg.AssetCheckResult(check_name=NO_FAILED, passed=not failed, metadata={
+        "tables": len(statuses), "failed": failed or "none"})
+
+
+def notifications_sent(meta: ReplicationMeta) -> dg.AssetCheckResult:
+    pending = [r for r in meta.schema_changes() if r["notification_sent"] is False]
+    return dg.AssetCheckResult(
+        check_name=NOTIFICATIONS_SENT, passed=not pending, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"pending": len(pending),
+                  "tables": ", ".join(sorted({f"{r['table_name']} v{r['schema_version']}" for r in pending})) or "none"})
+
+
+def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> list[dg.AssetCheckResult]:
+    """All four checks for `keys` (the per-table ones) and the whole source (the others)."""
+    statuses = meta.statuses()
+    return [rows_match_snapshot(lakehouse, statuses, keys), primary_key_unique(lakehouse, statuses, keys),
+            no_failed_tables(statuses), notifications_sent(meta)]
