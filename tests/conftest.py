@@ -1,10 +1,14 @@
 """Fixtures for integration tests: a real PostgreSQL (the embedded default, always — never the
 servers a developer's .env points at), psqlODBC as the source driver, and the real dbt project."""
 
+import json
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
 import psycopg
@@ -113,5 +117,36 @@ def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psy
     with psycopg.connect(url, autocommit=True) as conn:
         yield conn
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s", (name,))
+        conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
+        for _ in range(50):  # a terminated backend lets go of its slot a moment later
+            try:
+                conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s",
+                             (name,))
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
         conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP server recording what is posted to it; yields (url, received bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"content_type": self.headers["Content-Type"], "json": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/alerts", received
+    server.shutdown()
+    server.server_close()

@@ -82,3 +82,21 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
     assert dg.AssetKey(["bronze", "content"]) in graph.get(dg.AssetKey(["silver", "video_content"])).parent_keys
     assert {("silver/video_viewing_sessions", "relationships_video_viewing_sessions_user_id__user_id__ref_video_users_"),
             ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver")} <= checks
+
+
+def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jobs(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    key = dg.AssetKey(["bronze", "lakehouse", "source_app"])
+    lakehouse = graph.get(key)
+    assert isinstance(lakehouse.partitions_def, dg.DynamicPartitionsDefinition)
+    assert lakehouse.partitions_def.name == "replication_source_app_tables"
+    assert lakehouse.backfill_policy == dg.BackfillPolicy.single_run()  # one run = one consistent snapshot
+    assert lakehouse.group_name == "replication" and lakehouse.owners == ["team:data-platform"]
+    assert "iceberg" in lakehouse.kinds
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == key}
+    assert checks >= {"rows_match_snapshot", "primary_key_unique", "no_failed_tables", "schema_change_notifications_sent"}
+    bulk = definitions.resolve_job_def("replication_bulk_load_source_app")
+    assert bulk.partitions_def == lakehouse.partitions_def
+    assert bulk.op_retry_policy.backoff == dg.Backoff.EXPONENTIAL
+    definitions.resolve_job_def("replication_discover")
+    definitions.resolve_job_def("validate_lakehouse")

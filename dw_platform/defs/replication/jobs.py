@@ -60,9 +60,9 @@ class ValidateConfig(dg.Config):
 
 
 def build_validate_op(sources: dict[str, SourceConfig]) -> dg.OpDefinition:
-    @dg.op(name="validate_lakehouse_tables", tags={"domain": "replication"},
+    @dg.op(name="validate_lakehouse_tables", tags={"domain": "replication"}, out={},
            description="Row counts of every lakehouse table; source tables missing from the lakehouse; failed tables.")
-    def validate(context: dg.OpExecutionContext, config: ValidateConfig, lakehouse: Lakehouse) -> None:
+    def validate(context: dg.OpExecutionContext, config: ValidateConfig, lakehouse: Lakehouse):
         from dw_platform.defs.replication.validate import validate_source
 
         problems = []
@@ -70,7 +70,7 @@ def build_validate_op(sources: dict[str, SourceConfig]) -> dg.OpDefinition:
             report = validate_source(source, lakehouse, hide_empty=config.hide_empty)
             for line in report.lines():
                 context.log.info(line)
-            context.log_event(dg.AssetObservation(asset_key=lakehouse_key(source.name), metadata=report.metadata()))
+            yield dg.AssetObservation(asset_key=lakehouse_key(source.name), metadata=report.metadata())
             problems += report.problems()
         if problems:
             raise dg.Failure(description="lakehouse validation failed: " + "; ".join(problems), allow_retries=False)

@@ -50,6 +50,12 @@ order by n.nspname, c.relname, a.attnum
 """
 
 
+# Settings that fix how values print as text (values read as text, and pgoutput's output), so the
+# bulk load and change data capture give the same text for the same value whatever the server's defaults.
+TEXT_OUTPUT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, MDY", "intervalstyle": "postgres",
+                        "extra_float_digits": "1", "bytea_output": "hex"}
+
+
 def tables_from_catalog(rows) -> list[SourceTable]:
     """SourceTables from CATALOG_QUERY rows (in its order)."""
     tables: dict[tuple[str, str], dict] = {}
@@ -63,11 +69,16 @@ def tables_from_catalog(rows) -> list[SourceTable]:
 
 
 def select_statement(table: SourceTable) -> str:
-    """The bulk read: every column, cast where the Arrow path needs it (see typemap)."""
+    """The bulk read: every column, cast where the Arrow path needs it (see typemap). Columns read
+    as text go through their type's output function (concat() calls it), which is the text pgoutput
+    sends; a `::text` cast would differ for some types (inet shows its netmask, bool spells true)."""
     exprs = []
     for c in table.columns:
         ident = sql.Identifier(c.name).as_string(None)
-        exprs.append(f"{ident}::{c.read_as} as {ident}" if c.read_as else ident)
+        if c.read_as == "text":
+            exprs.append(f"case when {ident} is not null then concat({ident}) end as {ident}")
+        else:
+            exprs.append(f"{ident}::{c.read_as} as {ident}" if c.read_as else ident)
     return f"select {', '.join(exprs)} from {sql.Identifier(table.schema, table.name).as_string(None)}"
 
 
@@ -145,6 +156,8 @@ class PostgresExtractor(Extractor):
             cur.execute("begin isolation level repeatable read read only")
             cur.execute(f"set transaction snapshot {sql.quote(snapshot.token)}")
             cur.execute(f"set local lock_timeout = {int(self.source.lock_timeout_s * 1000)}")
+            for setting, value in TEXT_OUTPUT_SETTINGS.items():
+                cur.execute(f"set local {setting} = {sql.quote(value)}")
             only = f"and n.nspname = {sql.quote(schema)} and c.relname = {sql.quote(name)}"
             cur.execute(CATALOG_QUERY.format(only=only))
             rows = [tuple(r.values()) for r in cur.fetch_arrow_table().to_pylist()]

@@ -144,10 +144,11 @@ def text_to_iceberg_array(texts: list[str | None], column: SourceColumn) -> pa.A
         raw = pa.array(texts, pa.large_string())
         if column.kind == "string":
             return raw
-        if column.kind == "boolean":
-            return pc.equal(raw, "t")
+        if column.kind == "boolean":  # boolout: t / f
+            return pc.starts_with(raw, "t")
         if column.kind == "time":
-            stamps = pc.cast(pc.binary_join_element_wise("1970-01-01 ", raw, ""), pa.timestamp("us"))
+            day = pa.scalar("1970-01-01 ", pa.large_string())
+            stamps = pc.cast(pc.binary_join_element_wise(day, raw, pa.scalar("", pa.large_string())), pa.timestamp("us"))
             return pc.cast(stamps, target)
         return pc.cast(raw, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
