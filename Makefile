@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup demo test dev bench bench-sales clean
+.PHONY: setup demo test dev bench bench-sales bench-replication clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -19,6 +19,10 @@ bench: setup
 # One large sales blob from Azurite: 200 MiB by default; ARGS="--gb 1" for the 1 GiB run.
 bench-sales: setup
 	.venv/bin/python -m benchmarks.bench_sales $(ARGS)
+
+# Bulk load of a 1,000,000-row table into Iceberg next to the raw COPY of the same rows.
+bench-replication: setup
+	.venv/bin/python -m benchmarks.bench_replication $(ARGS)
 
 # Removes the embedded servers' state (.dw/); stop `make dev` first.
 clean:

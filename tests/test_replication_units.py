@@ -172,3 +172,32 @@ def test_oracle_reads_every_table_as_of_the_snapshot_scn_with_quoted_identifiers
     assert "current_scn from v$database" in oracle.CURRENT_SCN_QUERIES[0]
     assert "dbms_flashback.get_system_change_number" in oracle.CURRENT_SCN_QUERIES[1]
     assert "constraint_type = 'P'" in oracle.CATALOG_QUERY and "'SYS'" in oracle.CATALOG_QUERY
+
+
+def test_tables_are_written_in_several_files_of_about_the_target_size_one_batch_at_a_time(tmp_path):
+    """A real Iceberg table (SQL catalog on SQLite, files in a temp folder)."""
+    from datetime import datetime, timezone
+
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from dw_platform.defs.replication import iceberg
+
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri())
+    source = _table(SourceColumn("id", "bigint", "long", False), SourceColumn("name", "text", "string"))
+    table, created = iceberg.load_or_create(catalog, ("bronze", "app"), source, file_size_mb=1)
+    assert created
+    batches = [pa.record_batch({"id": pa.array(range(i * 50_000, (i + 1) * 50_000), pa.int64()),
+                                "name": pa.array([f"name {n}" for n in range(50_000)])}) for i in range(4)]
+    files = []
+    with table.transaction() as tx:
+        layout = iceberg.BatchLayout.of(tx)
+        lineage = dict(op="r", lsn=7, load_ts=datetime.now(timezone.utc), batch_id="b", source_file="app:public.t")
+        with tx.update_snapshot().fast_append() as append:
+            files = list(iceberg.write_files(tx, table, (iceberg.with_lineage(b, layout, **lineage) for b in batches),
+                                             append))
+    assert files == [50_000] * 4  # each ~1.4 MB batch passes the 1 MiB target: a file each
+    data = table.refresh().scan().to_arrow()
+    assert data.num_rows == 200_000 and data.column("id").to_pylist() == list(range(200_000))
+    assert set(data.column("_cdc_lsn").to_pylist()) == {7} and set(data.column("_cdc_op").to_pylist()) == {"r"}
+    assert table.schema().identifier_field_ids == [1]

@@ -167,13 +167,14 @@ class BulkLoad:
                            source_file=f"{self.source.name}:{key}")
             rows = files = 0
             with ice.transaction() as tx:
+                iceberg.keep_properties(tx, self.source.file_size_mb)
                 iceberg.evolve(tx, iceberg.plan_evolution(tx.table_metadata.schema(), table))
                 if iceberg.has_rows(tx):
                     tx.delete(AlwaysTrue(), snapshot_properties=properties)
-                schema = iceberg.arrow_schema(tx.table_metadata.schema())
+                layout = iceberg.BatchLayout.of(tx)
                 with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
                     for file_rows in iceberg.write_files(
-                            tx, ice, (iceberg.with_lineage(b, schema, **lineage) for b in prefetch(batches)), append):
+                            tx, ice, (iceberg.with_lineage(b, layout, **lineage) for b in prefetch(batches)), append):
                         rows += file_rows
                         files += 1
             ice = ice.refresh()

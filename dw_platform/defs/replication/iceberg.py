@@ -35,7 +35,16 @@ LINEAGE_NAMES = tuple(c.name for c in LINEAGE_COLUMNS)
 
 
 def table_properties(file_size_mb: int) -> dict[str, str]:
-    return {"format-version": "2", "write.target-file-size-bytes": str(file_size_mb << 20), **TIDY_METADATA}
+    # zstd level 1: as small as the default level here, at about half the CPU time.
+    return {"format-version": "2", "write.target-file-size-bytes": str(file_size_mb << 20),
+            "write.parquet.compression-codec": "zstd", "write.parquet.compression-level": "1", **TIDY_METADATA}
+
+
+def keep_properties(tx: Transaction, file_size_mb: int) -> None:
+    """Bring the table's write properties in line with the source's settings (they may have changed)."""
+    wanted = {k: v for k, v in table_properties(file_size_mb).items() if k != "format-version"}
+    if any(tx.table_metadata.properties.get(k) != v for k, v in wanted.items()):
+        tx.set_properties(wanted)
 
 
 def iceberg_schema(table: SourceTable) -> Schema:
@@ -149,43 +158,108 @@ def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=True)
 
 
-def with_lineage(batch: pa.RecordBatch, schema: pa.Schema, op: str, lsn: int, load_ts: datetime,
+def with_lineage(batch: pa.RecordBatch, layout: BatchLayout, op: str, lsn: int, load_ts: datetime,
                  batch_id: str, source_file: str) -> pa.RecordBatch:
-    """`batch` (source columns, named) laid out as `schema`: lineage columns filled, columns the
-    source batch does not have (dropped at the source) null."""
+    """`batch` (source columns, by name) laid out for the table's data files: lineage columns
+    filled, table columns the batch lacks (dropped at the source) null."""
     import pyarrow as pa
 
     n = batch.num_rows
     lineage = {"_cdc_op": op, "_cdc_lsn": lsn, "_bronze_load_ts": load_ts, "_bronze_batch_id": batch_id,
                "_bronze_source_file": source_file}
     arrays = []
-    for field in schema:
-        if field.name in lineage:
-            arrays.append(pa.repeat(pa.scalar(lineage[field.name], field.type), n))
-        elif field.name in batch.schema.names:
-            column = batch.column(field.name)
+    for name, field in zip(layout.names, layout.schema):
+        if name in lineage:
+            arrays.append(constant(lineage[name], n, field.type))
+        elif name in batch.schema.names:
+            column = batch.column(name)
             arrays.append(column if column.type == field.type else column.cast(field.type))
         else:
             arrays.append(pa.nulls(n, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+    return pa.RecordBatch.from_arrays(arrays, schema=layout.schema)
+
+
+def constant(value, n: int, type_: pa.DataType) -> pa.Array:
+    """`n` copies of `value`; a string one built from its buffers (pa.repeat copies value by value)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_large_string(type_) and value:
+        data = value.encode()
+        offsets = np.arange(0, (n + 1) * len(data), len(data), dtype=np.int64)
+        return pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
+    return pa.repeat(pa.scalar(value, type_), n)
+
+
+def file_schema(tx: Transaction) -> Schema:
+    """The schema data files are written with: the table's, with names Parquet cannot hold
+    sanitized (same fields, same order, same ids)."""
+    from pyiceberg.schema import sanitize_column_names
+
+    return sanitize_column_names(tx.table_metadata.schema())
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How to build a batch for `write_files`: the table's column names, in order, and the Arrow
+    schema of its data files (field ids, possibly sanitized names)."""
+
+    names: tuple[str, ...]
+    schema: pa.Schema
+
+    @classmethod
+    def of(cls, tx: Transaction) -> BatchLayout:
+        return cls(tuple(f.name for f in tx.table_metadata.schema().fields), arrow_schema(file_schema(tx)))
 
 
 def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch], append) -> Iterator[int]:
-    """Write `batches` as Parquet data files of about the table's target size, one at a time
-    (memory stays at one file's batches), adding each to the snapshot producer `append`;
-    yields the rows of each file written."""
-    from pyiceberg.io.pyarrow import bin_pack_record_batches, write_file
-    from pyiceberg.table import TableProperties, WriteTask
+    """Stream `batches` (laid out by `BatchLayout.of(tx)`) into Parquet data files and add each to the
+    snapshot producer `append`; yields the rows of each file.
 
-    target = int(tx.table_metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-                                                 TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+    Each batch is written as it arrives (one row group per batch); a file is closed once the
+    batches written to it reach the table's target size (`write.target-file-size-bytes`, counted in
+    Arrow bytes as pyiceberg does). Memory holds one batch, whatever the size of files or table
+    (pyiceberg's own `append` buffers a whole file first, and its thread pool reads ahead).
+    """
+    import pyarrow as pa
+    from pyiceberg.io.pyarrow import ParquetFormatWriter
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.table import TableProperties, WriteTask
+    from pyiceberg.table.locations import load_location_provider
+    from pyiceberg.typedef import Record
+
+    metadata = tx.table_metadata
+    schema = file_schema(tx)
+    target = int(metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
+                                         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+    locations = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
     counter = itertools.count()
-    schema = tx.table_metadata.schema()
-    for group in bin_pack_record_batches(batches, target):
-        task = WriteTask(write_uuid=append.commit_uuid, task_id=next(counter), record_batches=group, schema=schema)
-        for data_file in write_file(table.io, tx.table_metadata, iter([task])):
-            append.append_data_file(data_file)
-        yield sum(b.num_rows for b in group)
+    writer = output = path = None
+    rows = size = 0
+
+    def finish() -> None:
+        stats = writer.close()
+        append.append_data_file(DataFile.from_args(
+            content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET, partition=Record(),
+            file_size_in_bytes=len(output), sort_order_id=None, spec_id=metadata.default_spec_id,
+            equality_ids=None, key_metadata=None, **stats.to_serialized_dict()))
+
+    for batch in batches:
+        if writer is None:
+            task = WriteTask(write_uuid=append.commit_uuid, task_id=next(counter), record_batches=[], schema=schema)
+            path = locations.new_data_location(task.generate_data_file_filename("parquet"))
+            output = table.io.new_output(path)
+            writer = ParquetFormatWriter(output, schema, metadata.properties)
+        writer.write(pa.Table.from_batches([batch]))
+        rows += batch.num_rows
+        size += batch.nbytes
+        if size >= target:
+            finish()
+            yield rows
+            writer, rows, size = None, 0, 0
+    if writer is not None:
+        finish()
+        yield rows
 
 
 def has_rows(tx: Transaction) -> bool:

@@ -53,7 +53,7 @@ class SourceConfig:
     workers: int = 4
     table_attempts: int = 3
     retry_delay_s: float = 5.0
-    file_size_mb: int = 64
+    file_size_mb: int = 256
     lock_timeout_s: float = 30.0
     long_columns: str = "error"  # Oracle: exclude | skip_table | error
 
