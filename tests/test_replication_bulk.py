@@ -28,14 +28,10 @@ def defs(replication_source, warehouse):
 
 @pytest.fixture
 def lakehouse(replication_source, warehouse):
-    """The code location's lakehouse resource with its settings resolved, for reading tables."""
-    import os
+    """The test's lakehouse (the code location's settings), for reading tables."""
+    from dw_platform.lib.lakehouse import lakehouse_from_env
 
-    from dw_platform.lib.lakehouse import Lakehouse
-    from dw_platform.lib.warehouse import warehouse_settings
-
-    settings = {k: v.get_value() if isinstance(v, dg.EnvVar) else v for k, v in warehouse_settings().items()}
-    return Lakehouse(**settings, path=os.environ["DW_LAKEHOUSE_PATH"])
+    return lakehouse_from_env()
 
 
 def load_all(defs, instance, run_config=None):

@@ -50,6 +50,17 @@ class Lakehouse(PostgresWarehouse):
         ).render_as_string(hide_password=False)
 
 
+def lakehouse_from_env() -> Lakehouse:
+    """The lakehouse from the DW_PG_* and DW_LAKEHOUSE_PATH settings, resolved now (for work outside
+    a Dagster run: demos, benchmarks, tests)."""
+    import os
+
+    return Lakehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ.get("DW_PG_PORT", "5432")),
+                     user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD", ""),
+                     database=os.environ["DW_PG_DATABASE"], sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
+                     path=os.environ["DW_LAKEHOUSE_PATH"])
+
+
 def _open_catalog(lakehouse: Lakehouse, url: str, path: str) -> SqlCatalog:
     from pyiceberg.catalog.sql import SqlCatalog
 

@@ -192,7 +192,9 @@ def demo(session: DemoSession) -> DemoOutcome:
     """Seed source_app, discover and bulk-load it into Iceberg, validate; print tables, rows and the start LSN."""
     import os
 
+    from dw_platform.defs.replication.status import ReplicationMeta
     from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.lib.lakehouse import lakehouse_from_env
 
     with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
         counts = seed(conn)
@@ -204,13 +206,13 @@ def demo(session: DemoSession) -> DemoOutcome:
         outcome.lines.append(f"bulk load FAILED: {failure_reason(result)}")
         return outcome
     outcome.add_checks(result)
-    lsns = set()
-    for event in result.get_asset_materialization_events():
-        meta = event.materialization.metadata
-        lsns.add(meta["start_lsn"].value)
-        outcome.lines.append(f"{meta['dagster/table_name'].value:<45} {meta['dagster/row_count'].value:>7,} rows, "
-                             f"{meta['files'].value} file(s), start LSN {meta['start_lsn'].value}")
-    outcome.lines.append(f"{len(keys)} tables at start LSN {', '.join(sorted(lsns))}; excluded by pattern: s_staging_import")
+    loaded = len(result.get_asset_materialization_events())
+    statuses = ReplicationMeta(lakehouse_from_env(), "source_app").statuses()
+    for key, status in sorted(statuses.items()):
+        outcome.lines.append(f"{status['iceberg_table']:<42} {status['rows_loaded']:>7,} rows  {status['status']:<9} "
+                             f"start LSN {status['start_lsn']} ({status['snapshot_kind']})")
+    outcome.lines.append(f"{loaded} of {len(keys)} tables loaded now (completed ones are skipped on a re-run); "
+                         "excluded by pattern: s_staging_import")
     validation = session.run_job("validate_lakehouse")
     outcome.ok = outcome.ok and validation.success
     outcome.lines.append("validate_lakehouse: " + ("every selected table is in the lakehouse" if validation.success
