@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_job
 from dw_platform.defs.customer.assets import customer_profile_raw
-from dw_platform.defs.customer.checks import customer_profile_raw_matches_source
+from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
 from dw_platform.lib.odbc import OdbcSource
 from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples import customer as customer_sample
@@ -76,7 +76,7 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
             "gold/dim_customer_profile"} <= materialized(result)
 
 
-def test_rematerializing_a_partition_replaces_it_instead_of_duplicating(definitions, crm, warehouse):
+def test_rematerializing_a_partition_adds_nothing_it_already_holds(definitions, crm, warehouse):
     assert run_job(definitions, DAY1).success
     assert run_job(definitions, DAY1).success
 
@@ -86,9 +86,45 @@ def test_rematerializing_a_partition_replaces_it_instead_of_duplicating(definiti
     assert counts == (3, 1)
     assert warehouse.execute("select count(*) from silver.customer_profile_standardized").fetchone()[0] == 3
     ledger = warehouse.execute(
-        "select rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at"
+        "select rows_read, rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at"
     ).fetchall()
-    assert ledger == [(3, 0), (3, 3)]
+    assert ledger == [(3, 3, 0), (3, 0, 0)]
+
+
+def test_re_runs_and_backfills_keep_every_version_and_late_rows_still_arrive(definitions, crm, warehouse):
+    assert run_job(definitions, DAY1).success
+    crm.execute("update dbo.customer_profile set email = 'new@example.com', last_modified_ts = '2026-11-12 09:00'"
+                " where customer_id = 2")
+    assert run_job(definitions, DAY3).success
+    # Day 1 no longer holds customer 2 in the source: re-running it, alone or in a backfill, must
+    # not lose the day-1 version.
+    assert run_job(definitions, DAY1).success
+    assert run_job(definitions, DAY1, DAY3).success
+
+    def versions(table, ts_column):
+        return warehouse.execute(
+            f"select email, {ts_column} from {table} where customer_id = 2 order by {ts_column}").fetchall()
+
+    both = [("c2@example.com", datetime(2026, 11, 10, 10)), ("new@example.com", datetime(2026, 11, 12, 9))]
+    assert versions("bronze.customer_profile_raw", "last_modified_ts") == both
+    assert versions("silver.customer_profile_standardized", "last_modified_ts") == both
+    assert versions("gold.dim_customer_profile", "valid_from") == both
+    assert warehouse.execute(
+        "select attribute_name, old_value, new_value from gold.fact_customer_profile_audit where customer_id = 2"
+    ).fetchall() == [("email", "c2@example.com", "new@example.com")]
+    assert warehouse.execute(
+        "select count(*) = count(distinct _bronze_row_hash) from bronze.customer_profile_raw").fetchone()[0]
+
+    # A row committed on the source after its day (DAY2) was loaded reaches bronze, silver and
+    # gold with the next daily run (DAY3), whose lookback re-reads DAY2.
+    assert run_job(definitions, DAY2).success
+    add_customer(crm, 9, datetime(2026, 11, 11, 22), email="late@example.com")
+    assert run_job(definitions, DAY3).success
+    for table in ("bronze.customer_profile_raw", "silver.customer_profile_standardized", "gold.dim_customer_profile"):
+        assert warehouse.execute(f"select count(*) from {table} where customer_id = 9").fetchone()[0] == 1, table
+    watermark = warehouse.execute(
+        "select last_read_start, last_read_end, last_partition_key from bronze.etl_watermarks").fetchone()
+    assert watermark == (datetime(2026, 11, 11), datetime(2026, 11, 13), "2026-11-12")
 
 
 def test_a_date_range_backfills_in_one_run_and_keeps_the_window_end_exclusive(definitions, crm, warehouse):
@@ -150,17 +186,18 @@ def test_an_unknown_loyalty_tier_fails_the_silver_accepted_values_test(definitio
     assert "gold/dim_customer_profile" not in materialized(result)
 
 
-def test_the_row_count_check_run_on_its_own_fails_when_bronze_and_source_disagree(definitions, crm, warehouse):
+def test_the_source_version_check_run_on_its_own_fails_when_bronze_misses_a_source_row(definitions, crm, warehouse):
     assert run_job(definitions, DAY1).success
     resources = {"warehouse": warehouse_resource(), "customer_source": source_resource()}
     context = dg.build_asset_check_context()
-    assert customer_profile_raw_matches_source(context, **resources).passed
+    assert customer_profile_raw_holds_every_source_version(context, **resources).passed
 
     add_customer(crm, 8, datetime(2026, 11, 10, 16))  # arrives after the load
 
-    result = customer_profile_raw_matches_source(context, **resources)
+    result = customer_profile_raw_holds_every_source_version(context, **resources)
     assert not result.passed
-    assert result.metadata["bronze_rows"].value == 3 and result.metadata["source_rows"].value == 4
+    assert result.metadata["source_rows_missing_in_bronze"].value == 1
+    assert result.metadata["source_rows"].value == 4 and result.metadata["bronze_versions"].value == 3
 
 
 def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_entry(crm, warehouse):

@@ -18,7 +18,7 @@ def test_the_code_location_has_every_customer_asset_check_job_and_schedule(defin
     assert {
         ("bronze/customer_profile_raw", "customer_profile_raw_expected_columns"),
         ("bronze/customer_profile_raw", "customer_profile_raw_no_all_null_rows"),
-        ("bronze/customer_profile_raw", "customer_profile_raw_matches_source"),
+        ("bronze/customer_profile_raw", "customer_profile_raw_holds_every_source_version"),
         ("gold/dim_customer_profile", "assert_dim_no_overlapping_validity"),
         ("gold/dim_customer_profile", "assert_dim_one_current_row_per_customer"),
     } <= checks

@@ -7,7 +7,7 @@ import pytest
 
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.dbt import build_args, failure_from, layer_and_domain, window_vars
-from dw_platform.lib.odbc import quote_ident, quote_table, window_count_query, window_query
+from dw_platform.lib.odbc import quote_ident, quote_table, window_query
 from dw_platform.samples import customer as customer_sample
 
 
@@ -46,9 +46,6 @@ def test_window_query_selects_a_half_open_window_with_parameters():
         "SELECT [customer_id], [email] FROM [dbo].[customer_profile] "
         "WHERE [last_modified_ts] >= ? AND [last_modified_ts] < ?"
     )
-    assert window_count_query("dbo.t", "ts", "postgresql") == (
-        'SELECT COUNT(*) FROM "dbo"."t" WHERE "ts" >= ? AND "ts" < ?'
-    )
 
 
 def test_time_window_scope_uses_naive_utc_bounds_and_names_its_partitions():
@@ -58,6 +55,13 @@ def test_time_window_scope_uses_naive_utc_bounds_and_names_its_partitions():
     assert scope.label == "2026-11-20...2026-11-21"
     single = LoadScope.time_window(["2026-11-20"], "ts", start, start + timedelta(days=1))
     assert single.label == "2026-11-20"
+
+
+def test_a_lookback_widens_what_is_read_but_not_the_partition_window():
+    start = datetime(2026, 11, 20, tzinfo=timezone.utc)
+    scope = LoadScope.time_window(["2026-11-20"], "ts", start, start + timedelta(days=1), lookback=timedelta(hours=24))
+    assert scope.params == {"window_start": datetime(2026, 11, 20), "window_end": datetime(2026, 11, 21)}
+    assert scope.read_params == (datetime(2026, 11, 19), datetime(2026, 11, 21))
 
 
 def test_window_vars_are_utc_timestamps_with_an_exclusive_end():

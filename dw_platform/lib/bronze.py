@@ -1,9 +1,19 @@
 """The bronze loader: rows stream into PostgreSQL with COPY, exactly once per partition.
 
-One load = one transaction holding the partition's advisory locks: delete the rows the
-partition owned before, COPY the new rows with lineage columns, advance the watermark and
-write the batch-ledger entry. A crash leaves the previous state; a re-run replaces, never
-duplicates. A failed load is recorded in the ledger in a transaction of its own.
+A load is recorded in the batch ledger as `running` first (its own small transaction), then one
+transaction holding the partition's advisory locks writes the rows, the side tables
+(`after_copy`), the watermark and closes the ledger entry as `succeeded`. A crash leaves the rows
+as they were and the ledger entry `running` until a later load sees that its database session
+is gone and marks it `abandoned`; any other failure closes it as `failed` with the reason, on a
+fresh connection (the load's own may be the thing that broke).
+
+Two ways a load treats what bronze already holds, chosen by the table:
+- replace (the default): the rows the scope owned are deleted and the new rows copied in — for
+  sources whose unit is immutable (a blob version, a day's file);
+- keep versions (`BronzeTable.version_key`): nothing is deleted; the rows are staged, and only
+  versions bronze does not hold yet are appended. A version is identified by its business key +
+  modification time + a hash of every source column (`_bronze_row_hash`, unique), so a re-run or a
+  backfill adds what is new and never drops or duplicates a version captured earlier.
 """
 
 from __future__ import annotations
@@ -12,13 +22,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Union
 
 import dagster as dg
 import psycopg
 from psycopg import sql
+
+Batches = Iterable[Sequence[Sequence[Any]]]
+# Rows, or a function that returns them given the load's connection once the partition's locks
+# are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
+# loaded"). It must not use the connection once it starts yielding.
+RowSource = Union[Batches, Callable[[psycopg.Connection], Batches]]
 
 
 @dataclass(frozen=True)
@@ -32,16 +48,22 @@ LINEAGE_COLUMNS = (
     Column("_bronze_batch_id", "uuid"),
     Column("_bronze_source_file", "text"),
 )
+ROW_HASH = Column("_bronze_row_hash", "text")
 
 
 @dataclass(frozen=True)
 class BronzeTable:
-    """A bronze landing table: the source's columns plus the lineage columns."""
+    """A bronze landing table: the source's columns plus the lineage columns.
+
+    `version_key` (business key + modification time) makes the table keep versions: loads append
+    only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
+    """
 
     schema: str
     name: str
     columns: tuple[Column, ...]
     index_columns: tuple[str, ...] = ()
+    version_key: tuple[str, ...] = ()
 
     @property
     def ident(self) -> sql.Identifier:
@@ -52,8 +74,12 @@ class BronzeTable:
         return f"{self.schema}.{self.name}"
 
     @property
+    def keeps_versions(self) -> bool:
+        return bool(self.version_key)
+
+    @property
     def all_columns(self) -> tuple[Column, ...]:
-        return self.columns + LINEAGE_COLUMNS
+        return self.columns + LINEAGE_COLUMNS + ((ROW_HASH,) if self.keeps_versions else ())
 
     @property
     def source_column_names(self) -> list[str]:
@@ -65,10 +91,13 @@ class BronzeTable:
 
 @dataclass(frozen=True)
 class LoadScope:
-    """The rows of a bronze table that one load owns: deleted, then loaded again.
+    """The rows of a bronze table that one load owns, and what it reads from the source.
 
     `partition_keys` are the Dagster partitions covered (one, or a range in a single-run
     backfill); each gets an advisory lock so two loads of one partition cannot interleave.
+    `where` selects the partition's rows in bronze (replaced by a replacing load; counted by
+    checks). `read_start`/`read_end` is the source window really read: the partition window,
+    widened back by a lookback for late-arriving rows.
     """
 
     partition_keys: tuple[str, ...]
@@ -76,21 +105,39 @@ class LoadScope:
     params: Mapping[str, Any] = field(default_factory=dict)
     window_start: datetime | None = None
     window_end: datetime | None = None
+    read_start: datetime | None = None
+    read_end: datetime | None = None
 
     @classmethod
     def time_window(
-        cls, partition_keys: Sequence[str], column: str, start: datetime, end: datetime
+        cls, partition_keys: Sequence[str], column: str, start: datetime, end: datetime,
+        lookback: timedelta = timedelta(0),
     ) -> LoadScope:
         where = sql.SQL("{col} >= %(window_start)s and {col} < %(window_end)s").format(
             col=sql.Identifier(column)
         )
         params = {"window_start": _naive_utc(start), "window_end": _naive_utc(end)}
-        return cls(tuple(partition_keys), where, params, start, end)
+        return cls(tuple(partition_keys), where, params, start, end, start - lookback, end)
 
     @property
     def label(self) -> str:
         keys = self.partition_keys
         return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+
+    @property
+    def read_params(self) -> tuple[datetime, datetime]:
+        """The read window as naive UTC timestamps, for a source query's parameters."""
+        return _naive_utc(self.read_start), _naive_utc(self.read_end)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where an incremental source stands: `key` in bronze.etl_watermarks advances to the newest
+    `column` value read. A timestamp column is kept in `last_watermark_ts`, an integer one (a
+    rowid) in `last_watermark_id`."""
+
+    key: str
+    column: str
 
 
 @dataclass(frozen=True)
@@ -98,14 +145,23 @@ class LoadResult:
     table: BronzeTable
     batch_id: uuid.UUID
     scope: LoadScope
+    rows_read: int
     rows_loaded: int
     rows_replaced: int
     seconds: float
-    watermark: datetime | None
+    watermark: datetime | int | None
 
     @property
     def rows_per_second(self) -> float:
-        return self.rows_loaded / self.seconds if self.seconds > 0 else 0.0
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def summary(self) -> str:
+        """One log line: what was read, added and replaced, and how fast."""
+        kept = f", {self.rows_read - self.rows_loaded:,} already in bronze" if self.table.keeps_versions else ""
+        replaced = f", replaced {self.rows_replaced:,}" if self.rows_replaced else ""
+        return (f"read {self.rows_read:,} rows, loaded {self.rows_loaded:,}{kept}{replaced} in {self.seconds:.1f}s "
+                f"({self.rows_per_second:,.0f} rows/s), batch {self.batch_id}")
 
     def metadata(self) -> dict[str, Any]:
         """Materialization metadata shown in the Dagster UI."""
@@ -115,6 +171,7 @@ class LoadResult:
             "dagster/table_name": self.table.qualified_name,
             "batch_id": str(self.batch_id),
             "partitions": self.scope.label,
+            "rows_read": self.rows_read,
             "rows_replaced": self.rows_replaced,
             "duration_s": round(self.seconds, 3),
             "rows_per_s": round(self.rows_per_second),
@@ -122,11 +179,15 @@ class LoadResult:
         if self.scope.window_start is not None:
             meta["window_start"] = self.scope.window_start.isoformat()
             meta["window_end"] = self.scope.window_end.isoformat()
+        if self.scope.read_start is not None and self.scope.read_start != self.scope.window_start:
+            meta["read_start"] = self.scope.read_start.isoformat()
         if self.watermark is not None:
-            meta["watermark"] = self.watermark.isoformat()
+            meta["watermark"] = self.watermark if isinstance(self.watermark, int) else self.watermark.isoformat()
         return meta
 
 
+# Idempotent: creates what is missing and brings ledgers and watermark tables of earlier
+# versions up to date (new columns, the running/abandoned statuses).
 LEDGER_DDL = """
 create schema if not exists bronze;
 create table if not exists bronze.batch_ledger (
@@ -139,110 +200,195 @@ create table if not exists bronze.batch_ledger (
     window_end     timestamptz,
     rows_loaded    bigint not null default 0,
     rows_replaced  bigint not null default 0,
-    status         text not null check (status in ('succeeded', 'failed')),
+    status         text not null,
     error          text,
     dagster_run_id text,
     started_at     timestamptz not null,
-    finished_at    timestamptz not null
+    finished_at    timestamptz
 );
+alter table bronze.batch_ledger
+    add column if not exists rows_read bigint not null default 0,
+    add column if not exists read_start timestamptz,
+    add column if not exists read_end timestamptz,
+    add column if not exists first_id bigint,
+    add column if not exists last_id bigint,
+    add column if not exists backend_pid integer,
+    add column if not exists backend_start timestamptz,
+    alter column finished_at drop not null,
+    drop constraint if exists batch_ledger_status_check;
+alter table bronze.batch_ledger add constraint batch_ledger_status_check
+    check (status in ('running', 'succeeded', 'failed', 'abandoned'));
 create index if not exists batch_ledger_asset_partition
     on bronze.batch_ledger (asset_key, partition_key, finished_at);
+create index if not exists batch_ledger_running on bronze.batch_ledger (batch_id) where status = 'running';
 create table if not exists bronze.etl_watermarks (
     watermark_key     text primary key,
     last_watermark_ts timestamp,
     last_run_ts       timestamptz not null,
     records_extracted bigint not null
 );
+alter table bronze.etl_watermarks
+    add column if not exists last_watermark_id bigint,
+    add column if not exists last_read_start timestamp,
+    add column if not exists last_read_end timestamp,
+    add column if not exists last_partition_key text;
+comment on column bronze.etl_watermarks.records_extracted is
+    'rows read from the source under this watermark key by all successful loads (per load: bronze.batch_ledger.rows_read)';
+create or replace view bronze.partition_loads as
+    select distinct on (asset_key, partition_key)
+        asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,
+        window_start, window_end, read_start, read_end, first_id, last_id, started_at, finished_at
+    from bronze.batch_ledger where status = 'succeeded'
+    order by asset_key, partition_key, finished_at desc;
 """
+_LEDGER_VERSION_PROBE = (
+    "select count(*) = 2 from information_schema.columns where table_schema = 'bronze' and "
+    "((table_name = 'batch_ledger' and column_name = 'backend_pid') or "
+    "(table_name = 'etl_watermarks' and column_name = 'last_partition_key'))"
+)
 
 
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Create the ledger, the watermark table and `table` if missing.
+    """Create (or bring up to date) the ledger, the watermark table and `table`.
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
-    present = conn.execute(
-        "select to_regclass('bronze.batch_ledger') is not null and to_regclass('bronze.etl_watermarks')"
-        " is not null and to_regclass(%s) is not null",
-        (table.ident.as_string(conn),),
-    ).fetchone()[0]
-    if present:
+    ledger_ok, table_ok = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
+    ).fetchone()
+    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
+    if ledger_ok and table_ok and hash_ok:
         return
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
     )
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute(LEDGER_DDL)
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
-        conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
-        for column in table.index_columns:
-            conn.execute(
-                sql.SQL("create index if not exists {} on {} ({})").format(
-                    sql.Identifier(f"{table.name}_{column.strip('_')}_idx"),
-                    table.ident,
-                    sql.Identifier(column),
+        if not ledger_ok:
+            conn.execute(LEDGER_DDL)
+        if not table_ok:
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
+            conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
+            for column in table.index_columns:
+                conn.execute(
+                    sql.SQL("create index if not exists {} on {} ({})").format(
+                        sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
+                    )
                 )
-            )
+        if table.keeps_versions and not hash_ok:
+            _ensure_row_hash(conn, table)
+
+
+def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
+    return conn.execute(
+        "select exists (select from information_schema.columns where table_schema = %s and table_name = %s"
+        " and column_name = %s)", (table.schema, table.name, column),
+    ).fetchone()[0]
+
+
+def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The version identity of a version-keeping table. A table loaded before it kept versions
+    gets the column filled once from its rows (a lineage column, not a change of the data); of
+    identical versions loaded twice by the old replace loads, the first loaded stays."""
+    conn.execute(sql.SQL("alter table {} add column if not exists {} text").format(
+        table.ident, sql.Identifier(ROW_HASH.name)))
+    _set_hash_settings(conn)
+    conn.execute(sql.SQL("update {t} set {h} = {expr} where {h} is null").format(
+        t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)))
+    conn.execute(sql.SQL(
+        "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
+    ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name)))
+    conn.execute(sql.SQL("create unique index if not exists {} on {} ({})").format(
+        sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)))
+
+
+def _row_hash_expr(table: BronzeTable, alias: sql.Composable) -> sql.Composable:
+    """md5 over the text of every source column (null-safe, column order fixed by the table)."""
+    return sql.SQL("md5(row({})::text)").format(
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c.name)) for c in table.columns))
+
+
+def _set_hash_settings(conn: psycopg.Connection) -> None:
+    """Fix how values print, so a row hashes the same from any session (set for the transaction)."""
+    conn.execute("set local datestyle = 'ISO, YMD'; set local timezone = 'UTC'; set local extra_float_digits = 1;"
+                 " set local intervalstyle = 'postgres'; set local bytea_output = 'hex'")
 
 
 def load(
     conn: psycopg.Connection,
     table: BronzeTable,
-    batches: Iterable[Sequence[Sequence[Any]]],
+    rows: RowSource,
     *,
     asset_key: str,
     scope: LoadScope,
     source: str,
-    watermark: tuple[str, str] | None = None,
+    watermark: Watermark | None = None,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     after_copy: Callable[[psycopg.Connection, uuid.UUID, datetime], None] | None = None,
 ) -> LoadResult:
-    """Replace `scope` in `table` with the rows of `batches`, exactly once.
+    """Load the rows of `rows` for `scope` into `table`, exactly once (see the module docstring).
 
     `conn` must be in autocommit mode (each step opens its own transaction).
-    `watermark` is (watermark_key, column): the key advances to the newest value loaded.
-    `after_copy(conn, batch_id, load_ts)` runs inside the same transaction after the COPY, for
-    side tables that must change together with the rows (e.g. a quarantine table).
-    Raises `dg.Failure` with a one-line reason; nothing of a failed load is committed.
+    `after_copy(conn, batch_id, load_ts)` runs inside the same transaction after the rows, for
+    side tables that must change together with them (e.g. a quarantine table).
+    Raises `dg.Failure` with a one-line reason; nothing of a failed load is committed. Lost or
+    timed-out connections may be retried; configuration, authentication, bad data and bad SQL
+    fail at once.
     """
-    ensure_bronze_objects(conn, table)
     batch_id = uuid.uuid4()
     started_at = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     progress = _Progress()
+    ledger = _Ledger(batch_id, asset_key, table, scope, source, run_id, started_at)
     try:
+        ensure_bronze_objects(conn, table)
+        ledger.begin(conn)
+        ledger.close_abandoned(conn)
         with conn.transaction():
             for key in sorted(scope.partition_keys):
                 conn.execute(
                     "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
                     (f"{table.qualified_name}:{key}",),
                 )
-            replaced = conn.execute(
-                sql.SQL("delete from {} where ").format(table.ident) + scope.where, scope.params
-            ).rowcount
-            _copy(conn, table, batches, (started_at, batch_id, source), progress, log)
-            rows = progress.rows
+            batches = rows(conn) if callable(rows) else rows
+            lineage = (started_at, batch_id, source)
+            id_range = (None, None)
+            if table.keeps_versions:
+                replaced = 0
+                numeric = watermark is not None and _is_integer(table, watermark.column)
+                loaded, *id_range = _append_new_versions(conn, table, batches, lineage, progress, log,
+                                                        watermark.column if numeric else None)
+            else:
+                replaced = conn.execute(
+                    sql.SQL("delete from {} where ").format(table.ident) + scope.where, scope.params
+                ).rowcount
+                _copy(conn, table, table.ident, table.all_columns, batches, lineage, progress, log)
+                loaded = progress.rows
             if after_copy is not None:
                 after_copy(conn, batch_id, started_at)
-            watermark_ts = _advance_watermark(conn, table, scope, watermark, rows) if watermark else None
+            newest = _advance_watermark(conn, table, scope, watermark, progress.rows) if watermark else None
             seconds = time.perf_counter() - t0
-            _write_ledger(conn, batch_id, asset_key, table, scope, source, rows, replaced,
-                          "succeeded", None, run_id, started_at)
+            ledger.succeed(conn, progress.rows, loaded, replaced, id_range)
     except Exception as exc:
         message = _describe(exc, table, scope, progress.rows)
-        try:
-            with conn.transaction():
-                _write_ledger(conn, batch_id, asset_key, table, scope, source, 0, 0,
-                              "failed", message, run_id, started_at)
-        except psycopg.Error as ledger_exc:
-            message += f" (the failure could not be written to the ledger either: {ledger_exc})"
-        # Lost connections are worth a retry; bad data or a bad query fails the same way again.
-        transient = isinstance(exc, psycopg.OperationalError) or getattr(exc, "transient", False)
-        raise dg.Failure(description=message, metadata={"batch_id": str(batch_id)}, allow_retries=transient) from exc
-    return LoadResult(table, batch_id, scope, rows, replaced, seconds, watermark_ts)
+        ledger.fail(conn, message)
+        raise dg.Failure(description=message, metadata={"batch_id": str(batch_id)},
+                         allow_retries=is_transient(exc)) from exc
+    return LoadResult(table, batch_id, scope, progress.rows, loaded, replaced, seconds, newest)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: a connection that was lost or timed out after it worked. Configuration,
+    authentication, bad data and bad SQL fail the same way again."""
+    if getattr(exc, "transient", None) is not None:
+        return bool(exc.transient)
+    if isinstance(exc, psycopg.OperationalError):
+        state = exc.sqlstate or ""
+        # 28xxx: authentication; 3D000: no such database; 42xxx would be a ProgrammingError.
+        return not state.startswith("28") and state != "3D000"
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 @dataclass
@@ -250,13 +396,100 @@ class _Progress:
     rows: int = 0
 
 
-def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log) -> None:
+@dataclass
+class _Ledger:
+    """The load's entry in bronze.batch_ledger, from `running` to how it ended."""
+
+    batch_id: uuid.UUID
+    asset_key: str
+    table: BronzeTable
+    scope: LoadScope
+    source: str
+    run_id: str | None
+    started_at: datetime
+    begun: bool = False
+
+    def begin(self, conn: psycopg.Connection) -> None:
+        """Committed before the load's transaction starts, so an attempt that never ends is seen."""
+        s = self.scope
+        conn.execute(
+            """
+            insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
+                window_start, window_end, read_start, read_end, status, dagster_run_id, started_at,
+                backend_pid, backend_start)
+            select %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, pid, backend_start
+            from pg_stat_activity where pid = pg_backend_pid()
+            """,
+            (self.batch_id, self.asset_key, self.table.qualified_name, s.label, self.source, s.window_start,
+             s.window_end, s.read_start, s.read_end, self.run_id, self.started_at),
+        )
+        self.begun = True
+
+    def close_abandoned(self, conn: psycopg.Connection) -> None:
+        """Mark `running` entries whose database session has ended (killed clients, lost
+        connections) as `abandoned`: their transaction rolled back, nothing of them is in bronze."""
+        conn.execute(
+            """
+            update bronze.batch_ledger l set status = 'abandoned', finished_at = clock_timestamp(),
+                error = 'the load ended without finishing (process killed or connection lost); nothing was committed'
+            where status = 'running' and batch_id <> %s and not exists (
+                select from pg_stat_activity a where a.pid = l.backend_pid and a.backend_start = l.backend_start)
+            """,
+            (self.batch_id,),
+        )
+
+    def succeed(self, conn, rows_read: int, rows_loaded: int, rows_replaced: int, id_range) -> None:
+        """Inside the load's transaction: the entry commits with the rows. finished_at is the
+        time of this statement, the last before the commit (not the transaction's start)."""
+        conn.execute(
+            """
+            update bronze.batch_ledger set status = 'succeeded', rows_read = %s, rows_loaded = %s,
+                rows_replaced = %s, first_id = %s, last_id = %s, finished_at = clock_timestamp()
+            where batch_id = %s
+            """,
+            (rows_read, rows_loaded, rows_replaced, *id_range, self.batch_id),
+        )
+
+    def fail(self, conn: psycopg.Connection, message: str) -> None:
+        """Record the failure on a fresh connection: the load's own may be what broke. If the
+        warehouse cannot be reached at all, the entry stays `running` until a later load
+        marks it `abandoned`."""
+        try:
+            with _fresh_connection(conn) as fresh:
+                s = self.scope
+                fresh.execute(
+                    """
+                    insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
+                        window_start, window_end, read_start, read_end, status, error, dagster_run_id,
+                        started_at, finished_at)
+                    values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'failed', %s, %s, %s, clock_timestamp())
+                    on conflict (batch_id) do update set status = 'failed', error = excluded.error,
+                        finished_at = excluded.finished_at
+                    """,
+                    (self.batch_id, self.asset_key, self.table.qualified_name, s.label, self.source,
+                     s.window_start, s.window_end, s.read_start, s.read_end, message, self.run_id,
+                     self.started_at),
+                )
+        except psycopg.Error:
+            pass  # the warehouse is gone: the `running` entry (if any) tells the story later
+
+
+def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
+    """A new autocommit connection with the settings (password included) of `conn`."""
+    password = conn.pgconn.password
+    return psycopg.connect(conn.info.dsn, password=password.decode() if password else None,
+                           autocommit=True, connect_timeout=10)
+
+
+def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
+          lineage: tuple, progress: _Progress, log) -> None:
+    """Binary COPY of `batches` (source columns) plus `lineage` into `columns` of `target`."""
     statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        table.ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in table.all_columns)
+        target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     )
     next_report = 100_000
     with conn.cursor().copy(statement) as copy:
-        copy.set_types([c.pg_type for c in table.all_columns])
+        copy.set_types([c.pg_type for c in columns])
         for batch in batches:
             for i, row in enumerate(batch):
                 try:
@@ -267,6 +500,51 @@ def _copy(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report += 100_000
+
+
+def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,
+                         id_column: str | None) -> tuple[int, int | None, int | None]:
+    """Stage the rows in a temporary table, then append the versions bronze does not hold yet
+    (each once, however often it was read; in hash order, so concurrent loads whose reads
+    overlap wait for each other instead of deadlocking). Returns the rows appended and, given
+    `id_column`, the lowest and highest value of it among them."""
+    stage = sql.Identifier("_bronze_stage")
+    conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
+        stage, table.ident))
+    _copy(conn, table, stage, table.columns + LINEAGE_COLUMNS, batches, lineage, progress, log)
+    _set_hash_settings(conn)
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns + LINEAGE_COLUMNS)
+    track = sql.Identifier(id_column) if id_column else sql.NULL
+    return conn.execute(sql.SQL(
+        """
+        with appended as (
+            insert into {table} ({names}, {hash})
+            select {names}, {expr} as {hash} from {stage} s order by {hash}
+            on conflict ({hash}) do nothing
+            returning {track} as id
+        )
+        select count(*), min(id), max(id) from appended
+        """
+    ).format(table=table.ident, names=names, hash=sql.Identifier(ROW_HASH.name), stage=stage, track=track,
+             expr=_row_hash_expr(table, sql.Identifier("s")))).fetchone()
+
+
+def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
+    """How many of the source rows in `batches` are versions the version-keeping `table` does
+    not hold: (rows read, rows missing). Stages them like a load does, commits nothing."""
+    with conn.transaction(force_rollback=True):
+        stage = sql.Identifier("_bronze_stage")
+        conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
+            stage, table.ident))
+        progress = _Progress()
+        _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
+        _set_hash_settings(conn)
+        missing = conn.execute(sql.SQL(
+            "select count(*) from (select {expr} as h from {stage} s) staged"
+            " where not exists (select from {table} b where b.{hash} = staged.h)"
+        ).format(expr=_row_hash_expr(table, sql.Identifier("s")), stage=stage, table=table.ident,
+                 hash=sql.Identifier(ROW_HASH.name))).fetchone()[0]
+    return progress.rows, missing
 
 
 _PYTHON_TYPES = {
@@ -290,52 +568,55 @@ def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batc
     """COPY `rows` into a side table of a load (child rows, raw documents) with the load's lineage;
     for `after_copy` callbacks, inside the load's transaction. Returns the row count."""
     progress = _Progress()
-    _copy(conn, table, [rows], (load_ts, batch_id, source), progress, lambda _msg: None)
+    _copy(conn, table, table.ident, table.all_columns, [rows], (load_ts, batch_id, source), progress,
+          lambda _msg: None)
     return progress.rows
 
 
-def _advance_watermark(conn, table, scope: LoadScope, watermark: tuple[str, str], rows: int):
-    key, column = watermark
-    newest = conn.execute(
-        sql.SQL("select max({}) from {} where ").format(sql.Identifier(column), table.ident) + scope.where,
-        scope.params,
-    ).fetchone()[0]
+def _is_integer(table: BronzeTable, column: str) -> bool:
+    return next(c for c in table.columns if c.name == column).pg_type in ("integer", "bigint", "smallint")
+
+
+def _advance_watermark(conn, table: BronzeTable, scope: LoadScope, watermark: Watermark,
+                       rows_read: int) -> datetime | int | None:
+    """Advance the watermark to the newest value this load read (never backwards) and record
+    the window read; returns the newest value read."""
+    col = sql.Identifier(watermark.column)
+    if table.keeps_versions:  # everything read is in the stage
+        newest = conn.execute(sql.SQL("select max({}) from _bronze_stage").format(col)).fetchone()[0]
+    else:
+        newest = conn.execute(
+            sql.SQL("select max({}) from {} where ").format(col, table.ident) + scope.where, scope.params
+        ).fetchone()[0]
+    target = sql.Identifier("last_watermark_id" if _is_integer(table, watermark.column) else "last_watermark_ts")
+    read_start, read_end = scope.read_params if scope.read_start is not None else (None, None)
     conn.execute(
-        """
-        insert into bronze.etl_watermarks (watermark_key, last_watermark_ts, last_run_ts, records_extracted)
-        values (%s, %s, now(), %s)
+        sql.SQL("""
+        insert into bronze.etl_watermarks (watermark_key, {target}, last_run_ts, records_extracted,
+            last_read_start, last_read_end, last_partition_key)
+        values (%s, %s, clock_timestamp(), %s, %s, %s, %s)
         on conflict (watermark_key) do update set
-            last_watermark_ts = greatest(bronze.etl_watermarks.last_watermark_ts, excluded.last_watermark_ts),
+            {target} = greatest(bronze.etl_watermarks.{target}, excluded.{target}),
             last_run_ts = excluded.last_run_ts,
-            records_extracted = excluded.records_extracted
-        """,
-        (key, newest, rows),
+            records_extracted = bronze.etl_watermarks.records_extracted + excluded.records_extracted,
+            last_read_start = excluded.last_read_start,
+            last_read_end = excluded.last_read_end,
+            last_partition_key = excluded.last_partition_key
+        """).format(target=target),
+        (watermark.key, newest, rows_read, read_start, read_end, scope.label),
     )
     return newest
 
 
-def _write_ledger(conn, batch_id, asset_key, table, scope, source, rows, replaced, status, error,
-                  run_id, started_at) -> None:
-    conn.execute(
-        """
-        insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
-            window_start, window_end, rows_loaded, rows_replaced, status, error, dagster_run_id,
-            started_at, finished_at)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-        """,
-        (batch_id, asset_key, table.qualified_name, scope.label, source, scope.window_start,
-         scope.window_end, rows, replaced, status, error, run_id, started_at),
-    )
-
-
 def _describe(exc: Exception, table: BronzeTable, scope: LoadScope, rows: int) -> str:
-    where = f"loading {table.qualified_name} partition {scope.label}"
+    where = f"loading {table.qualified_name} partition {scope.label} failed after reading {rows:,} rows"
+    where += " (nothing was committed)"
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
         detail = exc.diag.message_primary
         if exc.diag.context:
             detail += f" ({exc.diag.context.strip()})"
-        return f"{where} failed after {rows:,} rows: {detail}"
-    return f"{where} failed after {rows:,} rows: {exc}"
+        return f"{where}: {detail}"
+    return f"{where}: {exc}"
 
 
 def _naive_utc(ts: datetime) -> datetime:

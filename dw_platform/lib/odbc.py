@@ -37,11 +37,6 @@ def window_query(table: str, columns: Sequence[str], time_column: str, dialect: 
     return f"SELECT {cols} FROM {quote_table(table, dialect)} WHERE {ts} >= ? AND {ts} < ?"
 
 
-def window_count_query(table: str, time_column: str, dialect: Dialect) -> str:
-    ts = quote_ident(time_column, dialect)
-    return f"SELECT COUNT(*) FROM {quote_table(table, dialect)} WHERE {ts} >= ? AND {ts} < ?"
-
-
 class SourceError(RuntimeError):
     """The source could not be reached or queried; the message says which source and why."""
 

@@ -1,11 +1,20 @@
-"""Bronze for the customer domain: the CRM's customer_profile, one partition per day modified."""
+"""Bronze for the customer domain: the CRM's customer_profile, one partition per day modified.
+
+Bronze keeps every version of a customer it ever read (business key + modification time + row
+hash): re-running or backfilling a day adds the versions it did not have and drops none, even if
+the customer has changed since. Each load re-reads a lookback before its day, so rows committed
+late on the source (long transactions, clock skew) still arrive.
+"""
+
+from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from dw_platform.defs.customer.partitions import customer_daily
 from dw_platform.lib import bronze
 from dw_platform.lib.domains import asset_attributes
-from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
+from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
 from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -31,7 +40,16 @@ CUSTOMER_PROFILE_RAW = BronzeTable(
         Column("last_modified_ts", "timestamp"),
     ),
     index_columns=(WATERMARK_COLUMN,),
+    version_key=("customer_id", WATERMARK_COLUMN),
 )
+
+
+class CustomerLoadConfig(dg.Config):
+    lookback_hours: int = Field(
+        default=24, ge=0,
+        description="Also re-read this many hours before the partition's window and add the versions bronze "
+                    "does not hold yet (rows committed late on the source).",
+    )
 
 
 @dg.asset(
@@ -43,28 +61,28 @@ CUSTOMER_PROFILE_RAW = BronzeTable(
     description=f"{SOURCE_TABLE} from the customer CRM over ODBC, one partition per day of {WATERMARK_COLUMN}.",
 )
 def customer_profile_raw(
-    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, customer_source: OdbcSource
+    context: dg.AssetExecutionContext, config: CustomerLoadConfig, warehouse: PostgresWarehouse,
+    customer_source: OdbcSource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    scope = LoadScope.time_window(context.partition_keys, WATERMARK_COLUMN, window.start, window.end)
+    scope = LoadScope.time_window(context.partition_keys, WATERMARK_COLUMN, window.start, window.end,
+                                  lookback=timedelta(hours=config.lookback_hours))
     query = window_query(
         SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, customer_source.dialect
     )
-    context.log.info(f"extracting {SOURCE_TABLE} rows modified in [{window.start}, {window.end})")
+    context.log.info(f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) "
+                     f"(partition window from {window.start}, {config.lookback_hours} h lookback)")
     with warehouse.connect() as conn:
         result = bronze.load(
             conn,
             CUSTOMER_PROFILE_RAW,
-            customer_source.stream(query, [scope.params["window_start"], scope.params["window_end"]]),
+            customer_source.stream(query, list(scope.read_params)),
             asset_key=context.asset_key.to_user_string(),
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",
-            watermark=(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN),
+            watermark=Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN),
             run_id=context.run.run_id,
             log=context.log.info,
         )
-    context.log.info(
-        f"loaded {result.rows_loaded:,} rows (replaced {result.rows_replaced:,}) "
-        f"in {result.seconds:.1f}s, {result.rows_per_second:,.0f} rows/s, batch {result.batch_id}"
-    )
+    context.log.info(result.summary)
     return dg.MaterializeResult(metadata=result.metadata())

@@ -4,7 +4,7 @@ import dagster as dg
 
 from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, SOURCE_TABLE, WATERMARK_COLUMN
 from dw_platform.lib import bronze_checks
-from dw_platform.lib.odbc import OdbcSource, window_count_query
+from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 ASSET = dg.AssetKey(["bronze", "customer_profile_raw"])
@@ -28,19 +28,19 @@ def customer_profile_raw_no_all_null_rows(
 @dg.asset_check(
     asset=ASSET,
     blocking=True,
-    description="The partition's row count equals the source's count for the same window.",
+    description="Every row the source holds for the partition's window is a version in bronze (bronze keeps "
+                "older versions too). If it fails, re-run the partition: a load adds only what is missing.",
 )
-def customer_profile_raw_matches_source(
+def customer_profile_raw_holds_every_source_version(
     context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, customer_source: OdbcSource
 ) -> dg.AssetCheckResult:
-    query = window_count_query(SOURCE_TABLE, WATERMARK_COLUMN, customer_source.dialect)
+    query = window_query(SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN,
+                         customer_source.dialect)
     with warehouse.connect() as conn:
         scope = bronze_checks.run_scope(context, WATERMARK_COLUMN) or bronze_checks.latest_loaded_scope(
             conn, CUSTOMER_PROFILE_RAW, WATERMARK_COLUMN
         )
-        return bronze_checks.row_count_matches_source(
-            conn,
-            CUSTOMER_PROFILE_RAW,
-            scope,
-            lambda s: customer_source.scalar(query, [s.params["window_start"], s.params["window_end"]]),
+        return bronze_checks.source_versions_in_bronze(
+            conn, CUSTOMER_PROFILE_RAW, scope,
+            lambda s: customer_source.stream(query, [s.params["window_start"], s.params["window_end"]]),
         )

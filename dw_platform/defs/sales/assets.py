@@ -84,10 +84,7 @@ def sales(
     if not parsed.header_found:
         report["note"] = "empty file: no header, no rows"
     _finish(context, sales_storage, blob, key, PROCESSED, report)
-    context.log.info(
-        f"loaded {result.rows_loaded:,} rows, quarantined {parsed.rows_quarantined:,} "
-        f"(replaced {result.rows_replaced:,}) in {result.seconds:.1f}s, {result.rows_per_second:,.0f} rows/s"
-    )
+    context.log.info(f"{result.summary}; quarantined {parsed.rows_quarantined:,}")
     return dg.MaterializeResult(metadata={
         **result.metadata(), "blob": blob.name, "etag": blob.etag, "rows_quarantined": parsed.rows_quarantined,
         "data_lines": parsed.data_lines,

@@ -1,15 +1,18 @@
--- Daily-partitioned: each run (re)loads the [min_date, max_date) window of last_modified_ts.
+-- One row per customer version (customer_id + last_modified_ts), every version bronze holds.
+-- Daily-partitioned: a run rebuilds the [min_date, max_date) window of last_modified_ts and also
+-- takes every bronze version silver has not seen yet (rows that arrived late, outside the window);
+-- delete+insert on the version key keeps one row per version.
 {{
     config(
         materialized='incremental',
-        incremental_strategy='append',
+        incremental_strategy='delete+insert',
+        unique_key=['customer_id', 'last_modified_ts'],
         tags=['customer_daily'],
-        indexes=[{'columns': ['last_modified_ts']}, {'columns': ['customer_id']}],
-        pre_hook="{% if is_incremental() %}
-            delete from {{ this }}
-            where last_modified_ts >= '{{ var('min_date') }}'::timestamp
-              and last_modified_ts < '{{ var('max_date') }}'::timestamp
-        {% endif %}"
+        indexes=[
+            {'columns': ['last_modified_ts']},
+            {'columns': ['customer_id']},
+            {'columns': ['_bronze_row_hash']},
+        ],
     )
 }}
 
@@ -17,20 +20,30 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'customer_profile_raw') }}
+    select * from {{ source('bronze', 'customer_profile_raw') }} as bronze
     where customer_id is not null
-      and last_modified_ts >= '{{ var("min_date") }}'::timestamp
-      and last_modified_ts < '{{ var("max_date") }}'::timestamp
+      and last_modified_ts is not null
+      and (
+          last_modified_ts >= '{{ var("min_date") }}'::timestamp
+          and last_modified_ts < '{{ var("max_date") }}'::timestamp
+          {% if is_incremental() %}
+          or not exists (
+              select from {{ this }} as seen where seen._bronze_row_hash = bronze._bronze_row_hash
+          )
+          {% endif %}
+      )
 
 ),
 
-latest_per_customer_day as (
+latest_per_version as (
 
+    -- Two bronze rows share a version key only when the source changed a row without moving
+    -- last_modified_ts: the one loaded last wins.
     select
         *,
         row_number() over (
-            partition by customer_id, last_modified_ts::date
-            order by last_modified_ts desc, _bronze_load_ts desc, _bronze_batch_id::text desc
+            partition by customer_id, last_modified_ts
+            order by _bronze_load_ts desc, _bronze_batch_id::text desc
         ) as version_rank
     from source
 
@@ -38,7 +51,7 @@ latest_per_customer_day as (
 
 deduplicated as (
 
-    select * from latest_per_customer_day
+    select * from latest_per_version
     where version_rank = 1
 
 ),
@@ -125,7 +138,8 @@ cleansed as (
         deduplicated.created_ts,
         deduplicated.last_modified_ts,
         deduplicated._bronze_batch_id,
-        deduplicated._bronze_load_ts
+        deduplicated._bronze_load_ts,
+        deduplicated._bronze_row_hash
     from deduplicated
     left join country_aliases
         on lower(regexp_replace(trim(deduplicated.country), '\s+', ' ', 'g')) = country_aliases.country_alias
@@ -208,7 +222,8 @@ final as (
             coalesce(marketing_opt_in::text, '^^null^^')
         )) as hash_diff,
         _bronze_batch_id,
-        _bronze_load_ts
+        _bronze_load_ts,
+        _bronze_row_hash
     from validated
 
 )
