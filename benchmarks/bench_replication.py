@@ -18,7 +18,7 @@ rows with the same SELECT (the one the asset issues):
                     one Iceberg commit. Seconds = the loader's own timing for the table (read,
                     write, commit); the Dagster run's wall time (slot, status rows, checks) beside
                     it. Its peak RSS includes the primary_key_unique check, which holds the key
-                    column of the whole table (about 50 MiB per million bigint keys).
+                    column of the whole table (about 25 MiB per million bigint keys).
   dw_platform_load  the same load without Dagster and checks (`BulkLoad`, one snapshot): its peak
                     RSS is the loader's own, which must not grow with the table.
 

@@ -201,3 +201,19 @@ def test_tables_are_written_in_several_files_of_about_the_target_size_one_batch_
     assert data.num_rows == 200_000 and data.column("id").to_pylist() == list(range(200_000))
     assert set(data.column("_cdc_lsn").to_pylist()) == {7} and set(data.column("_cdc_op").to_pylist()) == {"r"}
     assert table.schema().identifier_field_ids == [1]
+
+
+def test_duplicate_primary_keys_are_counted_over_every_key_column(tmp_path):
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from dw_platform.defs.replication.checks import duplicate_keys
+
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri())
+    catalog.create_namespace("n")
+    data = pa.table({"a": pa.array([1, 1, 2, 2, 2], pa.int64()), "b": pa.array(["x", "y", "x", "x", "x"])})
+    table = catalog.create_table(("n", "t"), data.schema)
+    assert duplicate_keys(table, ["a"]) == 0  # no data yet
+    table.append(data)
+    assert duplicate_keys(table, ["a"]) == 3
+    assert duplicate_keys(table, ["a", "b"]) == 2  # (2, x) three times
