@@ -129,6 +129,46 @@ def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psy
 
 
 @pytest.fixture
+def instance() -> dg.DagsterInstance:
+    return dg.DagsterInstance.ephemeral()
+
+
+@pytest.fixture
+def defs(replication_source, warehouse) -> dg.Definitions:
+    """The code location, loaded after the replication source and warehouse were set up."""
+    from dw_platform.definitions import defs
+
+    return defs()
+
+
+@pytest.fixture
+def lakehouse(replication_source, warehouse):
+    """The test's lakehouse (the code location's settings), for reading tables."""
+    from dw_platform.lib.lakehouse import lakehouse_from_env
+
+    return lakehouse_from_env()
+
+
+def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None) -> dg.ExecuteInProcessResult:
+    """The replication discovery job, then the bulk load of every partition as one run."""
+    discovered = defs.resolve_job_def("replication_discover").execute_in_process(instance=instance)
+    assert discovered.success
+    keys = instance.get_dynamic_partitions("replication_source_app_tables")
+    return defs.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config or {},
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Materialization metadata by partition."""
+    return {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+
+def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
 def webhook():
     """A local HTTP server recording what is posted to it; yields (url, received bodies)."""
     received: list[dict] = []

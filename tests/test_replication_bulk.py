@@ -7,40 +7,10 @@ from contextlib import contextmanager
 import threading
 import time
 
-import dagster as dg
 import psycopg
-import pytest
 
+from conftest import checks_of, load_all, materialized
 from dw_platform.samples.replication import seed
-
-
-@pytest.fixture
-def instance():
-    return dg.DagsterInstance.ephemeral()
-
-
-@pytest.fixture
-def defs(replication_source, warehouse):
-    from dw_platform.definitions import defs
-
-    return defs()
-
-
-@pytest.fixture
-def lakehouse(replication_source, warehouse):
-    """The test's lakehouse (the code location's settings), for reading tables."""
-    from dw_platform.lib.lakehouse import lakehouse_from_env
-
-    return lakehouse_from_env()
-
-
-def load_all(defs, instance, run_config=None):
-    discovered = defs.resolve_job_def("replication_discover").execute_in_process(instance=instance)
-    assert discovered.success
-    keys = instance.get_dynamic_partitions("replication_source_app_tables")
-    return defs.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config or {},
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
 
 
 def test_the_sample_source_loads_into_iceberg(replication_source, defs, instance):
@@ -150,14 +120,6 @@ def wait_for(condition, timeout_s: float = 30.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
-
-
-def materialized(result) -> dict[str, dict]:
-    return {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
-
-
-def checks_of(result) -> dict[str, bool]:
-    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
 
 
 @contextmanager

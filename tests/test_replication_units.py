@@ -217,3 +217,45 @@ def test_duplicate_primary_keys_are_counted_over_every_key_column(tmp_path):
     table.append(data)
     assert duplicate_keys(table, ["a"]) == 3
     assert duplicate_keys(table, ["a", "b"]) == 2  # (2, x) three times
+
+
+def _column(name, source_type, base, key=False):
+    return {"name": name, "key": key, "type_oid": 0, "typmod": -1, "source_type": source_type, "base_type": base,
+            "base_typmod": -1, "category": "N" if base != "text" else "S", "domain": False}
+
+
+def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
+    """Idempotent by key and LSN: deleting the batch's keys and writing their latest images."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from dw_platform.defs.replication.apply import Apply, shape_table
+    from dw_platform.defs.replication.eventlog import LoggedEvent, RelationShape
+    from dw_platform.defs.replication.iceberg import load_or_create
+    from dw_platform.lib.webhook import AlertWebhook
+
+    shape = RelationShape(1, "public", "t", "d", (_column("id", "bigint", "int8", key=True),
+                                                 _column("name", "text", "text"), _column("qty", "integer", "int4")))
+    catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri())
+    table, _ = load_or_create(catalog, ("bronze", "s"), shape_table(shape), file_size_mb=1)
+
+    def event(offset, op, before=None, after=None):
+        return LoggedEvent(offset, 100 + offset, 0, op, 1, before, after, 0, 0)
+
+    def row(i, name, qty):
+        return {"id": str(i), "name": name, "qty": str(qty)}
+
+    apply = Apply(parse_sources({"sources": {"s": {"url": "x"}}}, env={})["s"], None, AlertWebhook(), run_id=None,
+                  log=print, warn=print)
+    apply._shapes = {1: shape}
+    seeding = [event(i, "c", after=row(i, f"n{i}", i)) for i in range(5)]
+    batch = [event(10, "u", after=row(1, "one", 10)), event(11, "d", before={"id": "2", "name": None, "qty": None}),
+             event(12, "c", after=row(7, "seven", 7)), event(13, "u", after=row(7, "SEVEN", 70)),
+             event(14, "u", before={"id": "3", "name": None, "qty": None}, after=row(30, "moved", 3))]
+    states = []
+    for events in (seeding, batch, batch):
+        with table.transaction() as tx:
+            apply._write_by_key(tx, table, events, {"dw.batch-id": "b"})
+        table = table.refresh()
+        states.append(sorted((r["id"], r["name"], r["qty"]) for r in table.scan().to_arrow().to_pylist()))
+    assert states[1] == states[2]
+    assert states[2] == [(0, "n0", 0), (1, "one", 10), (4, "n4", 4), (7, "SEVEN", 70), (30, "moved", 3)]

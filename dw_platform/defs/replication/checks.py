@@ -1,17 +1,27 @@
-"""Checks of a source's lakehouse tables. The bulk load evaluates them for the tables of its run
-(they are the asset's `check_specs`: its partitions are loaded by a single run that reports each
-table as it completes); `validate_lakehouse` reuses them over every table.
+"""Checks of a source's lakehouse tables and its change data capture.
 
+On `bronze/lakehouse/<source>`, evaluated by the bulk load for the tables of its run (they are the
+asset's `check_specs`: its partitions are loaded by a single run that reports each table as it
+completes):
 - rows_match_snapshot: each table's Iceberg snapshot of its bulk load holds exactly the rows read.
 - primary_key_unique: no primary key value occurs twice in the table's current data.
 - no_failed_tables: no table of the source is `failed` in _cdc_status.
 - schema_change_notifications_sent: every schema change that needs a notification got one.
+
+On `bronze/cdc_events/<source>`, run after each capture+apply run (and on their own from the UI):
+- replication_lag: WAL the slot has not confirmed (`pg_wal_lsn_diff(current, confirmed)`) stays
+  under `lag_alert_mb`; the age of the oldest unapplied change is reported.
+- no_stale_unapplied_events: no event in the log older than `stale_after_minutes` left unapplied.
+- lakehouse_matches_source: when the source is quiet (nothing in the slot, nothing unapplied),
+  every completed table equals its source table: row count and a content hash over the primary
+  key and columns.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
+from dw_platform.defs.replication.sources import SourceConfig, load_sources
 from dw_platform.defs.replication.status import ReplicationMeta
 from dw_platform.lib.lakehouse import Lakehouse
 
@@ -103,3 +113,81 @@ def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> li
     statuses = meta.statuses()
     return [rows_match_snapshot(lakehouse, statuses, keys), primary_key_unique(lakehouse, statuses, keys),
             no_failed_tables(statuses), notifications_sent(meta)]
+
+
+def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
+    from dw_platform.defs.replication.apply import consumer_offsets
+    from dw_platform.defs.replication.assets import cdc_events_key
+
+    key = cdc_events_key(source.name)
+
+    @dg.asset_check(asset=key, name="replication_lag", description=(
+        f"WAL the slot has not confirmed stays under {source.lag_alert_mb} MiB (lag_alert_mb)."))
+    def replication_lag(lakehouse: Lakehouse) -> dg.AssetCheckResult:
+        import time
+
+        from dw_platform.defs.replication import eventlog
+        from dw_platform.defs.replication.capture import Capture
+
+        state = Capture(source, lakehouse).slot_state()
+        confirmed, lag_bytes = state.confirmed_lsn, state.lag_bytes
+        with lakehouse.connect() as conn:
+            eventlog.ensure_log(conn)
+            applied = consumer_offsets(ReplicationMeta(lakehouse, source.name), conn)
+            waiting = eventlog.backlog(conn, source.name, applied)
+        oldest = min((b.oldest_commit_ms for b in waiting), default=None)
+        return dg.AssetCheckResult(passed=lag_bytes <= source.lag_alert_mb << 20, metadata={
+            "lag_bytes": lag_bytes, "threshold_bytes": source.lag_alert_mb << 20, "confirmed_lsn": confirmed,
+            "unapplied_events": sum(b.events for b in waiting),
+            "oldest_unapplied_change_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0})
+
+    @dg.asset_check(asset=key, name="no_stale_unapplied_events", description=(
+        f"No event in the log older than {source.stale_after_minutes:g} minutes is left unapplied."))
+    def no_stale_unapplied_events(lakehouse: Lakehouse) -> dg.AssetCheckResult:
+        from datetime import timedelta
+
+        from dw_platform.defs.replication import eventlog
+        from dw_platform.defs.replication.status import now
+
+        with lakehouse.connect() as conn:
+            eventlog.ensure_log(conn)
+            applied = consumer_offsets(ReplicationMeta(lakehouse, source.name), conn)
+            waiting = eventlog.backlog(conn, source.name, applied)
+        limit = now() - timedelta(minutes=source.stale_after_minutes)
+        stale = {b.topic: b.events for b in waiting if b.oldest_captured_at < limit}
+        return dg.AssetCheckResult(passed=not stale, metadata={
+            "stale_topics": stale or "none", "unapplied_events": sum(b.events for b in waiting)})
+
+    @dg.asset_check(asset=key, name="lakehouse_matches_source", description=(
+        "When the source is quiet: every completed lakehouse table equals its source table "
+        "(row count and content hash over primary key and columns)."))
+    def lakehouse_matches_source(lakehouse: Lakehouse) -> dg.AssetCheckResult:
+        from dw_platform.defs.replication import eventlog
+        from dw_platform.defs.replication.capture import Capture
+        from dw_platform.defs.replication.validate import compare_table
+
+        meta = ReplicationMeta(lakehouse, source.name)
+        with lakehouse.connect() as conn:
+            eventlog.ensure_log(conn)
+            statuses, applied = meta.statuses(), consumer_offsets(meta, conn)
+            waiting = eventlog.backlog(conn, source.name, applied)
+        try:
+            pending = Capture(source, lakehouse).has_pending_changes()
+        except Exception as exc:  # the slot is in use by a capture run: not quiet
+            pending = f"slot busy ({exc})"
+        if pending or waiting:
+            return dg.AssetCheckResult(passed=True, metadata={
+                "compared": "no: the source is not quiet", "pending_in_slot": str(bool(pending)),
+                "unapplied_events": sum(b.events for b in waiting)})
+        tables = {k: compare_table(source, lakehouse, k, s) for k, s in sorted(statuses.items())
+                  if s.get("status") == "completed" and not (s.get("cdc_mode") or "").startswith("skipped")}
+        differing = [k for k, t in tables.items() if not t["match"]]
+        return dg.AssetCheckResult(passed=not differing, metadata={
+            "tables": tables, "differing": ", ".join(differing) or "none"})
+
+    return [replication_lag, no_stale_unapplied_events, lakehouse_matches_source]
+
+
+@dg.definitions
+def cdc_checks() -> dg.Definitions:
+    return dg.Definitions(asset_checks=[c for s in load_sources().values() for c in build_cdc_checks(s)])

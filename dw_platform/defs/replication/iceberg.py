@@ -109,7 +109,7 @@ def plan_evolution(current: Schema, table: SourceTable, drop_removed: bool = Tru
         if field is None:
             added.append(column)
             continue
-        old = _column_of(field)
+        old = column_of(field)
         if not same_iceberg_type(old, column):
             (widened if widens(old, column) else replaced).append(column)
     names = {c.name for c in table.columns}
@@ -119,7 +119,8 @@ def plan_evolution(current: Schema, table: SourceTable, drop_removed: bool = Tru
     return Evolution(tuple(added), removed, tuple(widened), tuple(replaced), key)
 
 
-def _column_of(field) -> SourceColumn:
+def column_of(field) -> SourceColumn:
+    """The kind (and decimal precision/scale) of an Iceberg field."""
     from pyiceberg import types as t
 
     kind = {t.IntegerType: "int", t.LongType: "long", t.FloatType: "float", t.DoubleType: "double",
@@ -158,10 +159,11 @@ def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=True)
 
 
-def with_lineage(batch: pa.RecordBatch, layout: BatchLayout, op: str, lsn: int, load_ts: datetime,
-                 batch_id: str, source_file: str) -> pa.RecordBatch:
+def with_lineage(batch: pa.RecordBatch, layout: BatchLayout, op: str | list[str], lsn: int | list[int],
+                 load_ts: datetime, batch_id: str, source_file: str) -> pa.RecordBatch:
     """`batch` (source columns, by name) laid out for the table's data files: lineage columns
-    filled, table columns the batch lacks (dropped at the source) null."""
+    filled (`op` and `lsn` one value for all rows or one per row), table columns the batch lacks
+    (dropped at the source) null."""
     import pyarrow as pa
 
     n = batch.num_rows
@@ -170,7 +172,8 @@ def with_lineage(batch: pa.RecordBatch, layout: BatchLayout, op: str, lsn: int, 
     arrays = []
     for name, field in zip(layout.names, layout.schema):
         if name in lineage:
-            arrays.append(constant(lineage[name], n, field.type))
+            value = lineage[name]
+            arrays.append(pa.array(value, field.type) if isinstance(value, list) else constant(value, n, field.type))
         elif name in batch.schema.names:
             column = batch.column(name)
             arrays.append(column if column.type == field.type else column.cast(field.type))
@@ -262,6 +265,11 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
         yield rows
 
 
+def summary_value(snapshot, key: str, default=None):
+    """A snapshot summary property (`default` when there is no snapshot or no such property)."""
+    value = snapshot.summary[key] if snapshot is not None and snapshot.summary is not None else None
+    return default if value is None else value
+
+
 def has_rows(tx: Transaction) -> bool:
-    snapshot = tx.table_metadata.current_snapshot()
-    return snapshot is not None and int((snapshot.summary or {}).get("total-records", 0) or 0) > 0
+    return int(summary_value(tx.table_metadata.current_snapshot(), "total-records", 0)) > 0

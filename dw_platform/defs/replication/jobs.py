@@ -6,6 +6,9 @@
 - `replication_bulk_load_<source>`: the bulk load of the selected partitions (all of them as one
   run: one consistent snapshot). Retries with exponential back-off; completed tables are skipped
   unless run config `full_reload: true`.
+- `replication_cdc_<source>`: capture the slot's pending changes into the event log and apply
+  them to the Iceberg tables, then the change-capture checks. Started by its sensor; runs of one
+  source never overlap (a run-queue tag limit in dagster.yaml and a warehouse lock).
 - `validate_lakehouse`: row counts of every lakehouse table, source tables missing from the
   lakehouse, failed tables; empty tables hidden with `hide_empty: true`.
 """
@@ -13,7 +16,7 @@
 
 import dagster as dg
 
-from dw_platform.defs.replication.assets import lakehouse_key
+from dw_platform.defs.replication.assets import cdc_events_key, lakehouse_key
 from dw_platform.defs.replication.partitions import table_partitions
 from dw_platform.defs.replication.sources import SourceConfig, load_sources
 from dw_platform.lib.lakehouse import Lakehouse
@@ -108,4 +111,19 @@ def jobs() -> dg.Definitions:
         )
         for s in sources.values()
     ]
-    return dg.Definitions(jobs=[discover_job, validate_job, *bulk_jobs])
+    cdc_jobs = [cdc_job(s) for s in sources.values()]
+    return dg.Definitions(jobs=[discover_job, validate_job, *bulk_jobs, *cdc_jobs])
+
+
+CDC_TAG = "dw/replication_cdc"  # dagster.yaml limits runs to one per value (source)
+
+
+def cdc_job(source: SourceConfig):
+    return dg.define_asset_job(
+        name=f"replication_cdc_{source.name}",
+        selection=dg.AssetSelection.assets(cdc_events_key(source.name)),
+        description=f"Capture {source.name}'s pending changes into the event log and apply them to the lakehouse.",
+        # Exactly once in effect whatever runs again: the log dedupes on LSN, the apply on offsets.
+        op_retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+        tags={"domain": "replication", CDC_TAG: source.name},
+    )

@@ -147,14 +147,16 @@ class PostgresExtractor(Extractor):
             lsn, snapshot_name = result.get_value(0, 1).decode(), result.get_value(0, 2).decode()
             yield Snapshot(position=lsn, kind="slot" if permanent else "temporary", token=snapshot_name)
 
-    def read(self, snapshot: Snapshot, schema: str, name: str):
+    def read(self, snapshot: Snapshot | None, schema: str, name: str):
+        """`snapshot` None reads the table as it is now (the checks' comparisons)."""
         import adbc_driver_postgresql.dbapi as adbc
 
         conn = adbc.connect(self.source.url, autocommit=True)
         try:
             cur = conn.cursor()
             cur.execute("begin isolation level repeatable read read only")
-            cur.execute(f"set transaction snapshot {sql.quote(snapshot.token)}")
+            if snapshot is not None:
+                cur.execute(f"set transaction snapshot {sql.quote(snapshot.token)}")
             cur.execute(f"set local lock_timeout = {int(self.source.lock_timeout_s * 1000)}")
             for setting, value in TEXT_OUTPUT_SETTINGS.items():
                 cur.execute(f"set local {setting} = {sql.quote(value)}")
@@ -163,7 +165,8 @@ class PostgresExtractor(Extractor):
             rows = [tuple(r.values()) for r in cur.fetch_arrow_table().to_pylist()]
             found = tables_from_catalog(rows)
             if not found:
-                raise LookupError(f"table {schema}.{name} does not exist on the source at LSN {snapshot.position}")
+                at = f" at LSN {snapshot.position}" if snapshot else ""
+                raise LookupError(f"table {schema}.{name} does not exist on the source{at}")
             table = found[0]
             cur.execute(select_statement(table))
             reader = cur.fetch_record_batch()

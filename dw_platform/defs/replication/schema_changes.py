@@ -32,8 +32,9 @@ def diff(before: list[dict] | None, after: list[dict]) -> list[tuple[str, str | 
 
 
 def record(meta: ReplicationMeta, table_key: str, after: list[dict], snapshot_id: int | None,
-           run_id: str | None) -> list[dict]:
-    """Compare `after` with the table's recorded schema; record the changes (if any) and return them."""
+           run_id: str | None, notify_baseline: bool = False) -> list[dict]:
+    """Compare `after` with the table's recorded schema; record the changes (if any) and return them.
+    A baseline is notified only when asked (a table that appeared on the source during capture)."""
     version, before = meta.current_schema(table_key)
     changes = diff(before, after)
     if not changes:
@@ -45,7 +46,7 @@ def record(meta: ReplicationMeta, table_key: str, after: list[dict], snapshot_id
         "change_type": change_type, "column_name": column,
         "schema_before": None if baseline else json.dumps(before), "schema_after": json.dumps(after),
         "schema_version": version + 1, "snapshot_id": snapshot_id,
-        "notification_sent": None if baseline else False, "notification_sent_at": None, "dagster_run_id": run_id,
+        "notification_sent": None if baseline and not notify_baseline else False, "notification_sent_at": None, "dagster_run_id": run_id,
     } for change_type, column in changes]
     meta.record_changes(rows)
     return rows
@@ -57,6 +58,8 @@ def message(rows: list[dict]) -> str:
     before = {c["name"]: c["type"] for c in json.loads(first["schema_before"] or "[]")}
     after = {c["name"]: c["type"] for c in json.loads(first["schema_after"])}
     parts = []
+    if first["change_type"] == "table_created":
+        parts.append("new table: " + ", ".join(f"`{name}` {kind}" for name, kind in after.items()))
     for row in rows:
         column = row["column_name"]
         if row["change_type"] == "column_added":

@@ -56,6 +56,14 @@ class SourceConfig:
     file_size_mb: int = 256
     lock_timeout_s: float = 30.0
     long_columns: str = "error"  # Oracle: exclude | skip_table | error
+    cdc_batch_changes: int = 50_000
+    cdc_time_budget_s: float = 120.0
+    lag_alert_mb: int = 64
+    stale_after_minutes: float = 15.0
+    stall_alert_minutes: float = 10.0
+    log_retention_hours: float = 168.0
+    heartbeat_after_mb: int = 16
+    snapshot_retention_days: float = 7.0
 
     @property
     def url(self) -> str:
@@ -95,7 +103,10 @@ def like_regex(pattern: str) -> re.Pattern:
 
 _CHOICES = {"engine": ENGINES, "publication_mode": ("all_tables", "existing"),
             "tables_without_primary_key": ("full", "skip"), "long_columns": ("exclude", "skip_table", "error")}
-_NUMBERS = {"workers": int, "table_attempts": int, "file_size_mb": int, "retry_delay_s": float, "lock_timeout_s": float}
+_NUMBERS = {"workers": int, "table_attempts": int, "file_size_mb": int, "retry_delay_s": float, "lock_timeout_s": float,
+            "cdc_batch_changes": int, "cdc_time_budget_s": float, "lag_alert_mb": int, "stale_after_minutes": float,
+            "stall_alert_minutes": float, "log_retention_hours": float, "heartbeat_after_mb": int,
+            "snapshot_retention_days": float}
 
 
 def parse_sources(document: dict, env: dict[str, str] | None = None) -> dict[str, SourceConfig]:
