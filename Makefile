@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup demo test dev bench bench-sales bench-replication clean
+.PHONY: setup demo test dev bench bench-sales bench-replication bench-replication-cdc clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -23,6 +23,10 @@ bench-sales: setup
 # Bulk load of a 1,000,000-row table into Iceberg next to the raw COPY of the same rows.
 bench-replication: setup
 	.venv/bin/python -m benchmarks.bench_replication $(ARGS)
+
+# 200,000 changes captured and applied with the CDC sensor running in the Dagster daemon.
+bench-replication-cdc: setup
+	.venv/bin/python -m benchmarks.bench_replication_cdc $(ARGS)
 
 # Removes the embedded servers' state (.dw/); stop `make dev` first.
 clean:

@@ -257,5 +257,58 @@ def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
             apply._write_by_key(tx, table, events, {"dw.batch-id": "b"})
         table = table.refresh()
         states.append(sorted((r["id"], r["name"], r["qty"]) for r in table.scan().to_arrow().to_pylist()))
-    assert states[1] == states[2]
+    assert states[1] == states[2], states
     assert states[2] == [(0, "n0", 0), (1, "one", 10), (4, "n4", 4), (7, "SEVEN", 70), (30, "moved", 3)]
+
+
+def _pg_string(text: str) -> bytes:
+    return text.encode() + b"\0"
+
+
+def _pg_tuple(*values) -> bytes:
+    import struct
+
+    out = struct.pack("!h", len(values))
+    for v in values:
+        if v is None:
+            out += b"n"
+        elif v == "TOAST":
+            out += b"u"
+        else:
+            raw = v.encode()
+            out += b"t" + struct.pack("!i", len(raw)) + raw
+    return out
+
+
+def test_every_pgoutput_message_of_protocol_1_decodes():
+    import struct
+    from datetime import datetime, timezone
+
+    from dw_platform.defs.replication import pgoutput as p
+
+    micros = int((datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc) - p.PG_EPOCH).total_seconds() * 1e6)
+    begin = p.decode(b"B" + struct.pack("!qqI", 0x1875098, micros, 734))
+    assert begin == p.Begin(0x1875098, datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc), 734)
+    commit = p.decode(b"C\0" + struct.pack("!qqq", 0x1875098, 0x18750C8, micros))
+    assert (commit.commit_lsn, commit.end_lsn) == (0x1875098, 0x18750C8)
+    relation = p.decode(b"R" + struct.pack("!I", 16385) + _pg_string("public") + _pg_string("orders") + b"d"
+                        + struct.pack("!h", 2) + b"\1" + _pg_string("id") + struct.pack("!Ii", 20, -1)
+                        + b"\0" + _pg_string("total") + struct.pack("!Ii", 1700, 786438))
+    assert relation.columns == (p.RelationColumn("id", True, 20, -1), p.RelationColumn("total", False, 1700, 786438))
+    assert p.decode(b"Y" + struct.pack("!I", 99) + _pg_string("public") + _pg_string("mood")) == p.TypeInfo(99, "public", "mood")
+    assert p.decode(b"I" + struct.pack("!I", 16385) + b"N" + _pg_tuple("1", None)).new == ("1", None)
+    plain = p.decode(b"U" + struct.pack("!I", 16385) + b"N" + _pg_tuple("1", "TOAST"))
+    assert plain.old is None and plain.new == ("1", p.UNCHANGED_TOAST)
+    rekeyed = p.decode(b"U" + struct.pack("!I", 16385) + b"K" + _pg_tuple("1", None) + b"N" + _pg_tuple("2", "é"))
+    assert rekeyed.old == ("1", None) and rekeyed.new == ("2", "é")
+    full = p.decode(b"D" + struct.pack("!I", 16385) + b"O" + _pg_tuple("1", "9.50"))
+    assert full.old == ("1", "9.50")
+    truncate = p.decode(b"T" + struct.pack("!iB", 2, 3) + struct.pack("!II", 16385, 16390))
+    assert truncate == p.Truncate((16385, 16390), True, True)
+    message = p.decode(b"M\1" + struct.pack("!q", 77) + _pg_string("dw_platform.heartbeat") + struct.pack("!i", 2) + b"hi")
+    assert message == p.Message(True, 77, "dw_platform.heartbeat", b"hi")
+    assert p.decode(b"O" + struct.pack("!q", 5) + _pg_string("node_a")) == p.Origin(5, "node_a")
+    with pytest.raises(p.DecodeError):
+        p.decode(b"I" + struct.pack("!I", 16385) + b"N" + struct.pack("!h", 1) + b"t\0\0\0\x09abc")
+    with pytest.raises(p.DecodeError):
+        p.decode(b"Z")

@@ -175,6 +175,26 @@ def seed(conn: psycopg.Connection, customer_count: int = 2000, product_count: in
     return counts
 
 
+WORKLOAD = """
+insert into customers (full_name, email, created_at, balance, tags, profile, is_active)
+    select 'Demo customer ' || g, 'demo' || g || '@example.com', now(), g * 1.5, '{demo}', '{"demo": true}', true
+    from generate_series(1, 40) g;
+insert into orders (order_id, customer_id, ordered_at, status, total)
+    select (select coalesce(max(order_id), 0) from orders) + g, g, now(), 'new', g * 10.25 from generate_series(1, 60) g;
+update orders set status = 'paid' where order_id % 37 = 0;
+update customers set balance = coalesce(balance, 0) + 1, tags = array_append(tags, 'updated') where id % 17 = 0;
+delete from order_lines where order_id in (select order_id from orders order by order_id limit 5);
+delete from orders where order_id in (select order_id from orders order by order_id limit 5);
+alter table customers add column if not exists loyalty_tier text;
+update customers set loyalty_tier = (array['bronze', 'silver', 'gold'])[1 + id % 3] where id % 5 = 0;
+create table if not exists promotions (code text primary key, percent numeric(5,2), valid_until date, rules jsonb);
+insert into promotions values ('SPRING', 10.00, '2026-05-31', '{"min_total": 50}'), ('VIP', 25.50, null, null)
+    on conflict (code) do update set percent = excluded.percent + 0.25;
+truncate audit_log;
+insert into audit_log values (now(), 'demo', 'truncate-and-refill', '{"rows": 2}'), (now(), 'demo', 'login', null);
+"""
+
+
 def bulk_load_all(session: DemoSession, source: str) -> tuple:
     """Discover the source's tables, then bulk-load all of them as one run (one snapshot)."""
     from dw_platform.defs.replication.partitions import table_partitions
@@ -189,7 +209,10 @@ def bulk_load_all(session: DemoSession, source: str) -> tuple:
 
 
 def demo(session: DemoSession) -> DemoOutcome:
-    """Seed source_app, discover and bulk-load it into Iceberg, validate; print tables, rows and the start LSN."""
+    """Seed source_app, discover and bulk-load it into Iceberg, validate; print tables, rows and
+    start LSN. Then run a workload on the source (inserts, updates, deletes, ALTER TABLE ADD COLUMN,
+    a new table, a truncate), let the CDC sensor request its run as the daemon would, run it, and
+    compare every table's rows and content hash with the source."""
     import os
 
     from dw_platform.defs.replication.status import ReplicationMeta
@@ -217,4 +240,51 @@ def demo(session: DemoSession) -> DemoOutcome:
     outcome.ok = outcome.ok and validation.success
     outcome.lines.append("validate_lakehouse: " + ("every selected table is in the lakehouse" if validation.success
                                                    else f"FAILED: {failure_reason(validation)}"))
+    change_data_capture(session, outcome)
     return outcome
+
+
+def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
+    """The workload on the source, one sensor evaluation and the CDC run it requests, then every
+    lakehouse table compared with its source table."""
+    import os
+
+    import dagster as dg
+
+    from dw_platform.defs.replication.sensors import evaluate
+    from dw_platform.defs.replication.sources import load_sources
+    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.defs.replication.validate import compare_table
+    from dw_platform.lib.demo import failure_reason
+    from dw_platform.lib.lakehouse import lakehouse_from_env
+
+    source, lakehouse = load_sources()["source_app"], lakehouse_from_env()
+    with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
+        conn.execute(WORKLOAD)
+    session.stage("replication: ran a workload on source_app (inserts, updates, deletes, ADD COLUMN, a new table, "
+                  "a truncate); capturing and applying the changes ...")
+    request = evaluate(dg.build_sensor_context(instance=session.instance, resources={"lakehouse": lakehouse}),
+                       source, lakehouse)
+    if not isinstance(request, dg.RunRequest):
+        outcome.ok = False
+        outcome.lines.append(f"the CDC sensor requested no run: {request.skip_message}")
+        return
+    result = session.run_job("replication_cdc_source_app", tags=request.tags)
+    outcome.add_checks(result, "change data capture")
+    if not result.success:
+        outcome.ok = False
+        outcome.lines.append(f"change data capture FAILED: {failure_reason(result)}")
+        return
+    captured = next(e for e in result.get_asset_materialization_events()
+                    if e.asset_key == dg.AssetKey(["bronze", "cdc_events", "source_app"])).materialization.metadata
+    outcome.lines.append(f"change data capture: {captured['events_captured'].value:,} changes "
+                         f"{dict(captured['by_op'].value)} in {captured['transactions'].value} transaction(s), "
+                         f"slot at {captured['confirmed_lsn'].value}")
+    outcome.lines.append(f"{'table':<28} {'source rows':>11} {'lakehouse':>10}  {'source hash':<16} {'lakehouse hash':<16}")
+    for key, status in sorted(ReplicationMeta(lakehouse, "source_app").statuses().items()):
+        if status["status"] != "completed":
+            continue
+        c = compare_table(source, lakehouse, key, status)
+        outcome.ok = outcome.ok and c["match"]
+        outcome.lines.append(f"{key:<28} {c['rows_source']:>11,} {c['rows_lakehouse']:>10,}  {c['hash_source']:<16} "
+                             f"{c['hash_lakehouse']:<16} {'match' if c['match'] else 'DIFFER'}")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,7 +48,6 @@ if TYPE_CHECKING:
 
 # A test seam: called with the table key after its Iceberg commit, before `_cdc_status` is written.
 AFTER_TABLE_COMMIT: Callable[[str], None] | None = None
-EMPTY_DELETE = "Delete operation did not match any records"
 
 
 @dataclass
@@ -264,26 +262,31 @@ class Apply:
         latest, truncated = fold_by_key(events, key_cols)
         upserts = [(k, image, e) for k, (image, e) in latest.items() if image is not None]
         definitions = {c.name: c for c in shape_columns(shape)}
+        layout = iceberg.BatchLayout.of(tx)
         unresolved = [k for k, image, _ in upserts if UNAVAILABLE in image.values()]
         if unresolved and not truncated:  # unchanged TOAST values not in this batch: the table has them
-            current = self._current_rows(table, key_cols, unresolved, definitions)
+            current = iceberg.rows_with_keys(table, typed_keys(key_cols, unresolved, definitions, layout))
+            by_key = {tuple(r[c] for c in key_cols): r for r in current.to_pylist()}
+            typed = typed_keys(key_cols, unresolved, definitions, layout).to_pylist()
+            found = {k: by_key.get(tuple(t[c] for c in key_cols), {}) for k, t in zip(unresolved, typed)}
             for k, image, _ in upserts:
                 for column, value in image.items():
                     if value == UNAVAILABLE:
-                        image[column] = current.get(k, {}).get(column)
+                        image[column] = as_text(found.get(k, {}).get(column))
+        batches = []
+        if upserts:
+            data = images_batch(self._columns(table), definitions, [image for _, image, _ in upserts])
+            batches.append(iceberg.with_lineage(
+                data, layout, op=[e.op for _, _, e in upserts], lsn=[e.commit_lsn for _, _, e in upserts],
+                load_ts=datetime.now(timezone.utc), batch_id=properties["dw.batch-id"],
+                source_file=f"{self.source.name}:{shape.schema}.{shape.name}"))
         if truncated:
             if iceberg.has_rows(tx):
                 tx.delete(AlwaysTrue(), snapshot_properties=properties)
-        elif latest:
-            self._delete_keys(tx, table, key_cols, list(latest), definitions, properties)
-        if upserts:
-            layout = iceberg.BatchLayout.of(tx)
-            data = images_batch(self._columns(table), definitions, [image for _, image, _ in upserts])
-            batch = iceberg.with_lineage(
-                data, layout, op=[e.op for _, _, e in upserts], lsn=[e.commit_lsn for _, _, e in upserts],
-                load_ts=datetime.now(timezone.utc), batch_id=properties["dw.batch-id"],
-                source_file=f"{self.source.name}:{shape.schema}.{shape.name}")
-            self._append(tx, table, [batch], properties)
+            self._append(tx, table, batches, properties)
+        else:
+            iceberg.replace_by_key(tx, table, typed_keys(key_cols, list(latest), definitions, layout), batches,
+                                   properties)
 
     @staticmethod
     def _columns(table) -> list:
@@ -294,37 +297,6 @@ class Apply:
         with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
             for _ in iceberg.write_files(tx, table, batches, append):
                 pass
-
-    def _delete_keys(self, tx, table, key_cols: list[str], keys: list[tuple], definitions, properties) -> None:
-        """Delete the rows of `keys` in `tx`. One key column: an `In` filter. Several: `In` on each
-        column selects a superset; its rows that are not among `keys` are written back."""
-        import pyarrow as pa
-
-        condition, typed = key_filter(key_cols, keys, definitions)
-        keep = None
-        if len(key_cols) > 1:
-            existing = table.scan(row_filter=condition).to_arrow()
-            if existing.num_rows == 0:
-                return
-            wanted = pa.table({c: pa.array(v, existing.schema.field(c).type) for c, v in zip(key_cols, typed)})
-            keep = existing.join(wanted, keys=key_cols, join_type="left anti")
-        with warnings.catch_warnings():  # a batch of new keys deletes nothing: not worth a warning
-            warnings.filterwarnings("ignore", message=EMPTY_DELETE, category=UserWarning)
-            tx.delete(condition, snapshot_properties=properties)
-        if keep is not None and keep.num_rows:
-            self._append(tx, table, [as_layout(keep.to_pylist(), iceberg.BatchLayout.of(tx))], properties)
-
-    def _current_rows(self, table, key_cols: list[str], keys: list[tuple], definitions) -> dict[tuple, dict]:
-        """The table's current rows of `keys` (for unchanged TOAST values), as text-keyed dicts."""
-        condition, typed = key_filter(key_cols, keys, definitions)
-        rows = table.scan(row_filter=condition).to_arrow().to_pylist()
-        by_value = {tuple(r[c] for c in key_cols): r for r in rows}
-        found = {}
-        for k, values in zip(keys, zip(*typed)):
-            row = by_value.get(tuple(values))
-            if row is not None:
-                found[k] = {c: as_text(v) for c, v in row.items()}
-        return found
 
     # ------------------------------------------------------------------ tables without a key
 
@@ -420,13 +392,14 @@ def fold_by_key(events: list[LoggedEvent], key_cols: list[str]) -> tuple[dict, b
     return latest, truncated
 
 
-def key_filter(key_cols: list[str], keys: list[tuple], definitions: dict[str, SourceColumn]):
-    """An Iceberg filter selecting (a superset of) the rows of `keys`, and the keys' typed values per column."""
-    from pyiceberg.expressions import And, In
+def typed_keys(key_cols: list[str], keys: list[tuple], definitions: dict[str, SourceColumn],
+               layout: iceberg.BatchLayout) -> pa.Table:
+    """Key tuples (text) as an Arrow table of the key columns' types in the Iceberg table."""
+    import pyarrow as pa
 
-    typed = [text_to_iceberg_array([k[i] for k in keys], definitions[c]).to_pylist() for i, c in enumerate(key_cols)]
-    predicates = [In(c, set(values)) for c, values in zip(key_cols, typed)]
-    return (predicates[0] if len(predicates) == 1 else And(*predicates)), typed
+    types = dict(zip(layout.names, (f.type for f in layout.schema)))
+    return pa.table({c: text_to_iceberg_array([k[i] for k in keys], definitions[c]).cast(types[c])
+                     for i, c in enumerate(key_cols)})
 
 
 def _key(image: dict, key_cols: list[str]) -> tuple:

@@ -179,7 +179,8 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
             "events_captured": total.events, "transactions": total.transactions,
             "duplicates_skipped": total.duplicates, "by_op": dict(total.per_op), "by_topic": dict(total.per_topic),
             "confirmed_lsn": total.confirmed_lsn, "lag_bytes": total.lag_bytes, "heartbeats": total.heartbeats,
-            "duration_s": round(total.seconds, 3), "changes_per_s": round(rate),
+            "duration_s": round(total.seconds, 3), "capture_s": round(total.capture_seconds, 3),
+            "changes_per_s": round(rate),
         })
 
     return cdc_events

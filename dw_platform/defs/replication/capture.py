@@ -75,6 +75,7 @@ class CaptureResult:
     lag_bytes: int = 0
     heartbeats: int = 0
     seconds: float = 0.0
+    capture_seconds: float = 0.0  # of `seconds`, the time spent capturing (the rest: applying)
 
     def add(self, other: CaptureResult) -> None:
         self.transactions += other.transactions
@@ -164,7 +165,7 @@ class Capture:
 
     def _decode(self, src: psycopg.Connection, limit: int, logged: tuple[int, int], spool, result: CaptureResult):
         decoded = _Decoded()
-        relations: dict[int, RelationShape] = {}
+        relations: dict[int, tuple[RelationShape, bool, str]] = {}  # relid -> shape, selected, topic
         begin = None
         seq = 0
         captured_ms = int(time.time() * 1000)
@@ -180,24 +181,25 @@ class Capture:
                     decoded.end_lsn = message.end_lsn
                     result.transactions += 1
                 elif kind is pgoutput.Relation:
-                    relations[message.relid] = self._shape(src, message)
+                    shape = self._shape(src, message)
+                    relations[message.relid] = (shape, self.source.selects(shape.schema, shape.name),
+                                                topic_name(self.source.name, shape.schema, shape.name))
                 elif kind in OPS or kind is pgoutput.Truncate:
                     relids = message.relids if kind is pgoutput.Truncate else (message.relid,)
                     for relid in relids:
-                        shape = relations[relid]
+                        shape, selected, topic = relations[relid]
                         position = (begin.final_lsn, seq)
                         seq += 1
-                        if not self.source.selects(shape.schema, shape.name):
+                        if not selected:
                             continue
                         if position <= logged:
                             result.duplicates += 1
                             continue
-                        topic = topic_name(self.source.name, shape.schema, shape.name)
                         op = "t" if kind is pgoutput.Truncate else OPS[kind]
                         event = envelope(self.source.name, shape, op, message, begin, int(change_lsn), seq - 1,
                                          captured_ms)
-                        spool.write(json.dumps([topic, begin.final_lsn, seq - 1, int(change_lsn), op,
-                                                shape.fingerprint, event]) + "\n")
+                        spool.write("\t".join((json.dumps(topic), str(begin.final_lsn), str(seq - 1), str(int(change_lsn)), op,
+                                               shape.fingerprint, json.dumps(event))) + "\n")
                         decoded.topics[topic] = (shape.schema, shape.name)
                         decoded.shapes.setdefault(shape.fingerprint, (shape, begin.final_lsn))
                         decoded.last_position = position
@@ -234,9 +236,10 @@ class Capture:
             columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in CDC_EVENTS.all_columns)
             with wh.cursor().copy(sql.SQL("copy bronze.cdc_events ({}) from stdin").format(columns)) as copy:
                 for line in spool:
-                    topic, commit_lsn, seq, change_lsn, op, fingerprint, event = json.loads(line)
-                    copy.write_row((self.source.name, topic, offsets[topic], lsn_text(commit_lsn), seq,
-                                    lsn_text(change_lsn), op, ids[fingerprint], json.dumps(event), now, batch_id,
+                    topic, commit_lsn, seq, change_lsn, op, fingerprint, event = line.rstrip("\n").split("\t", 6)
+                    topic = json.loads(topic)
+                    copy.write_row((self.source.name, topic, offsets[topic], lsn_text(int(commit_lsn)), int(seq),
+                                    lsn_text(int(change_lsn)), op, ids[fingerprint], event, now, batch_id,
                                     source_file))
                     offsets[topic] += 1
             for topic, offset in offsets.items():

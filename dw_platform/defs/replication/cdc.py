@@ -50,6 +50,7 @@ def run(source: SourceConfig, lakehouse: Lakehouse, webhook: AlertWebhook, *, ru
             remaining = max(time_budget_s - (time.perf_counter() - started), 0.0)
             captured = capture.run(batch_changes, time_budget_s=remaining)
             total.add(captured)
+            total.capture_seconds += captured.seconds
             total.confirmed_lsn, total.lag_bytes = captured.confirmed_lsn, captured.lag_bytes
             applied = 0
             for batch in apply.run(batch_changes):

@@ -14,6 +14,7 @@ and the log position in `bronze.etl_watermarks` (key `replication:<source>`, `la
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -80,7 +81,7 @@ def topic_name(source: str, schema: str, table: str) -> str:
     return f"{source}.{schema}.{table}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RelationShape:
     """A table's shape as a relation message gives it, with each column's type resolved on the source."""
 
@@ -90,7 +91,7 @@ class RelationShape:
     replica_identity: str
     columns: tuple[dict, ...]  # name, key, type_oid, typmod, source_type, base_type, base_typmod, category, domain
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         body = json.dumps([self.relid, self.schema, self.name, self.replica_identity, self.columns], sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()

@@ -9,6 +9,7 @@ commit LSN), `_bronze_load_ts`, `_bronze_batch_id`, `_bronze_source_file` (`<sou
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -236,7 +237,7 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
     target = int(metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
                                          TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
     locations = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
-    counter = itertools.count()
+    counter, write_uuid = itertools.count(), uuid.uuid4()  # file names unique per call, not per snapshot
     writer = output = path = None
     rows = size = 0
 
@@ -249,7 +250,7 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
 
     for batch in batches:
         if writer is None:
-            task = WriteTask(write_uuid=append.commit_uuid, task_id=next(counter), record_batches=[], schema=schema)
+            task = WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=[], schema=schema)
             path = locations.new_data_location(task.generate_data_file_filename("parquet"))
             output = table.io.new_output(path)
             writer = ParquetFormatWriter(output, schema, metadata.properties)
@@ -263,6 +264,79 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
     if writer is not None:
         finish()
         yield rows
+
+
+def key_bounds(keys: pa.Table):
+    """An Iceberg filter on each key column's range in `keys`: cheap to evaluate against file
+    statistics (unlike an `In` over thousands of values, which pyiceberg binds value by value)."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThanOrEqual
+
+    terms = []
+    for name in keys.column_names:
+        low, high = pc.min_max(keys.column(name)).values()
+        terms += [GreaterThanOrEqual(name, low.as_py()), LessThanOrEqual(name, high.as_py())]
+    return And(*terms)
+
+
+def key_mask(data: pa.Table, keys: pa.Table):
+    """A boolean mask of the rows of `data` whose key (the columns of `keys`) is in `keys`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = keys.column_names
+    if len(names) == 1:
+        return pc.is_in(data.column(names[0]), value_set=keys.column(names[0]).combine_chunks())
+    numbered = data.select(names).append_column("__row", pa.array(range(data.num_rows), pa.int64()))
+    found = numbered.join(keys, keys=names, join_type="left semi").column("__row")
+    return pc.is_in(numbered.column("__row"), value_set=found.combine_chunks())
+
+
+def rows_with_keys(table: Table, keys: pa.Table) -> pa.Table:
+    """The table's current rows whose key is in `keys`."""
+    data = table.scan(row_filter=key_bounds(keys)).to_arrow()
+    return data.filter(key_mask(data, keys)) if data.num_rows else data
+
+
+def replace_by_key(tx: Transaction, table: Table, keys: pa.Table, batches: list[pa.RecordBatch],
+                   properties: dict[str, str]) -> int:
+    """In one OVERWRITE snapshot of `tx`: remove the rows whose key is in `keys` and add `batches`.
+    Copy-on-write: a data file whose key statistics overlap `keys` is read, and if it holds any of
+    them it is replaced by a file without them. Returns the rows removed."""
+    import pyarrow.compute as pc
+    from pyiceberg.expressions import AlwaysTrue
+    from pyiceberg.io.pyarrow import ArrowScan
+
+    removed = 0
+    layout = BatchLayout.of(tx)
+    with tx.update_snapshot(snapshot_properties=properties).overwrite() as overwrite:
+        if keys.num_rows and has_rows(tx):
+            bounds = key_bounds(keys)
+            overwrite.delete_by_predicate(bounds)
+            reader = ArrowScan(tx.table_metadata, table.io, tx.table_metadata.schema(), AlwaysTrue())
+            for task in table.scan(row_filter=bounds).plan_files():
+                data = reader.to_table([task])
+                hit = key_mask(data, keys)
+                hits = pc.sum(hit).as_py() or 0
+                if not hits:
+                    continue
+                overwrite.delete_data_file(task.file)
+                removed += hits
+                kept = data.filter(pc.invert(hit))
+                if kept.num_rows:
+                    for _ in write_files(tx, table, in_layout(kept, layout), overwrite):
+                        pass
+        for _ in write_files(tx, table, batches, overwrite):
+            pass
+    return removed
+
+
+def in_layout(data: pa.Table, layout: BatchLayout) -> list[pa.RecordBatch]:
+    """Rows read from the table (by column name) as batches in its data-file layout."""
+    import pyarrow as pa
+
+    columns = [data.column(n).cast(f.type) for n, f in zip(layout.names, layout.schema)]
+    return pa.Table.from_arrays(columns, schema=layout.schema).to_batches()
 
 
 def summary_value(snapshot, key: str, default=None):

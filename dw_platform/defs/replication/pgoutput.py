@@ -159,20 +159,32 @@ class _Reader:
         return PG_EPOCH + timedelta(microseconds=self.int64())
 
     def tuple(self) -> tuple:
-        values = []
-        for _ in range(self.int16()):
-            kind = self.byte()
-            if kind == 0x74:  # t: text
-                length = self.int32()
-                values.append(self.take(length).decode())
-            elif kind == 0x6E:  # n: null
-                values.append(None)
-            elif kind == 0x75:  # u: unchanged TOAST value
-                values.append(UNCHANGED_TOAST)
-            elif kind == 0x62:  # b: binary (only with the `binary` option, which we do not ask for)
-                values.append(self.take(self.int32()))
-            else:
-                raise DecodeError(f"unknown tuple value kind {chr(kind)!r}")
+        """TupleData: per column n (null), u (unchanged TOAST), t (text) or b (binary, unused)."""
+        data, pos, values = self.data, self.pos, []
+        unpack = _INT32.unpack_from
+        try:
+            (count,) = _INT16.unpack_from(data, pos)
+            pos += 2
+            for _ in range(count):
+                kind = data[pos]
+                pos += 1
+                if kind == 0x74 or kind == 0x62:  # t: text, b: binary
+                    (length,) = unpack(data, pos)
+                    pos += 4
+                    raw = data[pos:pos + length]
+                    if len(raw) != length:
+                        raise DecodeError("message ends early")
+                    values.append(raw.decode() if kind == 0x74 else raw)
+                    pos += length
+                elif kind == 0x6E:  # n: null
+                    values.append(None)
+                elif kind == 0x75:  # u: unchanged TOAST value
+                    values.append(UNCHANGED_TOAST)
+                else:
+                    raise DecodeError(f"unknown tuple value kind {chr(kind)!r}")
+        except (IndexError, struct.error) as exc:
+            raise DecodeError("message ends early") from exc
+        self.pos = pos
         return tuple(values)
 
 

@@ -8,6 +8,7 @@ part of the code location's definitions or logs.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ def _matches(pattern: str, schema: str, table: str) -> bool:
     return like_regex(pattern).fullmatch(subject) is not None
 
 
+@functools.lru_cache(maxsize=1024)
 def like_regex(pattern: str) -> re.Pattern:
     """A SQL LIKE pattern as a case-insensitive regex: `%` any run, `_` one character, `\\` escapes."""
     out, chars = [], iter(pattern)
