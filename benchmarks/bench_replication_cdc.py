@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                      "dagster/asset_partition_range_end": keys[-1]})
         assert bulk.success
         print(f"bulk-loaded {', '.join(keys)}; starting the Dagster daemon with the sensor on", flush=True)
+        wal_start = warehouse_wal()
         daemon = start_daemon(home)
         try:
             workload = Workload(args.changes, args.rate, args.txn)
@@ -83,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stop(daemon)
         report(instance, workload.done)
+        print(f"the warehouse server wrote {(warehouse_wal() - wal_start) / 2**20:,.0f} MiB of WAL meanwhile (event log, "
+              "catalog, status, Dagster's event log): a slot on that server would decode all of it")
     return 0
+
+
+def warehouse_wal() -> int:
+    from dw_platform.lib.warehouse import server_connection
+
+    with server_connection("postgres") as conn:
+        return int(conn.execute("select pg_current_wal_lsn() - '0/0'").fetchone()[0])
 
 
 def connect(database: str = DATABASE):
