@@ -331,3 +331,29 @@ def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
     context = sensor_context(instance, lakehouse, cursor)
     watch(context, source, lakehouse, hook, clock=lambda: next(clock))
     assert len(received) == 2 and "moving again" in received[1]["json"]["text"]
+
+
+def test_a_second_capture_run_of_a_source_fails_at_once_instead_of_overlapping(loaded, defs, instance, lakehouse):
+    from dw_platform.defs.replication.cdc import exclusive
+
+    loaded.execute("update customers set full_name = 'z' where id = 3")
+    with exclusive(lakehouse, "source_app"):  # a run in progress
+        second = run_cdc(defs, instance)
+    assert not second.success
+    failure = next(e for e in second.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "another change-capture run of source_app is in progress" in failure.step_failure_data.error.message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in second.all_events)
+    assert run_cdc(defs, instance).success and all_equal(lakehouse)
+
+
+def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retries(
+        replication_source, warehouse, instance, tmp_path, monkeypatch):
+    from dw_platform.definitions import defs as load_defs
+
+    sources_file(tmp_path, monkeypatch, publication_mode="existing")
+    seed(replication_source, customer_count=5, product_count=5, order_count=5, audit_count=5)
+    result = load_all(load_defs(), instance)
+    assert not result.success
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "does not exist on the source (publication_mode: existing)" in failure.step_failure_data.user_failure_data.description

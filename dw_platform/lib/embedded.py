@@ -162,12 +162,12 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
 
     with connect() as conn:
         conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(password)))
-        settings = {**SERVER_SETTINGS, **LOGICAL_DECODING_SETTINGS}
-        for name, value in settings.items():
+        restart = any(conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()[0] != value
+                      for name, value in LOGICAL_DECODING_SETTINGS.items())
+        for name, value in {**SERVER_SETTINGS, **LOGICAL_DECODING_SETTINGS}.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
         conn.execute("select pg_reload_conf()")
-        restart = conn.execute("select exists (select from pg_settings where pending_restart)").fetchone()[0]
         if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     if restart:  # wal_level and friends: stop (pgserver's own pg_ctl stop, as the last handle), start

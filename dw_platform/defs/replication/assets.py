@@ -72,6 +72,17 @@ def materialization(key: dg.AssetKey, result) -> dg.AssetMaterialization:
     })
 
 
+def _reported(results: Iterator) -> Iterator:
+    """`results`, with a failure of the run itself (the source unreachable, no logical decoding,
+    no publication, another run in progress) turned into one Failure, retried only when transient."""
+    from dw_platform.defs.replication.bulk import is_transient, one_line
+
+    try:
+        yield from results
+    except Exception as exc:
+        raise dg.Failure(description=one_line(exc), allow_retries=is_transient(exc)) from exc
+
+
 def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
     key = lakehouse_key(source.name)
 
@@ -97,7 +108,7 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
         load = BulkLoad(source, extractor_for(source), lakehouse, run_id=context.run.run_id,
                         log=context.log.info, warn=context.log.warning)
         failed = []
-        for result in load.run(keys, full_reload=config.full_reload, workers=config.workers or None):
+        for result in _reported(load.run(keys, full_reload=config.full_reload, workers=config.workers or None)):
             if result.status == "completed":
                 context.log.info(f"{result.key}: {result.rows:,} rows in {result.files} file(s) at {result.start_lsn}, "
                                  f"{result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s)")
@@ -161,17 +172,14 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
             if not context.instance.has_dynamic_partition(partitions, key):
                 context.instance.add_dynamic_partitions(partitions, [key])
 
-        try:
-            for item in cdc.run(source, lakehouse, alert_webhook, run_id=context.run.run_id, log=context.log.info,
-                                warn=context.log.warning, add_partition=add_partition,
-                                batch_changes=config.batch_changes or source.cdc_batch_changes,
-                                time_budget_s=config.time_budget_s or source.cdc_time_budget_s):
-                if isinstance(item, CaptureResult):
-                    total = item
-                else:
-                    yield applied_materialization(source, item)
-        except cdc.AlreadyRunning as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        for item in _reported(cdc.run(source, lakehouse, alert_webhook, run_id=context.run.run_id,
+                                      log=context.log.info, warn=context.log.warning, add_partition=add_partition,
+                                      batch_changes=config.batch_changes or source.cdc_batch_changes,
+                                      time_budget_s=config.time_budget_s or source.cdc_time_budget_s)):
+            if isinstance(item, CaptureResult):
+                total = item
+            else:
+                yield applied_materialization(source, item)
         rate = total.events / total.seconds if total.seconds else 0
         context.log.info(f"captured {total.events:,} change(s) in {total.transactions:,} transaction(s); slot at "
                          f"{total.confirmed_lsn}, {total.lag_bytes:,} bytes behind; {rate:,.0f} changes/s")
