@@ -196,6 +196,7 @@ def webhook():
     server.server_close()
 
 
+@pytest.fixture
 def dagster_dev(databases, tmp_path):
     """`dagster dev` (webserver, daemon, code server) on the session's services and this test's
     databases, as a user runs it; yields a GraphQL client and the instance. Stopped afterwards."""

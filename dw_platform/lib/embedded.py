@@ -173,6 +173,7 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
     if restart:  # wal_level and friends: stop (pgserver's own pg_ctl stop, as the last handle), start
         server.cleanup()
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        home.chmod(_home_mode())
     info = server.get_postmaster_info()
     return f"postgresql://postgres:{password}@/{database}?host={info.socket_dir}&port={info.port}"
 
