@@ -232,8 +232,8 @@ def demo(session: DemoSession) -> DemoOutcome:
     loaded = len(result.get_asset_materialization_events())
     statuses = ReplicationMeta(lakehouse_from_env(), "source_app").statuses()
     for key, status in sorted(statuses.items()):
-        outcome.lines.append(f"{status['iceberg_table']:<42} {status['rows_loaded']:>7,} rows  {status['status']:<9} "
-                             f"start LSN {status['start_lsn']} ({status['snapshot_kind']})")
+        outcome.lines.append(f"{status['iceberg_table']:<42} {status['status']:<9} bulk-loaded {status['rows_loaded']:>7,} "
+                             f"rows, start LSN {status['start_lsn']} ({status['snapshot_kind']})")
     outcome.lines.append(f"{loaded} of {len(keys)} tables loaded now (completed ones are skipped on a re-run); "
                          "excluded by pattern: s_staging_import")
     validation = session.run_job("validate_lakehouse")
