@@ -73,6 +73,11 @@ class TableBlocked(Exception):
     """The table cannot take these changes (incompatible type change): it waits for a re-seed."""
 
 
+class StatusMoved(Exception):
+    """The table's status changed since this run read it (a bulk reload ran meanwhile): the next
+    run picks the table up from its new state."""
+
+
 def shape_columns(shape: RelationShape) -> tuple[SourceColumn, ...]:
     return tuple(postgres_column(c["name"], c["source_type"], c["base_type"], c["base_typmod"], c["category"],
                                  domain=c["domain"]) for c in shape.columns)
@@ -118,6 +123,8 @@ class Apply:
                 yield from self.apply_topic(topic, key, statuses.get(key), info["next_offset"], batch_size)
             except TableBlocked as exc:
                 self.warn(f"{key}: {exc}")
+            except StatusMoved as exc:
+                self.log(f"{key}: {exc}")
 
     def apply_topic(self, topic: str, key: str, status: dict | None, next_offset: int,
                     batch_size: int) -> Iterator[AppliedBatch]:
@@ -165,6 +172,10 @@ class Apply:
         batch = AppliedBatch(key, topic, applied_offset=events[-1].offset,
                              applied_lsn=lsn_text(events[-1].commit_lsn))
         with table_lock(self.lakehouse, self.source.name, key):
+            now_status = self.meta.statuses().get(key)
+            if now_status != status and (now_status is None or status is None or any(
+                    now_status.get(f) != status.get(f) for f in ("status", "start_lsn", "applied_offset"))):
+                raise StatusMoved("its status changed during this run (a bulk load?); the next run continues")
             if status is None:
                 status = self._create(key, events)
                 batch.created = True
