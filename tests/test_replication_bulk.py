@@ -3,14 +3,22 @@
 
 import os
 import struct
-from contextlib import contextmanager
 import threading
 import time
+from contextlib import contextmanager
 
+import dagster as dg
 import psycopg
+import pytest
 
 from conftest import checks_of, load_all, materialized
 from dw_platform.samples.replication import seed
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    """An ephemeral Dagster instance (not the session's): each test's table partitions are its own."""
+    return dg.DagsterInstance.ephemeral()
 
 
 def test_the_sample_source_loads_into_iceberg(replication_source, defs, instance):
@@ -18,7 +26,6 @@ def test_the_sample_source_loads_into_iceberg(replication_source, defs, instance
     result = load_all(defs, instance)
     assert result.success
     rows = {e.partition: e.materialization.metadata["dagster/row_count"].value for e in result.get_asset_materialization_events()}
-    print(rows)
     assert rows == {f"public.{t}": n for t, n in counts.items() if t != "s_staging_import"}
 
 

@@ -5,11 +5,18 @@ import os
 import subprocess
 import sys
 
+import dagster as dg
 import pytest
 
 from conftest import checks_of, load_all, materialized
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples.replication import seed
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    """An ephemeral Dagster instance (not the session's): each test's table partitions are its own."""
+    return dg.DagsterInstance.ephemeral()
 
 
 def run_cdc(defs, instance, **config):
@@ -277,15 +284,11 @@ def test_truncate_empties_the_table_and_is_recorded(loaded, defs, instance, lake
 
 
 def sensor_context(instance, lakehouse, cursor=None):
-    import dagster as dg
-
     return dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lakehouse": lakehouse})
 
 
 def test_the_sensor_requests_a_run_only_when_there_is_something_to_capture_or_apply(loaded, defs, instance,
                                                                                    lakehouse):
-    import dagster as dg
-
     from dw_platform.defs.replication.sensors import evaluate
     from dw_platform.defs.replication.sources import load_sources
 
@@ -308,8 +311,6 @@ def definitions_sensor(defs):
 
 def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
         loaded, defs, instance, lakehouse, webhook, tmp_path, monkeypatch):
-    import dagster as dg
-
     from dw_platform.defs.replication.sensors import watch
     from dw_platform.defs.replication.sources import load_sources
     from dw_platform.lib.webhook import AlertWebhook

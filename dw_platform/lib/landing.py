@@ -36,6 +36,8 @@ class LandedFile:
 class Landing(Protocol):
     def find(self, path: str) -> LandedFile | None: ...
 
+    def list(self) -> Iterator[LandedFile]: ...
+
     def chunks(self, file: LandedFile) -> Iterator[bytes]: ...
 
     def put(self, path: str, data: bytes) -> LandedFile: ...
@@ -57,6 +59,15 @@ class LocalLanding:
         target = self._resolve(path)
         if not target.is_file():
             return None
+        return self._landed(path, target)
+
+    def list(self) -> Iterator[LandedFile]:
+        """Every file under the folder, in path order."""
+        if self.root.is_dir():
+            for target in sorted(p for p in self.root.rglob("*") if p.is_file()):
+                yield self._landed(target.relative_to(self.root).as_posix(), target)
+
+    def _landed(self, path: str, target: Path) -> LandedFile:
         stat = target.stat()
         return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, f"file://{self.root.resolve()}")
 
@@ -89,6 +100,14 @@ class BlobLanding:
             return None
         return LandedFile(path, version.etag, version.size, self._location())
 
+    def list(self) -> Iterator[LandedFile]:
+        """Every blob in the container, in name order (folder markers, names ending in `/`, left out)."""
+        location = None
+        for blob in self.storage.list(""):
+            if not blob.name.endswith("/"):
+                location = location or self._location()
+                yield LandedFile(blob.name, blob.etag, blob.size, location)
+
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
         from dw_platform.lib.blob import BlobVersion
 
@@ -100,20 +119,16 @@ class BlobLanding:
         return self.find(path)
 
 
-class LandingZone(dg.ConfigurableResource):
-    """A landing zone: `local_folder` when set, otherwise the blob container `container`
-    (a connection string, or an account URL with a key or SAS token)."""
+class LandingZone(BlobStorage):
+    """A landing zone: `local_folder` when set, otherwise the blob container `container`, configured
+    like any `BlobStorage` (a connection string, or an account URL with a key or SAS token)."""
 
     local_folder: str = ""
     container: str = ""
-    connection_string: str = ""
-    account_url: str = ""
-    credential: str = ""
 
     def landing(self) -> Landing:
         if self.local_folder:
             return LocalLanding(Path(self.local_folder))
         if not self.container:
             raise dg.Failure("no landing zone configured: set a local folder or a blob container", allow_retries=False)
-        return BlobLanding(BlobStorage(container=self.container, connection_string=self.connection_string,
-                                       account_url=self.account_url, credential=self.credential))
+        return BlobLanding(self)

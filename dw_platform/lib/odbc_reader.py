@@ -20,6 +20,8 @@ import pickle
 import sys
 from typing import Any, BinaryIO
 
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
+
 # Messages that mean the server or the network went away (the read may succeed on a retry),
 # as psqlODBC, MariaDB Connector/ODBC and Microsoft's driver word them.
 LOST_CONNECTION = (
@@ -82,15 +84,13 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
                     _send(out, ("bad_row", f"row {read + bad.index + 1:,}: {bad}"))
                     return
             read += len(batch)
-        _send(out, ("end", (b"" if read else _COPY_SIGNATURE) + _COPY_TRAILER if encode else b""))
+        _send(out, ("end", (b"" if read else COPY_SIGNATURE) + COPY_TRAILER if encode else b""))
     except pyodbc.Error as exc:
         _send(out, error(exc, connecting=False))
     finally:
         conn.close()
 
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
 
 
 class _BadRow(ValueError):
@@ -107,13 +107,12 @@ def _copy_encoder(columns: list[tuple[str, str]]):
     from psycopg import adapt
     from psycopg._copy_base import format_row_binary
 
-    from dw_platform.lib.pgtypes import describe_mismatch
 
     transformer = adapt.Transformer()
     transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)
 
     def encode(batch, first: bool) -> bytes:
-        buffer = bytearray(_COPY_SIGNATURE if first else b"")
+        buffer = bytearray(COPY_SIGNATURE if first else b"")
         for index, row in enumerate(batch):
             try:
                 format_row_binary(row, transformer, buffer)

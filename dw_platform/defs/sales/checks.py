@@ -1,12 +1,16 @@
-"""Bronze checks for bronze.sales; all are errors and block silver and gold.
-
-In a run they check the run's blob; run on their own, the blob loaded last.
+"""Bronze checks for bronze.sales. The table checks are errors and block silver and gold; in a run
+they check the run's blob, run on their own the blob loaded last. `sales_incoming_not_stale`
+watches the container rather than the table: it runs on its own schedule, not in ingest runs.
 """
+
+import os
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from dw_platform.defs.sales.assets import blob_scope, locate
 from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, ensure_quarantine
+from dw_platform.defs.sales.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
@@ -36,8 +40,8 @@ def sales_expected_columns(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
 def sales_no_all_null_rows(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, SALES)
-        # source_line and total_amount are always set by the loader: they say nothing about the row.
-        return bronze_checks.no_all_null_rows(conn, SALES, _scope(context, conn), ignore=("source_line", "total_amount"))
+        # source_line is always set by the loader: it says nothing about the row.
+        return bronze_checks.no_all_null_rows(conn, SALES, _scope(context, conn), ignore=("source_line",))
 
 
 @dg.asset_check(
@@ -68,4 +72,30 @@ def sales_rows_reconcile_with_blob(
     return dg.AssetCheckResult(
         passed=loaded + quarantined == data_lines,
         metadata={"blob": blob.name, "rows_loaded": loaded, "rows_quarantined": quarantined, "data_lines": data_lines},
+    )
+
+
+def stale_blobs(storage: BlobStorage, max_wait: timedelta, now: datetime) -> tuple[int, list[tuple[str, timedelta]]]:
+    """How many files are in incoming/, and those that arrived longer than `max_wait` ago, oldest first."""
+    waiting = [(b.name, now - b.modified) for b in storage.list(INCOMING) if not b.name.endswith("/")]
+    return len(waiting), sorted(((n, age) for n, age in waiting if age > max_wait), key=lambda item: -item[1])
+
+
+@dg.asset_check(
+    asset=ASSET,
+    blocking=False,
+    description="No blob has waited in incoming/ longer than DW_SALES_MAX_WAIT_MINUTES (default 60): a blob "
+                "that stays there was never loaded (sensor stopped, runs failing or queued behind others).",
+)
+def sales_incoming_not_stale(sales_storage: BlobStorage) -> dg.AssetCheckResult:
+    max_wait = timedelta(minutes=float(os.environ.get("DW_SALES_MAX_WAIT_MINUTES", "60")))
+    waiting, stale = stale_blobs(sales_storage, max_wait, datetime.now(timezone.utc))
+    return dg.AssetCheckResult(
+        passed=not stale,
+        metadata={
+            "blobs_waiting": waiting, "blobs_waiting_too_long": len(stale),
+            "max_wait_minutes": max_wait.total_seconds() / 60,
+            "oldest_wait_minutes": round(stale[0][1].total_seconds() / 60, 1) if stale else 0,
+            "longest_waiting": ", ".join(f"{name} ({age.total_seconds() / 60:.0f} min)" for name, age in stale[:20]),
+        },
     )
