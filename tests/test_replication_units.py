@@ -312,3 +312,16 @@ def test_every_pgoutput_message_of_protocol_1_decodes():
         p.decode(b"I" + struct.pack("!I", 16385) + b"N" + struct.pack("!h", 1) + b"t\0\0\0\x09abc")
     with pytest.raises(p.DecodeError):
         p.decode(b"Z")
+
+
+def test_the_sensors_skip_quietly_when_no_source_is_configured(monkeypatch):
+    import dagster as dg
+
+    from dw_platform.defs.replication.sensors import evaluate, watch
+    from dw_platform.lib.webhook import AlertWebhook
+
+    monkeypatch.delenv("DW_REPLICATION_SOURCE_URL", raising=False)
+    source = load_sources()["source_app"]
+    context = dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral())
+    assert "DW_REPLICATION_SOURCE_URL" in watch(context, source, None, AlertWebhook()).skip_message
+    assert "DW_REPLICATION_SOURCE_URL" in evaluate(context, source, None).skip_message

@@ -41,9 +41,6 @@ class SourceTable:
         """The Iceberg table's name in the source's namespace: <schema>__<table>."""
         return f"{self.schema}__{self.name}"
 
-    def column(self, name: str) -> SourceColumn:
-        return next(c for c in self.columns if c.name == name)
-
     def describe(self) -> list[dict]:
         """The schema as recorded in _schema_changes (JSON)."""
         return [{**c.describe(), "primary_key": c.name in self.primary_key} for c in self.columns]

@@ -16,7 +16,7 @@ import time
 import dagster as dg
 
 from dw_platform.defs.replication.jobs import CDC_TAG
-from dw_platform.defs.replication.sources import SourceConfig, load_sources
+from dw_platform.defs.replication.sources import ConfigError, SourceConfig, load_sources
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
 
@@ -52,7 +52,7 @@ def evaluate(context: dg.SensorEvaluationContext, source: SourceConfig, lakehous
     try:
         state = capture.slot_state()
         pending = state.lag_bytes > 0 and not state.active and capture.has_pending_changes()
-    except LookupError as exc:
+    except (LookupError, ConfigError) as exc:  # no slot yet (no bulk load), or no source configured
         return dg.SkipReason(str(exc))
     except psycopg.Error as exc:
         return dg.SkipReason(f"cannot read the slot: {' '.join(str(exc).split())}")
@@ -87,7 +87,7 @@ def watch(context: dg.SensorEvaluationContext, source: SourceConfig, lakehouse: 
     seen = json.loads(context.cursor) if context.cursor else {}
     try:
         state = Capture(source, lakehouse).slot_state()
-    except (LookupError, psycopg.Error) as exc:
+    except (LookupError, ConfigError, psycopg.Error) as exc:
         return dg.SkipReason(f"slot not readable: {' '.join(str(exc).split())}")
     stamp = clock()
     since = seen.get("since", stamp) if seen.get("confirmed") == state.confirmed_lsn else stamp
