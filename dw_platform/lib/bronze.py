@@ -254,17 +254,16 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
-    ledger_ok, table_ok = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
-    ).fetchone()
-    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
-    if ledger_ok and table_ok and hash_ok:
+    if all(_bronze_objects_present(conn, table)):
         return
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
     )
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        # Again under the lock: a concurrent load may have created them while this one waited, and
+        # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
+        ledger_ok, table_ok, hash_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         if not table_ok:
@@ -278,6 +277,15 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
                 )
         if table.keeps_versions and not hash_ok:
             _ensure_row_hash(conn, table)
+
+
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
+    """(ledger up to date, table exists, row hash present where the table keeps versions)."""
+    ledger_ok, table_ok = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
+    ).fetchone()
+    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
+    return ledger_ok, table_ok, hash_ok
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
