@@ -19,7 +19,8 @@ softcart_sync_job = dg.define_asset_job(
 
 softcart_weblogs_job = dg.define_asset_job(
     name="softcart_weblogs",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "web_access_log"])).downstream(),
+    selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "web_access_log"]),
+                                       dg.AssetKey(["silver", "softcart_bot_agents"])).downstream(),
     partitions_def=weblog_files,
     description="One access-log file into bronze (bad lines quarantined), archived, then the traffic models.",
     op_retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL),
