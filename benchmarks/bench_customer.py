@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[key]
     os.environ["DW_HOME"] = str(embedded.PROJECT_ROOT / ".dw" / "bench")
     with embedded.services(env_file=None):
-        small_odbc = embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), SMALL_DB)
+        small_odbc = embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), SMALL_DB,
+                                                     os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"])
         sizes = [(max(args.rows // 10, 1), SMALL_DB, small_odbc), (args.rows, "source_crm", os.environ["DW_CUSTOMER_ODBC"])]
         os.environ["BENCH_SPEC"] = json.dumps(source_spec())  # workers need not import dagster for it
         results = []
@@ -91,17 +92,19 @@ def pg_connect(dbname: str):
     import psycopg
 
     return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                           user=os.environ["DW_PG_USER"], dbname=dbname, autocommit=True)
+                           user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"], dbname=dbname,
+                           autocommit=True)
 
 
 def seed(db: str, rows: int) -> tuple[date, date]:
     """Exactly `rows` source rows (kept if already there); returns the first and last day modified."""
+    from dw_platform.lib.embedded import admin_connection
     from dw_platform.samples import customer
 
-    with pg_connect("postgres") as admin:
+    with admin_connection("postgres") as admin:
         if not admin.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
             admin.execute(f'create database "{db}"')
-    with pg_connect(db) as conn:
+    with admin_connection(db) as conn:  # a source: the pipeline role only reads it
         conn.execute(customer.DDL)
         if conn.execute("select count(*) from dbo.customer_profile").fetchone()[0] != rows:
             conn.execute("truncate dbo.customer_profile")
@@ -253,7 +256,7 @@ def dw_platform_asset(start, end, first_day, last_day):
     result = dg.materialize([customer_profile_raw], resources=resources, tags=tags)  # ephemeral instance
     wall = time.perf_counter() - t0
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    return {"rows": meta["dagster/row_count"].value, "seconds": meta["duration_s"].value,
+    return {"rows": meta["rows_read"].value, "seconds": meta["duration_s"].value,
             "wall_seconds": wall, "start_rss_mib": start_rss}
 
 
@@ -263,7 +266,8 @@ def executemany_1000(start, end, *_):
 
     query = _source_query()
     pg = psycopg2.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                          user=os.environ["DW_PG_USER"], dbname=os.environ["DW_PG_DATABASE"])
+                          user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                          dbname=os.environ["DW_PG_DATABASE"])
     with pg.cursor() as cur:
         table = _create_target(cur.execute, "customer_profile_executemany")
     pg.commit()
@@ -290,7 +294,8 @@ def pandas_to_sql_multi(start, end, *_):
     import sqlalchemy as sa
 
     query = _source_query()
-    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"],
+    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                        database=os.environ["DW_PG_DATABASE"],
                         query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]})
     engine = sa.create_engine(url)
     with engine.begin() as conn:

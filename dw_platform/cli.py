@@ -24,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A plain SIGTERM would skip cleanup: make it unwind like Ctrl-C, so servers and children stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    try:
+        return run(args)
+    except KeyboardInterrupt:  # Ctrl-C: the services have stopped on the way out; no traceback
+        print("dw: interrupted", file=sys.stderr)
+        return 130
 
+
+def run(args: argparse.Namespace) -> int:
     with embedded.services() as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
@@ -33,16 +40,19 @@ def main(argv: list[str] | None = None) -> int:
             return demo(embedded_in_use)
         # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
         workspace = embedded.PROJECT_ROOT / "workspace.yaml"
+        # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
+        # stop together, in order, before the embedded services do.
         dagster_dev = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)],
-            cwd=os.environ["DAGSTER_HOME"],
+            cwd=os.environ["DAGSTER_HOME"], start_new_session=True,
         )
         try:
             return dagster_dev.wait()
+        except (KeyboardInterrupt, SystemExit):
+            print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
+            return 0
         finally:
-            if dagster_dev.poll() is None:
-                dagster_dev.terminate()
-                dagster_dev.wait(timeout=60)
+            embedded.stop_process(dagster_dev, grace_s=30, group=True)
 
 
 def prepare_dbt() -> None:

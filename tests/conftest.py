@@ -38,28 +38,32 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
     """A fresh warehouse and source database for one test, wired into the environment."""
     suffix = uuid.uuid4().hex[:8]
     names = {"warehouse": f"wh_{suffix}", "source": f"src_{suffix}"}
-    with server_connection("postgres") as conn:
-        for name in names.values():
-            conn.execute(f'create database "{name}"')
+    with embedded.admin_connection("postgres") as conn:
+        # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
+        conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
+        conn.execute(f'create database "{names["source"]}"')
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",
-        embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"]),
+        embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"],
+                                        os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"]),
     )
     yield names
-    with server_connection("postgres") as conn:
+    with embedded.admin_connection("postgres") as conn:
         for name in names.values():
             conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 @pytest.fixture
 def source(databases) -> Iterator[psycopg.Connection]:
-    with server_connection(databases["source"]) as conn:
+    """The source database as its owner (the pipeline only reads it)."""
+    with embedded.admin_connection(databases["source"]) as conn:
         yield conn
 
 
 @pytest.fixture
 def warehouse(databases) -> Iterator[psycopg.Connection]:
+    """The warehouse as the pipeline role."""
     with server_connection(databases["warehouse"]) as conn:
         yield conn
 
@@ -93,6 +97,51 @@ def storage(server, monkeypatch):
     blobs.ensure_container()
     yield blobs
     blobs.service_client().delete_container(container)
+
+
+@pytest.fixture
+def dagster_dev(databases, tmp_path):
+    """`dagster dev` (webserver, daemon, code server) on the session's services and this test's
+    databases, as a user runs it; yields a GraphQL client and the instance. Stopped afterwards."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from dagster_graphql import DagsterGraphQLClient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "dagster_dev.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", str(embedded.PROJECT_ROOT / "workspace.yaml"),
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=os.environ["DAGSTER_HOME"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                log.close()
+                raise RuntimeError(f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+    try:
+        yield client, dg.DagsterInstance.get()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 @pytest.fixture

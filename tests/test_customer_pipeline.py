@@ -5,8 +5,8 @@ from datetime import date, datetime
 
 import dagster as dg
 import pytest
-
 from conftest import run_job
+
 from dw_platform.defs.customer.assets import customer_profile_raw
 from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
 from dw_platform.lib.odbc import OdbcSource
@@ -222,7 +222,7 @@ def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_en
 def warehouse_resource() -> PostgresWarehouse:
     return PostgresWarehouse(
         host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]), user=os.environ["DW_PG_USER"],
-        database=os.environ["DW_PG_DATABASE"],
+        password=os.environ["DW_PG_PASSWORD"], database=os.environ["DW_PG_DATABASE"],
     )
 
 

@@ -22,7 +22,8 @@ GOOD = sample.to_csv(sample.HEADER, list(sample.rows(30, DAY)))
 
 def warehouse_resource() -> PostgresWarehouse:
     return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                             user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"])
+                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                             database=os.environ["DW_PG_DATABASE"])
 
 
 def ingest(storage, key: str, keys: str | None = None) -> dg.ExecuteInProcessResult:

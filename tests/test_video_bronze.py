@@ -37,7 +37,8 @@ class StandInMongo(MongoDocuments):
 
 def warehouse_resource() -> PostgresWarehouse:
     return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                             user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"])
+                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                             database=os.environ["DW_PG_DATABASE"])
 
 
 @pytest.fixture

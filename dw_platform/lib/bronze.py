@@ -22,15 +22,26 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timedelta, timezone
 from typing import Any, Union
 
 import dagster as dg
 import psycopg
 from psycopg import sql
 
-Batches = Iterable[Sequence[Sequence[Any]]]
+from dw_platform.lib.pgtypes import describe_mismatch
+
+@dataclass(frozen=True)
+class CopyData:
+    """A batch already in PostgreSQL's binary COPY format (source columns only, in table order),
+    as the ODBC reader process sends it: written to COPY as it is. Only for version-keeping tables,
+    whose loads stage the source columns and add the lineage when appending."""
+
+    data: bytes
+    rows: int
+
+
+Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData]]
 # Rows, or a function that returns them given the load's connection once the partition's locks
 # are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
 # loaded"). It must not use the connection once it starts yielding.
@@ -384,6 +395,9 @@ def load(
         ledger.fail(conn, message)
         raise dg.Failure(description=message, metadata={"batch_id": str(batch_id)},
                          allow_retries=is_transient(exc)) from exc
+    # Again after the commit: an attempt killed just before this one may have held the
+    # partition's lock until its session ended, after the first look.
+    ledger.close_abandoned(conn)
     return LoadResult(table, batch_id, scope, progress.rows, loaded, replaced, seconds, newest)
 
 
@@ -491,7 +505,8 @@ def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
 
 def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
           lineage: tuple, progress: _Progress, log) -> None:
-    """Binary COPY of `batches` (source columns) plus `lineage` into `columns` of `target`."""
+    """Binary COPY of `batches` (source columns, plus `lineage` appended to every row) into
+    `columns` of `target`. A `CopyData` batch is written as it is."""
     statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
         target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     )
@@ -499,42 +514,50 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
     with conn.cursor().copy(statement) as copy:
         copy.set_types([c.pg_type for c in columns])
         for batch in batches:
-            for i, row in enumerate(batch):
-                try:
-                    copy.write_row((*row, *lineage))
-                except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
-                    raise ValueError(f"row {progress.rows + i + 1:,}: {_type_mismatch(row, table.columns, exc)}") from exc
-            progress.rows += len(batch)
+            if isinstance(batch, CopyData):
+                if lineage:
+                    raise TypeError("CopyData carries no lineage: it is for version-keeping tables only")
+                copy.write(batch.data)
+                progress.rows += batch.rows
+            else:
+                for i, row in enumerate(batch):
+                    try:
+                        copy.write_row((*row, *lineage))
+                    except (TypeError, AttributeError, ValueError, psycopg.DataError) as exc:
+                        described = describe_mismatch(row, [(c.name, c.pg_type) for c in columns], exc)
+                        raise ValueError(f"row {progress.rows + i + 1:,}: {described}") from exc
+                progress.rows += len(batch)
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
-                next_report += 100_000
+                next_report = (progress.rows // 100_000 + 1) * 100_000
 
 
 def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,
                          id_column: str | None) -> tuple[int, int | None, int | None]:
-    """Stage the rows in a temporary table, then append the versions bronze does not hold yet
-    (each once, however often it was read; in hash order, so concurrent loads whose reads
-    overlap wait for each other instead of deadlocking). Returns the rows appended and, given
-    `id_column`, the lowest and highest value of it among them."""
+    """Stage the source columns in a temporary table, then append the versions bronze does not
+    hold yet with the load's lineage (each once, however often it was read; in hash order, so
+    concurrent loads whose reads overlap wait for each other instead of deadlocking). Returns
+    the rows appended and, given `id_column`, the lowest and highest value of it among them."""
     stage = sql.Identifier("_bronze_stage")
     conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
         stage, table.ident))
-    _copy(conn, table, stage, table.columns + LINEAGE_COLUMNS, batches, lineage, progress, log)
+    _copy(conn, table, stage, table.columns, batches, (), progress, log)
     _set_hash_settings(conn)
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns + LINEAGE_COLUMNS)
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    lineage_names = sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS)
     track = sql.Identifier(id_column) if id_column else sql.NULL
     return conn.execute(sql.SQL(
         """
         with appended as (
-            insert into {table} ({names}, {hash})
-            select {names}, {expr} as {hash} from {stage} s order by {hash}
+            insert into {table} ({names}, {lineage_names}, {hash})
+            select {names}, %s, %s, %s, {expr} as {hash} from {stage} s order by {hash}
             on conflict ({hash}) do nothing
             returning {track} as id
         )
         select count(*), min(id), max(id) from appended
         """
-    ).format(table=table.ident, names=names, hash=sql.Identifier(ROW_HASH.name), stage=stage, track=track,
-             expr=_row_hash_expr(table, sql.Identifier("s")))).fetchone()
+    ).format(table=table.ident, names=names, lineage_names=lineage_names, hash=sql.Identifier(ROW_HASH.name),
+             stage=stage, track=track, expr=_row_hash_expr(table, sql.Identifier("s"))), lineage).fetchone()
 
 
 def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
@@ -553,22 +576,6 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         ).format(expr=_row_hash_expr(table, sql.Identifier("s")), stage=stage, table=table.ident,
                  hash=sql.Identifier(ROW_HASH.name))).fetchone()[0]
     return progress.rows, missing
-
-
-_PYTHON_TYPES = {
-    "text": str, "integer": int, "bigint": int, "smallint": int, "boolean": bool, "date": date,
-    "timestamp": datetime, "timestamptz": datetime, "uuid": uuid.UUID, "double precision": float,
-    "numeric": (Decimal, int),
-}
-
-
-def _type_mismatch(row: Sequence[Any], columns: tuple[Column, ...], exc: Exception) -> str:
-    """Name the first column whose value cannot be written as its declared type."""
-    for value, column in zip(row, columns):
-        expected = _PYTHON_TYPES.get(column.pg_type)
-        if value is not None and expected is not None and not isinstance(value, expected):
-            return f"column {column.name} ({column.pg_type}) got {type(value).__name__} {value!r:.60}"
-    return str(exc)
 
 
 def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batch_id: uuid.UUID,

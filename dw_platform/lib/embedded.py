@@ -9,14 +9,23 @@ it starts the Azurite blob emulator (from `node_modules/`, installed by `npm ins
 127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
 `DW_SOFTCART_ODBC`, it starts a project-owned MariaDB (Debian's `mariadbd`) for the SoftCart
 source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port, stopped on exit.
+
+The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
+a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
+as the role `dw`, which owns the warehouse and Dagster databases and may read the sample
+sources, nothing more. The superuser's password is never put in the environment: set-up work
+(creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
+services write there is readable by its owner only.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import secrets
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -24,39 +33,54 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 from dotenv import load_dotenv
+from psycopg import sql
 
-from dw_platform.lib.warehouse import server_connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DATABASES = ("warehouse", "dagster", "source_crm")
+PIPELINE_ROLE = "dw"
+# Databases the pipeline owns, and sample sources it may only read.
+OWNED_DATABASES = ("warehouse", "dagster")
+SOURCE_DATABASES = ("source_crm",)
+# Server settings of the embedded PostgreSQL. client_connection_check_interval: a backend whose
+# client died (kill -9 of a run) notices within seconds and rolls back, releasing its locks,
+# instead of holding them until its next write.
+SERVER_SETTINGS = {"client_connection_check_interval": "5s"}
+PG_HBA = """# Written by dw_platform: every connection authenticates with a password.
+local   all          all                    scram-sha-256
+host    all          all   127.0.0.1/32     scram-sha-256
+host    all          all   ::1/128          scram-sha-256
+local   replication  all                    scram-sha-256
+host    replication  all   127.0.0.1/32     scram-sha-256
+"""
 
 
 def state_dir() -> Path:
     return Path(os.environ.get("DW_HOME", PROJECT_ROOT / ".dw")).resolve()
 
 
-def odbc_connection_string(socket_dir: str, port: int, database: str) -> str:
+def odbc_connection_string(socket_dir: str, port: int, database: str, user: str, password: str) -> str:
     """psqlODBC to the embedded server; UseDeclareFetch makes the driver stream the result."""
     return (
         "Driver={PostgreSQL Unicode};"
-        f"Servername={socket_dir};Port={port};Database={database};Username=postgres;"
+        f"Servername={socket_dir};Port={port};Database={database};Username={user};Password={password};"
         "UseDeclareFetch=1;Fetch=10000;BoolsAsChar=0"
     )
 
 
-def embedded_env(socket_dir: str, port: int, home: Path) -> dict[str, str]:
-    """Every connection variable for the embedded server (unix socket, local trust auth)."""
+def embedded_env(socket_dir: str, port: int, home: Path, password: str) -> dict[str, str]:
+    """Every connection variable for the embedded server (unix socket, the pipeline role)."""
     return {
         "DW_PG_HOST": socket_dir,
         "DW_PG_PORT": str(port),
-        "DW_PG_USER": "postgres",
-        "DW_PG_PASSWORD": "",
+        "DW_PG_USER": PIPELINE_ROLE,
+        "DW_PG_PASSWORD": password,
         "DW_PG_DATABASE": "warehouse",
         "DW_PG_SSLMODE": "disable",
-        "DW_CUSTOMER_ODBC": odbc_connection_string(socket_dir, port, "source_crm"),
+        "DW_CUSTOMER_ODBC": odbc_connection_string(socket_dir, port, "source_crm", PIPELINE_ROLE, password),
         "DW_CUSTOMER_DIALECT": "postgresql",
-        "DAGSTER_PG_URL": f"postgresql+psycopg2://postgres@/dagster?host={socket_dir}&port={port}",
+        "DAGSTER_PG_URL": f"postgresql+psycopg2://{PIPELINE_ROLE}:{password}@/dagster?host={socket_dir}&port={port}",
         "DAGSTER_HOME": str(home / "dagster"),
     }
 
@@ -71,14 +95,20 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     if env_file is not None:
         load_dotenv(env_file, override=False)
     home = state_dir()
-    with _blob_emulator(home), _softcart_source(home):
-        if os.environ.get("DW_PG_HOST"):
-            _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
-            yield False
-            return
-        _start_postgres(home)
-        _dev_fernet_keys(home)
-        yield True
+    previous_umask = os.umask(0o077)  # what the services write under .dw/ is the owner's only
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(_home_mode())
+        with _blob_emulator(home), _softcart_source(home):
+            if os.environ.get("DW_PG_HOST"):
+                _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
+                yield False
+                return
+            _start_postgres(home)
+            _dev_fernet_keys(home)
+            yield True
+    finally:
+        os.umask(previous_umask)
 
 
 def _start_postgres(home: Path) -> None:
@@ -87,14 +117,110 @@ def _start_postgres(home: Path) -> None:
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     import pgserver  # only the embedded default needs it
 
-    (home / "pg").mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(home / "pg", cleanup_mode="stop")
+    pgdata = home / "pg"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    _prune_dead_handles(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    home.chmod(_home_mode())  # pgserver opens the folders above its data for reading
     info = server.get_postmaster_info()
-    env = embedded_env(str(info.socket_dir), info.port, home)
+    password = _secret(home, "pg_dw_password")
+    _secure(pgdata, str(info.socket_dir), info.port, _secret(home, "pg_admin_password"), password)
+    env = embedded_env(str(info.socket_dir), info.port, home, password)
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    _create_databases()
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+
+
+def _home_mode() -> int:
+    """Owner only; as root, pgserver runs PostgreSQL as the user `pgserver`, which must pass
+    through .dw/ to its data folder (it cannot list or read anything else there)."""
+    return 0o711 if os.geteuid() == 0 else 0o700
+
+
+def _prune_dead_handles(pgdata: Path) -> None:
+    """pgserver stops the server when the last process holding a handle exits, counting handles
+    in a pid list; a `dw` killed with -9 never removes its pid, and the server would then run
+    for good. Forget the pids of processes that are gone."""
+    import psutil
+    from pgserver import PostgresServer
+    from pgserver.utils import DiskList
+
+    with PostgresServer._lock:
+        handles = DiskList(pgdata / ".handle_pids.json")
+        alive = [pid for pid in handles.get() if psutil.pid_exists(pid)]
+        if alive != handles.get():
+            handles.put(alive)
+
+
+def _secret(home: Path, name: str) -> str:
+    """A generated password kept in `.dw/<name>` (mode 0600), created once."""
+    path = home / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def admin_connection(dbname: str) -> psycopg.Connection:
+    """An autocommit connection as the embedded server's superuser, for set-up work only
+    (creating databases, seeding sample sources). Only the embedded default has one."""
+    home = state_dir()
+    if not (home / "pg_admin_password").exists() or not os.environ.get("DW_PG_HOST"):
+        raise RuntimeError("no embedded PostgreSQL is running: the admin connection exists only for it")
+    return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user="postgres",
+                           password=_secret(home, "pg_admin_password"), dbname=dbname, autocommit=True)
+
+
+def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, password: str) -> None:
+    """Passwords for the superuser and the pipeline role, password-only pg_hba, the server
+    settings, and the databases: owned by the pipeline role, or readable by it (sources)."""
+    with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password, dbname="postgres",
+                         autocommit=True) as conn:
+        conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(admin_password)))
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (PIPELINE_ROLE,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(sql.SQL(verb + " role {} login nosuperuser nocreatedb nocreaterole password {}").format(
+            sql.Identifier(PIPELINE_ROLE), sql.Literal(password)))
+        # The sample sources stand in for systems the pipeline only reads.
+        conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(PIPELINE_ROLE)))
+        for name, value in SERVER_SETTINGS.items():
+            conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        (pgdata / "pg_hba.conf").write_text(PG_HBA)
+        conn.execute("select pg_reload_conf()")
+        owners = dict(conn.execute("select datname, pg_get_userbyid(datdba) from pg_database").fetchall())
+        for name in OWNED_DATABASES + SOURCE_DATABASES:
+            owner = PIPELINE_ROLE if name in OWNED_DATABASES else "postgres"
+            if name not in owners:
+                conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(owner)))
+            elif owners[name] != owner:  # a state folder from before the pipeline role existed
+                conn.execute(sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner)))
+                with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password,
+                                     dbname=name, autocommit=True) as db:
+                    db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
+
+
+# Gives the pipeline role the schemas, tables, views and sequences an older state folder created
+# as the superuser (owned sequences follow their tables).
+HAND_OVER_OBJECTS = """
+do $$
+declare r record;
+begin
+    for r in select nspname from pg_namespace
+             where nspname !~ '^pg_' and nspname <> 'information_schema' loop
+        execute format('alter schema %I owner to {role}', r.nspname);
+    end loop;
+    for r in select c.oid::regclass as name, c.relkind from pg_class c
+             join pg_namespace n on n.oid = c.relnamespace
+             where c.relkind in ('r', 'p', 'v', 'm', 'S') and n.nspname !~ '^pg_'
+               and n.nspname <> 'information_schema'
+               and not exists (select from pg_depend d where d.objid = c.oid and d.deptype in ('a', 'i')) loop
+        execute format('alter %s %s owner to {role}',
+                       case r.relkind when 'v' then 'view' when 'm' then 'materialized view'
+                                      when 'S' then 'sequence' else 'table' end, r.name);
+    end loop;
+end $$
+"""
 
 
 def blob_configured() -> bool:
@@ -167,7 +293,7 @@ def _softcart_source(home: Path) -> Iterator[None]:
     finally:
         os.environ.pop("DW_SOFTCART_ODBC", None)
         if process is not None:
-            stop_process(process, timeout_s=60)  # InnoDB flushes on a clean shutdown
+            stop_process(process, grace_s=60)  # InnoDB flushes on a clean shutdown
             (location / "endpoint.json").unlink(missing_ok=True)
 
 
@@ -327,14 +453,26 @@ def start_azurite(location: Path, timeout_s: float = 30) -> tuple[subprocess.Pop
             time.sleep(0.1)
 
 
-def stop_process(process: subprocess.Popen, timeout_s: float = 10) -> None:
-    if process.poll() is None:
-        process.terminate()
+def stop_process(process: subprocess.Popen, grace_s: float = 10, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. With `group`, the signals go to the process group
+    the process leads (started with `start_new_session=True`), so its children stop with it."""
+    if process.poll() is not None and not group:
+        return
+
+    def send(sig: int) -> None:
         try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            os.killpg(process.pid, sig) if group else process.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+    if group:
+        send(signal.SIGKILL)  # children that outlived their leader
 
 
 def _free_port() -> int:
@@ -356,14 +494,6 @@ def _dev_fernet_keys(home: Path) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(key + "\n")
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
-
-
-def _create_databases() -> None:
-    with server_connection("postgres") as conn:
-        existing = {r[0] for r in conn.execute("select datname from pg_database")}
-        for name in DATABASES:
-            if name not in existing:
-                conn.execute(f'create database "{name}"')
 
 
 def _prepare_dagster_home(home: Path) -> None:

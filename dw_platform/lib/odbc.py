@@ -1,12 +1,16 @@
-"""Operational databases over ODBC (pyodbc): streaming reads and per-dialect identifier quoting."""
+"""Operational databases over ODBC (pyodbc, in a child process): streaming reads and per-dialect identifier quoting."""
 
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Literal
 
 import dagster as dg
-import pyodbc
 
+from dw_platform.lib.bronze import CopyData
 from dw_platform.lib.prefetch import prefetch
 
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]
@@ -49,6 +53,8 @@ class OdbcSource(dg.ConfigurableResource):
     """One operational database reached through an ODBC driver.
 
     `connection_string` is a secret (it carries the password): set it from the environment.
+    Queries run in a child process (`dw_platform/lib/odbc_reader.py`), so a driver that crashes
+    when its server goes away fails the load with a retryable error instead of killing the run.
     For PostgreSQL's psqlODBC add `UseDeclareFetch=1;Fetch=10000` so the driver streams
     instead of reading the whole result into memory.
     """
@@ -56,47 +62,74 @@ class OdbcSource(dg.ConfigurableResource):
     connection_string: str
     dialect: Dialect = "mssql"
     fetch_size: int = 10_000
+    login_timeout_s: int = 30
     name: str = "source"
 
-    @contextmanager
-    def connect(self) -> Iterator[pyodbc.Connection]:
-        try:
-            conn = pyodbc.connect(self.connection_string, autocommit=True, timeout=30)
-        except pyodbc.Error as exc:
-            raise SourceError(f"cannot connect to {self.name} over ODBC: {_odbc_message(exc)}", True) from exc
-        try:
-            yield conn
-        finally:
-            conn.close()
+    def stream(self, query: str, params: Sequence = ()) -> Iterator[list[tuple]]:
+        """Yield the result in batches of `fetch_size` rows; the child fetches the next batches
+        while the caller writes this one, so memory stays a few batches deep."""
+        return prefetch(self._batches(query, list(params)))
 
-    def stream(self, query: str, params: Sequence) -> Iterator[list[pyodbc.Row]]:
-        """Yield the result in batches of `fetch_size` rows, fetching the next batches while
-        the caller writes this one; memory stays a few batches deep."""
-        return prefetch(self._batches(query, params))
-
-    def _batches(self, query: str, params: Sequence) -> Iterator[list[pyodbc.Row]]:
-        with self.connect() as conn:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(query, *params)
-            except pyodbc.Error as exc:
-                raise SourceError(
-                    f"query on {self.name} failed: {_odbc_message(exc)}\n{query}",
-                    isinstance(exc, pyodbc.OperationalError),
-                ) from exc
-            while batch := cursor.fetchmany(self.fetch_size):
-                yield batch
+    def copy_stream(self, query: str, params: Sequence, columns: Sequence[tuple[str, str]]) -> Iterator[CopyData]:
+        """The result as binary COPY data for `columns` ((name, pg_type), the query's columns in
+        order), encoded in the reader process: the caller's only work per batch is to pass it on."""
+        return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
 
     def scalar(self, query: str, params: Sequence = ()):
-        with self.connect() as conn:
-            try:
-                return conn.cursor().execute(query, *params).fetchval()
-            except pyodbc.Error as exc:
-                raise SourceError(
-                    f"query on {self.name} failed: {_odbc_message(exc)}\n{query}",
-                    isinstance(exc, pyodbc.OperationalError),
-                ) from exc
+        """The first column of the first row (None for no rows)."""
+        for batch in self.stream(query, params):
+            return batch[0][0] if batch else None
+        return None
 
+    def _batches(self, query: str, params: list, copy_columns: list | None = None) -> Iterator:
+        errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty driver cannot block the child
+        child = subprocess.Popen(
+            [sys.executable, "-m", "dw_platform.lib.odbc_reader"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+        )
+        finished = False
+        try:
+            pickle.dump({"connection_string": self.connection_string, "query": query, "params": params,
+                         "fetch_size": self.fetch_size, "login_timeout": self.login_timeout_s,
+                         "copy_columns": copy_columns}, child.stdin)
+            child.stdin.close()
+            while True:
+                try:
+                    frame = pickle.load(child.stdout)
+                except EOFError:
+                    raise self._crashed(child, errors) from None
+                if frame[0] == "rows":
+                    yield frame[1]
+                elif frame[0] == "copy":
+                    yield CopyData(frame[1], frame[2])
+                elif frame[0] == "end":
+                    finished = True
+                    if frame[1]:
+                        yield CopyData(frame[1], 0)  # the COPY trailer
+                    return
+                elif frame[0] == "bad_row":
+                    finished = True
+                    raise ValueError(frame[1])  # bad data: not retried
+                else:
+                    _, message, transient, connecting = frame
+                    finished = True
+                    if connecting:
+                        raise SourceError(f"cannot connect to {self.name} over ODBC: {message}", transient)
+                    raise SourceError(f"query on {self.name} failed: {message}\n{query}", transient)
+        finally:
+            if not finished or child.poll() is None:
+                child.kill()
+            child.wait()
+            child.stdout.close()
+            errors.close()
 
-def _odbc_message(exc: pyodbc.Error) -> str:
-    return " ".join(str(a) for a in exc.args[1:]) or str(exc)
+    def _crashed(self, child: subprocess.Popen, errors) -> SourceError:
+        code = child.wait()
+        errors.seek(0)
+        detail = errors.read().decode(errors="replace").strip().splitlines()[-3:]
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return SourceError(
+            f"the ODBC reader of {self.name} died ({how}) before the end of the result; the driver usually "
+            f"does this when the connection to the source is lost{': ' + ' | '.join(detail) if detail else ''}",
+            transient=True,
+        )

@@ -32,8 +32,17 @@ class PostgresWarehouse(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        """An autocommit connection: callers group statements with `conn.transaction()`."""
-        with psycopg.connect(self.conninfo(), autocommit=True) as conn:
+        """An autocommit connection: callers group statements with `conn.transaction()`.
+        Not reaching the warehouse fails the step with the reason; retried unless it is a matter
+        of configuration or credentials."""
+        try:
+            conn = psycopg.connect(self.conninfo(), autocommit=True, connect_timeout=30)
+        except psycopg.OperationalError as exc:
+            from dw_platform.lib.bronze import is_transient
+
+            raise dg.Failure(f"cannot connect to the warehouse {self.database!r} on {self.host}: "
+                             f"{str(exc).strip().splitlines()[0]}", allow_retries=is_transient(exc)) from exc
+        with conn:
             yield conn
 
 

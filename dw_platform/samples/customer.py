@@ -147,9 +147,9 @@ def demo(session: DemoSession) -> DemoOutcome:
     """Seed the CRM stand-in once and run `customer_daily` for every day it holds as one run (the
     single-run backfill the UI does): bronze over ODBC, its checks, silver, gold, dbt tests."""
     from dw_platform.lib.demo import DemoOutcome, failure_reason
-    from dw_platform.lib.warehouse import server_connection
+    from dw_platform.lib.embedded import admin_connection
 
-    with server_connection("source_crm") as source:
+    with admin_connection("source_crm") as source:
         count = seed(source)
         first_day, last_day = day_range(source)
     session.stage(f"customer: {count:,} rows in source_crm.{SOURCE_TABLE}, modified {first_day} .. {last_day}; "

@@ -76,7 +76,8 @@ def customer_profile_raw(
         result = bronze.load(
             conn,
             CUSTOMER_PROFILE_RAW,
-            customer_source.stream(query, list(scope.read_params)),
+            customer_source.copy_stream(query, scope.read_params,
+                                        [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]),
             asset_key=context.asset_key.to_user_string(),
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",

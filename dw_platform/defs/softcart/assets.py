@@ -18,7 +18,7 @@ from dw_platform.defs.softcart.ingest import (
 )
 from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
 from dw_platform.lib import bronze
-from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
+from dw_platform.lib.bronze import BronzeTable, CopyData, LoadScope, Watermark
 from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
@@ -50,9 +50,14 @@ def latest_records_query(dialect) -> str:
     return f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} WHERE {rowid} > ? ORDER BY {rowid}"
 
 
-def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator[list]:
-    """The source rows with a rowid above `last_rowid`, in rowid order, streamed in batches."""
-    return source.stream(latest_records_query(source.dialect), [last_rowid])
+def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
+    return [(c.name, c.pg_type) for c in table.columns]
+
+
+def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator[CopyData]:
+    """The source rows with a rowid above `last_rowid`, in rowid order, streamed as binary COPY
+    data encoded by the ODBC reader process."""
+    return source.copy_stream(latest_records_query(source.dialect), [last_rowid], copy_columns(SALES_DATA))
 
 
 @dg.asset(
@@ -92,7 +97,7 @@ def _snapshot(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, s
               table: BronzeTable, source_table: str) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         result = bronze.load(
-            conn, table, source.stream(select_columns(table, source_table, source.dialect), []),
+            conn, table, source.copy_stream(select_columns(table, source_table, source.dialect), [], copy_columns(table)),
             asset_key=context.asset_key.to_user_string(), scope=table_scope(),
             source=f"{source.name}:{source_table}", run_id=context.run.run_id, log=context.log.info,
         )

@@ -1,0 +1,134 @@
+"""Run one ODBC query in a child process and stream its rows back over a pipe.
+
+Why a process: an ODBC driver that loses its server can take the whole process down (psqlODBC
+segfaults inside `fetchmany` when the server dies mid-read). In a child, that crash becomes a
+clear, retryable error of the load — with a failure event and a ledger entry — instead of a
+run that vanishes. It also lets the fetch use the second core while the parent writes COPY.
+
+Protocol: the parent writes one pickled request to stdin (the connection string travels there,
+never on the command line); the child answers with pickled frames on stdout, one per batch:
+("rows", [tuple, ...]), or — when the request names the PostgreSQL types of the columns —
+("copy", bytes, row count) holding the batch already in PostgreSQL's binary COPY format, which
+the parent passes to COPY untouched (no per-row work on its side); then ("end", bytes) with the
+COPY trailer, or ("error", message, transient, connecting), or ("bad_row", message).
+This module imports only pyodbc and psycopg, so the child starts fast.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from typing import Any, BinaryIO
+
+# Messages that mean the server or the network went away (the read may succeed on a retry),
+# as psqlODBC, MariaDB Connector/ODBC and Microsoft's driver word them.
+LOST_CONNECTION = (
+    "server closed the connection", "terminating connection", "could not receive data", "connection refused",
+    "could not connect", "no such file or directory", "lost connection", "server has gone away",
+    "communication link failure", "connection reset", "broken pipe", "timeout expired", "timed out",
+    "the connection is broken", "connection was forcibly closed", "can't connect",
+)
+# Connection failures that a retry cannot fix: configuration and authentication.
+PERMANENT_CONNECT = (
+    "password", "authentication", "does not exist", "pg_hba", "permission denied", "login failed",
+    "access denied", "unknown database",
+)
+
+
+def is_transient(sqlstate: str, message: str, connecting: bool) -> bool:
+    """Transient = the server could not be reached, or the connection was lost or timed out.
+    Permanent = an unknown driver or DSN, bad credentials, a missing database, bad SQL, bad data."""
+    text = message.lower()
+    if sqlstate.startswith("IM") or sqlstate.startswith("28") or sqlstate.startswith("42") \
+            or sqlstate.startswith("22") or sqlstate.startswith("23"):
+        return False
+    if connecting and any(word in text for word in PERMANENT_CONNECT):
+        return False
+    if sqlstate.startswith("08") or sqlstate in ("HYT00", "HYT01"):
+        return True
+    return any(phrase in text for phrase in LOST_CONNECTION)
+
+
+def _send(out: BinaryIO, frame: tuple) -> None:
+    pickle.dump(frame, out, protocol=pickle.HIGHEST_PROTOCOL)
+    out.flush()
+
+
+def serve(request: dict[str, Any], out: BinaryIO) -> None:
+    import pyodbc
+
+    def error(exc: pyodbc.Error, connecting: bool) -> tuple:
+        state = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ""
+        message = " ".join(str(a) for a in exc.args[1:]) or str(exc)
+        return ("error", message, is_transient(state, message, connecting), connecting)
+
+    try:
+        conn = pyodbc.connect(request["connection_string"], autocommit=True, timeout=request["login_timeout"])
+    except pyodbc.Error as exc:
+        _send(out, error(exc, connecting=True))
+        return
+    try:
+        cursor = conn.cursor()
+        cursor.execute(request["query"], *request["params"])
+        encode = _copy_encoder(request["copy_columns"]) if request.get("copy_columns") else None
+        read = 0
+        while batch := cursor.fetchmany(request["fetch_size"]):
+            if encode is None:
+                _send(out, ("rows", [tuple(row) for row in batch]))
+            else:
+                try:
+                    _send(out, ("copy", encode(batch, first=read == 0), len(batch)))
+                except _BadRow as bad:
+                    _send(out, ("bad_row", f"row {read + bad.index + 1:,}: {bad}"))
+                    return
+            read += len(batch)
+        _send(out, ("end", (b"" if read else _COPY_SIGNATURE) + _COPY_TRAILER if encode else b""))
+    except pyodbc.Error as exc:
+        _send(out, error(exc, connecting=False))
+    finally:
+        conn.close()
+
+
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+
+
+class _BadRow(ValueError):
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
+def _copy_encoder(columns: list[tuple[str, str]]):
+    """Rows -> PostgreSQL binary COPY data for `columns` (name, pg_type), with psycopg's own (C)
+    dumpers. psycopg formats COPY rows only through a connection's cursor; its row formatter is
+    used directly so the child needs no warehouse connection (pinned by psycopg>=3.2,<4)."""
+    import psycopg
+    from psycopg import adapt
+    from psycopg._copy_base import format_row_binary
+
+    from dw_platform.lib.pgtypes import describe_mismatch
+
+    transformer = adapt.Transformer()
+    transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)
+
+    def encode(batch, first: bool) -> bytes:
+        buffer = bytearray(_COPY_SIGNATURE if first else b"")
+        for index, row in enumerate(batch):
+            try:
+                format_row_binary(row, transformer, buffer)
+            except (TypeError, ValueError, AttributeError, psycopg.DataError) as exc:
+                raise _BadRow(describe_mismatch(row, columns, exc), index) from exc
+        return bytes(buffer)
+
+    return encode
+
+
+def main() -> None:
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but frames on the pipe
+    serve(pickle.load(sys.stdin.buffer), out)
+
+
+if __name__ == "__main__":
+    main()

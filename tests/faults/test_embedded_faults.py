@@ -1,0 +1,81 @@
+"""Faults of the embedded default itself: a `dw` process killed with -9 must not leave the
+embedded PostgreSQL running for good."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+START_THEN = textwrap.dedent("""
+    import os, sys
+    from dw_platform.lib import embedded
+    with embedded.services(env_file=None):
+        print(os.environ["DW_PG_HOST"], flush=True)
+        if sys.argv[1] == "kill":
+            os.kill(os.getpid(), 9)
+""")
+
+
+def run_dw_process(home, how: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))}
+    env.update(DW_HOME=str(home), DW_BLOB_CONNECTION_STRING="BlobEndpoint=http://127.0.0.1:9/x;")
+    return subprocess.run([sys.executable, "-c", START_THEN, how], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def postmaster_pid(home) -> int:
+    return int((home / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def test_a_killed_dw_process_does_not_keep_the_embedded_server_running_for_good(tmp_path):
+    killed = run_dw_process(tmp_path, "kill")
+    assert killed.returncode == -9, killed.stderr
+    server = postmaster_pid(tmp_path)
+    assert psutil.pid_exists(server)  # the killed process could not stop it ...
+    handles = json.loads((tmp_path / "pg" / ".handle_pids.json").read_text())
+    assert handles and not any(psutil.pid_exists(pid) for pid in handles)  # ... and left its dead pid
+
+    normal = run_dw_process(tmp_path, "exit")  # the next dw process prunes the dead pid ...
+
+    assert normal.returncode == 0, normal.stderr
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(server) and time.monotonic() < deadline:  # ... so its exit stops the server
+        time.sleep(0.2)
+    assert not psutil.pid_exists(server)
+
+
+def test_dw_dev_stopped_with_sigterm_stops_dagster_and_the_servers_quietly(tmp_path):
+    import signal
+    import socket
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))}
+    env["DW_HOME"] = str(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dw = subprocess.Popen([sys.executable, "-m", "dw_platform.cli", "dev", "--port", str(port)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert dw.poll() is None and time.monotonic() < deadline, dw.stderr.read() if dw.poll() else "timeout"
+            time.sleep(1)
+    family = [p for p in psutil.Process(dw.pid).children(recursive=True)]
+    server = postmaster_pid(tmp_path)
+
+    dw.send_signal(signal.SIGTERM)
+    _, stderr = dw.communicate(timeout=90)
+
+    assert dw.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    time.sleep(2)
+    left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], [p.cmdline() for p in left]
+    assert not psutil.pid_exists(server) or psutil.Process(server).status() == psutil.STATUS_ZOMBIE

@@ -1,0 +1,46 @@
+"""The embedded PostgreSQL is not open: passwords on every connection, a non-superuser pipeline
+role, server settings for dead clients, and a state folder only its owner can read."""
+
+import os
+import stat
+
+import psycopg
+import pytest
+
+from dw_platform.lib import embedded
+
+
+def test_a_connection_without_the_password_is_refused(server):
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user="postgres", dbname="postgres",
+                        password="wrong").close()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=embedded.PIPELINE_ROLE,
+                        dbname="warehouse").close()
+
+
+def test_the_pipeline_runs_as_a_role_that_owns_its_databases_and_only_reads_the_sources(server):
+    with psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=server["DW_PG_USER"],
+                         password=server["DW_PG_PASSWORD"], dbname="warehouse") as conn:
+        superuser, createdb = conn.execute(
+            "select rolsuper, rolcreatedb from pg_roles where rolname = current_user").fetchone()
+        assert server["DW_PG_USER"] == embedded.PIPELINE_ROLE and not superuser and not createdb
+        owners = dict(conn.execute("select datname, pg_get_userbyid(datdba) from pg_database").fetchall())
+        assert owners["warehouse"] == owners["dagster"] == embedded.PIPELINE_ROLE
+        assert owners["source_crm"] == "postgres"
+        assert conn.execute("show client_connection_check_interval").fetchone()[0] == "5s"
+    with psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=server["DW_PG_USER"],
+                         password=server["DW_PG_PASSWORD"], dbname="source_crm", autocommit=True) as source:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            source.execute("create table written_by_the_pipeline (x int)")
+
+
+def test_the_state_folder_and_its_secrets_are_readable_by_their_owner_only(server):
+    home = embedded.state_dir()
+    assert stat.S_IMODE(home.stat().st_mode) & 0o066 == 0  # no read or write for group and others
+    for secret in ("pg_admin_password", "pg_dw_password", "sales_fernet_keys"):
+        assert stat.S_IMODE((home / secret).stat().st_mode) == 0o600
+    for folder in ("azurite", "dagster"):
+        assert stat.S_IMODE((home / folder).stat().st_mode) & 0o077 == 0, folder
+    admin = (home / "pg_admin_password").read_text().strip()
+    assert admin not in os.environ.values()
