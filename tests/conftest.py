@@ -69,6 +69,16 @@ def warehouse(databases) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
+def warehouse_resource(databases):
+    """The warehouse resource on this test's warehouse, for calling assets and checks directly."""
+    from dw_platform.lib.warehouse import PostgresWarehouse
+
+    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
+                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                             database=os.environ["DW_PG_DATABASE"])
+
+
+@pytest.fixture
 def definitions(server) -> dg.Definitions:
     from dw_platform.definitions import defs
 

@@ -1,7 +1,6 @@
 """SoftCart bronze on the real MariaDB and MariaDB ODBC driver: sales_data incremental by rowid,
 append-only and exactly once; the reference snapshots; the checks that must be able to fail."""
 
-import os
 import threading
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,7 +11,6 @@ import pytest
 from dw_platform.defs.softcart.checks import softcart_sales_data_no_data_lost
 from dw_platform.defs.softcart.ingest import SALES_DATA
 from dw_platform.defs.softcart.resources import softcart_source
-from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples.softcart import insert_sales, sales_rows, seed_reference_data
 
 pytestmark = pytest.mark.integration
@@ -102,13 +100,13 @@ def test_two_concurrent_runs_load_each_rowid_once(definitions, softcart_db, ware
     assert bronze_rowids(warehouse) == list(range(1, 3001))
 
 
-def test_the_no_data_lost_check_fails_when_bronze_is_missing_a_row(definitions, softcart_db, warehouse):
+def test_the_no_data_lost_check_fails_when_bronze_is_missing_a_row(definitions, softcart_db, warehouse,
+                                                                  warehouse_resource):
     insert_sales(softcart_db, sales_rows(50, START, START + timedelta(days=1)))
     assert checks(materialize(definitions, BRONZE[0]))["softcart_sales_data_no_data_lost"]
 
     warehouse.execute("delete from bronze.softcart_sales_data where rowid = 17")  # a row lost in bronze
-    resources = {"warehouse": PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                                                user=os.environ["DW_PG_USER"], database=os.environ["DW_PG_DATABASE"]),
+    resources = {"warehouse": warehouse_resource,
                  "softcart_source": softcart_source().process_config_and_initialize()}
 
     result = softcart_sales_data_no_data_lost(**resources)
