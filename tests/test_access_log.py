@@ -118,3 +118,9 @@ def test_gzip_chunks_round_trip_and_are_a_real_gzip_file():
     assert b"".join(gunzip_chunks([packed[i:i + 77] for i in range(0, len(packed), 77)])) == data
     with pytest.raises(ValueError, match="truncated"):
         b"".join(gunzip_chunks([packed[:-20]]))
+
+
+def test_tabs_backslashes_and_odd_separators_in_fields_survive_the_copy_text_format():
+    line = '192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /a\\\\b HTTP/1.1" 200 1 "-" "UA\twith tab \x0c\u2028 end"\n'
+    row = fields(parsed(line.encode())[0])
+    assert row["path"] == "/a\\\\b" and row["user_agent"] == "UA\twith tab \x0c\u2028 end"

@@ -68,6 +68,20 @@ def test_each_run_loads_only_rows_above_the_highest_rowid_in_bronze_and_a_rerun_
                              " where watermark_key = 'softcart.sales_data'").fetchone()[0] == 127
 
 
+def test_a_backlog_is_read_in_rowid_pages_across_gaps_as_one_load(definitions, softcart_db, warehouse, monkeypatch):
+    from dw_platform.defs.softcart import assets
+
+    monkeypatch.setattr(assets, "PAGE_ROWIDS", 7)  # the driver holds a whole result: pages bound memory
+    insert_sales(softcart_db, sales_rows(60, START, START + timedelta(days=1)))
+    softcart_db.cursor().execute("delete from sales_data where rowid between 10 and 40")  # a gap wider than a page
+
+    meta = sales_meta(materialize(definitions, BRONZE[0]))
+
+    assert (meta["dagster/row_count"], meta["first_rowid"], meta["last_rowid"]) == (29, 1, 60)
+    assert bronze_rowids(warehouse) == [*range(1, 10), *range(41, 61)]
+    assert warehouse.execute("select count(distinct _bronze_batch_id) from bronze.softcart_sales_data").fetchone()[0] == 1
+
+
 def test_rows_land_as_the_source_holds_them_with_lineage(definitions, softcart_db, warehouse):
     insert_sales(softcart_db, [(101, 1, 3, Decimal("24.99"), datetime(2026, 3, 1, 12, 30, 5)),
                                (9999, 2, -1, Decimal("0.00"), None)])

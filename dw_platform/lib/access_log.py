@@ -138,15 +138,29 @@ def count_lines(chunks: Iterable[bytes]) -> int:
     return count + (last != b"\n")
 
 
-def parse(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[list[tuple | BadLine]]:
-    """Batches of parsed lines: `(line_number, *fields)` tuples and `BadLine`s, in file order.
+@dataclass
+class ParsedBatch:
+    """Up to `batch_rows` lines of a file: the good ones as PostgreSQL COPY text (`line_number`
+    and FIELDS, tab-separated, escaped, `\\N` for none, one line each ending in a newline), the
+    bad ones as BadLines."""
 
-    A block of whole lines is decoded and matched at once (one regex match per good line, so
-    Python does little per line); the lines between two matches are the bad ones.
+    copy_text: str
+    rows: int
+    bad: list[BadLine]
+
+
+def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[ParsedBatch]:
+    """Parse a log straight into COPY text batches, in file order.
+
+    A block of whole lines is decoded and matched at once (one regex match per good line), and a
+    good line becomes its COPY text line with one `join`: Python does little per line. Lines
+    between two matches are the bad ones. Fields holding a backslash or a tab are escaped.
     """
     timestamps = _Timestamps()
+    valid = timestamps.valid
     number = 0
-    batch: list[tuple | BadLine] = []
+    out: list[str] = []
+    bad: list[BadLine] = []
     for block in _blocks(chunks):
         try:
             text = block.decode("utf-8")
@@ -155,32 +169,59 @@ def parse(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[list[tu
         if text is None or "\x00" in text:  # rare: line by line, to name the bad ones
             for raw in block.split(b"\n"):
                 number += 1
-                batch.append(_one_line(number, raw[:-1] if raw.endswith(b"\r") else raw, timestamps))
+                parsed = _one_line(number, raw[:-1] if raw.endswith(b"\r") else raw, timestamps)
+                if isinstance(parsed, BadLine):
+                    bad.append(parsed)
+                else:
+                    out.append(_copy_line(parsed))
         else:
+            if "\r" in text:
+                text = text.replace("\r\n", "\n")
+            plain = "\\" not in text and "\t" not in text and "\r" not in text  # nothing to escape
             pos = 0
-            valid = timestamps.valid
             for m in _LINES.finditer(text):
                 if m.start() != pos:
-                    number = _bad_lines(text[pos:m.start() - 1], number, batch)
+                    number = _bad_lines(text[pos:m.start() - 1], number, bad)
                 number += 1
-                groups = m.groups()
-                if groups[5] is not None and valid(groups[3]):
-                    batch.append((number, *groups))
-                else:
-                    fields = _fields(groups, timestamps)
-                    batch.append((number, *fields) if isinstance(fields, tuple)
-                                 else BadLine(number, m.group().rstrip("\r"), fields))
                 pos = m.end() + 1
-                if len(batch) >= batch_rows:
-                    yield batch
-                    batch = []
+                groups = m.groups()
+                if plain and groups[5] is not None and groups[10] is not None and valid(groups[3]):
+                    out.append(f"{number}\t" + "\t".join(groups) + "\n")  # the common case
+                    continue
+                fields = _fields(groups, timestamps)
+                if isinstance(fields, str):
+                    bad.append(BadLine(number, m.group(), fields))
+                else:
+                    out.append(_copy_line((number, *fields)))
             if pos <= len(text):
-                number = _bad_lines(text[pos:], number, batch)
-        if len(batch) >= batch_rows:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+                number = _bad_lines(text[pos:], number, bad)
+        if len(out) + len(bad) >= batch_rows:
+            yield ParsedBatch("".join(out), len(out), bad)
+            out, bad = [], []
+    if out or bad:
+        yield ParsedBatch("".join(out), len(out), bad)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_line(row: tuple) -> str:
+    return "\t".join("\\N" if v is None else str(v).translate(_ESCAPES) for v in row) + "\n"
+
+
+def _from_copy_line(line: str) -> tuple:
+    unescape = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
+    values = [None if v == "\\N" else re.sub(r"\\[\\tnr]", lambda e: unescape[e.group()], v)
+              for v in line.split("\t")]
+    return (int(values[0]), *values[1:])
+
+
+def parse(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[list[tuple | BadLine]]:
+    """Batches of parsed lines: `(line_number, *fields)` tuples and `BadLine`s, in file order
+    (the COPY text of `parse_copy_text` read back: one parsing code path)."""
+    for batch in parse_copy_text(chunks, batch_rows):
+        rows = [_from_copy_line(line) for line in batch.copy_text.split("\n")[:-1]] + batch.bad
+        yield sorted(rows, key=lambda r: r.line_number if isinstance(r, BadLine) else r[0])
 
 
 def _bad_lines(text: str, number: int, batch: list) -> int:

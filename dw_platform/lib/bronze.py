@@ -18,6 +18,7 @@ Two ways a load treats what bronze already holds, chosen by the table:
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +42,19 @@ class CopyData:
     rows: int
 
 
-Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData]]
+@dataclass(frozen=True)
+class CopyText:
+    """A batch already in PostgreSQL's COPY text format: the source columns of `rows` rows,
+    tab-separated and escaped, each line ending in a newline (for producers that format rows
+    themselves, such as a log parser). The loader appends the lineage to every line with one
+    string replace per batch, so nothing is done per row on its side. A load's batches are all
+    CopyText or none."""
+
+    data: str
+    rows: int
+
+
+Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData, CopyText]]
 # Rows, or a function that returns them given the load's connection once the partition's locks
 # are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
 # loaded"). It must not use the connection once it starts yielding.
@@ -505,16 +518,26 @@ def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
 
 def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
           lineage: tuple, progress: _Progress, log) -> None:
-    """Binary COPY of `batches` (source columns, plus `lineage` appended to every row) into
-    `columns` of `target`. A `CopyData` batch is written as it is."""
-    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    """COPY of `batches` (source columns, plus `lineage` appended to every row) into `columns` of
+    `target`: binary, or text when the batches are `CopyText`. A `CopyData` batch is written as it is."""
+    batches = iter(batches)
+    first = next(batches, None)
+    text = isinstance(first, CopyText)
+    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
+        target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), sql.SQL("text" if text else "binary")
     )
+    line_end = "".join("\t" + _copy_text_value(v) for v in lineage) + "\n"
     next_report = 100_000
     with conn.cursor().copy(statement) as copy:
-        copy.set_types([c.pg_type for c in columns])
-        for batch in batches:
-            if isinstance(batch, CopyData):
+        if not text:
+            copy.set_types([c.pg_type for c in columns])
+        for batch in itertools.chain([first] if first is not None else [], batches):
+            if text != isinstance(batch, CopyText):
+                raise TypeError("a load's batches are all CopyText or none")
+            if text:
+                copy.write(batch.data.replace("\n", line_end) if lineage else batch.data)
+                progress.rows += batch.rows
+            elif isinstance(batch, CopyData):
                 if lineage:
                     raise TypeError("CopyData carries no lineage: it is for version-keeping tables only")
                 copy.write(batch.data)
@@ -530,6 +553,14 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report = (progress.rows // 100_000 + 1) * 100_000
+
+
+def _copy_text_value(value: Any) -> str:
+    """A lineage value in COPY text format."""
+    if value is None:
+        return "\\N"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,

@@ -82,15 +82,15 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
                     _send(out, ("bad_row", f"row {read + bad.index + 1:,}: {bad}"))
                     return
             read += len(batch)
-        _send(out, ("end", (b"" if read else _COPY_SIGNATURE) + _COPY_TRAILER if encode else b""))
+        _send(out, ("end", (b"" if read else COPY_SIGNATURE) + COPY_TRAILER if encode else b""))
     except pyodbc.Error as exc:
         _send(out, error(exc, connecting=False))
     finally:
         conn.close()
 
 
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+COPY_TRAILER = b"\xff\xff"
 
 
 class _BadRow(ValueError):
@@ -113,7 +113,7 @@ def _copy_encoder(columns: list[tuple[str, str]]):
     transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)
 
     def encode(batch, first: bool) -> bytes:
-        buffer = bytearray(_COPY_SIGNATURE if first else b"")
+        buffer = bytearray(COPY_SIGNATURE if first else b"")
         for index, row in enumerate(batch):
             try:
                 format_row_binary(row, transformer, buffer)

@@ -45,9 +45,16 @@ def get_last_rowid(conn: psycopg.Connection) -> int:
         sql.Identifier(ROWID), SALES_DATA.ident)).fetchone()[0]
 
 
+# The MariaDB ODBC driver (Connector/ODBC 3.1) holds a whole result in memory, so sales_data is
+# read in pages of rowid values: memory stays one page deep however large the backlog is.
+PAGE_ROWIDS = 200_000
+
+
 def latest_records_query(dialect) -> str:
+    """The rows of a rowid range (lower bound exclusive, upper inclusive), in rowid order."""
     rowid = quote_ident(ROWID, dialect)
-    return f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} WHERE {rowid} > ? ORDER BY {rowid}"
+    return (f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} "
+            f"WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}")
 
 
 def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
@@ -55,9 +62,25 @@ def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
 
 
 def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator[CopyData]:
-    """The source rows with a rowid above `last_rowid`, in rowid order, streamed as binary COPY
-    data encoded by the ODBC reader process."""
-    return source.copy_stream(latest_records_query(source.dialect), [last_rowid], copy_columns(SALES_DATA))
+    """The source rows with a rowid above `last_rowid` up to the highest rowid when the read
+    starts, in rowid order, as binary COPY data encoded by the ODBC reader process. Rows
+    committed later wait for the next run."""
+    return source.copy_stream_pages(latest_records_query(source.dialect), rowid_pages(source, last_rowid, PAGE_ROWIDS),
+                                    copy_columns(SALES_DATA))
+
+
+def rowid_pages(source: OdbcSource, last_rowid: int, page: int) -> Iterator[tuple[int, int]]:
+    """(after, up to) rowid ranges of at most `page` rowids from `last_rowid` to the source's
+    highest rowid now; a gap in the rowids is skipped in one step."""
+    rowid = quote_ident(ROWID, source.dialect)
+    table = quote_table(SALES_SOURCE_TABLE, source.dialect)
+    high = source.scalar(f"SELECT MAX({rowid}) FROM {table}") or 0
+    start = last_rowid
+    while start < high:
+        start = (source.scalar(f"SELECT MIN({rowid}) FROM {table} WHERE {rowid} > ?", [start]) or high) - 1
+        end = min(start + page, high)
+        yield start, end
+        start = end
 
 
 @dg.asset(

@@ -1,6 +1,6 @@
 """The SoftCart bronze tables, and one access-log file into bronze rows and quarantine rows.
 
-`AccessLogFile.batches()` feeds `bronze.load` with the parsed lines; lines that do not parse are
+`AccessLogFile.batches()` feeds `bronze.load` with the parsed lines as COPY text; lines that do not parse are
 spooled to a temporary file (memory stays bounded) and written to the quarantine table by
 `write_quarantine`, which `bronze.load` calls inside its transaction, so a file's rows and its
 quarantine rows replace their previous load together.
@@ -17,8 +17,8 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from dw_platform.lib.access_log import FIELDS, BadLine, parse
-from dw_platform.lib.bronze import BronzeTable, Column
+from dw_platform.lib.access_log import FIELDS, BadLine, parse_copy_text
+from dw_platform.lib.bronze import BronzeTable, Column, CopyText
 
 # Append-only by rowid: a load adds the rows above the highest rowid bronze holds; the row hash
 # (unique) makes a second copy of a row impossible even if two loads read the same rows.
@@ -97,17 +97,15 @@ class AccessLogFile:
         self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="", encoding="utf-8")
         self._spool_writer = csv.writer(self._spool)
 
-    def batches(self, chunks: Iterable[bytes]) -> Iterator[list[tuple]]:
-        for parsed in parse(chunks):
-            good = [row for row in parsed if not isinstance(row, BadLine)]
-            if len(good) != len(parsed):
-                for bad in parsed:
-                    if isinstance(bad, BadLine):
-                        self._quarantine(bad)
-            self.lines += len(parsed)
-            self.lines_loaded += len(good)
-            if good:
-                yield good
+    def batches(self, chunks: Iterable[bytes]) -> Iterator[CopyText]:
+        """The good lines as COPY text batches (the parser formats them; nothing per row here)."""
+        for parsed in parse_copy_text(chunks):
+            for bad in parsed.bad:
+                self._quarantine(bad)
+            self.lines += parsed.rows + len(parsed.bad)
+            self.lines_loaded += parsed.rows
+            if parsed.rows:
+                yield CopyText(parsed.copy_text, parsed.rows)
 
     def _quarantine(self, bad: BadLine) -> None:
         self._spool_writer.writerow((bad.line_number, bad.raw, bad.reason))
