@@ -177,7 +177,7 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
         else:
             if "\r" in text:
                 text = text.replace("\r\n", "\n")
-            plain = "\\" not in text and "\t" not in text and "\r" not in text  # nothing to escape
+            no_tabs = "\t" not in text and "\r" not in text
             pos = 0
             for m in _LINES.finditer(text):
                 if m.start() != pos:
@@ -185,9 +185,11 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
                 number += 1
                 pos = m.end() + 1
                 groups = m.groups()
-                if plain and groups[5] is not None and groups[10] is not None and valid(groups[3]):
-                    out.append(f"{number}\t" + "\t".join(groups) + "\n")  # the common case
-                    continue
+                if no_tabs and groups[5] is not None and groups[10] is not None and valid(groups[3]):
+                    joined = "\t".join(groups)
+                    if "\\" not in joined:  # the common case: nothing to escape, no field missing
+                        out.append(f"{number}\t{joined}\n")
+                        continue
                 fields = _fields(groups, timestamps)
                 if isinstance(fields, str):
                     bad.append(BadLine(number, m.group(), fields))
@@ -202,11 +204,19 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
         yield ParsedBatch("".join(out), len(out), bad)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+def _copy_value(value) -> str:
+    if value is None:
+        return "\\N"
+    text = str(value)
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if "\t" in text or "\r" in text or "\n" in text:
+        text = text.replace("\t", "\\t").replace("\r", "\\r").replace("\n", "\\n")
+    return text
 
 
 def _copy_line(row: tuple) -> str:
-    return "\t".join("\\N" if v is None else str(v).translate(_ESCAPES) for v in row) + "\n"
+    return "\t".join([_copy_value(v) for v in row]) + "\n"
 
 
 def _from_copy_line(line: str) -> tuple:
