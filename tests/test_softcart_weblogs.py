@@ -12,7 +12,7 @@ from dw_platform.defs.softcart.checks import web_access_log_lines_reconcile_with
 from dw_platform.defs.softcart.partitions import weblog_files
 from dw_platform.defs.softcart.resources import weblogs_landing_zone
 from dw_platform.defs.softcart.sensors import scan_weblogs
-from dw_platform.samples.softcart import BAD_LINES, QUIRKY_LINES, access_log
+from dw_platform.samples.softcart import BAD_LINES, access_log
 
 pytestmark = pytest.mark.integration
 

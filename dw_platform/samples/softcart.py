@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import dagster as dg
     import pyodbc
 
     from dw_platform.lib.demo import DemoOutcome, DemoSession
