@@ -68,3 +68,26 @@ def test_two_loads_of_one_partition_take_turns_and_the_last_one_wins(warehouse, 
     rows = warehouse.execute("select order_id, _bronze_batch_id from bronze.orders").fetchall()
     assert rows == [(3, results["second"].batch_id)]
     assert (results["first"].rows_loaded, results["second"].rows_replaced) == (2, 2)
+
+
+def test_arrow_batches_load_whole_with_nulls_empty_strings_and_every_supported_type(warehouse):
+    import pyarrow as pa
+    from datetime import date
+
+    table = BronzeTable("bronze", "arrow_batches", (Column("note", "text"), Column("line", "bigint"),
+                                                    Column("small", "integer"), Column("day", "date")))
+    scope = LoadScope(("all",), bronze.sql.SQL("true"))
+    batch = pa.RecordBatch.from_pydict({
+        "note": pa.array(["", None, "a\r\nb \u00a0é", '"quoted", \\. \t'], pa.string()),
+        "line": pa.array([1, None, 3, -(2**62)], pa.int64()),
+        "small": pa.array([7, 8, None, -9], pa.int32()),
+        "day": pa.array([date(2026, 11, 20), None, date(1969, 12, 31), date(2000, 1, 1)], pa.date32()),
+    })
+
+    result = bronze.load(warehouse, table, [batch, batch.slice(1, 2)], asset_key="bronze/arrow_batches", scope=scope,
+                         source="test")
+
+    assert result.rows_loaded == 6
+    rows = warehouse.execute("select note, line, small, day, _bronze_source_file from bronze.arrow_batches").fetchall()
+    expected = [tuple(r.values()) + ("test",) for r in [*batch.to_pylist(), *batch.slice(1, 2).to_pylist()]]
+    assert rows == expected

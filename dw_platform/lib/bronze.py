@@ -29,8 +29,9 @@ from typing import Any, Union
 import dagster as dg
 import psycopg
 from psycopg import sql
+from psycopg.adapt import PyFormat
 
-from dw_platform.lib.pgtypes import describe_mismatch
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 @dataclass(frozen=True)
 class CopyData:
@@ -519,7 +520,9 @@ def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
 def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
           lineage: tuple, progress: _Progress, log) -> None:
     """COPY of `batches` (source columns, plus `lineage` appended to every row) into `columns` of
-    `target`: binary, or text when the batches are `CopyText`. A `CopyData` batch is written as it is."""
+    `target`: binary, or text when the batches are `CopyText`. A `CopyData` batch is written as it
+    is; an Arrow record batch (columns named as the table's) becomes COPY tuples a whole column at
+    a time (`_arrow_tuples`)."""
     batches = iter(batches)
     first = next(batches, None)
     text = isinstance(first, CopyText)
@@ -528,6 +531,7 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
     )
     line_end = "".join("\t" + _copy_text_value(v) for v in lineage) + "\n"
     next_report = 100_000
+    arrow = False
     with conn.cursor().copy(statement) as copy:
         if not text:
             copy.set_types([c.pg_type for c in columns])
@@ -542,6 +546,12 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
                     raise TypeError("CopyData carries no lineage: it is for version-keeping tables only")
                 copy.write(batch.data)
                 progress.rows += batch.rows
+            elif hasattr(batch, "num_rows"):  # an Arrow record batch
+                if not arrow:
+                    copy.write(COPY_SIGNATURE)
+                    arrow = True
+                copy.write(_arrow_tuples(conn, batch, columns, lineage))
+                progress.rows += batch.num_rows
             else:
                 for i, row in enumerate(batch):
                     try:
@@ -553,6 +563,53 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
             if progress.rows >= next_report:
                 log(f"{table.qualified_name}: {progress.rows:,} rows streamed")
                 next_report = (progress.rows // 100_000 + 1) * 100_000
+        if arrow:
+            copy.write(COPY_TRAILER)
+
+
+_BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4"}
+_DAYS_1970_TO_2000 = 10_957
+
+
+def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
+    """An Arrow batch's columns plus the lineage values as binary COPY tuples, built by Arrow a
+    whole column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
+    bigint/integer/smallint/date as big-endian numbers — and the lineage values, the same on
+    every row, are dumped once by psycopg."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def fixed(array, fmt: str):
+        width = int(fmt[-1])
+        return pa.array(array.astype(fmt).view(f"S{width}"), pa.binary(width)).cast(pa.binary())
+
+    source = columns[:len(columns) - len(lineage)]
+    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
+    for column in source:
+        if column.name not in batch.schema.names:
+            raise ValueError(f"the Arrow batch lacks column {column.name}")
+        values = batch.column(column.name)
+        if column.pg_type == "text":
+            payload = values.cast(pa.binary())
+            lengths = pc.binary_length(payload)
+        elif column.pg_type in _BIG_ENDIAN:
+            numbers = values.cast(pa.int32()) if column.pg_type == "date" else values.cast(pa.int64())
+            numbers = pc.fill_null(numbers, 0).to_numpy()
+            payload = fixed(numbers - _DAYS_1970_TO_2000 if column.pg_type == "date" else numbers,
+                            _BIG_ENDIAN[column.pg_type])
+            payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
+            lengths = pc.binary_length(payload)
+        else:
+            raise ValueError(f"column {column.name}: Arrow batches load text, bigint, integer, smallint and date "
+                             f"columns, not {column.pg_type}")
+        parts += [fixed(pc.fill_null(lengths.cast(pa.int32()), -1).to_numpy(), ">i4"), pc.fill_null(payload, b"")]
+    for value in lineage:
+        dumped = bytes(conn.adapters.get_dumper(type(value), PyFormat.BINARY)(type(value), conn).dump(value))
+        parts.append(pa.scalar(len(dumped).to_bytes(4, "big") + dumped))
+    rows = pc.binary_join_element_wise(*parts, b"")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
+    return memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])]
 
 
 def _copy_text_value(value: Any) -> str:

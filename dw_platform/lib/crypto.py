@@ -10,11 +10,18 @@ from __future__ import annotations
 import dagster as dg
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from dw_platform.lib.fernet_batch import raw_key
 
-def parse_keys(keys: str) -> list[Fernet]:
+
+def _key_texts(keys: str) -> list[str]:
     parts = [k.strip() for k in keys.split(",") if k.strip()]
     if not parts:
         raise ValueError("no Fernet key given: set a comma-separated list of keys, newest first")
+    return parts
+
+
+def parse_keys(keys: str) -> list[Fernet]:
+    parts = _key_texts(keys)
     fernets = []
     for position, key in enumerate(parts, start=1):
         try:
@@ -32,12 +39,19 @@ class Cipher:
         self._fernets = parse_keys(keys)
         self._primary = self._fernets[0]
         self._multi = MultiFernet(self._fernets)
+        self.primary_key = raw_key(_key_texts(keys)[0])  # for whole-column encryption (fernet_batch)
 
     def encrypt(self, value: str | None) -> str | None:
-        return None if value is None else self._primary.encrypt(value.encode()).decode("ascii")
+        return None if value is None else self.encrypt_bytes(value.encode())
+
+    def encrypt_bytes(self, value: bytes) -> str:
+        return self._primary.encrypt(value).decode("ascii")
 
     def decrypt(self, token: str | None) -> str | None:
-        return None if token is None else self._multi.decrypt(token.encode("ascii")).decode()
+        return None if token is None else self.decrypt_bytes(token).decode()
+
+    def decrypt_bytes(self, token: str) -> bytes:
+        return self._multi.decrypt(token.encode("ascii"))
 
     def is_current(self, token: str) -> bool:
         """True when `token` is already encrypted under the newest key."""

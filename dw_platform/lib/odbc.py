@@ -11,7 +11,7 @@ from typing import Literal
 import dagster as dg
 
 from dw_platform.lib.bronze import CopyData
-from dw_platform.lib.odbc_reader import COPY_SIGNATURE, COPY_TRAILER
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER
 from dw_platform.lib.prefetch import prefetch
 
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]

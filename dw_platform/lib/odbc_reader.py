@@ -20,6 +20,8 @@ import pickle
 import sys
 from typing import Any, BinaryIO
 
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
+
 # Messages that mean the server or the network went away (the read may succeed on a retry),
 # as psqlODBC, MariaDB Connector/ODBC and Microsoft's driver word them.
 LOST_CONNECTION = (
@@ -89,8 +91,6 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
         conn.close()
 
 
-COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-COPY_TRAILER = b"\xff\xff"
 
 
 class _BadRow(ValueError):
@@ -107,7 +107,6 @@ def _copy_encoder(columns: list[tuple[str, str]]):
     from psycopg import adapt
     from psycopg._copy_base import format_row_binary
 
-    from dw_platform.lib.pgtypes import describe_mismatch
 
     transformer = adapt.Transformer()
     transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)

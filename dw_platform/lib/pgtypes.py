@@ -9,6 +9,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+# PostgreSQL's binary COPY framing: the header (signature, flags, extension length) and trailer.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+COPY_TRAILER = b"\xff\xff"
+
 PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
     "text": str, "integer": int, "bigint": int, "smallint": int, "boolean": bool, "date": date,
     "timestamp": datetime, "timestamptz": datetime, "uuid": uuid.UUID, "double precision": float,

@@ -1,39 +1,39 @@
 """One sales CSV blob into bronze rows and quarantine rows, streaming, under the schema file.
 
-`SalesFile.batches()` feeds `bronze.load` with validated, cleaned, encrypted rows (plus the
-derived `total_amount` and the row's line number); rows that fail validation are spooled to a
-temporary file (memory-bounded) and written to the quarantine table by `write_quarantine`,
+`SalesFile.batches()` feeds `bronze.load` with Arrow batches: the values as they arrived (text,
+only the schema's declared rules applied), sensitive columns Fernet-encrypted on every core, and
+each row's line number. Records that do not load are spooled to a temporary file (memory-bounded:
+line, encrypted raw bytes, reason) and written to the quarantine table by `write_quarantine`,
 which `bronze.load` calls inside its transaction, so a file's rows and quarantine rows replace
 their previous versions together.
 """
 
 from __future__ import annotations
 
-import csv
+import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from uuid import UUID
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from dw_platform.lib.bronze import BronzeTable, Column
 from dw_platform.lib.crypto import Cipher
-from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema, RowError, records
+from dw_platform.lib.csv_stream import CsvFormatError, CsvReader, CsvSchema, Rejected, count_records
+from dw_platform.lib.fernet_batch import encrypt_columns
 
 SCHEMA = CsvSchema.from_yaml(Path(__file__).with_name("schema.yaml"))
-BATCH_ROWS = 10_000
-CENTS = Decimal("0.01")
 
 
 def bronze_table(schema: CsvSchema = SCHEMA) -> BronzeTable:
+    """Every source column is text (values as they arrived; silver types them), plus the line."""
     table_schema, name = schema.table.split(".")
-    columns = tuple(Column(c.name, "text" if c.sensitive else c.pg_type) for c in schema.columns)
-    derived = tuple(Column(n, t) for n, t in schema.derived)
-    return BronzeTable(table_schema, name, (*columns, *derived, Column("source_line", "bigint")),
+    columns = tuple(Column(c.name, "text") for c in schema.columns)
+    return BronzeTable(table_schema, name, (*columns, Column("source_line", "bigint")),
                        index_columns=("_bronze_source_file",))
 
 
@@ -59,14 +59,31 @@ def quarantine_ddl(schema: CsvSchema = SCHEMA) -> sql.Composed:
 
 
 def ensure_quarantine(conn: psycopg.Connection, schema: CsvSchema = SCHEMA) -> None:
-    """Create the quarantine table if missing. Checked first without DDL (even `if not exists`
-    DDL takes locks that would queue behind a running load), created serialized like bronze DDL."""
-    if conn.execute("select to_regclass(%s) is not null", (schema.quarantine_table,)).fetchone()[0]:
+    """Create the quarantine table if missing, and bring a bronze.sales of the typed shape (before
+    bronze kept values as text) to the current one. Checked first without DDL (even `if not exists`
+    DDL takes locks that would queue behind a running load), changed serialized like bronze DDL."""
+    if conn.execute("select to_regclass(%s) is not null", (schema.quarantine_table,)).fetchone()[0] \
+            and not _typed_columns(conn):
         return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
         conn.execute("create schema if not exists " + schema.quarantine_table.split(".")[0])
         conn.execute(quarantine_ddl(schema))
+        upgrade = [sql.SQL("alter column {0} type text using {0}::text").format(sql.Identifier(c))
+                   for c in _typed_columns(conn)]
+        if _typed_columns(conn, ("total_amount",)):
+            upgrade.append(sql.SQL("drop column total_amount"))  # silver derives it now
+        if upgrade:
+            conn.execute(sql.SQL("alter table {} ").format(SALES.ident) + sql.SQL(", ").join(upgrade))
+
+
+def _typed_columns(conn: psycopg.Connection, names: tuple[str, ...] | None = None) -> list[str]:
+    """Source columns of bronze.sales that are not text yet (or, given names, those that exist)."""
+    wanted = list(names) if names else [c.name for c in SALES.columns if c.pg_type == "text"]
+    return [r[0] for r in conn.execute(
+        "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
+        " and column_name = any(%s)" + ("" if names else " and data_type <> 'text'"),
+        (SALES.schema, SALES.name, wanted))]
 
 
 class SalesFile:
@@ -76,46 +93,28 @@ class SalesFile:
         self.blob_name = blob_name
         self.schema = schema
         self.cipher = cipher
-        self.data_lines = 0
-        self.rows_valid = 0
-        self.rows_quarantined = 0
-        self.header_found = False
-        self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="", encoding="utf-8")
-        self._spool_writer = csv.writer(self._spool)
+        self.reader = CsvReader(schema, self._quarantine)
+        self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # (line, token, reason) pickles
 
-    def batches(self, chunks: Iterable[bytes]) -> Iterator[list[tuple]]:
-        stream = records(chunks, delimiter=self.schema.delimiter)
-        header = next(stream, None)
-        if header is None:
-            return  # an empty file: nothing to load, nothing to quarantine
-        self.header_found = True
-        converter = self.schema.bind(header)
-        converter.encrypt = self.cipher.encrypt
-        position = {c.name: i for i, c in enumerate(self.schema.columns)}
-        quantity, price = position["quantity"], position["unit_price"]
-        batch: list[tuple] = []
-        for record in stream:
-            self.data_lines += 1
-            try:
-                if record.fields is None:
-                    raise RowError(record.error)
-                values = converter.convert(record.fields)
-            except RowError as exc:
-                self._quarantine(record.line, record.raw, str(exc))
-                continue
-            total = (Decimal(values[quantity]) * values[price]).quantize(CENTS)
-            batch.append((*values, total, record.line))
-            self.rows_valid += 1
-            if len(batch) >= BATCH_ROWS:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    @property
+    def header_found(self) -> bool:
+        return self.reader.header is not None
 
-    def _quarantine(self, line: int, raw: str, reason: str) -> None:
-        # The raw line may hold sensitive values: it is stored encrypted, the reason never holds them.
-        self._spool_writer.writerow((line, self.cipher.encrypt(raw), reason))
-        self.rows_quarantined += 1
+    @property
+    def rows_quarantined(self) -> int:
+        return self.reader.rejected
+
+    @property
+    def data_lines(self) -> int:
+        return self.reader.records
+
+    def batches(self, chunks: Iterable[bytes]) -> Iterator[pa.RecordBatch]:
+        yield from encrypt_columns(self.reader.batches(chunks), self.schema.sensitive_columns, self.cipher.primary_key)
+
+    def _quarantine(self, rejected: Rejected) -> None:
+        # The raw bytes may hold sensitive values: stored encrypted (exactly, whatever the encoding);
+        # the reason never holds a sensitive value.
+        pickle.dump((rejected.line, self.cipher.encrypt_bytes(rejected.raw), rejected.reason), self._spool)
 
     def write_quarantine(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
         """Replace the blob's quarantine rows (inside the load's transaction; see ensure_quarantine)."""
@@ -127,18 +126,19 @@ class SalesFile:
             table, sql.SQL(", ").join(sql.Identifier(c) for c in QUARANTINE_COLUMNS)
         )
         with conn.cursor().copy(statement) as copy:
-            for line, raw, reason in csv.reader(self._spool):
-                copy.write_row((self.blob_name, int(line), raw, reason, load_ts, batch_id))
+            for _ in range(self.reader.rejected):
+                line, raw, reason = pickle.load(self._spool)
+                copy.write_row((self.blob_name, line, raw, reason, load_ts, batch_id))
         self._spool.close()
 
     def summary(self) -> dict:
-        return {"data_lines": self.data_lines, "rows_loaded": self.rows_valid,
-                "rows_quarantined": self.rows_quarantined}
+        return {"data_lines": self.reader.records, "rows_loaded": self.reader.rows,
+                "rows_quarantined": self.reader.rejected}
 
 
 def count_data_lines(chunks: Iterable[bytes], schema: CsvSchema = SCHEMA) -> int:
-    """Non-blank CSV records after the header: what loaded + quarantined must add up to."""
-    return max(sum(1 for _ in records(chunks, delimiter=schema.delimiter)) - 1, 0)
+    """Data records of a blob (header and blank lines aside): what loaded + quarantined must add up to."""
+    return count_records(chunks, schema.delimiter, schema.max_record_bytes)
 
 
 __all__ = ["SALES", "SCHEMA", "SalesFile", "CsvFormatError", "count_data_lines", "ensure_quarantine"]

@@ -16,7 +16,7 @@ from dw_platform.defs.video.ingest import (
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
-from dw_platform.lib.csv_stream import CsvFormatError, records
+from dw_platform.lib.csv_stream import CsvFormatError, count_records
 from dw_platform.lib.json_flatten import DocumentError
 from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -55,7 +55,7 @@ def file_readable(landing: LandingZone, conn, table: BronzeTable, scope: LoadSco
         return dg.AssetCheckResult(passed=False, metadata={"file": path, "problem": "the file is not in the landing zone"})
     try:
         if csv:
-            lines = max(sum(1 for _ in records(zone.chunks(found))) - 1, 0)
+            lines = count_records(zone.chunks(found))
         else:
             lines = sum(1 for _ in documents(b"".join(zone.chunks(found))))
     except (CsvFormatError, DocumentError, OSError) as exc:

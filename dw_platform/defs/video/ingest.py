@@ -1,8 +1,9 @@
 """The video domain's files into bronze rows: CSV (users, viewing sessions) and content JSON.
 
-CSV files stream through the shared parser (`dw_platform.lib.csv_stream`) and schema files
-beside this module. Rows without their key or with the wrong number of fields go to
-`bronze.video_quarantine` with the line and the reason, inside the load's transaction.
+CSV files stream through the shared reader (`dw_platform.lib.csv_stream`) under the schema files
+beside this module: values land as they arrived, as text. Records without their key, with the
+wrong number of fields or otherwise unreadable go to `bronze.video_quarantine` with the line,
+the raw text and the reason, inside the load's transaction.
 
 Content JSON (a JSON array of documents, or one document per line) is flattened
 (`dw_platform.lib.json_flatten`): `bronze.content` gets one row per document, each array a
@@ -22,16 +23,16 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from dw_platform.lib.bronze import BronzeTable, Column
-from dw_platform.lib.csv_stream import CsvSchema, RowError, records
+from dw_platform.lib.csv_stream import CsvReader, CsvSchema
 from dw_platform.lib.json_flatten import DocumentError, TableShape, flatten
 
 HERE = Path(__file__).parent
 USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
 SESSIONS_SCHEMA = CsvSchema.from_yaml(HERE / "viewing_sessions.yaml")
-BATCH_ROWS = 10_000
 
 QUARANTINE = "bronze.video_quarantine"
 QUARANTINE_DDL = """
@@ -60,7 +61,7 @@ create table if not exists bronze.video_schema_changes (
 
 def csv_table(schema: CsvSchema) -> BronzeTable:
     table_schema, name = schema.table.split(".")
-    columns = (*(Column(c.name, c.pg_type) for c in schema.columns),
+    columns = (*(Column(c.name, "text") for c in schema.columns),
                Column("arrival_date", "date"), Column("source_line", "bigint"))
     return BronzeTable(table_schema, name, columns, index_columns=("arrival_date",))
 
@@ -99,38 +100,26 @@ class Quarantine:
 
 
 class CsvFile:
-    """The parse of one landed CSV file under a schema; counts what it saw. Use once."""
+    """The parse of one landed CSV file under a schema (`csv_stream.CsvReader`); counts what it saw.
+    Use once."""
 
     def __init__(self, source_file: str, arrival_date: date, schema: CsvSchema):
-        self.schema = schema
         self.arrival_date = arrival_date
         self.quarantine = Quarantine(source_file, arrival_date)
-        self.data_lines = 0
-        self.rows_loaded = 0
+        self.reader = CsvReader(schema, lambda r: self.quarantine.add(
+            r.line, r.raw.decode("utf-8", "backslashreplace"), r.reason))
 
-    def batches(self, chunks: Iterable[bytes]) -> Iterator[list[tuple]]:
-        stream = records(chunks, delimiter=self.schema.delimiter)
-        header = next(stream, None)
-        if header is None:
-            return
-        converter = self.schema.bind(header)
-        batch: list[tuple] = []
-        for record in stream:
-            self.data_lines += 1
-            try:
-                if record.fields is None:
-                    raise RowError(record.error)
-                values = converter.convert(record.fields)
-            except RowError as exc:
-                self.quarantine.add(record.line, record.raw, str(exc))
-                continue
-            batch.append((*values, self.arrival_date, record.line))
-            self.rows_loaded += 1
-            if len(batch) >= BATCH_ROWS:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+    @property
+    def data_lines(self) -> int:
+        return self.reader.records
+
+    @property
+    def rows_loaded(self) -> int:
+        return self.reader.rows
+
+    def batches(self, chunks: Iterable[bytes]) -> Iterator[pa.RecordBatch]:
+        for batch in self.reader.batches(chunks):
+            yield batch.append_column("arrival_date", pa.array([self.arrival_date] * batch.num_rows, pa.date32()))
 
     def write_quarantine(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
         self.quarantine.write(conn, batch_id, load_ts)
