@@ -9,6 +9,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+from psycopg import sql
+
 from dw_platform.lib import embedded
 from dw_platform.lib.warehouse import server_connection
 
@@ -41,11 +43,14 @@ def run(args: argparse.Namespace) -> int:
         # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
         workspace = embedded.PROJECT_ROOT / "workspace.yaml"
         # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
-        # stop together, in order, before the embedded services do.
+        # stop together, in order, before the embedded services do. Warnings and errors only: at
+        # info the daemon logs two lines per sensor tick (every 30 s) even when there is nothing to do.
         dagster_dev = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port)],
+            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port),
+             "--log-level", "warning"],
             cwd=os.environ["DAGSTER_HOME"], start_new_session=True,
         )
+        print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
         try:
             return dagster_dev.wait()
         except (KeyboardInterrupt, SystemExit):
@@ -106,7 +111,7 @@ def _print_tables() -> None:
         ).fetchall()
         print("rows per table:")
         for schema, name in tables:
-            count = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
+            count = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()[0]
             print(f"  {schema}.{name:<40} {count:>10,}")
     print()
 

@@ -3,15 +3,18 @@ servers a developer's .env points at), psqlODBC as the source driver, a real Mar
 MariaDB ODBC driver (SoftCart), Azurite, and the real dbt project."""
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
 
 from dw_platform.lib import embedded
+from dw_platform.lib.blob import BlobStorage, azurite_connection_string
 from dw_platform.lib.warehouse import server_connection
 
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
@@ -99,8 +102,6 @@ def run_job(definitions: dg.Definitions, first: date, last: date | None = None, 
 @pytest.fixture
 def storage(server, monkeypatch):
     """A fresh blob container on the session's Azurite, named in DW_SALES_CONTAINER for the code location."""
-    from dw_platform.lib.blob import BlobStorage
-
     container = f"sales-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("DW_SALES_CONTAINER", container)
     blobs = BlobStorage(container=container, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
@@ -184,3 +185,60 @@ def weblogs(server, monkeypatch):
     zone.storage.ensure_container()
     yield zone
     zone.storage.service_client().delete_container(container)
+
+
+class Emulator:
+    """An Azurite blob service owned by one test (to stop or kill by its pid), on a fixed port
+    across restarts."""
+
+    def __init__(self, location: Path):
+        self.location = location
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+
+    def start(self) -> None:
+        self.process, self.port = embedded.start_azurite(self.location, port=self.port)
+
+    def stop(self) -> None:
+        """Stop the emulator by its pid, gracefully (SIGTERM): it saves its state first."""
+        embedded.stop_process(self.process)
+
+    def settle(self) -> None:
+        """Make what was uploaded so far survive a crash: Azurite saves its blob index only every
+        5 s or on a graceful stop (a real storage account has it durable on upload already)."""
+        self.stop()
+        self.start()
+
+    def crash(self) -> None:
+        """Kill the emulator by its pid (SIGKILL): storage is gone at once, mid-request."""
+        self.process.kill()
+        self.process.wait()
+
+    def settings(self) -> dict:
+        """Storage settings for this emulator, with the SDK's retries cut to one (after 3 s) so an
+        outage outlasts them in seconds rather than a minute, and small chunks so a file is read in
+        many requests."""
+        return {"connection_string": azurite_connection_string(self.port), "retries": 1, "retry_backoff_s": 0,
+                "max_chunk_bytes": 64 * 1024}
+
+    def storage(self, container: str) -> BlobStorage:
+        storage = BlobStorage(container=container, **self.settings())
+        storage.ensure_container()
+        return storage
+
+
+@pytest.fixture
+def azurite(server, tmp_path) -> Iterator[Emulator]:
+    """An Azurite of the test's own, for faults the session's shared one must not suffer."""
+    emulator = Emulator(tmp_path / "azurite")
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def instance(server) -> Iterator[dg.DagsterInstance]:
+    """The session's Dagster instance (dagster.yaml: PostgreSQL, as in production): a child
+    process running a job sees the same runs."""
+    with dg.DagsterInstance.get() as instance:
+        yield instance

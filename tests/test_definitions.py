@@ -62,6 +62,17 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
     assert sensor.job_name == "sales_ingest"
     job = definitions.resolve_job_def("sales_ingest")
     assert job.partitions_def == bronze.partitions_def
+    assert job.op_retry_policy.max_retries == 3
+
+    # The watch over incoming/ runs on its own schedule, not inside every ingest run.
+    assert ("bronze/sales", "sales_incoming_not_stale") in checks
+    watch = definitions.resolve_schedule_def("sales_incoming_watch_schedule")
+    assert watch.job_name == "sales_incoming_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+    def checks_of(job_name: str) -> set[str]:
+        return {k.name for k in definitions.resolve_job_def(job_name).asset_layer.asset_graph.asset_check_keys}
+
+    assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale"}
+    assert "sales_incoming_not_stale" not in checks_of("sales_ingest") and "sales_expected_columns" in checks_of("sales_ingest")
 
 
 def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(definitions: dg.Definitions):
@@ -76,6 +87,9 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
             assert (f"bronze/{asset}", f"{asset}_{check}") in checks
     job = definitions.resolve_job_def("video_daily")
     assert job.partitions_def == graph.get(video[0]).partitions_def
+    assert job.op_retry_policy.max_retries == 3
+    assert definitions.resolve_sensor_def("video_landing_sensor").job_name == "video_daily"
+    assert ("silver/video_users", "assert_video_users_dates_parse") in checks
     for model in ("silver/video_users", "silver/video_viewing_sessions", "silver/video_content",
                   "gold/video_user_engagement", "gold/video_viewing_statistics", "gold/video_content_performance"):
         assert graph.get(dg.AssetKey(model.split("/"))).partitions_def is None

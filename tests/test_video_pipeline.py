@@ -170,3 +170,19 @@ def test_silver_key_and_category_checks_fail_on_a_duplicate_key_and_an_unlisted_
 
     assert not dbt_test("unique_video_users_user_id")
     assert not dbt_test("video_viewing_sessions,test_name:accepted_values")
+
+
+def test_the_user_date_check_fails_on_a_date_that_does_not_parse_and_only_then(landing, warehouse):
+    users = [*USERS_DAY1,
+             ["U5", "eve@example.com", "fr", "free", "2025-03-01", "2026-11-20T01:00:00+00:00"],
+             ["U5", "eve@example.com", "fr", "free", "", "2026-11-20T02:00:00+00:00"]]  # later, no date: fine
+    land(landing, DAY1, users, SESSIONS_DAY1)
+    assert run(DAY1).success
+    assert dbt_test("assert_video_users_dates_parse")
+
+    land(landing, DAY2, [["U6", "fay@example.com", "br", "free", "31.02.2025", "2026-11-21T01:00:00+00:00"]],
+         SESSIONS_DAY2)
+    result = run(DAY2)
+
+    assert "assert_video_users_dates_parse" in failed_checks(result)
+    assert warehouse.execute("select signup_date from silver.video_users where user_id = 'U6'").fetchone() == (None,)

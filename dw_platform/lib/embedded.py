@@ -428,10 +428,10 @@ def azurite_command() -> list[str]:
     )
 
 
-def start_azurite(location: Path, timeout_s: float = 30) -> tuple[subprocess.Popen, int]:
-    """Start Azurite's blob service on a free 127.0.0.1 port; returns the process and the port."""
+def start_azurite(location: Path, timeout_s: float = 30, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """Start Azurite's blob service on `port` (default: a free 127.0.0.1 port); returns the process and the port."""
     location.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = port or _free_port()
     log = open(location / "azurite.log", "ab")
     process = subprocess.Popen(
         [*azurite_command(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),

@@ -43,7 +43,7 @@ class Landing(Protocol):
 
     def find(self, path: str) -> LandedFile | None: ...
 
-    def list(self, prefix: str) -> Iterator[LandedFile]: ...
+    def list(self, prefix: str = "") -> Iterator[LandedFile]: ...
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]: ...
 
@@ -71,10 +71,13 @@ class LocalLanding:
         target = self._resolve(path)
         if not target.is_file():
             return None
+        return self._landed(path, target)
+
+    def _landed(self, path: str, target: Path) -> LandedFile:
         stat = target.stat()
         return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, self.location())
 
-    def list(self, prefix: str) -> Iterator[LandedFile]:
+    def list(self, prefix: str = "") -> Iterator[LandedFile]:
         """Files whose path starts with `prefix`, in path order (hidden and partial files skipped)."""
         root = self.root.resolve()
         paths = []
@@ -136,10 +139,13 @@ class BlobLanding:
             return None
         return LandedFile(path, version.etag, version.size, self.location())
 
-    def list(self, prefix: str) -> Iterator[LandedFile]:
-        location = self.location()
+    def list(self, prefix: str = "") -> Iterator[LandedFile]:
+        """Blobs whose name starts with `prefix`, in name order (folder markers, names ending in `/`, left out)."""
+        location = None
         for blob in self.storage.list(prefix):
-            yield LandedFile(blob.name, blob.etag, blob.size, location)
+            if not blob.name.endswith("/"):
+                location = location or self.location()
+                yield LandedFile(blob.name, blob.etag, blob.size, location)
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
         yield from self.storage.chunks(BlobVersion(file.path, file.version, file.size))
@@ -150,26 +156,22 @@ class BlobLanding:
         return self.find(path)
 
     def delete(self, file: LandedFile) -> bool:
-        return self.storage.delete(BlobVersion(file.path, file.version, file.size))
+        return self.storage.delete_version(BlobVersion(file.path, file.version, file.size))
 
 
-class LandingZone(dg.ConfigurableResource):
-    """A landing zone: `local_folder` when set, otherwise the blob container `container`
-    (a connection string, or an account URL with a key or SAS token)."""
+class LandingZone(BlobStorage):
+    """A landing zone: `local_folder` when set, otherwise the blob container `container`, configured
+    like any `BlobStorage` (a connection string, or an account URL with a key or SAS token)."""
 
     local_folder: str = ""
     container: str = ""
-    connection_string: str = ""
-    account_url: str = ""
-    credential: str = ""
 
     def landing(self) -> Landing:
         if self.local_folder:
             return LocalLanding(Path(self.local_folder))
         if not self.container:
             raise dg.Failure("no landing zone configured: set a local folder or a blob container", allow_retries=False)
-        return BlobLanding(BlobStorage(container=self.container, connection_string=self.connection_string,
-                                       account_url=self.account_url, credential=self.credential))
+        return BlobLanding(self)
 
 
 def landing_zone_from_env(folder_variable: str, container_variable: str, default_container: str) -> LandingZone:

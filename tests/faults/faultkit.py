@@ -2,9 +2,13 @@
 retries like the domain jobs, and finding the warehouse session that is COPYing."""
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -68,3 +72,26 @@ def step_failure(result: dg.ExecuteInProcessResult):
     return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data
 
 
+
+
+def start_child_run(job: str, partition_key: str, tags: dict[str, str]) -> subprocess.Popen:
+    """Run `job` of the code location for one partition in a child process (`run_job.py`), on the
+    session's instance, as a run worker would: a process the test can kill by its pid."""
+    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("run_job.py")), job, partition_key,
+                             json.dumps(tags)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_until(condition, timeout_s: float = 120, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def fast_retry_job(name: str, assets: list, res: dict, max_retries: int, delay: float):
+    """A job of the same name and assets as the code location's, retrying after `delay` seconds
+    (the domain jobs wait 30 s, 60 s, 120 s), so a test sees the retry in seconds."""
+    job = dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets),
+                              op_retry_policy=dg.RetryPolicy(max_retries=max_retries, delay=delay))
+    return dg.Definitions(assets=assets, jobs=[job], resources=res).resolve_job_def(name)

@@ -69,12 +69,14 @@ def test_dw_dev_stopped_with_sigterm_stops_dagster_and_the_servers_quietly(tmp_p
             time.sleep(1)
     family = [p for p in psutil.Process(dw.pid).children(recursive=True)]
     server = postmaster_pid(tmp_path)
+    time.sleep(35)  # at least one tick of run_failure_alert (running by default, every 30 s)
 
     dw.send_signal(signal.SIGTERM)
-    _, stderr = dw.communicate(timeout=90)
+    stdout, stderr = dw.communicate(timeout=90)
 
     assert dw.returncode == 0, stderr
     assert "Traceback" not in stderr
+    assert "for sensor" not in stdout + stderr  # an idle sensor tick logs nothing
     time.sleep(2)
     left = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], [p.cmdline() for p in left]

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import dagster as dg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, SalesFile, ensure_quarantine
-from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, sales_blobs
+from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
+from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
 from dw_platform.lib import bronze
 from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.blob import BlobStorage, BlobVersion
@@ -18,7 +18,7 @@ from dw_platform.lib.warehouse import PostgresWarehouse
 
 def source_name(partition_key: str) -> str:
     """`_bronze_source_file` of a blob's rows: its name as it arrived."""
-    return INCOMING + partition_key
+    return INCOMING + blob_path(partition_key)
 
 
 def blob_scope(partition_key: str) -> LoadScope:
@@ -29,16 +29,24 @@ def blob_scope(partition_key: str) -> LoadScope:
 
 
 def locate(storage: BlobStorage, partition_key: str) -> BlobVersion | None:
-    """The blob of a partition: waiting in incoming/, or already in processed/ or failed/ (a re-run)."""
-    for folder in (INCOMING, PROCESSED, FAILED):
-        found = storage.version(folder + partition_key)
+    """The blob of a partition: waiting in incoming/, else (a re-run) in failed/ or processed/.
+    A name in both is an older version that loaded and a newer one that failed: the newer is taken."""
+    for folder in (INCOMING, FAILED, PROCESSED):
+        found = storage.version(folder + blob_path(partition_key))
         if found is not None:
             return found
     return None
 
 
 def report_name(folder: str, partition_key: str) -> str:
-    return f"{folder}{partition_key}.report.json"
+    return f"{folder}{blob_path(partition_key)}.report.json"
+
+
+def bad_file(failure: dg.Failure) -> bool:
+    """The load failed because of the file itself (not CSV, not UTF-8, the wrong header): only such
+    a file goes to failed/. Storage, network, warehouse and configuration failures leave it where
+    it is, for a retry or the sensor's next request."""
+    return isinstance(failure.__cause__, CsvFormatError)
 
 
 @dg.asset(
@@ -73,11 +81,11 @@ def sales(
                 run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
             )
     except dg.Failure as failure:
-        if failure.allow_retries:  # e.g. a lost connection: leave the blob where it is for the retry
+        if not bad_file(failure):
             raise
         report = {"blob": blob.name, "etag": blob.etag, "status": "failed", "error": failure.description,
                   "rows_loaded": 0, "rows_quarantined": 0, "started_at": started, "finished_at": datetime.now(timezone.utc)}
-        _finish(context, sales_storage, blob, key, FAILED, report)
+        _finish(context, sales_storage, blob, key, FAILED, report, failure=failure)
         raise
     report = {"blob": blob.name, "etag": blob.etag, "status": "succeeded", "error": None, **parsed.summary(),
               "batch_id": str(result.batch_id), "started_at": started, "finished_at": datetime.now(timezone.utc)}
@@ -91,17 +99,26 @@ def sales(
     })
 
 
-def _finish(context, storage: BlobStorage, blob: BlobVersion, key: str, folder: str, report: dict) -> None:
-    """After the data is committed (or the load failed for good): move the blob to `folder`
-    (unless it is there already, as in a re-run) and write its report beside it."""
+def _finish(context, storage: BlobStorage, blob: BlobVersion, key: str, folder: str, report: dict,
+            failure: dg.Failure | None = None) -> None:
+    """After the data is committed (or the file failed for good): move the blob to `folder` (unless
+    it is there already, as in a re-run) and write its report beside it. The report follows its
+    blob: the one it leaves behind is deleted. A new upload that loads also removes the older
+    version that failed under its name (superseded); an older processed version stays when a new
+    one fails, as bronze still holds its rows."""
+    path = blob_path(key)
+    stale = [report_name(f, key) for f in (PROCESSED, FAILED) if f != folder and blob.name == f + path]
+    if folder == PROCESSED and blob.name == INCOMING + path:
+        stale += [FAILED + path, report_name(FAILED, key)]
     try:
-        if blob.name != folder + key:
-            moved = storage.move(blob, folder + key)
+        if blob.name != folder + path:
+            moved = storage.move(blob, folder + path)
             context.log.info(f"moved {blob.name} to {moved.name}")
         storage.upload_json(report_name(folder, key), report)
+        for name in stale:
+            storage.delete(name)
     except Exception as exc:
-        if folder == FAILED:  # the load's own failure is the message that matters
-            context.log.error(f"could not move {blob.name} to {folder}: {exc}")
-            return
-        # The rows are committed; a retry re-ingests the same version (replacing it) and moves it.
-        raise dg.Failure(f"loaded {blob.name} but could not move it to {folder}: {exc}", allow_retries=True) from exc
+        # Retried: a retry loads the blob again (replacing its rows) wherever it is now, and finishes it.
+        done = f"{failure.description}; and then" if failure else f"loaded {blob.name} but"
+        raise dg.Failure(f"{done} could not move it to {folder} with its report: {exc}",
+                         allow_retries=True) from exc

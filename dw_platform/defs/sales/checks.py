@@ -1,12 +1,17 @@
-"""Bronze checks for bronze.sales; all are errors and block silver and gold.
-
-In a run they check the run's blob; run on their own, the blob loaded last.
+"""Bronze checks for bronze.sales. The table checks are errors and block silver and gold; in a run
+they check the run's blob, run on their own the blob loaded last. `sales_incoming_not_stale`
+watches the container rather than the table: it runs on its own schedule, not in ingest runs.
 """
 
+import os
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
+from psycopg import sql
 
 from dw_platform.defs.sales.assets import blob_scope, locate
 from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, ensure_quarantine
+from dw_platform.defs.sales.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
@@ -56,10 +61,11 @@ def sales_rows_reconcile_with_blob(
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
         key = scope.partition_keys[0]
         loaded = conn.execute(
-            f"select count(*) from {SALES.qualified_name} where _bronze_source_file = %s", (scope.params["blob"],)
+            sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(SALES.ident), (scope.params["blob"],)
         ).fetchone()[0]
         quarantined = conn.execute(
-            f"select count(*) from {SCHEMA.quarantine_table} where blob_name = %s", (scope.params["blob"],)
+            sql.SQL("select count(*) from {} where blob_name = %s").format(
+                sql.Identifier(*SCHEMA.quarantine_table.split("."))), (scope.params["blob"],)
         ).fetchone()[0]
     blob = locate(sales_storage, key)
     if blob is None:
@@ -68,4 +74,30 @@ def sales_rows_reconcile_with_blob(
     return dg.AssetCheckResult(
         passed=loaded + quarantined == data_lines,
         metadata={"blob": blob.name, "rows_loaded": loaded, "rows_quarantined": quarantined, "data_lines": data_lines},
+    )
+
+
+def stale_blobs(storage: BlobStorage, max_wait: timedelta, now: datetime) -> tuple[int, list[tuple[str, timedelta]]]:
+    """How many files are in incoming/, and those that arrived longer than `max_wait` ago, oldest first."""
+    waiting = [(b.name, now - b.modified) for b in storage.list(INCOMING) if not b.name.endswith("/")]
+    return len(waiting), sorted(((n, age) for n, age in waiting if age > max_wait), key=lambda item: -item[1])
+
+
+@dg.asset_check(
+    asset=ASSET,
+    blocking=False,
+    description="No blob has waited in incoming/ longer than DW_SALES_MAX_WAIT_MINUTES (default 60): a blob "
+                "that stays there was never loaded (sensor stopped, runs failing or queued behind others).",
+)
+def sales_incoming_not_stale(sales_storage: BlobStorage) -> dg.AssetCheckResult:
+    max_wait = timedelta(minutes=float(os.environ.get("DW_SALES_MAX_WAIT_MINUTES", "60")))
+    waiting, stale = stale_blobs(sales_storage, max_wait, datetime.now(timezone.utc))
+    return dg.AssetCheckResult(
+        passed=not stale,
+        metadata={
+            "blobs_waiting": waiting, "blobs_waiting_too_long": len(stale),
+            "max_wait_minutes": max_wait.total_seconds() / 60,
+            "oldest_wait_minutes": round(stale[0][1].total_seconds() / 60, 1) if stale else 0,
+            "longest_waiting": ", ".join(f"{name} ({age.total_seconds() / 60:.0f} min)" for name, age in stale[:20]),
+        },
     )

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from dw_platform.defs.sales.ingest import SALES, SCHEMA, ensure_quarantine
+from dw_platform.defs.sales.partitions import INCOMING, partition_key
 from dw_platform.lib.bronze import ensure_bronze_objects
 from dw_platform.lib.crypto import Cipher
 
@@ -33,8 +34,8 @@ def rotate_keys(conn: psycopg.Connection, cipher: Cipher, log: Callable[[str], N
             SALES.ident, sql.Identifier(*SCHEMA.quarantine_table.split("."))))]
     for blob in blobs:
         with conn.transaction():
-            partition_key = blob.removeprefix("incoming/")
-            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{SALES.qualified_name}:{partition_key}",))
+            key = partition_key(blob.removeprefix(INCOMING))
+            conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{SALES.qualified_name}:{key}",))
             counts["rows_rotated"] += _rotate(conn, cipher, SALES.ident, "_bronze_source_file", "source_line", sensitive, blob)
             counts["quarantine_rows_rotated"] += _rotate(
                 conn, cipher, sql.Identifier(*SCHEMA.quarantine_table.split(".")), "blob_name", "line_number",

@@ -1,30 +1,46 @@
-"""Watch `incoming/` in the sales container: every new or changed blob is one partition and one run.
-The cursor is JSON: {"launched": {blob name: etag}} for the blobs still in `incoming/` whose
+"""Watch `incoming/` in the sales container: every new or changed blob is one partition and one
+run, and a blob whose run ended without loading it is requested again.
+
+The cursor is JSON: {"launched": {partition key: etag}} for the blobs still in `incoming/` whose
 current version has been requested. Dagster stores it with the sensor, so it survives restarts.
-A blob version is requested once: its run key is `<name>@<etag>` (the instance also skips a run
+A blob version is requested once: its run key is `<key>@<etag>` (the instance also skips a run
 key it has seen), and a re-upload (new etag) is requested again. Entries of blobs that left
 `incoming/` are dropped, so the cursor stays as small as the backlog.
+
+A blob leaves `incoming/` only when its run loaded it (to `processed/`) or found it bad (to
+`failed/`). A requested version still there whose latest run ended otherwise — failed on a storage
+or warehouse outage after its retries, killed and marked failed by run monitoring, canceled — and
+that Dagster's run retries will not re-execute, is requested again with run key
+`<key>@<etag>#<attempt>`, `RETRY_AFTER_S` after that run ended, doubling per attempt up to
+`MAX_RETRY_AFTER_S`. Folder markers (names ending in `/`) are not files and are left alone.
 
 Thousands of blobs per tick: the listing is paged and stops after `TIME_BUDGET_S`; at most
 `MAX_RUNS_PER_TICK` runs are requested per tick. What is left is requested on the next tick.
 """
-
 
 import json
 import time
 
 import dagster as dg
 
-from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
+from dw_platform.defs.sales.partitions import INCOMING, blob_path, partition_key, sales_blobs
 from dw_platform.lib.blob import BlobStorage
 
+JOB = "sales_ingest"
 MAX_RUNS_PER_TICK = 1000
 TIME_BUDGET_S = 30.0
+RETRY_AFTER_S = 300.0
+MAX_RETRY_AFTER_S = 3600.0
 ETAG_TAG = "dw/blob_etag"
+PARTITION_TAG = "dagster/partition"
+WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-def run_key(name: str, etag: str) -> str:
-    return f"{name}@{etag}"
+def run_key(key: str, etag: str) -> str:
+    return f"{key}@{etag}"
 
 
 def load_cursor(cursor: str | None) -> dict[str, str]:
@@ -35,16 +51,13 @@ def dump_cursor(launched: dict[str, str]) -> str:
     return json.dumps({"launched": launched}, sort_keys=True, separators=(",", ":"))
 
 
-def valid_partition_key(key: str) -> bool:
-    return bool(key) and "..." not in key and not any(ord(c) < 32 for c in key)
-
-
 @dg.sensor(
     name="sales_incoming_sensor",
-    job_name="sales_ingest",
+    job_name=JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="One run per new or changed blob under incoming/ in the sales container.",
+    description="One run per new or changed blob under incoming/ in the sales container; a blob whose run "
+                "ended without loading it is requested again.",
 )
 def sales_incoming_sensor(context: dg.SensorEvaluationContext, sales_storage: BlobStorage) -> dg.SensorResult:
     return scan(context, sales_storage)
@@ -55,11 +68,12 @@ def scan(
     storage: BlobStorage,
     max_runs: int = MAX_RUNS_PER_TICK,
     time_budget_s: float = TIME_BUDGET_S,
+    retry_after_s: float = RETRY_AFTER_S,
 ) -> dg.SensorResult:
     launched = load_cursor(context.cursor)
     deadline = time.monotonic() + time_budget_s
-    storage.ensure_container()
     seen: set[str] = set()
+    waiting: dict[str, str] = {}
     requests: list[dg.RunRequest] = []
     new_keys: list[str] = []
     known = set(context.instance.get_dynamic_partitions(sales_blobs.name))
@@ -70,12 +84,12 @@ def scan(
             complete = False
             break
         last_listed = blob.name
-        key = blob.name[len(INCOMING):]
+        if blob.name.endswith("/"):
+            continue
+        key = partition_key(blob.name[len(INCOMING):])
         seen.add(key)
         if launched.get(key) == blob.etag:
-            continue
-        if not valid_partition_key(key):
-            context.log.warning(f"skipping blob {blob.name!r}: its name cannot be a partition key")
+            waiting[key] = blob.etag
             continue
         if key not in known:
             new_keys.append(key)
@@ -84,15 +98,52 @@ def scan(
             dg.RunRequest(run_key=run_key(key, blob.etag), partition_key=key, tags={ETAG_TAG: blob.etag})
         )
         launched[key] = blob.etag
+    first = len(requests)
+    requests += stranded(context.instance, storage, waiting, max_runs - len(requests), retry_after_s)
     # Forget blobs that left incoming/ (listed in name order: everything up to the last name
     # listed has been seen, if it is still there).
     bound = None if complete else (last_listed[len(INCOMING):] if last_listed else "")
-    for key in [k for k in launched if k not in seen and (bound is None or k <= bound)]:
+    for key in [k for k in launched if k not in seen and (bound is None or blob_path(k) <= bound)]:
         del launched[key]
     if requests:
-        context.log.info(f"{len(requests)} blob version(s) to ingest, {len(new_keys)} new partition(s)")
+        again = [r.partition_key for r in requests[first:]]
+        context.log.info(
+            f"{first} blob version(s) to ingest, {len(new_keys)} new partition(s)"
+            + (f"; requested again after their runs ended without loading them: {', '.join(again)}" if again else "")
+        )
     return dg.SensorResult(
         run_requests=requests,
         cursor=dump_cursor(launched),
         dynamic_partitions_requests=[sales_blobs.build_add_request(new_keys)] if new_keys else [],
     )
+
+
+def stranded(instance: dg.DagsterInstance, storage: BlobStorage, waiting: dict[str, str], limit: int,
+             retry_after_s: float) -> list[dg.RunRequest]:
+    """Run requests for requested blob versions still in incoming/ whose latest run ended without
+    loading them and will not be retried by Dagster, once their wait is over."""
+    if not waiting or limit <= 0:
+        return []
+    busy = {run.tags.get(PARTITION_TAG) for run in instance.get_runs(dg.RunsFilter(job_name=JOB, statuses=IN_PROGRESS))}
+    requests = []
+    for key, etag in waiting.items():
+        if key in busy:
+            continue
+        runs = dg.RunsFilter(job_name=JOB, tags={PARTITION_TAG: key, ETAG_TAG: etag})
+        latest = next(iter(instance.get_run_records(runs, limit=1)), None)
+        if latest is None or latest.dagster_run.status not in ENDED_WITHOUT_LOAD:
+            continue  # not run yet (the daemon creates it after the tick), or loaded
+        if latest.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
+            continue
+        attempts = instance.get_runs_count(runs)
+        wait = min(retry_after_s * 2 ** (attempts - 1), MAX_RETRY_AFTER_S)
+        if latest.end_time is not None and time.time() - latest.end_time < wait:
+            continue
+        current = storage.version(INCOMING + blob_path(key))
+        if current is None or current.etag != etag:
+            continue  # finished (moved) or replaced since the listing
+        requests.append(dg.RunRequest(run_key=f"{run_key(key, etag)}#{attempts + 1}", partition_key=key,
+                                      tags={ETAG_TAG: etag}))
+        if len(requests) >= limit:
+            break
+    return requests

@@ -48,6 +48,7 @@ ranked as (
 )
 
 select
-    user_id, email, country_code, subscription_tier, signup_date, updated_at, arrival_date, source_file, loaded_at
+    user_id, email, country_code, subscription_tier, signup_date, updated_at, arrival_date, source_file, source_line,
+    loaded_at
 from ranked
 where version_rank = 1

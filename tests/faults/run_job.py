@@ -1,0 +1,16 @@
+"""Child process of the fault tests: run one job of the code location for one partition on the
+instance in DAGSTER_HOME, as a run worker would. Usage: run_job.py <job> <partition key> <tags JSON>."""
+
+import json
+import sys
+
+import dagster as dg
+
+from dw_platform.definitions import defs
+
+if __name__ == "__main__":
+    job, partition_key, tags = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    with dg.DagsterInstance.get() as instance:
+        result = defs().resolve_job_def(job).execute_in_process(
+            instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False)
+    sys.exit(0 if result.success else 1)
