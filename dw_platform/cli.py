@@ -9,6 +9,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+from psycopg import sql
+
 from dw_platform.lib import embedded
 from dw_platform.lib.warehouse import server_connection
 
@@ -109,7 +111,7 @@ def _print_tables() -> None:
         ).fetchall()
         print("rows per table:")
         for schema, name in tables:
-            count = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
+            count = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()[0]
             print(f"  {schema}.{name:<40} {count:>10,}")
     print()
 

@@ -1,5 +1,6 @@
 """Fixtures for integration tests: a real PostgreSQL (the embedded default, always — never the
-servers a developer's .env points at), psqlODBC as the source driver, and the real dbt project."""
+servers a developer's .env points at), psqlODBC as the source driver, a real MariaDB with the
+MariaDB ODBC driver (SoftCart), Azurite, and the real dbt project."""
 
 import json
 import os
@@ -72,6 +73,16 @@ def warehouse(databases) -> Iterator[psycopg.Connection]:
     """The warehouse as the pipeline role."""
     with server_connection(databases["warehouse"]) as conn:
         yield conn
+
+
+@pytest.fixture
+def warehouse_resource(databases):
+    """The warehouse resource on this test's warehouse, for calling assets and checks directly."""
+    from dw_platform.lib.warehouse import PostgresWarehouse
+
+    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
+                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                             database=os.environ["DW_PG_DATABASE"])
 
 
 @pytest.fixture
@@ -235,6 +246,38 @@ def dagster_dev(databases, tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture
+def softcart_db(server, monkeypatch):
+    """A fresh database with SoftCart's source tables on the session's MariaDB, named in
+    DW_SOFTCART_ODBC for the code location; yields an autocommit pyodbc connection to it."""
+    import pyodbc
+
+    from dw_platform.samples.softcart import create_source_tables
+
+    mariadb = embedded.running_mariadb(embedded.state_dir() / "mariadb")
+    name = f"softcart_{uuid.uuid4().hex[:8]}"
+    mariadb.create_database(name)
+    monkeypatch.setenv("DW_SOFTCART_ODBC", mariadb.odbc_connection_string(name))
+    conn = pyodbc.connect(os.environ["DW_SOFTCART_ODBC"], autocommit=True)
+    create_source_tables(conn)
+    yield conn
+    conn.close()
+    mariadb.drop_database(name)
+
+
+@pytest.fixture
+def weblogs(server, monkeypatch):
+    """A fresh blob container on the session's Azurite as the weblogs landing zone; yields its Landing."""
+    from dw_platform.defs.softcart.resources import weblogs_landing_zone
+
+    container = f"weblogs-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("DW_SOFTCART_WEBLOGS_CONTAINER", container)
+    zone = weblogs_landing_zone().process_config_and_initialize().landing()
+    zone.storage.ensure_container()
+    yield zone
+    zone.storage.service_client().delete_container(container)
 
 
 class Emulator:
