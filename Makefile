@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup demo test dev bench bench-sales clean
+.PHONY: setup demo test dev bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -19,6 +19,19 @@ bench: setup
 # One large sales blob from Azurite: 200 MiB by default; ARGS="--gb 1" for the 1 GiB run.
 bench-sales: setup
 	.venv/bin/python -m benchmarks.bench_sales $(ARGS)
+
+# SoftCart: 1,000,000 sales_data rows over MariaDB ODBC and a 1,000,000-line access log into bronze
+# (ARGS="--rows 200000 --lines 200000" for fewer).
+bench-softcart: setup
+	.venv/bin/python -m benchmarks.bench_softcart $(ARGS)
+
+# Bulk load of a 1,000,000-row table into Iceberg next to the raw COPY of the same rows.
+bench-replication: setup
+	.venv/bin/python -m benchmarks.bench_replication $(ARGS)
+
+# 200,000 changes captured and applied with the CDC sensor running in the Dagster daemon.
+bench-replication-cdc: setup
+	.venv/bin/python -m benchmarks.bench_replication_cdc $(ARGS)
 
 # Removes the embedded servers' state (.dw/); stop `make dev` first.
 clean:

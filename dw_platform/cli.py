@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from psycopg import sql
+
 from dw_platform.lib import embedded
 from dw_platform.lib.warehouse import server_connection
 
@@ -167,7 +169,7 @@ def _print_tables() -> None:
         ).fetchall()
         print("rows per table:")
         for schema, name in tables:
-            count = conn.execute(f'select count(*) from "{schema}"."{name}"').fetchone()[0]
+            count = conn.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(schema, name))).fetchone()[0]
             print(f"  {schema}.{name:<40} {count:>10,}")
     print()
 

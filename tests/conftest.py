@@ -1,11 +1,16 @@
 """Fixtures for integration tests: a real PostgreSQL (the embedded default, always — never the
-servers a developer's .env points at), psqlODBC as the source driver, and the real dbt project."""
+servers a developer's .env points at), psqlODBC as the source driver, a real MariaDB with the
+MariaDB ODBC driver (SoftCart), Azurite, and the real dbt project."""
 
+import json
 import os
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -77,6 +82,16 @@ def warehouse(databases) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture
+def warehouse_resource(databases):
+    """The warehouse resource on this test's warehouse, for calling assets and checks directly."""
+    from dw_platform.lib.warehouse import PostgresWarehouse
+
+    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
+                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
+                             database=os.environ["DW_PG_DATABASE"])
+
+
+@pytest.fixture
 def definitions(server) -> dg.Definitions:
     from dw_platform.definitions import defs
 
@@ -103,6 +118,95 @@ def storage(server, monkeypatch):
     blobs.ensure_container()
     yield blobs
     blobs.service_client().delete_container(container)
+
+
+@pytest.fixture
+def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psycopg.Connection]:
+    """A fresh database on the session's logical-decoding source server (see embedded.py), with
+    its own slot and publication names and lakehouse folder, wired into the environment; yields an
+    admin connection to it. Slots left in it are dropped with it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"app_{uuid.uuid4().hex[:8]}"
+    admin_url = server["DW_REPLICATION_SOURCE_URL"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'create database "{name}"')
+    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", url)
+    monkeypatch.setenv("DW_REPLICATION_SLOT", f"dw_{name}")
+    monkeypatch.setenv("DW_REPLICATION_PUBLICATION", f"dw_{name}")
+    monkeypatch.setenv("DW_LAKEHOUSE_PATH", (tmp_path / "lakehouse").as_uri())
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
+        for _ in range(50):  # a terminated backend lets go of its slot a moment later
+            try:
+                conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s",
+                             (name,))
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def defs(replication_source, warehouse) -> dg.Definitions:
+    """The code location, loaded after the replication source and warehouse were set up."""
+    from dw_platform.definitions import defs
+
+    return defs()
+
+
+@pytest.fixture
+def lakehouse(replication_source, warehouse):
+    """The test's lakehouse (the code location's settings), for reading tables."""
+    from dw_platform.lib.lakehouse import lakehouse_from_env
+
+    return lakehouse_from_env()
+
+
+def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None) -> dg.ExecuteInProcessResult:
+    """The replication discovery job, then the bulk load of every partition as one run."""
+    discovered = defs.resolve_job_def("replication_discover").execute_in_process(instance=instance)
+    assert discovered.success
+    keys = instance.get_dynamic_partitions("replication_source_app_tables")
+    return defs.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config or {},
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Materialization metadata by partition."""
+    return {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
+
+
+def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP server recording what is posted to it; yields (url, received bodies)."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"content_type": self.headers["Content-Type"], "json": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks/alerts", received
+    server.shutdown()
+    server.server_close()
 
 
 class DagsterDev(NamedTuple):
@@ -163,6 +267,38 @@ def dagster_dev(databases, tmp_path, monkeypatch):
         instance.dispose()
         with embedded.admin_connection("postgres") as conn:
             conn.execute(f'drop database if exists "{instance_db}" with (force)')
+
+
+@pytest.fixture
+def softcart_db(server, monkeypatch):
+    """A fresh database with SoftCart's source tables on the session's MariaDB, named in
+    DW_SOFTCART_ODBC for the code location; yields an autocommit pyodbc connection to it."""
+    import pyodbc
+
+    from dw_platform.samples.softcart import create_source_tables
+
+    mariadb = embedded.running_mariadb(embedded.state_dir() / "mariadb")
+    name = f"softcart_{uuid.uuid4().hex[:8]}"
+    mariadb.create_database(name)
+    monkeypatch.setenv("DW_SOFTCART_ODBC", mariadb.odbc_connection_string(name))
+    conn = pyodbc.connect(os.environ["DW_SOFTCART_ODBC"], autocommit=True)
+    create_source_tables(conn)
+    yield conn
+    conn.close()
+    mariadb.drop_database(name)
+
+
+@pytest.fixture
+def weblogs(server, monkeypatch):
+    """A fresh blob container on the session's Azurite as the weblogs landing zone; yields its Landing."""
+    from dw_platform.defs.softcart.resources import weblogs_landing_zone
+
+    container = f"weblogs-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("DW_SOFTCART_WEBLOGS_CONTAINER", container)
+    zone = weblogs_landing_zone().process_config_and_initialize().landing()
+    zone.storage.ensure_container()
+    yield zone
+    zone.storage.service_client().delete_container(container)
 
 
 class Emulator:

@@ -1,11 +1,6 @@
 """The run-failure alert posts Slack-compatible JSON to a webhook: a real HTTP server on 127.0.0.1."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import dagster as dg
-import pytest
 
 from dw_platform.defs.alerts.sensors import run_failure_alert
 from dw_platform.lib.webhook import AlertWebhook
@@ -19,30 +14,6 @@ def explode():
 @dg.job
 def doomed():
     explode()
-
-
-@pytest.fixture
-def webhook():
-    """A local HTTP server recording what is posted to it; yields (url, received bodies)."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"content_type": self.headers["Content-Type"], "json": json.loads(body)})
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/alerts", received
-    server.shutdown()
-    server.server_close()
 
 
 def failure_context(instance, resources):

@@ -124,3 +124,55 @@ def test_every_asset_belongs_to_a_domain_with_its_tag_owner_and_kinds(definition
         assert node.tags.get("domain") == node.group_name and node.owners == [OWNERS[node.group_name]], key
         assert node.kinds, key
         assert key.path[0] in ("bronze", "silver", "gold", "reference"), key
+
+
+def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jobs(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    key = dg.AssetKey(["bronze", "lakehouse", "source_app"])
+    lakehouse = graph.get(key)
+    assert isinstance(lakehouse.partitions_def, dg.DynamicPartitionsDefinition)
+    assert lakehouse.partitions_def.name == "replication_source_app_tables"
+    assert lakehouse.backfill_policy == dg.BackfillPolicy.single_run()  # one run = one consistent snapshot
+    assert lakehouse.group_name == "replication" and lakehouse.owners == ["team:data-platform"]
+    assert "iceberg" in lakehouse.kinds
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == key}
+    assert checks >= {"rows_match_snapshot", "primary_key_unique", "no_failed_tables", "schema_change_notifications_sent"}
+    bulk = definitions.resolve_job_def("replication_bulk_load_source_app")
+    assert bulk.partitions_def == lakehouse.partitions_def
+    assert bulk.op_retry_policy.backoff == dg.Backoff.EXPONENTIAL
+    definitions.resolve_job_def("replication_discover")
+    definitions.resolve_job_def("validate_lakehouse")
+
+
+def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sensor(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {
+        "bronze/softcart_sales_data", "bronze/softcart_products", "bronze/softcart_customers", "bronze/web_access_log",
+        "silver/softcart_categories", "silver/softcart_countries", "silver/softcart_bot_agents",
+        "silver/softcart_sales", "silver/web_requests",
+        "gold/dim_date", "gold/dim_category", "gold/dim_country", "gold/fact_sales", "gold/softcart_sales_summary",
+        "gold/web_traffic_daily", "gold/web_traffic_hourly", "gold/web_top_paths",
+    } <= keys
+    for key in ("bronze/softcart_sales_data", "silver/softcart_sales", "gold/fact_sales", "gold/web_top_paths"):
+        node = graph.get(dg.AssetKey(key.split("/")))
+        assert node.group_name == "softcart" and node.tags["domain"] == "softcart"
+
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert {
+        ("bronze/softcart_sales_data", "softcart_sales_data_expected_columns"),
+        ("bronze/softcart_sales_data", "softcart_sales_data_rowid_unique"),
+        ("bronze/softcart_sales_data", "softcart_sales_data_no_data_lost"),
+        ("bronze/softcart_sales_data", "softcart_sales_data_no_all_null_rows"),
+        ("bronze/web_access_log", "web_access_log_lines_reconcile_with_file"),
+        ("gold/softcart_sales_summary", "assert_softcart_revenue_reconciles"),
+        ("gold/fact_sales", "assert_softcart_fact_rows_equal_valid_silver_rows"),
+    } <= checks
+
+    schedule = definitions.resolve_schedule_def("softcart_sync_schedule")
+    assert schedule.cron_schedule == "0 * * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    sensor = definitions.resolve_sensor_def("softcart_weblogs_sensor")
+    assert sensor.job_name == "softcart_weblogs" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    weblogs = definitions.resolve_job_def("softcart_weblogs")
+    assert weblogs.partitions_def == graph.get(dg.AssetKey(["bronze", "web_access_log"])).partitions_def

@@ -16,6 +16,7 @@ def no_blob_settings(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("DW_HOME", str(tmp_path))
     monkeypatch.setenv("DW_PG_HOST", "/configured/elsewhere")  # PostgreSQL is not the point here
+    monkeypatch.setenv("DW_SOFTCART_ODBC", "Driver={MariaDB Unicode};Server=elsewhere")  # nor MariaDB
     return tmp_path
 
 

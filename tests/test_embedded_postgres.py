@@ -38,7 +38,7 @@ def test_the_pipeline_runs_as_a_role_that_owns_its_databases_and_only_reads_the_
 def test_the_state_folder_and_its_secrets_are_readable_by_their_owner_only(server):
     home = embedded.state_dir()
     assert stat.S_IMODE(home.stat().st_mode) & 0o066 == 0  # no read or write for group and others
-    for secret in ("pg_admin_password", "pg_dw_password", "sales_fernet_keys"):
+    for secret in ("pg_admin_password", "pg_dw_password", "pg_source_admin_password", "sales_fernet_keys"):
         assert stat.S_IMODE((home / secret).stat().st_mode) == 0o600
     for folder in ("azurite", "dagster"):
         assert stat.S_IMODE((home / folder).stat().st_mode) & 0o077 == 0, folder

@@ -7,21 +7,14 @@ from dagster_dbt import DbtCliResource
 
 from dw_platform.lib.dbt import DBT_PROJECT
 from dw_platform.lib.odbc import OdbcSource
-from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.lib.warehouse import PostgresWarehouse, warehouse_settings
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
-            "warehouse": PostgresWarehouse(
-                host=dg.EnvVar("DW_PG_HOST"),
-                port=int(os.environ.get("DW_PG_PORT", "5432")),
-                user=dg.EnvVar("DW_PG_USER"),
-                password=dg.EnvVar("DW_PG_PASSWORD"),
-                database=dg.EnvVar("DW_PG_DATABASE"),
-                sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
-            ),
+            "warehouse": PostgresWarehouse(**warehouse_settings()),
             "customer_source": OdbcSource(
                 connection_string=dg.EnvVar("DW_CUSTOMER_ODBC"),
                 dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),

@@ -198,6 +198,15 @@ class BlobStorage(dg.ConfigurableResource):
     def upload_json(self, name: str, payload: dict) -> BlobVersion:
         return self.upload(name, json.dumps(payload, indent=2, sort_keys=True, default=str).encode())
 
+    def delete_version(self, blob: BlobVersion) -> bool:
+        """Delete exactly this version; False when it is gone or a newer version replaced it."""
+        try:
+            self.container_client().get_blob_client(blob.name).delete_blob(
+                etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified)
+            return True
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return False
+
     def move(self, blob: BlobVersion, destination: str, timeout_s: float = 600) -> BlobVersion:
         """Copy `blob` to `destination`, then delete the source only if it is still that version.
 

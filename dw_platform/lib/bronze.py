@@ -18,6 +18,7 @@ Two ways a load treats what bronze already holds, chosen by the table:
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -42,7 +43,19 @@ class CopyData:
     rows: int
 
 
-Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData]]
+@dataclass(frozen=True)
+class CopyText:
+    """A batch already in PostgreSQL's COPY text format: the source columns of `rows` rows,
+    tab-separated and escaped, each line ending in a newline (for producers that format rows
+    themselves, such as a log parser). The loader appends the lineage to every line with one
+    string replace per batch, so nothing is done per row on its side. A load's batches are all
+    CopyText or none."""
+
+    data: str
+    rows: int
+
+
+Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData, CopyText]]
 # Rows, or a function that returns them given the load's connection once the partition's locks
 # are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
 # loaded"). It must not use the connection once it starts yielding.
@@ -266,17 +279,16 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
-    ledger_ok, table_ok = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
-    ).fetchone()
-    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
-    if ledger_ok and table_ok and hash_ok:
+    if all(_bronze_objects_present(conn, table)):
         return
     cols = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
     )
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        # Again under the lock: a concurrent load may have created them while this one waited, and
+        # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
+        ledger_ok, table_ok, hash_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         if not table_ok:
@@ -290,6 +302,15 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
                 )
         if table.keeps_versions and not hash_ok:
             _ensure_row_hash(conn, table)
+
+
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
+    """(ledger up to date, table exists, row hash present where the table keeps versions)."""
+    ledger_ok, table_ok = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
+    ).fetchone()
+    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
+    return ledger_ok, table_ok, hash_ok
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
@@ -498,18 +519,29 @@ def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
 
 def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
           lineage: tuple, progress: _Progress, log) -> None:
-    """Binary COPY of `batches` (source columns, plus `lineage` appended to every row) into
-    `columns` of `target`. A `CopyData` batch is written as it is; an Arrow record batch (columns
-    named as the table's) becomes COPY tuples a whole column at a time (`_arrow_tuples`)."""
-    statement = sql.SQL("copy {} ({}) from stdin (format binary)").format(
-        target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    """COPY of `batches` (source columns, plus `lineage` appended to every row) into `columns` of
+    `target`: binary, or text when the batches are `CopyText`. A `CopyData` batch is written as it
+    is; an Arrow record batch (columns named as the table's) becomes COPY tuples a whole column at
+    a time (`_arrow_tuples`)."""
+    batches = iter(batches)
+    first = next(batches, None)
+    text = isinstance(first, CopyText)
+    statement = sql.SQL("copy {} ({}) from stdin (format {})").format(
+        target, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns), sql.SQL("text" if text else "binary")
     )
+    line_end = "".join("\t" + _copy_text_value(v) for v in lineage) + "\n"
     next_report = 100_000
     arrow = False
     with conn.cursor().copy(statement) as copy:
-        copy.set_types([c.pg_type for c in columns])
-        for batch in batches:
-            if isinstance(batch, CopyData):
+        if not text:
+            copy.set_types([c.pg_type for c in columns])
+        for batch in itertools.chain([first] if first is not None else [], batches):
+            if text != isinstance(batch, CopyText):
+                raise TypeError("a load's batches are all CopyText or none")
+            if text:
+                copy.write(batch.data.replace("\n", line_end) if lineage else batch.data)
+                progress.rows += batch.rows
+            elif isinstance(batch, CopyData):
                 if lineage:
                     raise TypeError("CopyData carries no lineage: it is for version-keeping tables only")
                 copy.write(batch.data)
@@ -578,6 +610,14 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     rows = pc.binary_join_element_wise(*parts, b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
     return memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+
+
+def _copy_text_value(value: Any) -> str:
+    """A lineage value in COPY text format."""
+    if value is None:
+        return "\\N"
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,

@@ -21,7 +21,7 @@ from typing import TextIO
 import dagster as dg
 
 # The order the demo runs the domains in; each name is a module of dw_platform.samples.
-DOMAINS = ("customer", "sales", "video")
+DOMAINS = ("customer", "sales", "video", "softcart", "replication")
 
 
 @dataclass

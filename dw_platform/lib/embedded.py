@@ -6,7 +6,9 @@ from the `pgserver` wheel with its state under `.dw/` and fills in every connect
 that is not already set. With `DW_PG_HOST` set, nothing is started: the same code runs against
 the configured servers. Likewise, with no `DW_BLOB_CONNECTION_STRING` or `DW_BLOB_ACCOUNT_URL`,
 it starts the Azurite blob emulator (from `node_modules/`, installed by `npm install`) on a free
-127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit.
+127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
+`DW_SOFTCART_ODBC`, it starts a project-owned MariaDB (Debian's `mariadbd`) for the SoftCart
+source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port, stopped on exit.
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
@@ -14,10 +16,17 @@ as the role `dw`, which owns the warehouse and Dagster databases and may read th
 sources, nothing more. The superuser's password is never put in the environment: set-up work
 (creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
 services write there is readable by its owner only.
+
+With no `DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second
+pgserver PostgreSQL under `.dw/source_pg` with `wal_level = logical`, holding the database
+`source_app` (a separate server, so the warehouse's own writes are never decoded by the slot nor
+counted as replication lag). It is closed the same way (password only, socket only); the
+replication connection uses its superuser, whose generated password is in the URL (a secret).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import secrets
 import os
@@ -44,6 +53,10 @@ SOURCE_DATABASES = ("source_crm",)
 # client died (kill -9 of a run) notices within seconds and rolls back, releasing its locks,
 # instead of holding them until its next write.
 SERVER_SETTINGS = {"client_connection_check_interval": "5s"}
+REPLICATION_SOURCE_DATABASE = "source_app"
+# Settings the replication source server needs on top (applied once, with a restart, on first start).
+LOGICAL_DECODING_SETTINGS = {"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20",
+                             "max_slot_wal_keep_size": "2GB"}
 PG_HBA = """# Written by dw_platform: every connection authenticates with a password.
 local   all          all                    scram-sha-256
 host    all          all   127.0.0.1/32     scram-sha-256
@@ -96,13 +109,16 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
     try:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(_home_mode())
-        with _blob_emulator(home):
+        with _blob_emulator(home), _softcart_source(home):
             if os.environ.get("DW_PG_HOST"):
                 _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
                 yield False
                 return
             _start_postgres(home)
             _dev_fernet_keys(home)
+            if not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+                os.environ["DW_REPLICATION_SOURCE_URL"] = start_replication_source(home)
+            os.environ.setdefault("DW_LAKEHOUSE_PATH", (home / "lakehouse").as_uri())
             yield True
     finally:
         os.umask(previous_umask)
@@ -126,6 +142,43 @@ def _start_postgres(home: Path) -> None:
     for key, value in env.items():
         os.environ.setdefault(key, value)
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+
+
+def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
+    """The replication source server (`home`/source_pg) running with logical decoding, with
+    `database` in it; returns its URL (superuser, unix socket, password). Stops when the last
+    process using it exits. A new server starts with `wal_level = replica`: the settings are
+    written with ALTER SYSTEM and it is restarted once (later starts read postgresql.auto.conf)."""
+    import pgserver
+
+    pgdata = home / "source_pg"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    _prune_dead_handles(pgdata)
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    home.chmod(_home_mode())
+    password = _secret(home, "pg_source_admin_password")
+
+    def connect(dbname: str = "postgres") -> psycopg.Connection:
+        info = server.get_postmaster_info()
+        return psycopg.connect(host=str(info.socket_dir), port=info.port, user="postgres", password=password,
+                               dbname=dbname, autocommit=True)
+
+    with connect() as conn:
+        conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(password)))
+        restart = any(conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()[0] != value
+                      for name, value in LOGICAL_DECODING_SETTINGS.items())
+        for name, value in {**SERVER_SETTINGS, **LOGICAL_DECODING_SETTINGS}.items():
+            conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
+        (pgdata / "pg_hba.conf").write_text(PG_HBA)
+        conn.execute("select pg_reload_conf()")
+        if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    if restart:  # wal_level and friends: stop (pgserver's own pg_ctl stop, as the last handle), start
+        server.cleanup()
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        home.chmod(_home_mode())
+    info = server.get_postmaster_info()
+    return f"postgresql://postgres:{password}@/{database}?host={info.socket_dir}&port={info.port}"
 
 
 def _home_mode() -> int:
@@ -266,6 +319,150 @@ def _running_azurite(location: Path) -> int | None:
         return int(info["port"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+@contextmanager
+def _softcart_source(home: Path) -> Iterator[None]:
+    """MariaDB as a child process when no DW_SOFTCART_ODBC is set; stopped on exit. A second
+    `dw` process on the same state folder uses the running server (its `endpoint.json`)."""
+    if os.environ.get("DW_SOFTCART_ODBC"):
+        yield
+        return
+    location = home / "mariadb"
+    location.mkdir(parents=True, exist_ok=True)
+    with _file_lock(location / "start.lock"):  # two processes starting at once: one starts, one reuses
+        running, process = running_mariadb(location), None
+        if running is None:
+            process, port = start_mariadb(location)
+            running = MariaDB(location, process.pid, port)
+            (location / "endpoint.json").write_text(json.dumps({"pid": process.pid, "port": port}))
+        running.create_database("softcart")
+    os.environ["DW_SOFTCART_ODBC"] = running.odbc_connection_string("softcart")
+    try:
+        yield
+    finally:
+        os.environ.pop("DW_SOFTCART_ODBC", None)
+        if process is not None:
+            stop_process(process, grace_s=60)  # InnoDB flushes on a clean shutdown
+            (location / "endpoint.json").unlink(missing_ok=True)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class MariaDB:
+    """A project-owned MariaDB server: data in `location/data`, a unix socket in `location`.
+    root logs in over the socket only (unix_socket authentication: no password exists)."""
+
+    def __init__(self, location: Path, pid: int, port: int):
+        self.location = location
+        self.pid = pid
+        self.port = port
+
+    @property
+    def socket_path(self) -> Path:
+        return self.location / "mariadb.sock"
+
+    def odbc_connection_string(self, database: str) -> str:
+        """MariaDB Connector/ODBC over the socket; NO_CACHE=1 streams results instead of buffering them."""
+        return f"Driver={{MariaDB Unicode}};Socket={self.socket_path};Database={database};User=root;NO_CACHE=1"
+
+    def execute(self, statement: str) -> None:
+        import pyodbc
+
+        conn = pyodbc.connect(self.odbc_connection_string(""), autocommit=True, timeout=10)
+        try:
+            conn.cursor().execute(statement)
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> None:
+        self.execute(f"create database if not exists `{name}` character set utf8mb4")
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f"drop database if exists `{name}`")
+
+    def answers(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(0.5)
+                sock.connect(str(self.socket_path))
+            return True
+        except OSError:
+            return False
+
+
+def running_mariadb(location: Path) -> MariaDB | None:
+    """The MariaDB another process started on `location`, if it is still that server and answers.
+    A dead or foreign pid (a crashed `dw`, a reused pid) is pruned, not trusted."""
+    try:
+        info = json.loads((location / "endpoint.json").read_text())
+        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+        server = MariaDB(location, int(info["pid"]), int(info["port"]))
+        if b"mariadbd" in cmdline and str(location).encode() in cmdline and server.answers():
+            return server
+    except (OSError, ValueError, KeyError):
+        pass
+    (location / "endpoint.json").unlink(missing_ok=True)
+    return None
+
+
+def mariadb_binaries() -> tuple[str, str]:
+    found = shutil.which("mariadbd") or ("/usr/sbin/mariadbd" if Path("/usr/sbin/mariadbd").exists() else None)
+    install = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
+    if found is None or not Path(install).exists():
+        raise RuntimeError(
+            "MariaDB is not installed: run scripts/bootstrap.sh (apt-get install mariadb-server odbc-mariadb), "
+            "or set DW_SOFTCART_ODBC to a real MySQL/MariaDB server"
+        )
+    return found, install
+
+
+def start_mariadb(location: Path, timeout_s: float = 60) -> tuple[subprocess.Popen, int]:
+    """Initialise `location/data` once (root authenticates by socket: no password anywhere), then
+    start `mariadbd` on a socket in `location` and a free 127.0.0.1 port; returns the process and the port."""
+    mariadbd, install_db = mariadb_binaries()
+    data = location / "data"
+    log = location / "mariadb.log"
+    if len(str(location / "mariadb.sock")) > 100:
+        raise RuntimeError(f"the state folder {location} is too deep for a unix socket path: set DW_HOME shorter")
+    as_root = ["--user=root"] if os.geteuid() == 0 else []
+    if not (data / "mysql").is_dir():
+        shutil.rmtree(data, ignore_errors=True)  # a half-initialised folder from an interrupted start
+        with open(log, "ab") as out:
+            done = subprocess.run(
+                [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=socket",
+                 "--skip-test-db", *as_root],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        if done.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed with code {done.returncode}; see {log}")
+    port = _free_port()
+    server = MariaDB(location, 0, port)
+    server.socket_path.unlink(missing_ok=True)  # left by a server that was killed
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={server.socket_path}",
+             "--bind-address=127.0.0.1", f"--port={port}", f"--pid-file={location / 'mariadb.pid'}",
+             "--skip-name-resolve", "--character-set-server=utf8mb4", *as_root],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + timeout_s
+    while not server.answers():
+        if process.poll() is not None:
+            raise RuntimeError(f"mariadbd exited with code {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError(f"mariadbd did not answer on {server.socket_path} within {timeout_s:.0f}s; see {log}")
+        time.sleep(0.1)
+    return process, port
 
 
 def azurite_command() -> list[str]:

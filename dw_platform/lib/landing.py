@@ -2,19 +2,24 @@
 
 A domain names its files by path (`2026-11-20/users.csv`); `LandingZone` finds them in a local
 folder when `local_folder` is set, else in the blob container (Azure or Azurite). Both give the
-file's bytes as chunks, so parsers stream the same way from either.
+file's bytes as chunks, so parsers stream the same way from either. `archive_gzip` moves a
+processed file into an archive folder gzip-compressed, streaming, deleting the original only
+after the archive is complete.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import dagster as dg
 
-from dw_platform.lib.blob import BlobStorage
+from dw_platform.lib.blob import BlobStorage, BlobVersion
 
 CHUNK_BYTES = 1 << 20
 
@@ -34,13 +39,17 @@ class LandedFile:
 
 
 class Landing(Protocol):
+    def location(self) -> str: ...
+
     def find(self, path: str) -> LandedFile | None: ...
 
-    def list(self) -> Iterator[LandedFile]: ...
+    def list(self, prefix: str = "") -> Iterator[LandedFile]: ...
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]: ...
 
-    def put(self, path: str, data: bytes) -> LandedFile: ...
+    def put(self, path: str, data: bytes | Iterable[bytes]) -> LandedFile: ...
+
+    def delete(self, file: LandedFile) -> bool: ...
 
 
 class LocalLanding:
@@ -48,6 +57,9 @@ class LocalLanding:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def location(self) -> str:
+        return f"file://{self.root.resolve()}"
 
     def _resolve(self, path: str) -> Path:
         target = (self.root / path).resolve()
@@ -61,26 +73,53 @@ class LocalLanding:
             return None
         return self._landed(path, target)
 
-    def list(self) -> Iterator[LandedFile]:
-        """Every file under the folder, in path order."""
-        if self.root.is_dir():
-            for target in sorted(p for p in self.root.rglob("*") if p.is_file()):
-                yield self._landed(target.relative_to(self.root).as_posix(), target)
-
     def _landed(self, path: str, target: Path) -> LandedFile:
         stat = target.stat()
-        return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, f"file://{self.root.resolve()}")
+        return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, self.location())
+
+    def list(self, prefix: str = "") -> Iterator[LandedFile]:
+        """Files whose path starts with `prefix`, in path order (hidden and partial files skipped)."""
+        root = self.root.resolve()
+        paths = []
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.startswith("."):
+                    path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+                    if path.startswith(prefix):
+                        paths.append(path)
+        for path in sorted(paths):
+            found = self.find(path)
+            if found is not None:
+                yield found
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
         with open(self._resolve(file.path), "rb") as f:
             while chunk := f.read(CHUNK_BYTES):
                 yield chunk
 
-    def put(self, path: str, data: bytes) -> LandedFile:
+    def put(self, path: str, data: bytes | Iterable[bytes]) -> LandedFile:
+        """Write through a hidden temporary file renamed into place: readers never see half a file."""
         target = self._resolve(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        fd, partial = tempfile.mkstemp(prefix=".partial-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in [data] if isinstance(data, bytes) else data:
+                    f.write(chunk)
+            os.replace(partial, target)
+        except BaseException:
+            os.unlink(partial)
+            raise
         return self.find(path)
+
+    def delete(self, file: LandedFile) -> bool:
+        """Delete the file if it is still that version; False when it is gone or has changed."""
+        current = self.find(file.path)
+        if current is None or current.version != file.version:
+            return False
+        self._resolve(file.path).unlink()
+        return True
 
 
 class BlobLanding:
@@ -89,7 +128,7 @@ class BlobLanding:
     def __init__(self, storage: BlobStorage):
         self.storage = storage
 
-    def _location(self) -> str:
+    def location(self) -> str:
         # Not the endpoint URL: Azurite's port changes from run to run, and lineage must not.
         client = self.storage.container_client()
         return f"azure://{client.account_name}/{client.container_name}"
@@ -98,25 +137,26 @@ class BlobLanding:
         version = self.storage.version(path)
         if version is None:
             return None
-        return LandedFile(path, version.etag, version.size, self._location())
+        return LandedFile(path, version.etag, version.size, self.location())
 
-    def list(self) -> Iterator[LandedFile]:
-        """Every blob in the container, in name order (folder markers, names ending in `/`, left out)."""
+    def list(self, prefix: str = "") -> Iterator[LandedFile]:
+        """Blobs whose name starts with `prefix`, in name order (folder markers, names ending in `/`, left out)."""
         location = None
-        for blob in self.storage.list(""):
+        for blob in self.storage.list(prefix):
             if not blob.name.endswith("/"):
-                location = location or self._location()
+                location = location or self.location()
                 yield LandedFile(blob.name, blob.etag, blob.size, location)
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
-        from dw_platform.lib.blob import BlobVersion
-
         yield from self.storage.chunks(BlobVersion(file.path, file.version, file.size))
 
-    def put(self, path: str, data: bytes) -> LandedFile:
+    def put(self, path: str, data: bytes | Iterable[bytes]) -> LandedFile:
         self.storage.ensure_container()
         self.storage.upload(path, data)
         return self.find(path)
+
+    def delete(self, file: LandedFile) -> bool:
+        return self.storage.delete_version(BlobVersion(file.path, file.version, file.size))
 
 
 class LandingZone(BlobStorage):
@@ -132,3 +172,50 @@ class LandingZone(BlobStorage):
         if not self.container:
             raise dg.Failure("no landing zone configured: set a local folder or a blob container", allow_retries=False)
         return BlobLanding(self)
+
+
+def landing_zone_from_env(folder_variable: str, container_variable: str, default_container: str) -> LandingZone:
+    """A domain's landing zone from the environment: the local folder in `folder_variable` when
+    set, else the blob container named in `container_variable` (a connection string, or an
+    account URL with a key or SAS token)."""
+    if os.environ.get(folder_variable):
+        return LandingZone(local_folder=dg.EnvVar(folder_variable))
+    container = os.environ.get(container_variable, default_container)
+    if os.environ.get("DW_BLOB_ACCOUNT_URL") and not os.environ.get("DW_BLOB_CONNECTION_STRING"):
+        return LandingZone(container=container, account_url=dg.EnvVar("DW_BLOB_ACCOUNT_URL"),
+                           credential=dg.EnvVar("DW_BLOB_CREDENTIAL"))
+    return LandingZone(container=container, connection_string=dg.EnvVar("DW_BLOB_CONNECTION_STRING"))
+
+
+def gzip_chunks(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:
+    """The gzip-compressed form of a byte stream, streaming."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    for chunk in chunks:
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()
+
+
+def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The original bytes of a gzip stream, streaming (bounded output per step)."""
+    decompressor = zlib.decompressobj(31)
+    for chunk in chunks:
+        data = chunk
+        while data:
+            out = decompressor.decompress(data, CHUNK_BYTES)
+            if out:
+                yield out
+            data = decompressor.unconsumed_tail
+    if tail := decompressor.flush():
+        yield tail
+    if not decompressor.eof:
+        raise ValueError("the gzip stream is truncated")
+
+
+def archive_gzip(zone: Landing, file: LandedFile, destination: str) -> LandedFile:
+    """Write `file` gzip-compressed to `destination`, then delete the original if it is still
+    that version (a newer upload under the same name stays for its own run). Nothing is
+    deleted before the archive is completely written."""
+    archived = zone.put(destination, gzip_chunks(zone.chunks(file)))
+    zone.delete(file)
+    return archived

@@ -5,12 +5,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import dagster as dg
 
 from dw_platform.lib.bronze import CopyData
+from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER
 from dw_platform.lib.prefetch import prefetch
 
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]
@@ -74,6 +75,25 @@ class OdbcSource(dg.ConfigurableResource):
         """The result as binary COPY data for `columns` ((name, pg_type), the query's columns in
         order), encoded in the reader process: the caller's only work per batch is to pass it on."""
         return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
+
+    def copy_stream_pages(self, query: str, pages: Iterable[Sequence], columns: Sequence[tuple[str, str]]
+                          ) -> Iterator[CopyData]:
+        """`copy_stream` of `query` for each parameter set of `pages` in turn, as ONE binary COPY
+        stream (one header, one trailer). For drivers that hold a whole result in memory: each
+        page is a query of its own, so memory stays one page deep. `pages` may be a generator
+        that decides the next page from what it has seen."""
+        started = False
+        for params in pages:
+            for batch in self.copy_stream(query, params, columns):
+                data = batch.data
+                if data.startswith(COPY_SIGNATURE):
+                    data = data[len(COPY_SIGNATURE):] if started else data
+                    started = True
+                if batch.rows == 0 and data.endswith(COPY_TRAILER):  # a page's end, not the stream's
+                    data = data[:-len(COPY_TRAILER)]
+                if data:
+                    yield CopyData(data, batch.rows)
+        yield CopyData((b"" if started else COPY_SIGNATURE) + COPY_TRAILER, 0)
 
     def scalar(self, query: str, params: Sequence = ()):
         """The first column of the first row (None for no rows)."""

@@ -58,3 +58,15 @@ def server_connection(dbname: str) -> psycopg.Connection:
         sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
         autocommit=True,
     )
+
+
+def warehouse_settings() -> dict:
+    """PostgresWarehouse fields from the DW_PG_* settings (the password through dg.EnvVar)."""
+    return dict(
+        host=dg.EnvVar("DW_PG_HOST"),
+        port=int(os.environ.get("DW_PG_PORT", "5432")),
+        user=dg.EnvVar("DW_PG_USER"),
+        password=dg.EnvVar("DW_PG_PASSWORD"),
+        database=dg.EnvVar("DW_PG_DATABASE"),
+        sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
+    )

@@ -7,6 +7,7 @@ import os
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+from psycopg import sql
 
 from dw_platform.defs.sales.assets import blob_scope, locate
 from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, ensure_quarantine
@@ -60,10 +61,11 @@ def sales_rows_reconcile_with_blob(
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
         key = scope.partition_keys[0]
         loaded = conn.execute(
-            f"select count(*) from {SALES.qualified_name} where _bronze_source_file = %s", (scope.params["blob"],)
+            sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(SALES.ident), (scope.params["blob"],)
         ).fetchone()[0]
         quarantined = conn.execute(
-            f"select count(*) from {SCHEMA.quarantine_table} where blob_name = %s", (scope.params["blob"],)
+            sql.SQL("select count(*) from {} where blob_name = %s").format(
+                sql.Identifier(*SCHEMA.quarantine_table.split("."))), (scope.params["blob"],)
         ).fetchone()[0]
     blob = locate(sales_storage, key)
     if blob is None:

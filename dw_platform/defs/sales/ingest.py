@@ -62,12 +62,13 @@ def ensure_quarantine(conn: psycopg.Connection, schema: CsvSchema = SCHEMA) -> N
     """Create the quarantine table if missing, and bring a bronze.sales of the typed shape (before
     bronze kept values as text) to the current one. Checked first without DDL (even `if not exists`
     DDL takes locks that would queue behind a running load), changed serialized like bronze DDL."""
-    if conn.execute("select to_regclass(%s) is not null", (schema.quarantine_table,)).fetchone()[0] \
+    if conn.execute("select to_regclass(%s) is not null",
+                    (sql.Identifier(*schema.quarantine_table.split(".")).as_string(conn),)).fetchone()[0] \
             and not _typed_columns(conn):
         return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute("create schema if not exists " + schema.quarantine_table.split(".")[0])
+        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema.quarantine_table.split(".")[0])))
         conn.execute(quarantine_ddl(schema))
         upgrade = [sql.SQL("alter column {0} type text using {0}::text").format(sql.Identifier(c))
                    for c in _typed_columns(conn)]

@@ -5,18 +5,12 @@ import os
 import dagster as dg
 
 from dw_platform.lib.documents import MongoDocuments
-from dw_platform.lib.landing import LandingZone
+from dw_platform.lib.landing import LandingZone, landing_zone_from_env
 
 
 def video_landing_zone() -> LandingZone:
     """DW_VIDEO_LANDING_DIR (a local folder) when set, else the blob container DW_VIDEO_CONTAINER."""
-    if os.environ.get("DW_VIDEO_LANDING_DIR"):
-        return LandingZone(local_folder=dg.EnvVar("DW_VIDEO_LANDING_DIR"))
-    container = os.environ.get("DW_VIDEO_CONTAINER", "video")
-    if os.environ.get("DW_BLOB_ACCOUNT_URL") and not os.environ.get("DW_BLOB_CONNECTION_STRING"):
-        return LandingZone(container=container, account_url=dg.EnvVar("DW_BLOB_ACCOUNT_URL"),
-                           credential=dg.EnvVar("DW_BLOB_CREDENTIAL"))
-    return LandingZone(container=container, connection_string=dg.EnvVar("DW_BLOB_CONNECTION_STRING"))
+    return landing_zone_from_env("DW_VIDEO_LANDING_DIR", "DW_VIDEO_CONTAINER", "video")
 
 
 def video_documents() -> MongoDocuments:

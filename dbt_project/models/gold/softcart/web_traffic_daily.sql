@@ -1,0 +1,11 @@
+-- Requests, unique visitors (distinct clients of non-bot requests), bytes and error rate per UTC day.
+select
+    request_date,
+    count(*) as requests,
+    count(*) filter (where is_bot) as bot_requests,
+    count(distinct client) filter (where not is_bot) as unique_visitors,
+    sum(bytes_sent) as bytes_sent,
+    count(*) filter (where is_error) as error_requests,
+    round(count(*) filter (where is_error)::numeric / count(*), 4) as error_rate
+from {{ ref('web_requests') }}
+group by request_date

@@ -1,0 +1,217 @@
+"""Bronze for the SoftCart domain: the shop's MariaDB/MySQL tables over ODBC, and its web servers'
+access logs from a landing zone.
+
+`sales_data` is append-only at the source (an auto-increment rowid per sale): each load reads the
+rows above the highest rowid bronze holds, in rowid order, inside the load's transaction and under
+its lock, so two runs at once take turns and the second reads only what the first did not add.
+`products` and `customers` are small reference tables, read whole on every run.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+
+from dw_platform.defs.softcart.ingest import (
+    CUSTOMERS, PRODUCTS, SALES_DATA, WEB_ACCESS_LOG, AccessLogFile, ensure_quarantine,
+)
+from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
+from dw_platform.lib import bronze
+from dw_platform.lib.bronze import BronzeTable, CopyData, LoadScope, Watermark
+from dw_platform.lib.domains import asset_attributes
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
+from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
+from dw_platform.lib.prefetch import prefetch
+from dw_platform.lib.warehouse import PostgresWarehouse
+
+SALES_SOURCE_TABLE = "sales_data"
+ROWID = "rowid"
+WHOLE_TABLE = "all"  # the one "partition" of an unpartitioned table: its advisory-lock key
+
+
+def table_scope() -> LoadScope:
+    return LoadScope((WHOLE_TABLE,), sql.SQL("true"))
+
+
+def select_columns(table: BronzeTable, source_table: str, dialect) -> str:
+    cols = ", ".join(quote_ident(c, dialect) for c in table.source_column_names)
+    return f"SELECT {cols} FROM {quote_table(source_table, dialect)}"
+
+
+def get_last_rowid(conn: psycopg.Connection) -> int:
+    """The highest rowid bronze holds (0 when empty)."""
+    return conn.execute(sql.SQL("select coalesce(max({}), 0) from {}").format(
+        sql.Identifier(ROWID), SALES_DATA.ident)).fetchone()[0]
+
+
+# The MariaDB ODBC driver (Connector/ODBC 3.1) holds a whole result in memory, so sales_data is
+# read in pages of rowid values: memory stays one page deep however large the backlog is.
+PAGE_ROWIDS = 200_000
+
+
+def latest_records_query(dialect) -> str:
+    """The rows of a rowid range (lower bound exclusive, upper inclusive), in rowid order."""
+    rowid = quote_ident(ROWID, dialect)
+    return (f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} "
+            f"WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}")
+
+
+def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
+    return [(c.name, c.pg_type) for c in table.columns]
+
+
+def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator[CopyData]:
+    """The source rows with a rowid above `last_rowid` up to the highest rowid when the read
+    starts, in rowid order, as binary COPY data encoded by the ODBC reader process. Rows
+    committed later wait for the next run."""
+    return source.copy_stream_pages(latest_records_query(source.dialect), rowid_pages(source, last_rowid, PAGE_ROWIDS),
+                                    copy_columns(SALES_DATA))
+
+
+def rowid_pages(source: OdbcSource, last_rowid: int, page: int) -> Iterator[tuple[int, int]]:
+    """(after, up to) rowid ranges of at most `page` rowids from `last_rowid` to the source's
+    highest rowid now; a gap in the rowids is skipped in one step."""
+    rowid = quote_ident(ROWID, source.dialect)
+    table = quote_table(SALES_SOURCE_TABLE, source.dialect)
+    high = source.scalar(f"SELECT MAX({rowid}) FROM {table}") or 0
+    start = last_rowid
+    while start < high:
+        start = (source.scalar(f"SELECT MIN({rowid}) FROM {table} WHERE {rowid} > ?", [start]) or high) - 1
+        end = min(start + page, high)
+        yield start, end
+        start = end
+
+
+@dg.asset(
+    key=["bronze", "softcart_sales_data"],
+    **asset_attributes("softcart"),
+    kinds={"mysql", "odbc", "postgres"},
+    description="SoftCart's sales_data over ODBC, append-only: each run adds the rows whose rowid is above "
+                "the highest rowid in bronze, in rowid order; bronze rows are never changed.",
+)
+def softcart_sales_data(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                        softcart_source: OdbcSource) -> dg.MaterializeResult:
+    last = {}
+
+    def rows(conn: psycopg.Connection):
+        # Under the load's lock, before streaming: what this load must add starts here.
+        last["rowid"] = get_last_rowid(conn)
+        context.log.info(f"bronze holds rowids up to {last['rowid']:,}; reading {SALES_SOURCE_TABLE} rows above it")
+        return get_latest_records(softcart_source, last["rowid"])
+
+    with warehouse.connect() as conn:
+        result = bronze.load(
+            conn, SALES_DATA, rows, asset_key=context.asset_key.to_user_string(), scope=table_scope(),
+            source=f"{softcart_source.name}:{SALES_SOURCE_TABLE}",
+            watermark=Watermark(f"{softcart_source.name}.{SALES_SOURCE_TABLE}", ROWID),
+            run_id=context.run.run_id, log=context.log.info,
+        )
+        first_id, last_id = conn.execute(
+            "select first_id, last_id from bronze.batch_ledger where batch_id = %s", (result.batch_id,)).fetchone()
+    context.log.info(result.summary if result.rows_read else
+                     f"no new {SALES_SOURCE_TABLE} rows above rowid {last['rowid']:,}: loaded 0 rows")
+    return dg.MaterializeResult(metadata={
+        **result.metadata(), "rowid_before": last["rowid"], "first_rowid": first_id, "last_rowid": last_id,
+    })
+
+
+def _snapshot(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, source: OdbcSource,
+              table: BronzeTable, source_table: str) -> dg.MaterializeResult:
+    with warehouse.connect() as conn:
+        result = bronze.load(
+            conn, table, source.copy_stream(select_columns(table, source_table, source.dialect), [], copy_columns(table)),
+            asset_key=context.asset_key.to_user_string(), scope=table_scope(),
+            source=f"{source.name}:{source_table}", run_id=context.run.run_id, log=context.log.info,
+        )
+    context.log.info(result.summary)
+    return dg.MaterializeResult(metadata=result.metadata())
+
+
+@dg.asset(
+    key=["bronze", "softcart_products"], **asset_attributes("softcart"), kinds={"mysql", "odbc", "postgres"},
+    description="SoftCart's products, read whole on every run; changed rows are appended as new versions.",
+)
+def softcart_products(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                      softcart_source: OdbcSource) -> dg.MaterializeResult:
+    return _snapshot(context, warehouse, softcart_source, PRODUCTS, "products")
+
+
+@dg.asset(
+    key=["bronze", "softcart_customers"], **asset_attributes("softcart"), kinds={"mysql", "odbc", "postgres"},
+    description="SoftCart's customers (id, country), read whole on every run; changed rows are appended as new versions.",
+)
+def softcart_customers(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                       softcart_source: OdbcSource) -> dg.MaterializeResult:
+    return _snapshot(context, warehouse, softcart_source, CUSTOMERS, "customers")
+
+
+# --- web access logs ---------------------------------------------------------------------------
+
+def source_file(zone: Landing, partition_key: str) -> str:
+    """`_bronze_source_file` of a log's rows: where it arrived (stable after it is archived)."""
+    return LandedFile(INCOMING + partition_key, "", 0, zone.location()).uri
+
+
+def file_scope(source: str, partition_key: str) -> LoadScope:
+    return LoadScope((partition_key,), sql.SQL("{} = %(file)s").format(sql.Identifier("_bronze_source_file")),
+                     {"file": source})
+
+
+def locate_log(zone: Landing, partition_key: str) -> tuple[LandedFile, bool] | None:
+    """The file of a partition: in incoming/ (True), or already archived (False: a re-run)."""
+    found = zone.find(INCOMING + partition_key)
+    if found is not None:
+        return found, True
+    archived = zone.find(archive_path(partition_key))
+    return (archived, False) if archived is not None else None
+
+
+def log_chunks(zone: Landing, file: LandedFile, incoming: bool) -> Iterator[bytes]:
+    return zone.chunks(file) if incoming else gunzip_chunks(zone.chunks(file))
+
+
+@dg.asset(
+    key=["bronze", "web_access_log"],
+    **asset_attributes("softcart"),
+    kinds={"azure", "postgres"},
+    partitions_def=weblog_files,
+    description="Web server access logs (Common/Combined Log Format) from the weblogs landing zone's incoming/, "
+                "one partition per file, one row per line; lines that do not parse are in "
+                "bronze.web_access_log_quarantine with the reason. After the commit the file is archived "
+                "gzip-compressed to archive/<name>.gz.",
+)
+def web_access_log(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
+                   softcart_weblogs: LandingZone) -> dg.MaterializeResult:
+    key = context.partition_key
+    zone = softcart_weblogs.landing()
+    located = locate_log(zone, key)
+    if located is None:
+        raise dg.Failure(f"access log {key!r} is in neither {INCOMING} nor {archive_path(key)} of the weblogs "
+                         f"landing zone", allow_retries=False)
+    found, incoming = located
+    context.log.info(f"ingesting {found.uri} ({found.size:,} bytes{'' if incoming else ', from the archive'})")
+    source = source_file(zone, key)
+    parsed = AccessLogFile(source)
+    with warehouse.connect() as conn:
+        ensure_quarantine(conn)
+        result = bronze.load(
+            conn, WEB_ACCESS_LOG, parsed.batches(prefetch(log_chunks(zone, found, incoming))),
+            asset_key=context.asset_key.to_user_string(), scope=file_scope(source, key), source=source,
+            run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
+        )
+    archived = archive_path(key)
+    if incoming:  # committed: now (and only now) the file leaves incoming/
+        try:
+            archive_gzip(zone, found, archived)
+        except Exception as exc:
+            # The lines are committed; a retry re-reads the file (replacing its rows) and archives it.
+            raise dg.Failure(f"loaded {found.path} but could not archive it to {archived}: {exc}",
+                             allow_retries=True) from exc
+        context.log.info(f"archived {found.path} to {archived}")
+    context.log.info(f"{result.summary}; quarantined {parsed.lines_quarantined:,} of {parsed.lines:,} lines")
+    return dg.MaterializeResult(metadata={
+        **result.metadata(), "source_file": source, "lines": parsed.lines,
+        "lines_quarantined": parsed.lines_quarantined, "archived_to": archived,
+        "quarantine_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(parsed.reasons.items())) or "none",
+    })

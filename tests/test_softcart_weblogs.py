@@ -1,0 +1,163 @@
+"""The SoftCart web access-log pipeline on Azurite (and a local folder): sensor, bronze with
+quarantine, archive after commit, the reconcile check, silver and gold traffic."""
+
+import gzip
+import os
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from dw_platform.defs.softcart.checks import web_access_log_lines_reconcile_with_file
+from dw_platform.defs.softcart.partitions import weblog_files
+from dw_platform.defs.softcart.resources import weblogs_landing_zone
+from dw_platform.defs.softcart.sensors import scan_weblogs
+from dw_platform.samples.softcart import BAD_LINES, access_log
+
+pytestmark = pytest.mark.integration
+
+START = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+LOG = access_log(400, START)  # 9 quirky lines (5 odd but valid, 4 that do not parse) among 391 ordinary ones
+
+
+def ingest(definitions: dg.Definitions, key: str, instance: dg.DagsterInstance | None = None,
+           whole_job: bool = False) -> dg.ExecuteInProcessResult:
+    """Run the job `softcart_weblogs` for one file, or (faster, where dbt is not the point) only
+    its bronze asset and checks."""
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(weblog_files.name, [key])
+    job = definitions.resolve_job_def("softcart_weblogs")
+    selection = None if whole_job else [dg.AssetKey(["bronze", "web_access_log"])]
+    return job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False,
+                                  asset_selection=selection)
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    event = next(e for e in result.get_asset_materialization_events()
+                 if e.materialization.asset_key.path == ["bronze", "web_access_log"])
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_the_sensor_requests_each_new_file_once_with_a_version_run_key(weblogs):
+    weblogs.put("incoming/2026-11-23/a.log", LOG)
+    weblogs.put("incoming/2026-11-23/b.log", LOG)
+    weblogs.put("archive/old.log.gz", b"")
+    instance = dg.DagsterInstance.ephemeral()
+
+    first = scan_weblogs(dg.build_sensor_context(instance=instance), weblogs)
+    assert [r.partition_key for r in first.run_requests] == ["2026-11-23/a.log", "2026-11-23/b.log"]
+    assert all(r.run_key.startswith(r.partition_key + "@") for r in first.run_requests)
+    assert list(first.dynamic_partitions_requests[0].partition_keys) == ["2026-11-23/a.log", "2026-11-23/b.log"]
+
+    instance.add_dynamic_partitions(weblog_files.name, ["2026-11-23/a.log", "2026-11-23/b.log"])
+    again = scan_weblogs(dg.build_sensor_context(instance=instance, cursor=first.cursor), weblogs)
+    assert again.run_requests == []
+
+    weblogs.put("incoming/2026-11-23/a.log", LOG + LOG)  # re-uploaded: a new version runs again
+    changed = scan_weblogs(dg.build_sensor_context(instance=instance, cursor=again.cursor), weblogs)
+    assert [r.partition_key for r in changed.run_requests] == ["2026-11-23/a.log"]
+    assert changed.dynamic_partitions_requests == []
+
+
+def test_a_log_loads_every_line_quarantines_the_bad_ones_and_is_archived_after_commit(weblogs, definitions, warehouse):
+    weblogs.put("incoming/2026-11-23/access.log", LOG)
+
+    result = ingest(definitions, "2026-11-23/access.log")
+
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    meta = metadata(result)
+    assert (meta["lines"], meta["dagster/row_count"], meta["lines_quarantined"]) == (400, 396, 4)
+    assert meta["archived_to"] == "archive/2026-11-23/access.log.gz"
+
+    # The file left incoming/; the archive holds the original bytes.
+    assert weblogs.find("incoming/2026-11-23/access.log") is None
+    archived = weblogs.find("archive/2026-11-23/access.log.gz")
+    assert gzip.decompress(b"".join(weblogs.chunks(archived))) == LOG
+
+    quarantined = warehouse.execute(
+        "select raw_line, reason from bronze.web_access_log_quarantine order by line_number").fetchall()
+    assert [q[0] for q in quarantined] == BAD_LINES
+    assert quarantined[0][1] == "not an access log line: no [timestamp]"
+    source = warehouse.execute("select distinct _bronze_source_file from bronze.web_access_log").fetchall()
+    assert source == [(f"azure://devstoreaccount1/{os.environ['DW_SOFTCART_WEBLOGS_CONTAINER']}/incoming/2026-11-23/access.log",)]
+    tls = warehouse.execute("select request, method, status, bytes_sent from bronze.web_access_log"
+                            " where request like '%%x16%%'").fetchone()
+    assert tls == ("\\x16\\x03\\x01\\x02\\x00\\x01", None, "400", "226")
+
+
+def test_a_rerun_reads_the_archive_and_replaces_the_files_rows(weblogs, definitions, warehouse):
+    weblogs.put("incoming/day/access.log", LOG)
+    instance = dg.DagsterInstance.ephemeral()
+    assert ingest(definitions, "day/access.log", instance).success
+
+    again = ingest(definitions, "day/access.log", instance)
+
+    assert again.success and all(e.passed for e in again.get_asset_check_evaluations())
+    assert warehouse.execute("select count(*), count(distinct line_number) from bronze.web_access_log").fetchone() == (396, 396)
+    assert warehouse.execute("select count(*) from bronze.web_access_log_quarantine").fetchone()[0] == 4
+    assert weblogs.find("archive/day/access.log.gz") is not None
+
+
+def test_the_reconcile_check_fails_when_bronze_lost_a_line(weblogs, definitions, warehouse, warehouse_resource):
+    weblogs.put("incoming/x.log", LOG)
+    assert ingest(definitions, "x.log").success
+    warehouse.execute("delete from bronze.web_access_log where line_number = 10")
+    resources = {"warehouse": warehouse_resource,
+                 "softcart_weblogs": weblogs_landing_zone().process_config_and_initialize()}
+
+    result = web_access_log_lines_reconcile_with_file(dg.build_asset_check_context(), **resources)
+
+    assert not result.passed
+    assert (result.metadata["lines_loaded"].value, result.metadata["lines"].value) == (395, 400)
+
+
+def test_silver_is_typed_and_gold_counts_traffic_per_day_and_hour(weblogs, definitions, warehouse):
+    lines = [
+        '203.0.113.7 - - [23/Nov/2026:10:15:32 +0200] "GET /products?page=2 HTTP/1.1" 200 1000 "-" "Mozilla/5.0 Firefox"',
+        '2001:db8::1 - alice [23/Nov/2026:08:40:00 +0000] "GET /products HTTP/1.1" 404 - "-" "Mozilla/5.0 \\"Edge\\""',
+        '203.0.113.7 - - [23/Nov/2026:01:59:59 -0700] "POST /cart HTTP/1.1" 500 20 "https://x/" "Googlebot/2.1"',
+        'host.example.com - - [23/Nov/2026:09:10:00 +0000] "-" 408 - "-" "-"',
+    ]
+    weblogs.put("incoming/typed.log", "\n".join(lines).encode())
+
+    assert ingest(definitions, "typed.log", whole_job=True).success
+
+    rows = warehouse.execute(
+        "select host(client_ip), client, remote_user, requested_at, status, bytes_sent, user_agent, is_bot, is_error,"
+        " request_hour, path_without_query from silver.web_requests order by line_number").fetchall()
+    utc = timezone.utc
+    assert rows == [
+        ("203.0.113.7", "203.0.113.7", None, datetime(2026, 11, 23, 8, 15, 32, tzinfo=utc), 200, 1000,
+         "Mozilla/5.0 Firefox", False, False, 8, "/products"),
+        ("2001:db8::1", "2001:db8::1", "alice", datetime(2026, 11, 23, 8, 40, tzinfo=utc), 404, 0,
+         'Mozilla/5.0 "Edge"', False, True, 8, "/products"),
+        ("203.0.113.7", "203.0.113.7", None, datetime(2026, 11, 23, 8, 59, 59, tzinfo=utc), 500, 20,
+         "Googlebot/2.1", True, True, 8, "/cart"),
+        (None, "host.example.com", None, datetime(2026, 11, 23, 9, 10, tzinfo=utc), 408, 0, None, False, True, 9, None),
+    ]
+    hourly = warehouse.execute("select request_hour, requests, bot_requests, unique_visitors, bytes_sent, error_rate"
+                               " from gold.web_traffic_hourly order by request_hour").fetchall()
+    assert [tuple(map(float, r)) for r in hourly] == [(8, 3, 1, 2, 1020, 0.6667), (9, 1, 0, 1, 0, 1.0)]
+    top = warehouse.execute("select rank, path, requests from gold.web_top_paths order by rank").fetchall()
+    assert top == [(1, "/products", 2)]
+
+
+@pytest.fixture
+def local_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("DW_SOFTCART_WEBLOGS_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_a_local_folder_works_as_the_landing_zone(local_folder, definitions, warehouse):
+    tmp_path = local_folder
+    (tmp_path / "incoming").mkdir()
+    (tmp_path / "incoming" / "local.log").write_bytes(LOG)
+    zone = weblogs_landing_zone().process_config_and_initialize().landing()
+    tick = scan_weblogs(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()), zone)
+    assert [r.partition_key for r in tick.run_requests] == ["local.log"]
+
+    assert ingest(definitions, "local.log").success
+    assert not (tmp_path / "incoming" / "local.log").exists()
+    assert gzip.decompress((tmp_path / "archive" / "local.log.gz").read_bytes()) == LOG
+    assert warehouse.execute("select count(*) from bronze.web_access_log").fetchone()[0] == 396
