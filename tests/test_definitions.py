@@ -98,6 +98,26 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
             ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver")} <= checks
 
 
+def test_reference_lists_are_tested_seeds_each_domain_job_builds_with_its_own_models_only(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    seeds = {"customer": {"silver/country_aliases", "silver/country_dial_codes"},
+             "video": {"silver/video_country_aliases", "silver/video_device_aliases"}}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for domain, keys in seeds.items():
+        for key in keys:
+            node = graph.get(dg.AssetKey(key.split("/")))
+            assert "seed" in node.kinds and node.group_name == domain, key
+            assert any(asset == key and name.startswith(("unique_", "not_null_")) for asset, name in checks), key
+    assert ("silver/country_aliases", "unique_country_aliases_country_alias") in checks
+
+    # A fresh warehouse has no seed tables: each daily job builds its domain's seeds, and nothing
+    # upstream from another domain (no other bronze, no other domain's seeds).
+    for job_name, domain in (("customer_daily", "customer"), ("video_daily", "video")):
+        selected = definitions.resolve_job_def(job_name).asset_layer.selected_asset_keys
+        assert {k.to_user_string() for k in selected if "seed" in graph.get(k).kinds} == seeds[domain]
+        assert {graph.get(k).group_name for k in selected} == {domain}, job_name
+
+
 def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_to_their_sql(definitions: dg.Definitions):
     graph = definitions.resolve_asset_graph()
     undescribed = [key.to_user_string() for key in graph.asset_check_keys
@@ -123,7 +143,7 @@ def test_every_asset_belongs_to_a_domain_with_its_tag_owner_and_kinds(definition
         assert node.group_name in OWNERS, key
         assert node.tags.get("domain") == node.group_name and node.owners == [OWNERS[node.group_name]], key
         assert node.kinds, key
-        assert key.path[0] in ("bronze", "silver", "gold", "reference"), key
+        assert key.path[0] in ("bronze", "silver", "gold"), key
 
 
 def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jobs(definitions: dg.Definitions):

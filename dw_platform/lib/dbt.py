@@ -90,7 +90,14 @@ class DomainTranslator(DagsterDbtTranslator):
         attributes = asset_attributes(domain)
         return spec.replace_attributes(
             key=dg.AssetKey([layer, node["name"]]), group_name=attributes["group_name"], owners=attributes["owners"]
-        ).merge_attributes(tags=attributes["tags"])
+        ).merge_attributes(tags=attributes["tags"], kinds={"seed"} if node["resource_type"] == "seed" else set())
+
+
+def with_seeds(selection: dg.AssetSelection) -> dg.AssetSelection:
+    """The selection and the dbt seeds (reference lists, kind `seed`) its models read, and no other
+    upstream asset: a fresh warehouse has no seed tables yet, and a run must not drag in another
+    domain's bronze."""
+    return selection | (selection.upstream() & dg.AssetSelection.kind("seed"))
 
 
 def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> str:

@@ -3,10 +3,12 @@
 import dagster as dg
 
 from dw_platform.defs.customer.partitions import customer_daily
+from dw_platform.lib.dbt import with_seeds
 
 customer_daily_job = dg.define_asset_job(
     name="customer_daily",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "customer_profile_raw"])).downstream(),
+    # Bronze, what is built on it, and the reference seeds that reads.
+    selection=with_seeds(dg.AssetSelection.assets(dg.AssetKey(["bronze", "customer_profile_raw"])).downstream()),
     partitions_def=customer_daily,
     description="Load one day (or a range, as one run) of customer profiles, then silver and gold.",
     # Steps are idempotent (a partition replaces itself), so retrying them is safe.

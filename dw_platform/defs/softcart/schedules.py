@@ -2,8 +2,10 @@ import dagster as dg
 
 from dw_platform.defs.softcart.jobs import softcart_sync_job
 
-# Every hour on the hour: new sales rows, the reference tables, then the star schema. Starts stopped.
 softcart_sync_schedule = dg.ScheduleDefinition(
     name="softcart_sync_schedule", job=softcart_sync_job, cron_schedule="0 * * * *", execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every hour on the hour (UTC), runs softcart_sync: new sales rows and the reference tables into "
+                "bronze, then the star schema. Starts stopped: switch it on here. A missed hour needs no catch-up: "
+                "the next run loads every row not loaded yet.",
 )

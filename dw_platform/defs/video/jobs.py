@@ -3,12 +3,14 @@
 import dagster as dg
 
 from dw_platform.defs.video.partitions import video_daily
+from dw_platform.lib.dbt import with_seeds
 
 VIDEO_BRONZE = [dg.AssetKey(["bronze", n]) for n in ("video_users", "video_viewing_sessions", "content")]
 
 video_daily_job = dg.define_asset_job(
     name="video_daily",
-    selection=dg.AssetSelection.assets(*VIDEO_BRONZE).required_multi_asset_neighbors().downstream(),
+    # The day's bronze, what is built on it, and the reference seeds that reads.
+    selection=with_seeds(dg.AssetSelection.assets(*VIDEO_BRONZE).required_multi_asset_neighbors().downstream()),
     partitions_def=video_daily,
     description="Load one arrival day of users, viewing sessions and content metadata into bronze, then the "
                 "video silver and gold models (rebuilt from all days) and their dbt tests.",

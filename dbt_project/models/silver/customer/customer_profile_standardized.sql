@@ -57,59 +57,16 @@ deduplicated as (
 
 ),
 
-country_aliases (country_alias, country_code, country_name) as (
+country_aliases as (
 
-    values
-        ('us', 'US', 'United States'),
-        ('usa', 'US', 'United States'),
-        ('u.s.', 'US', 'United States'),
-        ('u.s.a.', 'US', 'United States'),
-        ('united states', 'US', 'United States'),
-        ('united states of america', 'US', 'United States'),
-        ('america', 'US', 'United States'),
-        ('de', 'DE', 'Germany'),
-        ('deu', 'DE', 'Germany'),
-        ('germany', 'DE', 'Germany'),
-        ('deutschland', 'DE', 'Germany'),
-        ('gb', 'GB', 'United Kingdom'),
-        ('gbr', 'GB', 'United Kingdom'),
-        ('uk', 'GB', 'United Kingdom'),
-        ('u.k.', 'GB', 'United Kingdom'),
-        ('united kingdom', 'GB', 'United Kingdom'),
-        ('great britain', 'GB', 'United Kingdom'),
-        ('england', 'GB', 'United Kingdom'),
-        ('fr', 'FR', 'France'),
-        ('fra', 'FR', 'France'),
-        ('france', 'FR', 'France'),
-        ('ca', 'CA', 'Canada'),
-        ('can', 'CA', 'Canada'),
-        ('canada', 'CA', 'Canada'),
-        ('es', 'ES', 'Spain'),
-        ('esp', 'ES', 'Spain'),
-        ('spain', 'ES', 'Spain'),
-        ('espana', 'ES', 'Spain'),
-        ('españa', 'ES', 'Spain'),
-        ('it', 'IT', 'Italy'),
-        ('ita', 'IT', 'Italy'),
-        ('italy', 'IT', 'Italy'),
-        ('italia', 'IT', 'Italy'),
-        ('nl', 'NL', 'Netherlands'),
-        ('nld', 'NL', 'Netherlands'),
-        ('netherlands', 'NL', 'Netherlands'),
-        ('holland', 'NL', 'Netherlands')
+    select * from {{ ref('country_aliases') }}
 
 ),
 
 -- International dialling prefixes for national numbers written with a trunk '0'.
-country_dial_codes (country_code, dial_code) as (
+country_dial_codes as (
 
-    values
-        ('DE', '49'),
-        ('GB', '44'),
-        ('FR', '33'),
-        ('ES', '34'),
-        ('IT', '39'),
-        ('NL', '31')
+    select * from {{ ref('country_dial_codes') }}
 
 ),
 
