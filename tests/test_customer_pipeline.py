@@ -184,6 +184,26 @@ def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, 
     ).fetchall() == []
 
 
+def test_the_sample_crm_changes_customers_between_daily_loads_so_gold_holds_their_history(definitions, source,
+                                                                                          warehouse):
+    customer_sample.seed(source, rows=200, end_date=DAY3, days=2)  # modified on DAY1 and DAY2
+    assert run_job(definitions, DAY1).success
+    changed = customer_sample.change_customers(source, DAY2)
+    assert changed > 0 and customer_sample.change_customers(source, DAY2) == 0
+    assert run_job(definitions, DAY2).success
+
+    versions = dict(warehouse.execute(
+        "select customer_id, count(*) from gold.dim_customer_profile group by 1 having count(*) > 1").fetchall())
+    assert len(versions) == changed and set(versions.values()) == {2}
+    assert all(cid % customer_sample.CHANGED_EVERY == 0 for cid in versions)
+    audited = warehouse.execute(
+        "select count(distinct customer_id), count(*) filter (where attribute_name = 'loyalty_tier'),"
+        " count(*) filter (where attribute_name = 'marketing_opt_in') from gold.fact_customer_profile_audit"
+    ).fetchone()
+    assert audited == (changed, changed, changed)
+    assert customer_sample.history_summary(warehouse).startswith(f"history: {changed} customers with more than one")
+
+
 def test_an_all_null_source_row_fails_the_bronze_check_and_blocks_silver(definitions, crm, warehouse):
     crm.execute("insert into dbo.customer_profile (last_modified_ts) values ('2026-11-10 12:00')")
 

@@ -3,6 +3,9 @@
 Deterministic for a given seed and end date. About 3% of rows are deliberately bad: invalid
 emails, unparseable phones, unknown or free-text countries, future birth dates, blank names
 and exact duplicate rows — what silver's cleansing and validation flags exist for.
+`change_customers` then changes every 20th customer on a later day, as the CRM overwrites a row
+in place: the next daily load keeps the new version beside the old, so the SCD2 dimension holds
+history and `gold.fact_customer_profile_audit` one row per changed attribute.
 """
 
 from __future__ import annotations
@@ -103,6 +106,36 @@ def seed(conn: psycopg.Connection, rows: int = 3_000, end_date: date | None = No
     return conn.execute("select count(*) from dbo.customer_profile").fetchone()[0]
 
 
+CHANGED_EVERY = 20  # every 20th customer changes (5%)
+
+
+def change_customers(conn: psycopg.Connection, day: date) -> int:
+    """Change every 20th customer last modified before `day`, in place, on that day: loyalty tier
+    up, marketing opt-in flipped, and every third of them a new email address. Returns how many
+    customers changed; a second call for the same day changes nothing more."""
+    return conn.execute(
+        """
+        update dbo.customer_profile
+        set loyalty_tier = case when loyalty_tier ilike 'gold' then 'platinum' else 'gold' end,
+            marketing_opt_in = not coalesce(marketing_opt_in, false),
+            email = case when customer_id %% (3 * %(every)s) = 0 then 'new.' || email else email end,
+            last_modified_ts = %(day)s::timestamp + interval '20 hours' + customer_id * interval '1 second'
+        where customer_id %% %(every)s = 0 and last_modified_ts < %(day)s::timestamp
+        """,
+        {"day": day, "every": CHANGED_EVERY},
+    ).rowcount
+
+
+def history_summary(conn: psycopg.Connection) -> str:
+    """How much history gold holds: customers with more than one version, and audit rows."""
+    versions, audit = conn.execute(
+        "select (select count(distinct customer_id) from gold.dim_customer_profile where version_number > 1),"
+        " (select count(*) from gold.fact_customer_profile_audit)"
+    ).fetchone()
+    return (f"history: {versions:,} customers with more than one version in gold.dim_customer_profile, "
+            f"{audit:,} changed attributes in gold.fact_customer_profile_audit")
+
+
 def day_range(conn: psycopg.Connection) -> tuple[date, date] | None:
     """First and last day of last_modified_ts in the source, or None when it is empty."""
     first, last = conn.execute(
@@ -144,21 +177,37 @@ def _spoil(rng: random.Random, row: list, end_date: date) -> None:
 
 
 def demo(session: DemoSession) -> DemoOutcome:
-    """Seed the CRM stand-in once and run `customer_daily` for every day it holds as one run (the
-    single-run backfill the UI does): bronze over ODBC, its checks, silver, gold, dbt tests."""
+    """Seed the CRM stand-in once and run `customer_daily` for all its days but the last as one run
+    (the single-run backfill the UI does): bronze over ODBC, its checks, silver, gold, dbt tests.
+    Then the CRM changes some customers on the last day, and that day's run adds their new
+    versions: the SCD2 dimension and the audit fact show the history."""
+    import os
+
     from dw_platform.lib.demo import DemoOutcome, failure_reason
     from dw_platform.lib.embedded import admin_connection
+    from dw_platform.lib.warehouse import server_connection
 
     with admin_connection("source_crm") as source:
         count = seed(source)
         first_day, last_day = day_range(source)
+    backfill_end = max(first_day, last_day - timedelta(days=1))
     session.stage(f"customer: {count:,} rows in source_crm.{SOURCE_TABLE}, modified {first_day} .. {last_day}; "
-                  f"running customer_daily for those days as one run ...")
-    result = session.run_job("customer_daily", tags={
+                  f"running customer_daily for {first_day} .. {backfill_end} as one run ...")
+    backfill = session.run_job("customer_daily", tags={
         "dagster/asset_partition_range_start": first_day.isoformat(),
-        "dagster/asset_partition_range_end": last_day.isoformat(),
+        "dagster/asset_partition_range_end": backfill_end.isoformat(),
     })
-    outcome = DemoOutcome(result.success, [f"customer_daily {first_day} .. {last_day}: "
-                                           f"{'SUCCESS' if result.success else 'FAILURE: ' + failure_reason(result)}"])
-    outcome.add_checks(result)
+    with admin_connection("source_crm") as source:
+        changed = change_customers(source, last_day)
+    session.stage(f"customer: the CRM changed {changed:,} customers on {last_day}; running customer_daily for it ...")
+    daily = session.run_job("customer_daily", partition_key=last_day.isoformat())
+    lines = [f"customer_daily {first_day} .. {backfill_end}: "
+             f"{'SUCCESS' if backfill.success else 'FAILURE: ' + failure_reason(backfill)}",
+             f"customer_daily {last_day}: {'SUCCESS' if daily.success else 'FAILURE: ' + failure_reason(daily)}"]
+    if daily.success:
+        with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
+            lines.append(history_summary(conn))
+    outcome = DemoOutcome(backfill.success and daily.success, lines)
+    outcome.add_checks(backfill, "backfill")
+    outcome.add_checks(daily, last_day.isoformat())
     return outcome
