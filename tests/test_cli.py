@@ -53,6 +53,15 @@ def test_dw_drop_puts_a_sales_file_where_the_sensor_looks(storage, tmp_path):
     assert blob is not None and b"".join(storage.chunks(blob)) == orders.read_bytes()
 
 
+def test_dw_drop_puts_an_access_log_where_the_weblogs_sensor_looks(weblogs, tmp_path):
+    log = tmp_path / "access_extra.log"
+    log.write_text('192.0.2.1 - - [23/Nov/2026:10:15:32 +0000] "GET / HTTP/1.1" 200 512\n')
+    result = dw("drop", "softcart", str(log))
+    assert result.returncode == 0, result.stderr
+    assert "incoming/access_extra.log" in result.stdout
+    assert [f.path for f in weblogs.list("incoming/")] == ["incoming/access_extra.log"]
+
+
 def test_dw_drop_refuses_a_missing_file_and_an_unknown_domain(storage, tmp_path):
     assert "is not a file" in dw("drop", "sales", str(tmp_path / "nothing.csv")).stderr
     assert "invalid choice" in dw("drop", "nowhere", str(tmp_path)).stderr

@@ -1,0 +1,12 @@
+"""`dw drop softcart FILE`: an access log goes to incoming/<its name> in the weblogs landing zone,
+where the weblogs sensor finds it."""
+
+from pathlib import Path
+
+from dw_platform.defs.softcart.partitions import INCOMING
+from dw_platform.defs.softcart.resources import weblogs_landing_zone
+
+
+def drop(path: Path) -> str:
+    zone = weblogs_landing_zone().process_config_and_initialize().landing()  # settings from the environment
+    return zone.put(INCOMING + path.name, path.read_bytes()).uri
