@@ -1,6 +1,13 @@
 """The whole code location loads, with the assets, checks, job and schedule the domain promises."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
+
+from dw_platform.lib.embedded import PROJECT_ROOT
 
 
 def test_the_code_location_has_every_customer_asset_check_job_and_schedule(definitions: dg.Definitions):
@@ -196,3 +203,14 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
     assert sensor.job_name == "softcart_weblogs" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
     weblogs = definitions.resolve_job_def("softcart_weblogs")
     assert weblogs.partitions_def == graph.get(dg.AssetKey(["bronze", "web_access_log"])).partitions_def
+
+
+def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv():
+    """As `dagster dev` on a fresh clone: no DAGSTER_HOME, no DW_* settings, .venv/bin not on PATH;
+    DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest (`dbt parse`) on load."""
+    env = {"HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "DAGSTER_IS_DEV_CLI": "1"}
+    result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "dbt parse" in result.stdout and "All code locations passed validation" in result.stdout

@@ -546,9 +546,16 @@ def _dev_fernet_keys(home: Path) -> None:
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
+INSTANCE_YAML = PROJECT_ROOT / "instance" / "dagster.yaml"
+
+
 def _prepare_dagster_home(home: Path) -> None:
-    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is the project's."""
+    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's
+    instance/dagster.yaml. (Not in the project root: `dagster dev` run there would read it and
+    need DAGSTER_PG_URL before it could start.)"""
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
+    if link.is_symlink() and link.resolve() != INSTANCE_YAML.resolve():
+        link.unlink()  # a link to where an earlier release kept the file
     if not link.exists():
-        link.symlink_to(PROJECT_ROOT / "dagster.yaml")
+        link.symlink_to(INSTANCE_YAML)

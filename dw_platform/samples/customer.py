@@ -113,7 +113,7 @@ def change_customers(conn: psycopg.Connection, day: date) -> int:
     """Change every 20th customer last modified before `day`, in place, on that day: loyalty tier
     up, marketing opt-in flipped, and every third of them a new email address. Returns how many
     customers changed; a second call for the same day changes nothing more."""
-    return conn.execute(
+    changed = conn.execute(
         """
         update dbo.customer_profile
         set loyalty_tier = case when loyalty_tier ilike 'gold' then 'platinum' else 'gold' end,
@@ -121,9 +121,11 @@ def change_customers(conn: psycopg.Connection, day: date) -> int:
             email = case when customer_id %% (3 * %(every)s) = 0 then 'new.' || email else email end,
             last_modified_ts = %(day)s::timestamp + interval '20 hours' + customer_id * interval '1 second'
         where customer_id %% %(every)s = 0 and last_modified_ts < %(day)s::timestamp
+        returning customer_id
         """,
         {"day": day, "every": CHANGED_EVERY},
-    ).rowcount
+    ).fetchall()
+    return len(set(changed))  # an exact duplicate row is one customer
 
 
 def history_summary(conn: psycopg.Connection) -> str:
