@@ -110,9 +110,10 @@ CHANGED_EVERY = 20  # every 20th customer changes (5%)
 
 
 def change_customers(conn: psycopg.Connection, day: date) -> int:
-    """Change every 20th customer last modified before `day`, in place, on that day: loyalty tier
-    up, marketing opt-in flipped, and every third of them a new email address. Returns how many
-    customers changed; a second call for the same day changes nothing more."""
+    """Change every 20th customer last modified before `day`, in place, on that day: a new loyalty
+    tier (gold, or platinum for gold members), marketing opt-in flipped, and every third of them a
+    new email address. Returns how many customers changed; a second call for the same day changes
+    nothing more."""
     changed = conn.execute(
         """
         update dbo.customer_profile
