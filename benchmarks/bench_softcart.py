@@ -7,15 +7,16 @@ Runs on its own embedded services under `.dw/bench-softcart` (never servers from
 `softcart.sales_data` is seeded with N rows (kept when it already holds exactly N; not timed).
 
 Each method runs in a fresh subprocess, so its peak RSS is its own (VmHWM). The asset's ODBC reader
-child holds at most one page of 200,000 rowids: the MariaDB driver buffers a whole result, which
-raw_odbc_fetch's own peak RSS shows growing with N (it reads everything in one query):
+child holds at most one keyset page of 200,000 rows: the MariaDB driver buffers a whole result,
+which raw_odbc_fetch's own peak RSS shows growing with N (it reads everything in one query):
 
   raw_odbc_fetch   pyodbc `fetchmany(10_000)` of the asset's own query over every rowid at once (the
-                   asset reads pages of 200,000 rowids), through the MariaDB ODBC driver, rows
+                   asset reads keyset pages of 200,000 rows), through the MariaDB ODBC driver, rows
                    discarded. The CEILING for this path.
-  sales_data_asset the real asset `bronze/softcart_sales_data` into an empty bronze table (reader
-                   process + binary COPY + append of new rows, ledger, watermark). Seconds = the
-                   loader's own timing; the Dagster run's wall time is printed beside it.
+  sales_data_asset the real asset `bronze/softcart_sales_data` into an empty bronze table (Arrow
+                   reader process + column-wise binary COPY straight into bronze, ledger,
+                   watermark). Seconds = the loader's own timing; the Dagster run's wall time is
+                   printed beside it.
   access_log_asset the real asset `bronze/web_access_log` on a generated log of --lines lines
                    (Combined Log Format with the usual quirks) in a local landing folder. Seconds =
                    the loader's timing (parse + COPY + quarantine); the wall time adds the gzip
