@@ -239,7 +239,8 @@ class CsvReader:
         lines = block.lines[keep]
         kept = np.flatnonzero(keep)
         columns = [table.column(names[p]).combine_chunks() if p is not None else None for p in self._positions]
-        values, problems = self._validator.check(columns, table.num_rows)
+        longest = int((block.ends - block.starts).max())  # no field is longer than its record
+        values, problems = self._validator.check(columns, table.num_rows, longest)
         for row, reason in problems:
             self._reject_record(block, int(kept[row]), reason)
         if problems:
@@ -276,21 +277,28 @@ class _Validator:
         self.positions = positions
         self.missing = pa.array(sorted(set(schema.missing) | {""}), pa.string())
 
-    def check(self, columns: list[pa.Array | None], rows: int) -> tuple[list[pa.Array], list[tuple[int, str]]]:
+    def check(self, columns: list[pa.Array | None], rows: int,
+              longest: int | None = None) -> tuple[list[pa.Array], list[tuple[int, str]]]:
+        """`longest`: the longest record's bytes, when known; no field of a batch whose records
+        are all within max_field_bytes needs measuring."""
         reasons: dict[int, list[str]] = {}
         values = []
         for spec, column in zip(self.schema.columns, columns):
             if column is None:  # an optional column the file does not have
                 values.append(pa.nulls(rows, pa.string()))
                 continue
-            too_long = pc.greater(pc.binary_length(column), self.schema.max_field_bytes)
+            if longest is None or longest > self.schema.max_field_bytes:
+                too_long = pc.greater(pc.binary_length(column), self.schema.max_field_bytes)
+                for row in _rows(too_long):
+                    reasons.setdefault(row, []).append(
+                        f"{spec.name}: {len(column[row].as_py().encode()):,} bytes, longer than max_field_bytes "
+                        f"({self.schema.max_field_bytes:,})")
             value = _apply_rules(spec, column, self.missing)
+            values.append(value)
+            if not spec.required and spec.type == "text":
+                continue  # nothing to check
             trimmed = pc.utf8_trim_whitespace(value)
             absent = pc.or_kleene(pc.is_null(value), pc.is_in(trimmed, value_set=self.missing))
-            for row in _rows(too_long):
-                reasons.setdefault(row, []).append(
-                    f"{spec.name}: {len(column[row].as_py().encode()):,} bytes, longer than max_field_bytes "
-                    f"({self.schema.max_field_bytes:,})")
             if spec.required:
                 for row in _rows(absent):
                     reasons.setdefault(row, []).append(f"{spec.name}: missing required value")
@@ -299,7 +307,6 @@ class _Validator:
                 for row in _rows(bad):
                     shown = "invalid value" if spec.sensitive else _why(spec, trimmed[row].as_py())
                     reasons.setdefault(row, []).append(f"{spec.name}: {shown}")
-            values.append(value)
         return values, sorted((row, "; ".join(r)) for row, r in reasons.items())
 
 
