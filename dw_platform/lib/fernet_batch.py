@@ -69,8 +69,8 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
             previous = np.frombuffer(aes.update(mixed.tobytes()), dtype=np.uint8).reshape(m, _BLOCK)
             start = len(header) + _BLOCK + j * _BLOCK
             token[:, start:start + _BLOCK] = previous
-        flat = token[:, :size].tobytes()
-        token[:, size:] = np.frombuffer(b"".join([sign(flat[i:i + size]) for i in range(0, m * size, size)]),
+        messages = np.ascontiguousarray(token[:, :size]).view(f"V{size}").ravel().tolist()  # one bytes each
+        token[:, size:] = np.frombuffer(b"".join([sign(message) for message in messages]),
                                         dtype=np.uint8).reshape(m, 32)
         groups.append(_base64_rows(token))
         order.append(rows)
@@ -160,6 +160,7 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
                                initializer=_start_worker, initargs=(key,))
     started = pool.submit(_started)
     queued: deque[tuple[pa.RecordBatch, Future]] = deque()
+    finished = False
     try:
         for batch in _chain(first, second, iterator):
             if warm_up and not queued and not started.done():
@@ -172,8 +173,10 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
         while queued:
             done, future = queued.popleft()
             yield _replace(done, columns, future.result())
+        finished = True
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # workers still starting exit on their own
+        # Idle workers exit at once; after an early stop, workers still starting exit on their own.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _started() -> None:
