@@ -60,7 +60,7 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
         plain = np.frombuffer(group.buffers()[2], dtype=np.uint8, count=m * width, offset=start).reshape(m, width)
         iv = np.frombuffer(os.urandom(m * _BLOCK), dtype=np.uint8).reshape(m, _BLOCK)
         size = len(header) + _BLOCK + width
-        token = np.empty((m, size + 32), dtype=np.uint8)
+        token = np.zeros((m, -(-(size + 32) // 3) * 3), dtype=np.uint8)  # zero-padded to whole base64 groups
         token[:, :len(header)] = header
         token[:, len(header):len(header) + _BLOCK] = iv
         previous = iv
@@ -70,9 +70,9 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
             start = len(header) + _BLOCK + j * _BLOCK
             token[:, start:start + _BLOCK] = previous
         messages = np.ascontiguousarray(token[:, :size]).view(f"V{size}").ravel().tolist()  # one bytes each
-        token[:, size:] = np.frombuffer(b"".join([sign(message) for message in messages]),
-                                        dtype=np.uint8).reshape(m, 32)
-        groups.append(_base64_rows(token))
+        token[:, size:size + 32] = np.frombuffer(b"".join([sign(message) for message in messages]),
+                                                 dtype=np.uint8).reshape(m, 32)
+        groups.append(_base64_rows(token, size + 32))
         order.append(rows)
     tokens = pa.concat_arrays(groups)
     position = np.full(n, -1, dtype=np.int64)
@@ -92,19 +92,17 @@ def _signer(key: bytes):
     return sign
 
 
-def _base64_rows(rows: np.ndarray) -> pa.Array:
-    """urlsafe base64 (with = padding) of each row of a uint8 matrix, as an Arrow string array:
-    rows zero-padded to whole 3-byte groups encode as one string, then the padding becomes '='."""
-    m, size = rows.shape
-    padded = np.zeros((m, -(-size // 3) * 3), dtype=np.uint8)
-    padded[:, :size] = rows
-    text = np.frombuffer(base64.urlsafe_b64encode(padded.tobytes()), dtype=np.uint8).reshape(m, -1).copy()
-    missing = padded.shape[1] - size
+def _base64_rows(rows: np.ndarray, size: int) -> pa.Array:
+    """urlsafe base64 (with = padding) of the first `size` bytes of each row of a uint8 matrix, as an
+    Arrow string array: the rows, zero-padded to whole 3-byte groups, encode as one string, then
+    the padding becomes '='."""
+    m, width = rows.shape
+    text = np.frombuffer(bytearray(base64.urlsafe_b64encode(rows)), dtype=np.uint8).reshape(m, -1)
+    missing = width - size
     if missing:
         text[:, -missing:] = ord("=")
-    width = text.shape[1]
-    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * width),
-                                                  pa.py_buffer(text.tobytes())])
+    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * text.shape[1]),
+                                                  pa.py_buffer(text)])
 
 
 def raw_key(fernet_key: str) -> bytes:
