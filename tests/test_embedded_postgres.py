@@ -44,3 +44,25 @@ def test_the_state_folder_and_its_secrets_are_readable_by_their_owner_only(serve
         assert stat.S_IMODE((home / folder).stat().st_mode) & 0o077 == 0, folder
     admin = (home / "pg_admin_password").read_text().strip()
     assert admin not in os.environ.values()
+
+
+def test_what_an_older_state_folder_created_as_the_superuser_is_handed_to_the_pipeline_role(databases):
+    """A state folder from before the pipeline role: its tables, views and dbt's helper functions
+    belong to the superuser; the start-up hand-over gives them to the role, and touches nothing twice."""
+    hand_over = embedded.HAND_OVER_OBJECTS.format(role=embedded.PIPELINE_ROLE)
+    with embedded.admin_connection(databases["warehouse"]) as conn:
+        conn.execute("create schema silver")
+        conn.execute("create table silver.t (id serial primary key)")
+        conn.execute("create view silver.v as select id from silver.t")
+        conn.execute("create function public.dw_try_x(value text) returns int language sql immutable "
+                     "as $$ select 1 $$")
+        conn.execute(hand_over)
+        owners = conn.execute(
+            """
+            select 'schema', pg_get_userbyid(nspowner) from pg_namespace where nspname = 'silver'
+            union all select relname, pg_get_userbyid(relowner) from pg_class
+                where relname in ('t', 'v', 't_id_seq')
+            union all select proname, pg_get_userbyid(proowner) from pg_proc where proname = 'dw_try_x'
+            """).fetchall()
+        assert dict(owners) == dict.fromkeys(("schema", "t", "v", "t_id_seq", "dw_try_x"), embedded.PIPELINE_ROLE)
+        conn.execute(hand_over)  # nothing left to hand over: no error, no lock taken

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import timezone
 from collections.abc import Mapping
@@ -64,17 +65,28 @@ def window_vars(window: dg.TimeWindow) -> dict[str, str]:
             "max_date": window.end.astimezone(timezone.utc).strftime(fmt)}
 
 
+# What a dbt error says when the warehouse connection, not the model, was at fault.
+_CONNECTION_LOST = re.compile(
+    r"could not connect|connection refused|server closed the connection|terminating connection"
+    r"|connection already closed|SSL SYSCALL|timeout expired|the database system is (starting|shutting) up",
+    re.IGNORECASE,
+)
+
+
 def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
-    """A failed dbt invocation as a Failure naming the nodes. Tests that failed on data fail the
-    same way on a retry, so only runtime errors (e.g. a lost connection) may be retried."""
+    """A failed dbt invocation as a Failure naming the nodes and what dbt said. Only a lost or
+    refused warehouse connection may be retried: a test that failed on data, SQL the database
+    rejects or a model that does not compile fail the same way on every retry."""
     results = run_results.get("results", [])
-    failed = [r["unique_id"] for r in results if r["status"] == "fail"]
-    errored = [r["unique_id"] for r in results if r["status"] == "error"]
-    lines = [f"dbt test failed: {node}" for node in failed] + [f"dbt error: {node}" for node in errored]
+    failed = [r for r in results if r["status"] == "fail"]
+    errored = [r for r in results if r["status"] == "error"]
+    lines = [f"dbt test failed: {r['unique_id']}" for r in failed] + [
+        f"dbt error: {r['unique_id']}: {' '.join(str(r.get('message') or '').split())[:300]}" for r in errored]
+    transient = any(_CONNECTION_LOST.search(str(r.get("message") or "")) for r in errored)
     return dg.Failure(
         description="\n".join(lines) or "dbt failed; see the step's logs",
         metadata={"failed_tests": len(failed), "errors": len(errored)},
-        allow_retries=bool(errored) or not failed,
+        allow_retries=transient or not results,
     )
 
 

@@ -245,29 +245,39 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(owner)))
             elif owners[name] != owner:  # a state folder from before the pipeline role existed
                 conn.execute(sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner)))
-                with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password,
-                                     dbname=name, autocommit=True) as db:
-                    db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
+        for name in OWNED_DATABASES:
+            with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password,
+                                 dbname=name, autocommit=True) as db:
+                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
 
 
-# Gives the pipeline role the schemas, tables, views and sequences an older state folder created
-# as the superuser (owned sequences follow their tables).
+# Gives the pipeline role what an older state folder created as the superuser in its databases:
+# schemas, tables, views, sequences (owned ones follow their tables) and functions (dbt macros
+# create some). Only objects it does not own yet are touched, so this runs at every start without
+# taking a lock on the tables a running load uses.
 HAND_OVER_OBJECTS = """
 do $$
 declare r record;
 begin
     for r in select nspname from pg_namespace
-             where nspname !~ '^pg_' and nspname <> 'information_schema' loop
+             where nspname !~ '^pg_' and nspname <> 'information_schema'
+               and nspowner <> '{role}'::regrole loop
         execute format('alter schema %I owner to {role}', r.nspname);
     end loop;
     for r in select c.oid::regclass as name, c.relkind from pg_class c
              join pg_namespace n on n.oid = c.relnamespace
              where c.relkind in ('r', 'p', 'v', 'm', 'S') and n.nspname !~ '^pg_'
-               and n.nspname <> 'information_schema'
+               and n.nspname <> 'information_schema' and c.relowner <> '{role}'::regrole
                and not exists (select from pg_depend d where d.objid = c.oid and d.deptype in ('a', 'i')) loop
         execute format('alter %s %s owner to {role}',
                        case r.relkind when 'v' then 'view' when 'm' then 'materialized view'
                                       when 'S' then 'sequence' else 'table' end, r.name);
+    end loop;
+    for r in select p.oid::regprocedure as name from pg_proc p
+             join pg_namespace n on n.oid = p.pronamespace
+             where n.nspname !~ '^pg_' and n.nspname <> 'information_schema' and p.proowner <> '{role}'::regrole
+               and not exists (select from pg_depend d where d.objid = p.oid and d.deptype = 'e') loop
+        execute format('alter routine %s owner to {role}', r.name);
     end loop;
 end $$
 """

@@ -7,6 +7,7 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key=['customer_id', 'last_modified_ts'],
+        on_schema_change='append_new_columns',
         tags=['customer_daily'],
         indexes=[
             {'columns': ['last_modified_ts']},
@@ -27,9 +28,14 @@ source as (
           last_modified_ts >= '{{ var("min_date") }}'::timestamp
           and last_modified_ts < '{{ var("max_date") }}'::timestamp
           {% if is_incremental() %}
+          {% if '_bronze_row_hash' in adapter.get_columns_in_relation(this) | map(attribute='name') %}
           or not exists (
               select from {{ this }} as seen where seen._bronze_row_hash = bronze._bronze_row_hash
           )
+          {% else %}
+          -- A silver table from before bronze kept versions: take every version once.
+          or true
+          {% endif %}
           {% endif %}
       )
 
