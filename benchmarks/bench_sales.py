@@ -23,8 +23,9 @@ as benchmarks/bench_customer.py reads it), and reads the same blob from Azurite:
                        validation, no encryption, no lineage (it does less work).
 
 CPU s is the method's own process (all its threads), pool CPU s its worker processes (the
-encryption pool); PostgreSQL's and Azurite's CPU come on top. The last line gives the asset's
-rows/s over the whole Dagster run and its ratio to the download ceiling of the same run.
+encryption pool), PG CPU s and Azurite CPU s what the benchmark's PostgreSQL (every process of
+it) and Azurite used meanwhile. The last lines give the asset's rows/s over the whole Dagster run,
+its ratio to the download ceiling of the same run, and its CPU seconds in all and per million rows.
 The streaming claim is the peak RSS column: it must not grow with the file size (compare
 `--mb 100` with `--gb 1`). No assertions: the exit code is 0 whenever every method ran.
 """
