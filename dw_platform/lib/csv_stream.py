@@ -494,10 +494,9 @@ class _Framer:
         for offset, index in zip(nul.tolist(), record_of(nul).tolist()):
             problems.setdefault(index, "contains a NUL byte, which PostgreSQL text cannot hold")
         data = memoryview(buffer)[:int(ends[-1])]
-        try:
-            codecs.utf_8_decode(data, "strict", True)
-        except UnicodeDecodeError as exc:
-            first = int(record_of(np.array([exc.start]))[0])
+        bad_byte = _first_non_utf8(data)
+        if bad_byte is not None:
+            first = int(record_of(np.array([bad_byte]))[0])
             for index in range(first, len(starts)):
                 try:
                     codecs.utf_8_decode(data[starts[index]:ends[index]], "strict", True)
@@ -518,6 +517,22 @@ class _Framer:
 
 
 _EMPTY = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
+
+
+def _first_non_utf8(data: memoryview) -> int | None:
+    """Offset of the first byte of `data` that is not UTF-8, None when it all is. Arrow's check
+    (SIMD, ~10x Python's decoder) answers; Python's strict decoder only locates a bad byte."""
+    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int64)),
+                                                         pa.py_buffer(data)])
+    try:
+        whole.cast(pa.large_string())
+        return None
+    except pa.ArrowInvalid:
+        try:
+            codecs.utf_8_decode(data, "strict", True)
+        except UnicodeDecodeError as exc:
+            return exc.start
+        return None  # the two checks disagree: Python's decoder decides
 
 
 def _line_breaks(arr: np.ndarray, final: bool) -> np.ndarray:
