@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -118,9 +119,19 @@ def raw_key(fernet_key: str) -> bytes:
 _worker_key: bytes | None = None
 
 
-def _start_worker(key: bytes) -> None:
+def _start_worker(key: bytes, parent: int) -> None:
     global _worker_key
     _worker_key = key
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose loader was killed (kill -9, OOM) would wait on its task queue forever: the
+    queue's pipe stays open in the worker itself. Leave once the parent is gone (even if it died
+    while this worker was still starting)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _encrypt_in_worker(arrays: list[pa.Array]) -> list[pa.Array]:
@@ -155,7 +166,7 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
         return
     workers = workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(key,))
+                               initializer=_start_worker, initargs=(key, os.getpid()))
     started = pool.submit(_started)
     queued: deque[tuple[pa.RecordBatch, Future]] = deque()
     finished = False
