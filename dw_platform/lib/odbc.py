@@ -109,7 +109,7 @@ class OdbcSource(dg.ConfigurableResource):
             while True:
                 try:
                     frame = pickle.load(child.stdout)
-                except EOFError:
+                except (EOFError, pickle.UnpicklingError):  # the reader died, maybe halfway through a frame
                     raise self._crashed(child, errors) from None
                 if frame[0] == "rows":
                     yield frame[1]
