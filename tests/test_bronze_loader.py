@@ -91,3 +91,58 @@ def test_arrow_batches_load_whole_with_nulls_empty_strings_and_every_supported_t
     rows = warehouse.execute("select note, line, small, day, _bronze_source_file from bronze.arrow_batches").fetchall()
     expected = [tuple(r.values()) + ("test",) for r in [*batch.to_pylist(), *batch.slice(1, 2).to_pylist()]]
     assert rows == expected
+
+
+@pytest.mark.parametrize("with_text", [False, True])
+def test_arrow_decimals_and_timestamps_load_exactly_with_nulls_and_slices(warehouse, with_text):
+    """Both encodings: records of one layout (no text column) and Arrow-joined fields (text)."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    columns = (Column("id", "bigint"), Column("price", "numeric"), Column("rate", "numeric"),
+               Column("whole", "numeric"), Column("seen", "timestamp"), Column("at", "timestamptz"))
+    table = BronzeTable("bronze", f"arrow_numbers_{int(with_text)}",
+                        columns + ((Column("note", "text"),) if with_text else ()), append_key="id")
+    batch = pa.RecordBatch.from_pydict({
+        "id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+        "price": pa.array([Decimal("-12345678.99"), Decimal("0.00"), None, Decimal("0.01"), Decimal("99999999.99")],
+                          pa.decimal128(10, 2)),
+        "rate": pa.array([Decimal("99999999999999.9999"), Decimal("-0.0001"), Decimal("1.5"), None, Decimal("0")],
+                         pa.decimal128(18, 4)),
+        "whole": pa.array([Decimal(-99999), Decimal(10000), Decimal(7), Decimal(0), None], pa.decimal128(5, 0)),
+        "seen": pa.array([datetime(1999, 12, 31, 23, 59, 59, 999999), None, datetime(1970, 1, 1, 0, 0, 0, 1),
+                          datetime(2000, 1, 1), datetime(1900, 3, 1, 12)], pa.timestamp("us")),
+        "at": pa.array([DAY, DAY + timedelta(microseconds=5), None, DAY - timedelta(days=40000), DAY],
+                       pa.timestamp("us", "UTC")),
+        **({"note": pa.array(["a", None, "", "é", "z"])} if with_text else {}),
+    })
+    scope = LoadScope(("all",), bronze.sql.SQL("true"))
+
+    result = bronze.load(warehouse, table, [batch.slice(0, 2), batch.slice(2)], asset_key="bronze/arrow_numbers",
+                         scope=scope, source="test")
+
+    assert result.rows_loaded == 5
+    names = ", ".join(c.name for c in table.columns)
+    assert warehouse.execute(f"select {names} from {table.qualified_name} order by id").fetchall() == [
+        tuple(r.values()) for r in batch.to_pylist()]
+
+
+def test_an_append_key_load_of_a_key_bronze_holds_fails_and_commits_nothing(warehouse):
+    import pyarrow as pa
+
+    table = BronzeTable("bronze", "appended", (Column("id", "bigint"), Column("note", "text")), append_key="id")
+    scope = LoadScope(("all",), bronze.sql.SQL("true"))
+
+    def load_ids(ids):
+        batch = pa.RecordBatch.from_pydict({"id": pa.array(ids, pa.int64()), "note": pa.array(["x"] * len(ids))})
+        return bronze.load(warehouse, table, [batch], asset_key="bronze/appended", scope=scope, source="test")
+
+    assert (load_ids([1, 2, 3]).rows_loaded, load_ids([]).rows_loaded, load_ids([4, 5]).rows_loaded) == (3, 0, 2)
+    with pytest.raises(dg.Failure, match="duplicate key value"):
+        load_ids([6, 3])
+    assert [r[0] for r in warehouse.execute("select id from bronze.appended order by id")] == [1, 2, 3, 4, 5]
+    assert warehouse.execute("select rows_loaded, first_id, last_id, status from bronze.batch_ledger"
+                             " order by started_at").fetchall() == [
+        (3, 1, 3, "succeeded"), (0, None, None, "succeeded"), (2, 4, 5, "succeeded"), (0, None, None, "failed")]

@@ -45,3 +45,49 @@ def test_a_stream_encrypts_here_while_the_workers_start_and_without_columns_pass
 
     assert [decrypt(b.column("secret").to_pylist())[0] for b in out] == [f"s{i}" for i in range(30)]
     assert untouched == batches
+
+
+def test_the_workers_exit_when_the_loader_is_killed():
+    """kill -9 of the process reading a file (a killed run) leaves no encryption worker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = f"""
+import multiprocessing, time
+import pyarrow as pa
+from dw_platform.lib.fernet_batch import encrypt_columns, raw_key
+
+def batches():
+    while True:
+        yield pa.RecordBatch.from_pydict({{"secret": ["x" * 20] * 1000}})
+
+if __name__ == "__main__":
+    for i, _ in enumerate(encrypt_columns(batches(), ["secret"], raw_key({KEY.decode()!r}), workers=2, warm_up=False)):
+        if i == 10:
+            print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+            time.sleep(600)
+"""
+    loader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in loader.stdout.readline().split()]
+    assert len(workers) == 2
+    loader.send_signal(signal.SIGKILL)
+    loader.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().split(") ")[1][0] != "Z"  # a zombie has exited
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    states = {pid: open(f"/proc/{pid}/status").read().split("\n")[1:7] for pid in workers if alive(pid)}
+    assert not states, f"encryption workers outlived their loader: {states}"
+    for pid in workers:  # nothing left if the assertion failed
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)

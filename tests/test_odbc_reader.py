@@ -93,3 +93,27 @@ def test_a_value_that_does_not_fit_its_column_names_row_and_column_and_is_not_re
 
     with pytest.raises(ValueError, match=r"row 1: column name \(integer\) got str 'a'"):
         list(odbc.copy_stream("select id, name from t order by id", (), [("id", "integer"), ("name", "integer")]))
+
+
+def test_the_arrow_reader_fails_like_the_row_reader_on_a_bad_driver_and_a_crash(source):
+    bad = OdbcSource(connection_string="Driver={No Such Driver};Database=x", name="crm")
+    with pytest.raises(SourceError, match="cannot connect to crm over ODBC") as failure:
+        list(bad.arrow_stream("select 1"))
+    assert failure.value.transient is False
+
+    source.execute("create table t as select g as n from generate_series(1, 50000) g")
+    odbc = OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="crm",
+                      fetch_size=100)
+    stream = odbc.arrow_stream("select n from t where n > ? order by n limit 1000", [0], page_rows=1000)
+    assert next(stream).num_rows == 100
+    os.kill(_reader_pid(), 9)
+    with pytest.raises(SourceError, match=r"ODBC reader of crm died \(signal SIGKILL\)") as failure:
+        list(stream)
+    assert failure.value.transient is True
+
+
+def test_keyset_pages_read_every_row_once_across_gaps(source):
+    source.execute("create table t as select g as n, g * 1.5 as x from generate_series(1, 100) g where g not between 20 and 60")
+    odbc = OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="crm", fetch_size=4)
+    batches = list(odbc.arrow_stream("select n, x from t where n > ? and n <= ? order by n limit 7", [0, 90], page_rows=7))
+    assert [n for b in batches for n in b.column("n").to_pylist()] == [*range(1, 20), *range(61, 91)]

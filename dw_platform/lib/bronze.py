@@ -7,13 +7,17 @@ as they were and the ledger entry `running` until a later load sees that its dat
 is gone and marks it `abandoned`; any other failure closes it as `failed` with the reason, on a
 fresh connection (the load's own may be the thing that broke).
 
-Two ways a load treats what bronze already holds, chosen by the table:
+Three ways a load treats what bronze already holds, chosen by the table:
 - replace (the default): the rows the scope owned are deleted and the new rows copied in — for
   sources whose unit is immutable (a blob version, a day's file);
 - keep versions (`BronzeTable.version_key`): nothing is deleted; the rows are staged, and only
   versions bronze does not hold yet are appended. A version is identified by its business key +
   modification time + a hash of every source column (`_bronze_row_hash`, unique), so a re-run or a
-  backfill adds what is new and never drops or duplicates a version captured earlier.
+  backfill adds what is new and never drops or duplicates a version captured earlier;
+- append by key (`BronzeTable.append_key`): for immutable source rows with an increasing key (an
+  auto-increment rowid), read strictly above bronze's highest key under the partition's lock.
+  Nothing is deleted or staged: the rows are copied straight into the table, whose unique index
+  on the key rejects — and so fails the whole load — a key loaded before.
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ class BronzeTable:
 
     `version_key` (business key + modification time) makes the table keep versions: loads append
     only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
+    `append_key` (an integer column, unique in bronze) makes loads append every row they read,
+    which must lie above the highest key bronze held when the load took its lock.
     """
 
     schema: str
@@ -89,6 +95,11 @@ class BronzeTable:
     columns: tuple[Column, ...]
     index_columns: tuple[str, ...] = ()
     version_key: tuple[str, ...] = ()
+    append_key: str | None = None
+
+    def __post_init__(self):
+        if self.version_key and self.append_key:
+            raise ValueError(f"{self.qualified_name}: a table keeps versions or appends by key, not both")
 
     @property
     def ident(self) -> sql.Identifier:
@@ -274,7 +285,8 @@ _LEDGER_VERSION_PROBE = (
 
 
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Create (or bring up to date) the ledger, the watermark table and `table`.
+    """Create (or bring up to date) the ledger, the watermark table and `table` (with its
+    version identity or unique append key).
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
@@ -288,7 +300,7 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
-        ledger_ok, table_ok, hash_ok = _bronze_objects_present(conn, table)
+        ledger_ok, table_ok, identity_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         if not table_ok:
@@ -300,17 +312,26 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
                         sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
                     )
                 )
-        if table.keeps_versions and not hash_ok:
+        if table.keeps_versions and not identity_ok:
             _ensure_row_hash(conn, table)
+        if table.append_key and not identity_ok:
+            _ensure_append_key(conn, table)
 
 
 def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
-    """(ledger up to date, table exists, row hash present where the table keeps versions)."""
-    ledger_ok, table_ok = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null", (table.ident.as_string(conn),)
+    """(ledger up to date, table exists, its identity is in place: the row hash of a
+    version-keeping table, the unique key index and no row hash of an append-by-key table)."""
+    ledger_ok, table_ok, key_index = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null",
+        (table.ident.as_string(conn), sql.Identifier(table.schema, _append_key_index(table)).as_string(conn)),
     ).fetchone()
-    hash_ok = table_ok and (not table.keeps_versions or _has_column(conn, table, ROW_HASH.name))
-    return ledger_ok, table_ok, hash_ok
+    if not table_ok:
+        return ledger_ok, False, False
+    if table.keeps_versions:
+        return ledger_ok, True, _has_column(conn, table, ROW_HASH.name)
+    if table.append_key:
+        return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
+    return ledger_ok, True, True
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
@@ -334,6 +355,23 @@ def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
     ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name)))
     conn.execute(sql.SQL("create unique index if not exists {} on {} ({})").format(
         sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)))
+
+
+def _append_key_index(table: BronzeTable) -> str:
+    return f"{table.name}_{table.append_key}_key"
+
+
+def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The unique index on the append key. A table that kept versions by row hash before (the
+    same rows, each once) loses the hash column and its index, and a plain index on the key
+    (both now redundant, and each would cost every load); its rows stay as they are. Fails if
+    the table holds a key twice: then it cannot be appended to by key."""
+    conn.execute(sql.SQL("alter table {} drop column if exists {}").format(table.ident, sql.Identifier(ROW_HASH.name)))
+    conn.execute(sql.SQL("create unique index if not exists {} on {} ({})").format(
+        sql.Identifier(_append_key_index(table)), table.ident,
+        sql.Identifier(table.append_key)))
+    conn.execute(sql.SQL("drop index if exists {}").format(
+        sql.Identifier(table.schema, f"{table.name}_{table.append_key.strip('_')}_idx")))
 
 
 def _row_hash_expr(table: BronzeTable, alias: sql.Composable) -> sql.Composable:
@@ -393,6 +431,12 @@ def load(
                 numeric = watermark is not None and _is_integer(table, watermark.column)
                 loaded, *id_range = _append_new_versions(conn, table, batches, lineage, progress, log,
                                                         watermark.column if numeric else None)
+            elif table.append_key:
+                replaced = 0
+                high_water = _max_key(conn, table)
+                _copy(conn, table, table.ident, table.all_columns, batches, lineage, progress, log)
+                loaded = progress.rows
+                id_range = _key_range_above(conn, table, high_water)
             else:
                 replaced = conn.execute(
                     sql.SQL("delete from {} where ").format(table.ident) + scope.where, scope.params
@@ -567,49 +611,121 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
             copy.write(COPY_TRAILER)
 
 
-_BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4"}
+_BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4", "timestamp": ">i8",
+               "timestamptz": ">i8"}
 _DAYS_1970_TO_2000 = 10_957
+_MICROS_1970_TO_2000 = _DAYS_1970_TO_2000 * 86_400_000_000
 
 
 def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
-    """An Arrow batch's columns plus the lineage values as binary COPY tuples, built by Arrow a
-    whole column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
-    bigint/integer/smallint/date as big-endian numbers — and the lineage values, the same on
-    every row, are dumped once by psycopg."""
-    import numpy as np
+    """An Arrow batch's columns plus the lineage values as binary COPY tuples, built a whole
+    column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
+    bigint/integer/smallint/date/timestamp as big-endian numbers, numeric from a decimal as
+    fixed-width base-10000 digits (`_fixed_values`) — and the lineage values, the same on every
+    row, are dumped once by psycopg. Without text columns every row has the same layout, so the
+    tuples are one numpy record array (`_fixed_width_tuples`); with text, Arrow joins the fields."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def fixed(array, fmt: str):
-        width = int(fmt[-1])
-        return pa.array(array.astype(fmt).view(f"S{width}"), pa.binary(width)).cast(pa.binary())
-
     source = columns[:len(columns) - len(lineage)]
-    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
     for column in source:
         if column.name not in batch.schema.names:
             raise ValueError(f"the Arrow batch lacks column {column.name}")
+        if column.pg_type not in _BIG_ENDIAN and column.pg_type not in ("text", "numeric"):
+            raise ValueError(f"column {column.name}: Arrow batches load text, bigint, integer, smallint, date, "
+                             f"timestamp, timestamptz and numeric columns, not {column.pg_type}")
+    tail = b"".join(len(d).to_bytes(4, "big") + d for d in (
+        bytes(conn.adapters.get_dumper(type(v), PyFormat.BINARY)(type(v), conn).dump(v)) for v in lineage))
+    if all(c.pg_type != "text" for c in source):
+        return _fixed_width_tuples(batch, source, len(columns), tail)
+    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
+    for column in source:
         values = batch.column(column.name)
         if column.pg_type == "text":
             payload = values.cast(pa.binary())
-            lengths = pc.binary_length(payload)
-        elif column.pg_type in _BIG_ENDIAN:
-            numbers = values.cast(pa.int32()) if column.pg_type == "date" else values.cast(pa.int64())
-            numbers = pc.fill_null(numbers, 0).to_numpy()
-            payload = fixed(numbers - _DAYS_1970_TO_2000 if column.pg_type == "date" else numbers,
-                            _BIG_ENDIAN[column.pg_type])
-            payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
-            lengths = pc.binary_length(payload)
         else:
-            raise ValueError(f"column {column.name}: Arrow batches load text, bigint, integer, smallint and date "
-                             f"columns, not {column.pg_type}")
-        parts += [fixed(pc.fill_null(lengths.cast(pa.int32()), -1).to_numpy(), ">i4"), pc.fill_null(payload, b"")]
-    for value in lineage:
-        dumped = bytes(conn.adapters.get_dumper(type(value), PyFormat.BINARY)(type(value), conn).dump(value))
-        parts.append(pa.scalar(len(dumped).to_bytes(4, "big") + dumped))
+            fixed = _fixed_values(values, column.pg_type)
+            payload = pa.array(fixed.view(f"S{fixed.dtype.itemsize}"), pa.binary(fixed.dtype.itemsize)).cast(pa.binary())
+            payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
+        lengths = pc.fill_null(pc.binary_length(payload).cast(pa.int32()), -1).to_numpy().astype(">i4")
+        parts += [pa.array(lengths.view("S4"), pa.binary(4)).cast(pa.binary()), pc.fill_null(payload, b"")]
+    parts.append(pa.scalar(tail))
     rows = pc.binary_join_element_wise(*parts, b"")
+    import numpy as np
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
     return memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+
+
+def _fixed_width_tuples(batch, source: Sequence[Column], field_count: int, tail: bytes):
+    """The tuples of a batch without text columns: a numpy record array of field count, then
+    length and value of each column, then the lineage bytes, one record per row. A NULL's length
+    is set to -1 and its value bytes are left out of the output (a boolean mask over the bytes)."""
+    import numpy as np
+
+    values = [_fixed_values(batch.column(c.name), c.pg_type) for c in source]
+    layout = [("count", ">i2")]
+    for i, v in enumerate(values):
+        layout += [(f"length{i}", ">i4"), (f"value{i}", v.dtype)]
+    rows = np.empty(batch.num_rows, dtype=layout + [("lineage", f"S{len(tail)}")] if tail else layout)
+    rows["count"] = field_count
+    for i, v in enumerate(values):
+        rows[f"length{i}"] = v.dtype.itemsize
+        rows[f"value{i}"] = v
+    if tail:
+        rows["lineage"] = tail
+    nulls = [(i, batch.column(c.name).is_null().to_numpy(zero_copy_only=False))
+             for i, c in enumerate(source) if batch.column(c.name).null_count]
+    if not nulls:
+        return memoryview(rows).cast("B")
+    keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
+    for i, null in nulls:
+        rows[f"length{i}"][null] = -1
+        start = rows.dtype.fields[f"value{i}"][1]
+        keep[null, start:start + values[i].dtype.itemsize] = False
+    return memoryview(rows.view(np.uint8).reshape(len(rows), -1)[keep])
+
+
+def _fixed_values(values, pg_type: str):
+    """An Arrow array as a numpy array of PostgreSQL's binary values of `pg_type` (any value
+    where the array is null): big-endian numbers, or binary numerics (`_numeric_values`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pg_type == "numeric":
+        return _numeric_values(values)
+    if pg_type in ("timestamp", "timestamptz"):
+        micros = pc.fill_null(values.cast(pa.timestamp("us", values.type.tz)).cast(pa.int64()), 0).to_numpy()
+        return (micros - _MICROS_1970_TO_2000).astype(">i8")
+    if pg_type == "date":
+        return (pc.fill_null(values.cast(pa.int32()), 0).to_numpy() - _DAYS_1970_TO_2000).astype(">i4")
+    return pc.fill_null(values.cast(pa.int64()), 0).to_numpy().astype(_BIG_ENDIAN[pg_type])
+
+
+def _numeric_values(values):
+    """A decimal128(p, s) Arrow array (p <= 18) as PostgreSQL binary numerics: every value in
+    the same number of base-10000 digits (PostgreSQL strips the leading and trailing zeros when
+    it reads them), so a whole column is one numpy computation."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not pa.types.is_decimal128(values.type) or values.type.precision > 18:
+        raise ValueError(f"numeric columns load from Arrow decimal128 with precision <= 18, not {values.type}")
+    precision, scale = values.type.precision, values.type.scale
+    fraction = -(-scale // 4)  # base-10000 digits after the decimal point
+    ndigits = max(-(-(precision - scale) // 4) + fraction, 1)
+    # 16-byte little-endian two's complement per value; with precision <= 18 the low half holds it.
+    unscaled = np.frombuffer(values.buffers()[1], dtype="<i8", count=2 * (values.offset + len(values)))
+    unscaled = unscaled[2 * values.offset::2]
+    magnitude = np.abs(unscaled) * 10 ** (4 * fraction - scale)
+    numerics = np.zeros(len(values), dtype=[("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"),
+                                             ("dscale", ">i2"), ("digits", ">i2", (ndigits,))])
+    numerics["ndigits"] = ndigits
+    numerics["weight"] = ndigits - fraction - 1
+    numerics["sign"] = np.where(unscaled < 0, 0x4000, 0)
+    numerics["dscale"] = scale
+    for i in range(ndigits):
+        numerics["digits"][:, i] = magnitude // 10_000 ** (ndigits - 1 - i) % 10_000
+    return numerics
 
 
 def _copy_text_value(value: Any) -> str:
@@ -674,6 +790,19 @@ def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batc
     _copy(conn, table, table.ident, table.all_columns, [rows], (load_ts, batch_id, source), progress,
           lambda _msg: None)
     return progress.rows
+
+
+def _max_key(conn: psycopg.Connection, table: BronzeTable) -> int | None:
+    """The highest append key in bronze (its unique index answers)."""
+    return conn.execute(sql.SQL("select max({}) from {}").format(
+        sql.Identifier(table.append_key), table.ident)).fetchone()[0]
+
+
+def _key_range_above(conn: psycopg.Connection, table: BronzeTable, high_water: int | None) -> tuple:
+    """The lowest and highest key above the earlier high-water mark: this load's keys."""
+    key = sql.Identifier(table.append_key)
+    return conn.execute(sql.SQL("select min({k}), max({k}) from {t} where {k} > %s").format(k=key, t=table.ident),
+                        (high_water if high_water is not None else -(1 << 63),)).fetchone()
 
 
 def _is_integer(table: BronzeTable, column: str) -> bool:

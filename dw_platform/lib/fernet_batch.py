@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import multiprocessing
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,7 +61,7 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
         plain = np.frombuffer(group.buffers()[2], dtype=np.uint8, count=m * width, offset=start).reshape(m, width)
         iv = np.frombuffer(os.urandom(m * _BLOCK), dtype=np.uint8).reshape(m, _BLOCK)
         size = len(header) + _BLOCK + width
-        token = np.empty((m, size + 32), dtype=np.uint8)
+        token = np.zeros((m, -(-(size + 32) // 3) * 3), dtype=np.uint8)  # zero-padded to whole base64 groups
         token[:, :len(header)] = header
         token[:, len(header):len(header) + _BLOCK] = iv
         previous = iv
@@ -69,10 +70,10 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
             previous = np.frombuffer(aes.update(mixed.tobytes()), dtype=np.uint8).reshape(m, _BLOCK)
             start = len(header) + _BLOCK + j * _BLOCK
             token[:, start:start + _BLOCK] = previous
-        flat = token[:, :size].tobytes()
-        token[:, size:] = np.frombuffer(b"".join([sign(flat[i:i + size]) for i in range(0, m * size, size)]),
-                                        dtype=np.uint8).reshape(m, 32)
-        groups.append(_base64_rows(token))
+        messages = np.ascontiguousarray(token[:, :size]).view(f"V{size}").ravel().tolist()  # one bytes each
+        token[:, size:size + 32] = np.frombuffer(b"".join([sign(message) for message in messages]),
+                                                 dtype=np.uint8).reshape(m, 32)
+        groups.append(_base64_rows(token, size + 32))
         order.append(rows)
     tokens = pa.concat_arrays(groups)
     position = np.full(n, -1, dtype=np.int64)
@@ -92,19 +93,17 @@ def _signer(key: bytes):
     return sign
 
 
-def _base64_rows(rows: np.ndarray) -> pa.Array:
-    """urlsafe base64 (with = padding) of each row of a uint8 matrix, as an Arrow string array:
-    rows zero-padded to whole 3-byte groups encode as one string, then the padding becomes '='."""
-    m, size = rows.shape
-    padded = np.zeros((m, -(-size // 3) * 3), dtype=np.uint8)
-    padded[:, :size] = rows
-    text = np.frombuffer(base64.urlsafe_b64encode(padded.tobytes()), dtype=np.uint8).reshape(m, -1).copy()
-    missing = padded.shape[1] - size
+def _base64_rows(rows: np.ndarray, size: int) -> pa.Array:
+    """urlsafe base64 (with = padding) of the first `size` bytes of each row of a uint8 matrix, as an
+    Arrow string array: the rows, zero-padded to whole 3-byte groups, encode as one string, then
+    the padding becomes '='."""
+    m, width = rows.shape
+    text = np.frombuffer(bytearray(base64.urlsafe_b64encode(rows)), dtype=np.uint8).reshape(m, -1)
+    missing = width - size
     if missing:
         text[:, -missing:] = ord("=")
-    width = text.shape[1]
-    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * width),
-                                                  pa.py_buffer(text.tobytes())])
+    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * text.shape[1]),
+                                                  pa.py_buffer(text)])
 
 
 def raw_key(fernet_key: str) -> bytes:
@@ -120,9 +119,19 @@ def raw_key(fernet_key: str) -> bytes:
 _worker_key: bytes | None = None
 
 
-def _start_worker(key: bytes) -> None:
+def _start_worker(key: bytes, parent: int) -> None:
     global _worker_key
     _worker_key = key
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose loader was killed (kill -9, OOM) would wait on its task queue forever: the
+    queue's pipe stays open in the worker itself. Leave once the parent is gone (even if it died
+    while this worker was still starting)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _encrypt_in_worker(arrays: list[pa.Array]) -> list[pa.Array]:
@@ -157,9 +166,10 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
         return
     workers = workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(key,))
+                               initializer=_start_worker, initargs=(key, os.getpid()))
     started = pool.submit(_started)
     queued: deque[tuple[pa.RecordBatch, Future]] = deque()
+    finished = False
     try:
         for batch in _chain(first, second, iterator):
             if warm_up and not queued and not started.done():
@@ -172,8 +182,10 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
         while queued:
             done, future = queued.popleft()
             yield _replace(done, columns, future.result())
+        finished = True
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # workers still starting exit on their own
+        # Idle workers exit at once; after an early stop, workers still starting exit on their own.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def _started() -> None:

@@ -5,13 +5,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import dagster as dg
 
 from dw_platform.lib.bronze import CopyData
-from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER
 from dw_platform.lib.prefetch import prefetch
 
 Dialect = Literal["mssql", "mysql", "postgresql", "db2", "oracle"]
@@ -76,24 +75,17 @@ class OdbcSource(dg.ConfigurableResource):
         order), encoded in the reader process: the caller's only work per batch is to pass it on."""
         return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
 
-    def copy_stream_pages(self, query: str, pages: Iterable[Sequence], columns: Sequence[tuple[str, str]]
-                          ) -> Iterator[CopyData]:
-        """`copy_stream` of `query` for each parameter set of `pages` in turn, as ONE binary COPY
-        stream (one header, one trailer). For drivers that hold a whole result in memory: each
-        page is a query of its own, so memory stays one page deep. `pages` may be a generator
-        that decides the next page from what it has seen."""
-        started = False
-        for params in pages:
-            for batch in self.copy_stream(query, params, columns):
-                data = batch.data
-                if data.startswith(COPY_SIGNATURE):
-                    data = data[len(COPY_SIGNATURE):] if started else data
-                    started = True
-                if batch.rows == 0 and data.endswith(COPY_TRAILER):  # a page's end, not the stream's
-                    data = data[:-len(COPY_TRAILER)]
-                if data:
-                    yield CopyData(data, batch.rows)
-        yield CopyData((b"" if started else COPY_SIGNATURE) + COPY_TRAILER, 0)
+    def arrow_stream(self, query: str, params: Sequence = (), page_rows: int | None = None) -> Iterator:
+        """The result as Arrow record batches of up to `fetch_size` rows, fetched column-wise by
+        arrow-odbc in the reader process (the driver's types: integers, decimal128 for decimals,
+        timestamps); a bronze load turns them into COPY a whole column at a time.
+
+        With `page_rows`, `query` is one keyset page: its first parameter is the key to continue
+        after, its first column that key in ascending order, and it returns at most `page_rows`
+        rows (a LIMIT). The reader runs it again after the last key it sent until a page comes
+        back short: for drivers that hold a whole result in memory (MariaDB Connector/ODBC 3.1),
+        memory stays one page deep, with one reader process and connection for every page."""
+        return prefetch(self._batches(query, list(params), arrow=True, page_rows=page_rows))
 
     def scalar(self, query: str, params: Sequence = ()):
         """The first column of the first row (None for no rows)."""
@@ -101,7 +93,8 @@ class OdbcSource(dg.ConfigurableResource):
             return batch[0][0] if batch else None
         return None
 
-    def _batches(self, query: str, params: list, copy_columns: list | None = None) -> Iterator:
+    def _batches(self, query: str, params: list, copy_columns: list | None = None, arrow: bool = False,
+                 page_rows: int | None = None) -> Iterator:
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty driver cannot block the child
         child = subprocess.Popen(
             [sys.executable, "-m", "dw_platform.lib.odbc_reader"],
@@ -111,17 +104,19 @@ class OdbcSource(dg.ConfigurableResource):
         try:
             pickle.dump({"connection_string": self.connection_string, "query": query, "params": params,
                          "fetch_size": self.fetch_size, "login_timeout": self.login_timeout_s,
-                         "copy_columns": copy_columns}, child.stdin)
+                         "copy_columns": copy_columns, "arrow": arrow, "page_rows": page_rows}, child.stdin)
             child.stdin.close()
             while True:
                 try:
                     frame = pickle.load(child.stdout)
-                except (EOFError, pickle.UnpicklingError):  # the child died between or inside a frame
+                except (EOFError, pickle.UnpicklingError):  # the reader died, maybe halfway through a frame
                     raise self._crashed(child, errors) from None
                 if frame[0] == "rows":
                     yield frame[1]
                 elif frame[0] == "copy":
                     yield CopyData(frame[1], frame[2])
+                elif frame[0] == "arrow":
+                    yield _arrow_batch(frame[1])
                 elif frame[0] == "end":
                     finished = True
                     if frame[1]:
@@ -153,3 +148,9 @@ class OdbcSource(dg.ConfigurableResource):
             f"does this when the connection to the source is lost{': ' + ' | '.join(detail) if detail else ''}",
             transient=True,
         )
+
+
+def _arrow_batch(ipc: bytes):
+    import pyarrow as pa
+
+    return pa.ipc.open_stream(ipc).read_next_batch()

@@ -9,14 +9,19 @@ Protocol: the parent writes one pickled request to stdin (the connection string 
 never on the command line); the child answers with pickled frames on stdout, one per batch:
 ("rows", [tuple, ...]), or — when the request names the PostgreSQL types of the columns —
 ("copy", bytes, row count) holding the batch already in PostgreSQL's binary COPY format, which
-the parent passes to COPY untouched (no per-row work on its side); then ("end", bytes) with the
-COPY trailer, or ("error", message, transient, connecting), or ("bad_row", message).
-This module imports only pyodbc and psycopg, so the child starts fast.
+the parent passes to COPY untouched (no per-row work on its side); or — when the request asks
+for Arrow — ("arrow", bytes, row count) holding an Arrow IPC stream of one record batch, fetched
+column-wise by arrow-odbc (ODBC bulk fetch into Arrow buffers: no Python object per value); then
+("end", bytes) with the COPY trailer, or ("error", message, transient, connecting), or
+("bad_row", message).
+This module imports only the driver binding it uses (pyodbc and psycopg, or arrow-odbc and
+pyarrow), so the child starts fast.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 import sys
 from typing import Any, BinaryIO
 
@@ -57,6 +62,9 @@ def _send(out: BinaryIO, frame: tuple) -> None:
 
 
 def serve(request: dict[str, Any], out: BinaryIO) -> None:
+    if request.get("arrow"):
+        serve_arrow(request, out)
+        return
     import pyodbc
 
     def error(exc: pyodbc.Error, connecting: bool) -> tuple:
@@ -91,6 +99,44 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
         conn.close()
 
 
+
+
+def serve_arrow(request: dict[str, Any], out: BinaryIO) -> None:
+    """The query's result as Arrow record batches (arrow-odbc). Its parameters travel as text;
+    the driver converts them to the columns' types. With `page_rows`, the query is a keyset page
+    (see `OdbcSource.arrow_stream`): it runs again after the last key sent until a page is short."""
+    import arrow_odbc
+    import pyarrow as pa
+
+    def error(exc: arrow_odbc.Error, connecting: bool) -> tuple:
+        text = str(exc)
+        state = re.search(r"State: (\w{5})", text)
+        message = text.split("Message: ", 1)[-1]
+        return ("error", message, is_transient(state.group(1) if state else "", message, connecting), connecting)
+
+    try:
+        conn = arrow_odbc.connect(request["connection_string"], login_timeout_sec=request["login_timeout"])
+    except arrow_odbc.Error as exc:
+        _send(out, error(exc, connecting=True))
+        return
+    params, page_rows = list(request["params"]), request.get("page_rows")
+    try:
+        while True:
+            rows = 0
+            for batch in conn.read_arrow_batches(request["query"], batch_size=request["fetch_size"],
+                                                 parameters=[None if p is None else str(p) for p in params]):
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, batch.schema) as writer:
+                    writer.write_batch(batch)
+                _send(out, ("arrow", sink.getvalue().to_pybytes(), batch.num_rows))
+                if batch.num_rows:
+                    rows += batch.num_rows
+                    params[0] = batch.column(0)[-1].as_py()
+            if not page_rows or rows < page_rows:
+                break
+        _send(out, ("end", b""))
+    except arrow_odbc.Error as exc:
+        _send(out, error(exc, connecting=False))
 
 
 class _BadRow(ValueError):

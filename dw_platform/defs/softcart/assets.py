@@ -18,7 +18,7 @@ from dw_platform.defs.softcart.ingest import (
 )
 from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
 from dw_platform.lib import bronze
-from dw_platform.lib.bronze import BronzeTable, CopyData, LoadScope, Watermark
+from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
 from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
@@ -46,41 +46,36 @@ def get_last_rowid(conn: psycopg.Connection) -> int:
 
 
 # The MariaDB ODBC driver (Connector/ODBC 3.1) holds a whole result in memory, so sales_data is
-# read in pages of rowid values: memory stays one page deep however large the backlog is.
-PAGE_ROWIDS = 200_000
+# read in keyset pages of rows: memory stays one page deep however large the backlog is.
+PAGE_ROWS = 200_000
 
 
-def latest_records_query(dialect) -> str:
-    """The rows of a rowid range (lower bound exclusive, upper inclusive), in rowid order."""
+def latest_records_query(dialect, page_rows: int | None = None) -> str:
+    """The rows of a rowid range (lower bound exclusive, upper inclusive), in rowid order; with
+    `page_rows`, the first `page_rows` of them."""
     rowid = quote_ident(ROWID, dialect)
-    return (f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} "
-            f"WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}")
+    query = (f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} "
+             f"WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}")
+    if page_rows is None:
+        return query
+    return f"{query} LIMIT {page_rows}" if dialect == "mysql" else f"{query} FETCH FIRST {page_rows} ROWS ONLY"
 
 
 def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
     return [(c.name, c.pg_type) for c in table.columns]
 
 
-def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator[CopyData]:
+def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator:
     """The source rows with a rowid above `last_rowid` up to the highest rowid when the read
-    starts, in rowid order, as binary COPY data encoded by the ODBC reader process. Rows
+    starts, in rowid order, as Arrow record batches fetched column-wise by the ODBC reader
+    process, in keyset pages of `PAGE_ROWS` rows (gaps in the rowids cost nothing). Rows
     committed later wait for the next run."""
-    return source.copy_stream_pages(latest_records_query(source.dialect), rowid_pages(source, last_rowid, PAGE_ROWIDS),
-                                    copy_columns(SALES_DATA))
-
-
-def rowid_pages(source: OdbcSource, last_rowid: int, page: int) -> Iterator[tuple[int, int]]:
-    """(after, up to) rowid ranges of at most `page` rowids from `last_rowid` to the source's
-    highest rowid now; a gap in the rowids is skipped in one step."""
-    rowid = quote_ident(ROWID, source.dialect)
-    table = quote_table(SALES_SOURCE_TABLE, source.dialect)
-    high = source.scalar(f"SELECT MAX({rowid}) FROM {table}") or 0
-    start = last_rowid
-    while start < high:
-        start = (source.scalar(f"SELECT MIN({rowid}) FROM {table} WHERE {rowid} > ?", [start]) or high) - 1
-        end = min(start + page, high)
-        yield start, end
-        start = end
+    high = source.scalar(f"SELECT MAX({quote_ident(ROWID, source.dialect)}) "
+                         f"FROM {quote_table(SALES_SOURCE_TABLE, source.dialect)}") or 0
+    if high <= last_rowid:
+        return iter(())
+    return source.arrow_stream(latest_records_query(source.dialect, PAGE_ROWS), [last_rowid, high],
+                               page_rows=PAGE_ROWS)
 
 
 @dg.asset(

@@ -20,8 +20,9 @@ from psycopg import sql
 from dw_platform.lib.access_log import FIELDS, BadLine, parse_copy_text
 from dw_platform.lib.bronze import BronzeTable, Column, CopyText
 
-# Append-only by rowid: a load adds the rows above the highest rowid bronze holds; the row hash
-# (unique) makes a second copy of a row impossible even if two loads read the same rows.
+# Append-only by rowid: a load adds the rows above the highest rowid bronze holds, copied straight
+# in; the unique index on rowid makes a second copy of a row impossible even if two loads read the
+# same rows. (Tables created while sales_data kept versions by row hash are migrated on first load.)
 SALES_DATA = BronzeTable(
     schema="bronze",
     name="softcart_sales_data",
@@ -33,8 +34,7 @@ SALES_DATA = BronzeTable(
         Column("price", "numeric"),
         Column("timestamp", "timestamp"),
     ),
-    index_columns=("rowid",),
-    version_key=("rowid",),
+    append_key="rowid",
 )
 # Reference tables, read whole on every run; a load appends the rows that changed since (a new
 # version of a product), so bronze keeps their history and a re-run adds nothing.
