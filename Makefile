@@ -1,13 +1,22 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup demo test dev bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
+.PHONY: setup lock demo test dev bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
 
 setup:
 	@scripts/bootstrap.sh
+
+# Re-resolves requirements.lock (the exact versions the bootstrap installs) from pyproject.toml in
+# a fresh virtualenv; commit it together with the pyproject.toml change.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e ".[dev,bench]"
+	.lock-venv/bin/pip freeze --exclude-editable > requirements.lock
+	rm -rf .lock-venv
 
 demo: setup
 	.venv/bin/dw demo
 
 test: setup
+	scripts/lint.sh
 	.venv/bin/pytest
 
 dev: setup

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--skip-baselines", action="store_true", help="skip executemany_1000 and pandas_to_sql_multi")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of raw_odbc_fetch and dw_platform_asset; the fastest counts")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of raw_odbc_fetch and dw_platform_asset; the fastest counts"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one method, print its result
     parser.add_argument("--window", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -64,9 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         del os.environ[key]
     os.environ["DW_HOME"] = str(embedded.PROJECT_ROOT / ".dw" / "bench")
     with embedded.services(env_file=None):
-        small_odbc = embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), SMALL_DB,
-                                                     os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"])
-        sizes = [(max(args.rows // 10, 1), SMALL_DB, small_odbc), (args.rows, "source_crm", os.environ["DW_CUSTOMER_ODBC"])]
+        small_odbc = embedded.odbc_connection_string(
+            os.environ["DW_PG_HOST"],
+            int(os.environ["DW_PG_PORT"]),
+            SMALL_DB,
+            os.environ["DW_PG_USER"],
+            os.environ["DW_PG_PASSWORD"],
+        )
+        sizes = [
+            (max(args.rows // 10, 1), SMALL_DB, small_odbc),
+            (args.rows, "source_crm", os.environ["DW_CUSTOMER_ODBC"]),
+        ]
         os.environ["BENCH_SPEC"] = json.dumps(source_spec())  # workers need not import dagster for it
         results = []
         for rows, db, odbc in sizes:
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(run_worker(method, first_day, last_day, odbc))
                 best = min(runs, key=lambda r: r["seconds"])
                 best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
-                print(f"  {method:<20} {rows:>10,} rows: " + ", ".join(f"{r['seconds']:.2f}s" for r in runs), flush=True)
+                print(
+                    f"  {method:<20} {rows:>10,} rows: " + ", ".join(f"{r['seconds']:.2f}s" for r in runs), flush=True
+                )
                 results.append(best)
     report(results)
     return 0
@@ -91,9 +103,14 @@ def main(argv: list[str] | None = None) -> int:
 def pg_connect(dbname: str):
     import psycopg
 
-    return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                           user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"], dbname=dbname,
-                           autocommit=True)
+    return psycopg.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ["DW_PG_PORT"],
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 def seed(db: str, rows: int) -> tuple[date, date]:
@@ -129,28 +146,42 @@ def source_spec() -> dict:
     from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, SOURCE_TABLE, WATERMARK_COLUMN
     from dw_platform.lib.odbc import window_query
 
-    query = window_query(SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN,
-                         os.environ.get("DW_CUSTOMER_DIALECT", "mssql"))
+    query = window_query(
+        SOURCE_TABLE,
+        CUSTOMER_PROFILE_RAW.source_column_names,
+        WATERMARK_COLUMN,
+        os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),
+    )
     return {"query": query, "columns": [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]}
 
 
 def run_worker(method: str, first_day: date, last_day: date, odbc: str) -> dict:
     env = {**os.environ, "DW_CUSTOMER_ODBC": odbc}
-    cmd = [sys.executable, "-m", "benchmarks.bench_customer", "--worker", method,
-           "--window", first_day.isoformat(), last_day.isoformat()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_customer",
+        "--worker",
+        method,
+        "--window",
+        first_day.isoformat(),
+        last_day.isoformat(),
+    ]
     project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run(cmd, env=env, cwd=project_root, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def report(results: list[dict]) -> None:
     print()
     print("seconds: the fastest run of each method (the machine's noise only ever slows a run down)")
-    print(f"{'method':<21} {'rows':>10} {'seconds':>8} {'rows/s':>9} {'RSS before':>10} {'peak RSS':>9} {'% ceiling':>9}")
+    print(
+        f"{'method':<21} {'rows':>10} {'seconds':>8} {'rows/s':>9} {'RSS before':>10} {'peak RSS':>9} {'% ceiling':>9}"
+    )
     print(f"{'':<21} {'':>10} {'':>8} {'':>9} {'MiB':>10} {'MiB':>9} {'':>9}")
     ceiling: dict[int, float] = {}
     for r in results:
@@ -158,21 +189,29 @@ def report(results: list[dict]) -> None:
         if r["method"] == "raw_odbc_fetch":
             ceiling[r["rows"]] = r["rate"]
         pct = 100 * r["rate"] / ceiling[r["rows"]] if r["rows"] in ceiling else float("nan")
-        print(f"{r['method']:<21} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rate']:>9,.0f} "
-              f"{r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f} {pct:>8.0f}%")
+        print(
+            f"{r['method']:<21} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rate']:>9,.0f} "
+            f"{r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f} {pct:>8.0f}%"
+        )
     print()
     assets = [r for r in results if r["method"] == "dw_platform_asset"]
     for r in assets:
-        print(f"dw_platform_asset at {r['rows']:,} rows: Dagster run wall time {r['wall_seconds']:.2f}s "
-              f"(loader {r['seconds']:.2f}s), peak RSS {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"dw_platform_asset at {r['rows']:,} rows: Dagster run wall time {r['wall_seconds']:.2f}s "
+            f"(loader {r['seconds']:.2f}s), peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     if len(assets) == 2:
         growth = assets[1]["peak_rss_mib"] - assets[0]["peak_rss_mib"]
-        print(f"peak RSS of dw_platform_asset grows by {growth:+.0f} MiB for {assets[1]['rows'] / assets[0]['rows']:.0f}x the rows")
+        print(
+            f"peak RSS of dw_platform_asset grows by {growth:+.0f} MiB for {assets[1]['rows'] / assets[0]['rows']:.0f}x the rows"
+        )
     big = assets[-1]
     share = big["rate"] / ceiling[big["rows"]]
     verdict = "REACHES" if share >= TARGET else "DOES NOT reach"
-    print(f"dw_platform_asset {verdict} the target of >= {TARGET:.0%} of raw_odbc_fetch "
-          f"at {big['rows']:,} rows: {share:.0%} ({big['rate']:,.0f} vs {ceiling[big['rows']]:,.0f} rows/s)")
+    print(
+        f"dw_platform_asset {verdict} the target of >= {TARGET:.0%} of raw_odbc_fetch "
+        f"at {big['rows']:,} rows: {share:.0%} ({big['rate']:,.0f} vs {ceiling[big['rows']]:,.0f} rows/s)"
+    )
 
 
 # ---------------------------------------------------------------- the worker: one method, one process
@@ -182,9 +221,12 @@ def worker(method: str, first_day: date, last_day: date) -> int:
     """Run one method over [first_day, last_day + 1 day); print RESULT {json} as the last line."""
     start = datetime.combine(first_day, datetime.min.time())
     end = datetime.combine(last_day + timedelta(days=1), datetime.min.time())
-    result = {"raw_odbc_fetch": raw_odbc_fetch, "dw_platform_asset": dw_platform_asset,
-              "executemany_1000": executemany_1000, "pandas_to_sql_multi": pandas_to_sql_multi}[method](
-        start, end, first_day, last_day)
+    result = {
+        "raw_odbc_fetch": raw_odbc_fetch,
+        "dw_platform_asset": dw_platform_asset,
+        "executemany_1000": executemany_1000,
+        "pandas_to_sql_multi": pandas_to_sql_multi,
+    }[method](start, end, first_day, last_day)
     result.update(method=method, peak_rss_mib=_max_rss_mib())
     print("RESULT " + json.dumps(result))
     return 0
@@ -240,24 +282,34 @@ def dw_platform_asset(start, end, first_day, last_day):
     # Configured as dw_platform/defs/resources.py does, from the same environment variables.
     resources = {
         "warehouse": PostgresWarehouse(
-            host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]), user=os.environ["DW_PG_USER"],
-            password=os.environ.get("DW_PG_PASSWORD", ""), database=os.environ["DW_PG_DATABASE"],
+            host=os.environ["DW_PG_HOST"],
+            port=int(os.environ["DW_PG_PORT"]),
+            user=os.environ["DW_PG_USER"],
+            password=os.environ.get("DW_PG_PASSWORD", ""),
+            database=os.environ["DW_PG_DATABASE"],
             sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
         ),
         "customer_source": OdbcSource(
             connection_string=os.environ["DW_CUSTOMER_ODBC"],
-            dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"), name="customer_crm",
+            dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),
+            name="customer_crm",
         ),
     }
-    tags = {"dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": last_day.isoformat()}
+    tags = {
+        "dagster/asset_partition_range_start": first_day.isoformat(),
+        "dagster/asset_partition_range_end": last_day.isoformat(),
+    }
     start_rss = _max_rss_mib()
     t0 = time.perf_counter()
     result = dg.materialize([customer_profile_raw], resources=resources, tags=tags)  # ephemeral instance
     wall = time.perf_counter() - t0
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    return {"rows": meta["rows_read"].value, "seconds": meta["duration_s"].value,
-            "wall_seconds": wall, "start_rss_mib": start_rss}
+    return {
+        "rows": meta["rows_read"].value,
+        "seconds": meta["duration_s"].value,
+        "wall_seconds": wall,
+        "start_rss_mib": start_rss,
+    }
 
 
 def executemany_1000(start, end, *_):
@@ -265,9 +317,13 @@ def executemany_1000(start, end, *_):
     import pyodbc
 
     query = _source_query()
-    pg = psycopg2.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                          user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                          dbname=os.environ["DW_PG_DATABASE"])
+    pg = psycopg2.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ["DW_PG_PORT"],
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        dbname=os.environ["DW_PG_DATABASE"],
+    )
     with pg.cursor() as cur:
         table = _create_target(cur.execute, "customer_profile_executemany")
     pg.commit()
@@ -294,9 +350,13 @@ def pandas_to_sql_multi(start, end, *_):
     import sqlalchemy as sa
 
     query = _source_query()
-    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                        database=os.environ["DW_PG_DATABASE"],
-                        query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]})
+    url = sa.URL.create(
+        "postgresql+psycopg2",
+        username=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        database=os.environ["DW_PG_DATABASE"],
+        query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]},
+    )
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         table = _create_target(lambda stmt: conn.execute(sa.text(stmt)), "customer_profile_pandas")

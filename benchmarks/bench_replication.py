@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DW_HOME"] = str(embedded.PROJECT_ROOT / ".dw" / "bench-replication")
     with embedded.services(env_file=None):
         os.environ["DW_REPLICATION_SOURCE_URL"] = os.environ["DW_REPLICATION_SOURCE_URL"].replace(
-            f"/{embedded.REPLICATION_SOURCE_DATABASE}?", f"/{DATABASE}?")
+            f"/{embedded.REPLICATION_SOURCE_DATABASE}?", f"/{DATABASE}?"
+        )
         results = []
         for table, rows, repeat in (("orders_big", args.rows, args.repeat), ("orders_triple", 3 * args.rows, 1)):
             print(f"seeding {DATABASE}.public.{table} with {rows:,} rows ...", flush=True)
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs = [run_worker(method, table) for _ in range(repeat)]
                 best = min(runs, key=lambda r: r["seconds"])
                 best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
-                print(f"  {method:<18} {rows:>10,} rows: " + ", ".join(f"{r['seconds']:.2f}s" for r in runs), flush=True)
+                print(
+                    f"  {method:<18} {rows:>10,} rows: " + ", ".join(f"{r['seconds']:.2f}s" for r in runs), flush=True
+                )
                 results.append(best)
     report(results)
     return 0
@@ -101,7 +104,7 @@ def run_worker(method: str, table: str) -> dict:
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def report(results: list[dict]) -> None:
@@ -113,27 +116,36 @@ def report(results: list[dict]) -> None:
         r["rate"] = r["rows"] / r["seconds"]
         if r["method"] == "raw_copy":
             ceiling[r["rows"]] = r["rate"]
-        print(f"{r['method']:<18} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rate']:>10,.0f} {r['peak_rss_mib']:>12.0f} "
-              f"{100 * r['rate'] / ceiling[r['rows']]:>8.0f}%")
+        print(
+            f"{r['method']:<18} {r['rows']:>10,} {r['seconds']:>8.2f} {r['rate']:>10,.0f} {r['peak_rss_mib']:>12.0f} "
+            f"{100 * r['rate'] / ceiling[r['rows']]:>8.0f}%"
+        )
     print()
     assets = [r for r in results if r["method"] == "dw_platform_asset"]
     for r in assets:
-        print(f"dw_platform_asset at {r['rows']:,} rows: loader {r['seconds']:.2f}s in {r['files']} file(s); "
-              f"Dagster run wall time {r['wall_seconds']:.2f}s; peak RSS {r['peak_rss_mib']:.0f} MiB")
+        print(
+            f"dw_platform_asset at {r['rows']:,} rows: loader {r['seconds']:.2f}s in {r['files']} file(s); "
+            f"Dagster run wall time {r['wall_seconds']:.2f}s; peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
     for method in ("dw_platform_load", "dw_platform_asset"):
         small, large = [r for r in results if r["method"] == method]
-        print(f"peak RSS of {method} grows by {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB "
-              f"for {large['rows'] / small['rows']:.0f}x the rows")
+        print(
+            f"peak RSS of {method} grows by {large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB "
+            f"for {large['rows'] / small['rows']:.0f}x the rows"
+        )
     big = assets[0]
     share = big["rate"] / ceiling[big["rows"]]
     verdict = "REACHES" if share >= TARGET else "DOES NOT reach"
-    print(f"dw_platform_asset {verdict} the target of >= {TARGET:.0%} of raw_copy at {big['rows']:,} rows: "
-          f"{share:.0%} ({big['rate']:,.0f} vs {ceiling[big['rows']]:,.0f} rows/s)")
+    print(
+        f"dw_platform_asset {verdict} the target of >= {TARGET:.0%} of raw_copy at {big['rows']:,} rows: "
+        f"{share:.0%} ({big['rate']:,.0f} vs {ceiling[big['rows']]:,.0f} rows/s)"
+    )
 
 
 def worker(method: str, table: str) -> int:
-    result = {"raw_copy": raw_copy, "dw_platform_asset": dw_platform_asset,
-              "dw_platform_load": dw_platform_load}[method](table)
+    result = {"raw_copy": raw_copy, "dw_platform_asset": dw_platform_asset, "dw_platform_load": dw_platform_load}[
+        method
+    ](table)
     result.update(method=method, peak_rss_mib=_max_rss_mib())
     print("RESULT " + json.dumps(result))
     return 0
@@ -168,12 +180,18 @@ def dw_platform_asset(table: str) -> dict:
     assert definitions.resolve_job_def("replication_discover").execute_in_process(instance=instance).success
     t0 = time.perf_counter()
     result = definitions.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
-        instance=instance, partition_key=f"public.{table}",
-        run_config={"ops": {"bronze__lakehouse__source_app": {"config": {"full_reload": True}}}})
+        instance=instance,
+        partition_key=f"public.{table}",
+        run_config={"ops": {"bronze__lakehouse__source_app": {"config": {"full_reload": True}}}},
+    )
     wall = time.perf_counter() - t0
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    return {"rows": meta["dagster/row_count"].value, "seconds": meta["duration_s"].value, "wall_seconds": wall,
-            "files": meta["files"].value}
+    return {
+        "rows": meta["dagster/row_count"].value,
+        "seconds": meta["duration_s"].value,
+        "wall_seconds": wall,
+        "files": meta["files"].value,
+    }
 
 
 def dw_platform_load(table: str) -> dict:
@@ -183,8 +201,9 @@ def dw_platform_load(table: str) -> dict:
     from dw_platform.lib.lakehouse import lakehouse_from_env
 
     source = load_sources()["source_app"]
-    load = BulkLoad(source, extractor_for(source), lakehouse_from_env(), run_id=None, log=lambda _: None,
-                    warn=lambda _: None)
+    load = BulkLoad(
+        source, extractor_for(source), lakehouse_from_env(), run_id=None, log=lambda _: None, warn=lambda _: None
+    )
     results = list(load.run([f"public.{table}"], full_reload=True))
     return {"rows": results[0].rows, "seconds": results[0].seconds, "files": results[0].files}
 

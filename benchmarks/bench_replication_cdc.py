@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DW_HOME"] = str(home)
     with embedded.services(env_file=None):
         os.environ["DW_REPLICATION_SOURCE_URL"] = os.environ["DW_REPLICATION_SOURCE_URL"].replace(
-            f"/{embedded.REPLICATION_SOURCE_DATABASE}?", f"/{DATABASE}?")
+            f"/{embedded.REPLICATION_SOURCE_DATABASE}?", f"/{DATABASE}?"
+        )
         seed()
         import dagster as dg
 
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         assert definitions.resolve_job_def("replication_discover").execute_in_process(instance=instance).success
         keys = instance.get_dynamic_partitions("replication_source_app_tables")
         bulk = definitions.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
-            instance=instance, tags={"dagster/asset_partition_range_start": keys[0],
-                                     "dagster/asset_partition_range_end": keys[-1]})
+            instance=instance,
+            tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        )
         assert bulk.success
         print(f"bulk-loaded {', '.join(keys)}; starting the Dagster daemon with the sensor on", flush=True)
         wal_start = warehouse_wal()
@@ -77,15 +79,20 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             thread.start()
             thread.join()
-            print(f"workload: {workload.done:,} changes committed in {time.time() - started:.1f}s "
-                  f"({workload.done / (time.time() - started):,.0f}/s)", flush=True)
+            print(
+                f"workload: {workload.done:,} changes committed in {time.time() - started:.1f}s "
+                f"({workload.done / (time.time() - started):,.0f}/s)",
+                flush=True,
+            )
             wait_applied(workload.done, args.timeout)
             wait_runs_finished(instance, args.timeout)
         finally:
             stop(daemon)
         report(instance, workload.done)
-        print(f"the warehouse server wrote {(warehouse_wal() - wal_start) / 2**20:,.0f} MiB of WAL meanwhile (event log, "
-              "catalog, status, Dagster's event log): a slot on that server would decode all of it")
+        print(
+            f"the warehouse server wrote {(warehouse_wal() - wal_start) / 2**20:,.0f} MiB of WAL meanwhile (event log, "
+            "catalog, status, Dagster's event log): a slot on that server would decode all of it"
+        )
     return 0
 
 
@@ -151,26 +158,38 @@ class Workload:
         changed = 0
         new_accounts = list(range(self.next_account, self.next_account + inserts * 6 // 10))
         self.next_account += len(new_accounts)
-        changed += conn.execute("insert into accounts select id, 'new ' || id, 0, 'new', now(), 'inserted' "
-                                "from unnest(%s::bigint[]) id", (new_accounts,)).rowcount
+        changed += conn.execute(
+            "insert into accounts select id, 'new ' || id, 0, 'new', now(), 'inserted' from unnest(%s::bigint[]) id",
+            (new_accounts,),
+        ).rowcount
         self.accounts += new_accounts
         new_entries = [(self.rng.choice(self.accounts), self.next_n + i) for i in range(inserts - len(new_accounts))]
         self.next_n += len(new_entries)
-        changed += conn.execute("insert into entries select a, n, 1.5, now(), 'inserted' from unnest(%s::bigint[], "
-                                "%s::int[]) as t(a, n)", ([a for a, _ in new_entries], [n for _, n in new_entries])).rowcount
+        changed += conn.execute(
+            "insert into entries select a, n, 1.5, now(), 'inserted' from unnest(%s::bigint[], %s::int[]) as t(a, n)",
+            ([a for a, _ in new_entries], [n for _, n in new_entries]),
+        ).rowcount
         self.entry_list += new_entries
         touched = list({self.rng.choice(self.accounts) for _ in range(updates * 6 // 10)})
-        changed += conn.execute("update accounts set balance = balance + 1, status = 'active', updated_at = now() "
-                                "where id = any(%s)", (touched,)).rowcount
+        changed += conn.execute(
+            "update accounts set balance = balance + 1, status = 'active', updated_at = now() where id = any(%s)",
+            (touched,),
+        ).rowcount
         entry_updates = list({self.rng.choice(self.entry_list) for _ in range(updates - len(touched))})
-        changed += conn.execute("update entries set amount = amount + 1 where (account_id, n) in "
-                                "(select * from unnest(%s::bigint[], %s::int[]))",
-                                ([a for a, _ in entry_updates], [n for _, n in entry_updates])).rowcount
+        changed += conn.execute(
+            "update entries set amount = amount + 1 where (account_id, n) in "
+            "(select * from unnest(%s::bigint[], %s::int[]))",
+            ([a for a, _ in entry_updates], [n for _, n in entry_updates]),
+        ).rowcount
         gone = [self.accounts.pop(self.rng.randrange(len(self.accounts))) for _ in range(deletes // 2)]
         changed += conn.execute("delete from accounts where id = any(%s)", (gone,)).rowcount
-        gone_entries = [self.entry_list.pop(self.rng.randrange(len(self.entry_list))) for _ in range(deletes - len(gone))]
-        changed += conn.execute("delete from entries where (account_id, n) in (select * from unnest(%s::bigint[], "
-                                "%s::int[]))", ([a for a, _ in gone_entries], [n for _, n in gone_entries])).rowcount
+        gone_entries = [
+            self.entry_list.pop(self.rng.randrange(len(self.entry_list))) for _ in range(deletes - len(gone))
+        ]
+        changed += conn.execute(
+            "delete from entries where (account_id, n) in (select * from unnest(%s::bigint[], %s::int[]))",
+            ([a for a, _ in gone_entries], [n for _, n in gone_entries]),
+        ).rowcount
         return changed
 
 
@@ -180,10 +199,19 @@ def start_daemon(home) -> subprocess.Popen:
     workspace = str(embedded.PROJECT_ROOT / "workspace.yaml")
     bin_dir = os.path.dirname(sys.executable)
     log = open(home / "daemon.log", "ab")
-    daemon = subprocess.Popen([os.path.join(bin_dir, "dagster-daemon"), "run", "-w", workspace],
-                              cwd=os.environ["DAGSTER_HOME"], stdout=log, stderr=subprocess.STDOUT)
-    subprocess.run([os.path.join(bin_dir, "dagster"), "sensor", "start", JOB, "-w", workspace],
-                   cwd=os.environ["DAGSTER_HOME"], check=True, stdout=log, stderr=subprocess.STDOUT)
+    daemon = subprocess.Popen(
+        [os.path.join(bin_dir, "dagster-daemon"), "run", "-w", workspace],
+        cwd=os.environ["DAGSTER_HOME"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    subprocess.run(
+        [os.path.join(bin_dir, "dagster"), "sensor", "start", JOB, "-w", workspace],
+        cwd=os.environ["DAGSTER_HOME"],
+        check=True,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     return daemon
 
 
@@ -250,17 +278,23 @@ def report(instance, changes: int) -> None:
     print()
     print(f"{changes:,} changes, {len(runs)} CDC run(s) launched by the sensor, {len(applied)} applied micro-batches")
     capture_s = sum(c["capture_s"].value for c in captures)
-    print(f"captured: {changes / capture_s:,.0f} changes/s ({capture_s:.1f}s); applied: {changes / apply_seconds:,.0f} "
-          f"changes/s ({apply_seconds:.1f}s); both: {changes / (capture_s + apply_seconds):,.0f} changes/s")
+    print(
+        f"captured: {changes / capture_s:,.0f} changes/s ({capture_s:.1f}s); applied: {changes / apply_seconds:,.0f} "
+        f"changes/s ({apply_seconds:.1f}s); both: {changes / (capture_s + apply_seconds):,.0f} changes/s"
+    )
     print(f"CDC runs' wall time {wall:.1f}s (process start, waiting for changes while the workload ran, checks)")
     lags.sort()
-    print(f"end-to-end lag (source commit -> visible in Iceberg) over {len(lags):,} changes: "
-          f"p50 {statistics.median(lags):.1f}s, p95 {lags[int(len(lags) * 0.95)]:.1f}s, max {lags[-1]:.1f}s")
+    print(
+        f"end-to-end lag (source commit -> visible in Iceberg) over {len(lags):,} changes: "
+        f"p50 {statistics.median(lags):.1f}s, p95 {lags[int(len(lags) * 0.95)]:.1f}s, max {lags[-1]:.1f}s"
+    )
     source = load_sources()["source_app"]
     for key, status in sorted(ReplicationMeta(lakehouse, "source_app").statuses().items()):
         c = compare_table(source, lakehouse, key, status)
-        print(f"  {key}: {c['rows_source']:,} rows, lakehouse {c['rows_lakehouse']:,}, "
-              f"{'equal (content hash)' if c['match'] else 'DIFFERENT'}")
+        print(
+            f"  {key}: {c['rows_source']:,} rows, lakehouse {c['rows_lakehouse']:,}, "
+            f"{'equal (content hash)' if c['match'] else 'DIFFERENT'}"
+        )
 
 
 def materializations(instance, key: list[str]) -> list[dict]:
@@ -288,11 +322,17 @@ def visibility_lags(lakehouse) -> list[float]:
     with lakehouse.connect() as conn:
         for key, status in statuses.items():
             table = lakehouse.catalog().load_table(status["iceberg_table"])
-            points = sorted((int(summary_value(s, "dw.applied-offset")), s.timestamp_ms) for s in table.snapshots()
-                            if summary_value(s, "dw.operation") == "cdc_apply")
+            points = sorted(
+                (int(summary_value(s, "dw.applied-offset")), s.timestamp_ms)
+                for s in table.snapshots()
+                if summary_value(s, "dw.operation") == "cdc_apply"
+            )
             offsets = [p[0] for p in points]
-            rows = conn.execute("""select "offset", (event->'source'->>'ts_ms')::bigint from bronze.cdc_events
-                                   where topic = %s""", (f"source_app.{key}",)).fetchall()
+            rows = conn.execute(
+                """select "offset", (event->'source'->>'ts_ms')::bigint from bronze.cdc_events
+                                   where topic = %s""",
+                (f"source_app.{key}",),
+            ).fetchall()
             for offset, commit_ms in rows:
                 at = bisect.bisect_left(offsets, offset)
                 if at < len(points):

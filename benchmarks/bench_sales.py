@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--mb", type=int, default=200, help="file size in MiB (default 200)")
     size.add_argument("--gb", type=float, help="file size in GiB (use 1 or more to show bounded memory)")
     parser.add_argument("--skip-baseline", action="store_true", help="skip pandas_to_sql_multi (slow on big files)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the asset's stages cumulatively: read + parse/validate, + encrypt, + COPY")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the asset's stages cumulatively: read + parse/validate, + encrypt, + COPY",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -69,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         path, rows = sample_file(home, target)
         print(f"uploading {path.stat().st_size / 1024**2:,.0f} MiB ({rows:,} rows) to Azurite ...", flush=True)
         upload(path)
-        methods = (["blob_download"] + (list(STAGES) if args.breakdown else []) + ["dw_platform_asset"]
-                   + ([] if args.skip_baseline else ["pandas_to_sql_multi"]))
+        methods = (
+            ["blob_download"]
+            + (list(STAGES) if args.breakdown else [])
+            + ["dw_platform_asset"]
+            + ([] if args.skip_baseline else ["pandas_to_sql_multi"])
+        )
         results = []
         for method in methods:
             reset_targets()
@@ -112,9 +119,14 @@ def upload(path: Path) -> None:
 def pg_connect():
     import psycopg
 
-    return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"],
-                           user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD") or None,
-                           dbname=os.environ["DW_PG_DATABASE"], autocommit=True)
+    return psycopg.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ["DW_PG_PORT"],
+        user=os.environ["DW_PG_USER"],
+        password=os.environ.get("DW_PG_PASSWORD") or None,
+        dbname=os.environ["DW_PG_DATABASE"],
+        autocommit=True,
+    )
 
 
 def reset_targets() -> None:
@@ -132,7 +144,7 @@ def run_worker(method: str) -> dict:
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def server_cpu(home: Path) -> dict[str, float]:
@@ -160,38 +172,52 @@ def server_cpu(home: Path) -> dict[str, float]:
 def report(results: list[dict], size: int, rows: int) -> None:
     print()
     print(f"one blob: {size / 1024**2:,.0f} MiB, {rows:,} data rows")
-    print(f"{'method':<21} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'MiB/s':>7} {'RSS before':>10} {'peak RSS':>9}"
-          f" {'CPU s':>6} {'pool CPU s':>10} {'PG CPU s':>8} {'Azurite':>7}")
+    print(
+        f"{'method':<21} {'rows':>11} {'seconds':>8} {'rows/s':>9} {'MiB/s':>7} {'RSS before':>10} {'peak RSS':>9}"
+        f" {'CPU s':>6} {'pool CPU s':>10} {'PG CPU s':>8} {'Azurite':>7}"
+    )
     print(f"{'':<21} {'':>11} {'':>8} {'':>9} {'':>7} {'MiB':>10} {'MiB':>9} {'':>6} {'':>10} {'':>8} {'CPU s':>7}")
     for r in results:
         rate = r["rows"] / r["seconds"] if r["seconds"] else 0
-        print(f"{r['method']:<21} {r['rows']:>11,} {r['seconds']:>8.1f} {rate:>9,.0f} "
-              f"{size / 1024**2 / r['seconds']:>7.1f} {r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f}"
-              f" {r['cpu_s']:>6.1f} {r['pool_cpu_s']:>10.1f} {r['postgres_cpu_s']:>8.1f} {r['azurite_cpu_s']:>7.1f}")
+        print(
+            f"{r['method']:<21} {r['rows']:>11,} {r['seconds']:>8.1f} {rate:>9,.0f} "
+            f"{size / 1024**2 / r['seconds']:>7.1f} {r['start_rss_mib']:>10.0f} {r['peak_rss_mib']:>9.0f}"
+            f" {r['cpu_s']:>6.1f} {r['pool_cpu_s']:>10.1f} {r['postgres_cpu_s']:>8.1f} {r['azurite_cpu_s']:>7.1f}"
+        )
     ceiling = next(r for r in results if r["method"] == "blob_download")
     for r in results:
         if r["method"] == "dw_platform_asset":
             wall_rate = r["rows"] / r["wall_seconds"]
-            print(f"dw_platform_asset: Dagster run wall time {r['wall_seconds']:.1f}s = {wall_rate:,.0f} rows/s "
-                  f"(loader {r['seconds']:.1f}s), {r['rows_quarantined']:,} rows quarantined; "
-                  f"{ceiling['seconds'] / r['wall_seconds']:.1%} of the download ceiling")
+            print(
+                f"dw_platform_asset: Dagster run wall time {r['wall_seconds']:.1f}s = {wall_rate:,.0f} rows/s "
+                f"(loader {r['seconds']:.1f}s), {r['rows_quarantined']:,} rows quarantined; "
+                f"{ceiling['seconds'] / r['wall_seconds']:.1%} of the download ceiling"
+            )
             cpu = r["cpu_s"] + r["pool_cpu_s"] + r["postgres_cpu_s"] + r["azurite_cpu_s"]
-            print(f"dw_platform_asset: {cpu:.1f} CPU s in all ({cpu / r['rows'] * 1e6:.2f} per million rows) over "
-                  f"{r['wall_seconds']:.1f}s wall = {cpu / r['wall_seconds']:.2f} of the {os.cpu_count()} cores")
+            print(
+                f"dw_platform_asset: {cpu:.1f} CPU s in all ({cpu / r['rows'] * 1e6:.2f} per million rows) over "
+                f"{r['wall_seconds']:.1f}s wall = {cpu / r['wall_seconds']:.2f} of the {os.cpu_count()} cores"
+            )
 
 
 # ---------------------------------------------------------------- the worker: one method, one process
 
 
 def worker(method: str) -> int:
-    methods = {"blob_download": blob_download, "dw_platform_asset": dw_platform_asset,
-               "pandas_to_sql_multi": pandas_to_sql_multi}
+    methods = {
+        "blob_download": blob_download,
+        "dw_platform_asset": dw_platform_asset,
+        "pandas_to_sql_multi": pandas_to_sql_multi,
+    }
     before = os.times()
     result = methods[method]() if method in methods else stage(method)
     after = os.times()
-    result.update(method=method, peak_rss_mib=_max_rss_mib(),
-                  cpu_s=after.user + after.system - before.user - before.system,
-                  pool_cpu_s=after.children_user + after.children_system - before.children_user - before.children_system)
+    result.update(
+        method=method,
+        peak_rss_mib=_max_rss_mib(),
+        cpu_s=after.user + after.system - before.user - before.system,
+        pool_cpu_s=after.children_user + after.children_system - before.children_user - before.children_system,
+    )
     print("RESULT " + json.dumps(result))
     return 0
 
@@ -222,9 +248,13 @@ def dw_platform_asset() -> dict:
     from dw_platform.lib.warehouse import PostgresWarehouse
 
     resources = {
-        "warehouse": PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                                       user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD", ""),
-                                       database=os.environ["DW_PG_DATABASE"]),
+        "warehouse": PostgresWarehouse(
+            host=os.environ["DW_PG_HOST"],
+            port=int(os.environ["DW_PG_PORT"]),
+            user=os.environ["DW_PG_USER"],
+            password=os.environ.get("DW_PG_PASSWORD", ""),
+            database=os.environ["DW_PG_DATABASE"],
+        ),
         "sales_storage": storage(),
         "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"]),
     }
@@ -238,8 +268,13 @@ def dw_platform_asset() -> dict:
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     blobs = storage()
     blobs.move(blobs.version("processed/" + BLOB_KEY), "incoming/" + BLOB_KEY)
-    return {"rows": meta["dagster/row_count"].value, "seconds": meta["duration_s"].value, "wall_seconds": wall,
-            "rows_quarantined": meta["rows_quarantined"].value, "start_rss_mib": start_rss}
+    return {
+        "rows": meta["dagster/row_count"].value,
+        "seconds": meta["duration_s"].value,
+        "wall_seconds": wall,
+        "rows_quarantined": meta["rows_quarantined"].value,
+        "start_rss_mib": start_rss,
+    }
 
 
 STAGES = {
@@ -266,8 +301,15 @@ def stage(method: str) -> dict:
     if method == "stage_copy":
         with pg_connect() as conn:
             ensure_quarantine(conn)
-            result = bronze.load(conn, SALES, parsed.batches(chunks), asset_key="bench", scope=blob_scope(BLOB_KEY),
-                                 source=source_name(BLOB_KEY), after_copy=parsed.write_quarantine)
+            result = bronze.load(
+                conn,
+                SALES,
+                parsed.batches(chunks),
+                asset_key="bench",
+                scope=blob_scope(BLOB_KEY),
+                source=source_name(BLOB_KEY),
+                after_copy=parsed.write_quarantine,
+            )
         rows = result.rows_loaded
     else:
         stream = parsed.batches(chunks) if method == "stage_encrypt" else parsed.reader.batches(chunks)
@@ -281,9 +323,13 @@ def pandas_to_sql_multi() -> dict:
 
     blobs = storage()
     blob = blobs.version("incoming/" + BLOB_KEY)
-    url = sa.URL.create("postgresql+psycopg2", username=os.environ["DW_PG_USER"],
-                        password=os.environ.get("DW_PG_PASSWORD") or None, database=os.environ["DW_PG_DATABASE"],
-                        query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]})
+    url = sa.URL.create(
+        "postgresql+psycopg2",
+        username=os.environ["DW_PG_USER"],
+        password=os.environ.get("DW_PG_PASSWORD") or None,
+        database=os.environ["DW_PG_DATABASE"],
+        query={"host": os.environ["DW_PG_HOST"], "port": os.environ["DW_PG_PORT"]},
+    )
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("create schema if not exists bench"))
@@ -292,7 +338,9 @@ def pandas_to_sql_multi() -> dict:
     rows = 0
     stream = io.BufferedReader(ChunkReader(blobs.chunks(blob)), buffer_size=1 << 20)
     for df in pd.read_csv(stream, chunksize=100_000):
-        df.to_sql("sales_pandas", engine, schema="bench", if_exists="append", index=False, method="multi", chunksize=1000)
+        df.to_sql(
+            "sales_pandas", engine, schema="bench", if_exists="append", index=False, method="multi", chunksize=1000
+        )
         rows += len(df)
     seconds = time.perf_counter() - t0
     engine.dispose()

@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        result = {"raw_odbc_fetch": raw_odbc_fetch, "sales_data_asset": sales_data_asset,
-                  "access_log_asset": access_log_asset}[args.worker](args.size)
+        result = {
+            "raw_odbc_fetch": raw_odbc_fetch,
+            "sales_data_asset": sales_data_asset,
+            "access_log_asset": access_log_asset,
+        }[args.worker](args.size)
         result.update(method=args.worker, peak_rss_mib=_max_rss_mib())
         print("RESULT " + json.dumps(result))
         return 0
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         for rows in (max(args.rows // 10, 1), args.rows):
             print(f"seeding softcart.sales_data with {rows:,} rows ...", flush=True)
             seed_sales(rows)
-            results += best_of_interleaved(("raw_odbc_fetch", "sales_data_asset"), rows,
-                                           args.repeat if rows == args.rows else 1)
+            results += best_of_interleaved(
+                ("raw_odbc_fetch", "sales_data_asset"), rows, args.repeat if rows == args.rows else 1
+            )
         for lines in (max(args.lines // 10, 1), args.lines):
             results.append(best_of("access_log_asset", lines, args.repeat if lines == args.lines else 1))
     report(results)
@@ -123,54 +127,76 @@ def seed_sales(rows: int) -> None:
                 f.write(f"{product}\t{customer}\t{quantity}\t{price}\t{ts if ts else chr(92) + 'N'}\n")
             f.flush()
             os.chmod(f.name, 0o644)
-            conn.cursor().execute(f"load data infile '{f.name}' into table sales_data "
-                                  "(product_id, customer_id, quantity, price, `timestamp`)")
+            conn.cursor().execute(
+                f"load data infile '{f.name}' into table sales_data "
+                "(product_id, customer_id, quantity, price, `timestamp`)"
+            )
         conn.cursor().execute("analyze table sales_data")
 
 
 def reset_bronze() -> None:
     import psycopg
 
-    with psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user=os.environ["DW_PG_USER"],
-                         password=os.environ["DW_PG_PASSWORD"], dbname=os.environ["DW_PG_DATABASE"],
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ["DW_PG_PORT"],
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        dbname=os.environ["DW_PG_DATABASE"],
+        autocommit=True,
+    ) as conn:
         for table in ("bronze.softcart_sales_data", "bronze.web_access_log", "bronze.web_access_log_quarantine"):
             if conn.execute("select to_regclass(%s)", (table,)).fetchone()[0]:
                 conn.execute(f"truncate {table}")
 
 
 def run_worker(method: str, size: int) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_softcart", "--worker", method, "--size", str(size)],
-                          env=dict(os.environ), cwd=PROJECT_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_softcart", "--worker", method, "--size", str(size)],
+        env=dict(os.environ),
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
         raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def report(results: list[dict]) -> None:
     print()
-    print(f"{'method':<17} {'rows/lines':>11} {'seconds':>8} {'per s':>9} {'wall s':>7} {'peak RSS MiB':>12} {'% ceiling':>9}")
+    print(
+        f"{'method':<17} {'rows/lines':>11} {'seconds':>8} {'per s':>9} {'wall s':>7} {'peak RSS MiB':>12} {'% ceiling':>9}"
+    )
     ceiling: dict[int, float] = {}
     for r in results:
         r["rate"] = r["rows"] / r["seconds"]
         if r["method"] == "raw_odbc_fetch":
             ceiling[r["rows"]] = r["rate"]
         pct = f"{100 * r['rate'] / ceiling[r['rows']]:.0f}%" if r["method"] == "sales_data_asset" else ""
-        print(f"{r['method']:<17} {r['rows']:>11,} {r['seconds']:>8.2f} {r['rate']:>9,.0f} "
-              f"{r.get('wall_seconds', r['seconds']):>7.2f} {r['peak_rss_mib']:>12.0f} {pct:>9}")
+        print(
+            f"{r['method']:<17} {r['rows']:>11,} {r['seconds']:>8.2f} {r['rate']:>9,.0f} "
+            f"{r.get('wall_seconds', r['seconds']):>7.2f} {r['peak_rss_mib']:>12.0f} {pct:>9}"
+        )
     print()
     sales = [r for r in results if r["method"] == "sales_data_asset"]
     logs = [r for r in results if r["method"] == "access_log_asset"]
     for name, runs in (("sales_data_asset", sales), ("access_log_asset", logs)):
-        print(f"peak RSS of {name} grows by {runs[-1]['peak_rss_mib'] - runs[0]['peak_rss_mib']:+.0f} MiB "
-              f"for {runs[-1]['rows'] / runs[0]['rows']:.0f}x the input")
+        print(
+            f"peak RSS of {name} grows by {runs[-1]['peak_rss_mib'] - runs[0]['peak_rss_mib']:+.0f} MiB "
+            f"for {runs[-1]['rows'] / runs[0]['rows']:.0f}x the input"
+        )
     share = sales[-1]["rate"] / ceiling[sales[-1]["rows"]]
-    print(f"sales_data_asset {'REACHES' if share >= SALES_TARGET else 'DOES NOT reach'} >= {SALES_TARGET:.0%} of "
-          f"raw_odbc_fetch at {sales[-1]['rows']:,} rows: {share:.0%}")
-    print(f"access_log_asset {'REACHES' if logs[-1]['rate'] >= LINES_TARGET else 'DOES NOT reach'} "
-          f">= {LINES_TARGET:,} lines/s at {logs[-1]['rows']:,} lines: {logs[-1]['rate']:,.0f} lines/s")
+    print(
+        f"sales_data_asset {'REACHES' if share >= SALES_TARGET else 'DOES NOT reach'} >= {SALES_TARGET:.0%} of "
+        f"raw_odbc_fetch at {sales[-1]['rows']:,} rows: {share:.0%}"
+    )
+    print(
+        f"access_log_asset {'REACHES' if logs[-1]['rate'] >= LINES_TARGET else 'DOES NOT reach'} "
+        f">= {LINES_TARGET:,} lines/s at {logs[-1]['rows']:,} lines: {logs[-1]['rate']:,.0f} lines/s"
+    )
 
 
 # ---------------------------------------------------------------- workers: one method, one process
@@ -187,9 +213,13 @@ def _resources() -> dict:
     from dw_platform.lib.warehouse import PostgresWarehouse
 
     return {
-        "warehouse": PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                                       user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                                       database=os.environ["DW_PG_DATABASE"]),
+        "warehouse": PostgresWarehouse(
+            host=os.environ["DW_PG_HOST"],
+            port=int(os.environ["DW_PG_PORT"]),
+            user=os.environ["DW_PG_USER"],
+            password=os.environ["DW_PG_PASSWORD"],
+            database=os.environ["DW_PG_DATABASE"],
+        ),
         "softcart_source": softcart_source(),
         "softcart_weblogs": weblogs_landing_zone(),
     }
@@ -220,8 +250,12 @@ def sales_data_asset(_size):
     result = dg.materialize([softcart_sales_data], resources=_resources())
     wall = time.perf_counter() - t0
     meta = result.get_asset_materialization_events()[0].materialization.metadata
-    return {"rows": meta["rows_read"].value, "seconds": meta["duration_s"].value, "wall_seconds": wall,
-            "start_rss_mib": start_rss}
+    return {
+        "rows": meta["rows_read"].value,
+        "seconds": meta["duration_s"].value,
+        "wall_seconds": wall,
+        "start_rss_mib": start_rss,
+    }
 
 
 def access_log_asset(lines):
@@ -246,8 +280,12 @@ def access_log_asset(lines):
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     archived = Path(os.environ["DW_SOFTCART_WEBLOGS_DIR"]) / meta["archived_to"].value
     archived.unlink()
-    return {"rows": meta["lines"].value, "seconds": meta["duration_s"].value, "wall_seconds": wall,
-            "start_rss_mib": start_rss}
+    return {
+        "rows": meta["lines"].value,
+        "seconds": meta["duration_s"].value,
+        "wall_seconds": wall,
+        "start_rss_mib": start_rss,
+    }
 
 
 if __name__ == "__main__":

@@ -37,29 +37,50 @@ def parser() -> argparse.ArgumentParser:
     from dw_platform.lib.drop import droppable_domains
 
     top = argparse.ArgumentParser(
-        prog="dw", description=__doc__,
-        epilog="Settings come from the environment or .env (see .env.example); `dw COMMAND -h` explains a command.")
+        prog="dw",
+        description=__doc__,
+        epilog="Settings come from the environment or .env (see .env.example); `dw COMMAND -h` explains a command.",
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("demo", help="seed the sample sources, materialize the whole graph, print a summary",
-                   description="Seed every domain's sample source, run its jobs (Dagster's and dbt's detail goes to "
-                               "a log under .dw/logs/) and print a summary per domain. Embedded default only.")
-    dev = sub.add_parser("dev", help="start the Dagster UI and daemon on the same services",
-                         description="The Dagster webserver, daemon (schedules, sensors, automation) and code server, "
-                                     "on the embedded services or the configured servers. Ctrl-C stops everything.")
+    sub.add_parser(
+        "demo",
+        help="seed the sample sources, materialize the whole graph, print a summary",
+        description="Seed every domain's sample source, run its jobs (Dagster's and dbt's detail goes to "
+        "a log under .dw/logs/) and print a summary per domain. Embedded default only.",
+    )
+    dev = sub.add_parser(
+        "dev",
+        help="start the Dagster UI and daemon on the same services",
+        description="The Dagster webserver, daemon (schedules, sensors, automation) and code server, "
+        "on the embedded services or the configured servers. Ctrl-C stops everything.",
+    )
     dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
-    sql = sub.add_parser("sql", help="open psql on the warehouse (starting the embedded services if needed)",
-                         description="psql connected to the warehouse as the pipeline role. Arguments after `sql` go "
-                                     "to psql, e.g. `dw sql -c 'select count(*) from gold.dim_customer_profile'`.")
-    sql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="PSQL_ARGS",
-                     help="passed on to psql (e.g. -c 'select 1', -f file.sql)")
-    drop = sub.add_parser("drop", help="put a local file into a domain's landing zone",
-                          description="Upload FILE where the domain's sensor or job looks for it (the sales sensor "
-                                      "picks it up on its next tick once switched on).")
+    sql = sub.add_parser(
+        "sql",
+        help="open psql on the warehouse (starting the embedded services if needed)",
+        description="psql connected to the warehouse as the pipeline role. Arguments after `sql` go "
+        "to psql, e.g. `dw sql -c 'select count(*) from gold.dim_customer_profile'`.",
+    )
+    sql.add_argument(
+        "psql_args",
+        nargs=argparse.REMAINDER,
+        metavar="PSQL_ARGS",
+        help="passed on to psql (e.g. -c 'select 1', -f file.sql)",
+    )
+    drop = sub.add_parser(
+        "drop",
+        help="put a local file into a domain's landing zone",
+        description="Upload FILE where the domain's sensor or job looks for it (the sales sensor "
+        "picks it up on its next tick once switched on).",
+    )
     drop.add_argument("domain", choices=droppable_domains(), help="the domain whose landing zone receives the file")
     drop.add_argument("file", type=Path, help="the local file to upload")
-    rotate = sub.add_parser("rotate-keys", help="re-encrypt a domain's sensitive columns under its newest key",
-                            description="Re-encrypt every sensitive value under the first key of "
-                                        "DW_SALES_FERNET_KEYS; the older keys can be removed afterwards.")
+    rotate = sub.add_parser(
+        "rotate-keys",
+        help="re-encrypt a domain's sensitive columns under its newest key",
+        description="Re-encrypt every sensitive value under the first key of "
+        "DW_SALES_FERNET_KEYS; the older keys can be removed afterwards.",
+    )
     rotate.add_argument("domain", choices=["sales"], help="the domain whose sensitive columns are re-encrypted")
     return top
 
@@ -84,9 +105,22 @@ def run(args: argparse.Namespace) -> int:
         # stop together, in order, before the embedded services do. Warnings and errors only: at
         # info the daemon logs two lines per sensor tick (every 30 s) even when there is nothing to do.
         dagster_dev = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(args.port),
-             "--log-level", "warning"],
-            cwd=os.environ["DAGSTER_HOME"], start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(args.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=os.environ["DAGSTER_HOME"],
+            start_new_session=True,
         )
         print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
         try:
@@ -112,29 +146,43 @@ def demo(embedded_in_use: bool) -> int:
     from dw_platform.lib.demo import run_all
 
     if not embedded_in_use:
-        print("dw demo writes sample source data, so it runs only on the embedded default; "
-              "unset DW_PG_HOST (and remove it from .env) to use it.", file=sys.stderr)
+        print(
+            "dw demo writes sample source data, so it runs only on the embedded default; "
+            "unset DW_PG_HOST (and remove it from .env) to use it.",
+            file=sys.stderr,
+        )
         return 2
     log_path = embedded.state_dir() / "logs" / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
     status = run_all(defs(), dg.DagsterInstance.get(), log_path)
     _print_tables()
     print(f"full log (Dagster and dbt output): {log_path}")
-    print("next: `make dev` opens the Dagster UI at http://127.0.0.1:3000 (runs, checks, backfills); "
-          "`.venv/bin/dw sql` opens psql on the warehouse.")
+    print(
+        "next: `make dev` opens the Dagster UI at http://127.0.0.1:3000 (runs, checks, backfills); "
+        "`.venv/bin/dw sql` opens psql on the warehouse."
+    )
     return status
 
 
 def psql(arguments: list[str]) -> int:
     """psql on the warehouse as the pipeline role; the password goes through the environment."""
-    bundled = Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin" / "psql" \
-        if importlib.util.find_spec("pgserver") else None
+    bundled = (
+        Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin" / "psql"
+        if importlib.util.find_spec("pgserver")
+        else None
+    )
     command = str(bundled) if bundled and bundled.exists() else shutil.which("psql")
     if command is None:
         print("psql not found: install PostgreSQL's client (apt-get install postgresql-client)", file=sys.stderr)
         return 2
-    env = {**os.environ, "PGHOST": os.environ["DW_PG_HOST"], "PGPORT": os.environ.get("DW_PG_PORT", "5432"),
-           "PGUSER": os.environ["DW_PG_USER"], "PGPASSWORD": os.environ.get("DW_PG_PASSWORD", ""),
-           "PGDATABASE": os.environ["DW_PG_DATABASE"], "PGSSLMODE": os.environ.get("DW_PG_SSLMODE", "prefer")}
+    env = {
+        **os.environ,
+        "PGHOST": os.environ["DW_PG_HOST"],
+        "PGPORT": os.environ.get("DW_PG_PORT", "5432"),
+        "PGUSER": os.environ["DW_PG_USER"],
+        "PGPASSWORD": os.environ.get("DW_PG_PASSWORD", ""),
+        "PGDATABASE": os.environ["DW_PG_DATABASE"],
+        "PGSSLMODE": os.environ.get("DW_PG_SSLMODE", "prefer"),
+    }
     child = subprocess.Popen([command, *arguments], env=env)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to psql (cancels a query)
     try:
@@ -155,8 +203,10 @@ def rotate_keys(domain: str) -> int:
     cipher = Cipher(keys)
     with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
         counts = rotate(conn, cipher)
-    print(f"{domain}: re-encrypted {counts['rows_rotated']:,} rows and {counts['quarantine_rows_rotated']:,} "
-          f"quarantined lines of {counts['blobs']:,} blobs under the newest key; the old keys can now be removed.")
+    print(
+        f"{domain}: re-encrypted {counts['rows_rotated']:,} rows and {counts['quarantine_rows_rotated']:,} "
+        f"quarantined lines of {counts['blobs']:,} blobs under the newest key; the old keys can now be removed."
+    )
     return 0
 
 

@@ -23,11 +23,12 @@ if ((${#packages[@]})); then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-stamp=".venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+# requirements.lock pins every package to the versions the tests passed with (`make lock` renews it).
+stamp=".venv/.installed-$(cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing Python packages into .venv"
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e ".[dev,bench]"
+  .venv/bin/pip install --quiet -c requirements.lock -e ".[dev,bench]"
   touch "$stamp"
 fi
 

@@ -59,8 +59,13 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",
-        embedded.odbc_connection_string(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), names["source"],
-                                        os.environ["DW_PG_USER"], os.environ["DW_PG_PASSWORD"]),
+        embedded.odbc_connection_string(
+            os.environ["DW_PG_HOST"],
+            int(os.environ["DW_PG_PORT"]),
+            names["source"],
+            os.environ["DW_PG_USER"],
+            os.environ["DW_PG_PASSWORD"],
+        ),
     )
     yield names
     with embedded.admin_connection("postgres") as conn:  # the warehouse is replaced by the next test
@@ -86,9 +91,13 @@ def warehouse_resource(databases):
     """The warehouse resource on this test's warehouse, for calling assets and checks directly."""
     from dw_platform.lib.warehouse import PostgresWarehouse
 
-    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                             database=os.environ["DW_PG_DATABASE"])
+    return PostgresWarehouse(
+        host=os.environ["DW_PG_HOST"],
+        port=int(os.environ["DW_PG_PORT"]),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        database=os.environ["DW_PG_DATABASE"],
+    )
 
 
 @pytest.fixture
@@ -142,8 +151,9 @@ def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psy
         conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
         for _ in range(50):  # a terminated backend lets go of its slot a moment later
             try:
-                conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s",
-                             (name,))
+                conn.execute(
+                    "select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = %s", (name,)
+                )
                 break
             except psycopg.errors.ObjectInUse:
                 time.sleep(0.1)
@@ -172,8 +182,11 @@ def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None
     assert discovered.success
     keys = instance.get_dynamic_partitions("replication_source_app_tables")
     return defs.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config or {},
-        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config or {},
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -237,9 +250,22 @@ def dagster_dev(databases, tmp_path, monkeypatch):
         port = probe.getsockname()[1]
     log = open(tmp_path / "dagster_dev.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(embedded.PROJECT_ROOT / "workspace.yaml"),
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=os.environ["DAGSTER_HOME"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(embedded.PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=os.environ["DAGSTER_HOME"],
+        env=dict(os.environ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     client = DagsterGraphQLClient("127.0.0.1", port_number=port)
@@ -251,7 +277,9 @@ def dagster_dev(databases, tmp_path, monkeypatch):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 log.close()
-                raise RuntimeError(f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}"
+                ) from None
             time.sleep(0.5)
     instance = dg.DagsterInstance.get()
     try:
@@ -332,8 +360,12 @@ class Emulator:
         """Storage settings for this emulator, with the SDK's retries cut to one (after 3 s) so an
         outage outlasts them in seconds rather than a minute, and small chunks so a file is read in
         many requests."""
-        return {"connection_string": azurite_connection_string(self.port), "retries": 1, "retry_backoff_s": 0,
-                "max_chunk_bytes": 64 * 1024}
+        return {
+            "connection_string": azurite_connection_string(self.port),
+            "retries": 1,
+            "retry_backoff_s": 0,
+            "max_chunk_bytes": 64 * 1024,
+        }
 
     def storage(self, container: str) -> BlobStorage:
         storage = BlobStorage(container=container, **self.settings())

@@ -9,7 +9,7 @@ from dw_platform.lib.landing import gunzip_chunks, gzip_chunks
 
 
 def parsed(data: bytes, chunk: int = 1 << 20) -> list:
-    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
     return [row for batch in parse(chunks) for row in batch]
 
 
@@ -17,25 +17,45 @@ def fields(row: tuple) -> dict:
     return dict(zip(("line_number", *FIELDS), row))
 
 
-COMBINED = b'203.0.113.7 - - [10/Oct/2026:13:55:36 -0700] "GET /apache_pb.gif?a=1 HTTP/1.1" 200 2326 ' \
-           b'"http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)"\n'
+COMBINED = (
+    b'203.0.113.7 - - [10/Oct/2026:13:55:36 -0700] "GET /apache_pb.gif?a=1 HTTP/1.1" 200 2326 '
+    b'"http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)"\n'
+)
 
 
 def test_a_combined_log_format_line_keeps_every_field_as_written():
     assert fields(parsed(COMBINED)[0]) == {
-        "line_number": 1, "client_ip": "203.0.113.7", "identity": "-", "remote_user": "-",
-        "time_local": "10/Oct/2026:13:55:36 -0700", "request": "GET /apache_pb.gif?a=1 HTTP/1.1", "method": "GET",
-        "path": "/apache_pb.gif?a=1", "protocol": "HTTP/1.1", "status": "200", "bytes_sent": "2326",
-        "referrer": "http://www.example.com/start.html", "user_agent": "Mozilla/4.08 [en] (Win98; I ;Nav)",
+        "line_number": 1,
+        "client_ip": "203.0.113.7",
+        "identity": "-",
+        "remote_user": "-",
+        "time_local": "10/Oct/2026:13:55:36 -0700",
+        "request": "GET /apache_pb.gif?a=1 HTTP/1.1",
+        "method": "GET",
+        "path": "/apache_pb.gif?a=1",
+        "protocol": "HTTP/1.1",
+        "status": "200",
+        "bytes_sent": "2326",
+        "referrer": "http://www.example.com/start.html",
+        "user_agent": "Mozilla/4.08 [en] (Win98; I ;Nav)",
     }
 
 
 def test_a_common_log_format_line_has_no_referrer_or_user_agent():
-    row = fields(parsed(b'127.0.0.1 user-identifier frank [10/Oct/2000:13:55:36 +0000] "GET /a.gif HTTP/1.0" 200 2326\n')[0])
-    assert (row["identity"], row["remote_user"], row["referrer"], row["user_agent"]) == ("user-identifier", "frank", None, None)
+    row = fields(
+        parsed(b'127.0.0.1 user-identifier frank [10/Oct/2000:13:55:36 +0000] "GET /a.gif HTTP/1.0" 200 2326\n')[0]
+    )
+    assert (row["identity"], row["remote_user"], row["referrer"], row["user_agent"]) == (
+        "user-identifier",
+        "frank",
+        None,
+        None,
+    )
 
 
-@pytest.mark.parametrize("ip", ["2001:db8::1", "::1", "2001:db8:85a3::8a2e:370:7334", "::ffff:192.0.2.128", "fe80::1%eth0"])
+@pytest.mark.parametrize(
+    "ip", ["2001:db8::1", "::1", "2001:db8:85a3::8a2e:370:7334", "::ffff:192.0.2.128", "fe80::1%eth0"]
+)
 def test_ipv6_clients_parse(ip):
     line = f'{ip} - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/2.0" 200 5 "-" "curl/8.4.0"\n'.encode()
     assert fields(parsed(line)[0])["client_ip"] == ip
@@ -52,14 +72,17 @@ def test_dashes_for_missing_size_user_and_referrer_are_kept():
     assert (row["bytes_sent"], row["remote_user"], row["referrer"], row["user_agent"]) == ("-", "-", "-", "-")
 
 
-@pytest.mark.parametrize("request_line, split", [
-    ("-", (None, None, None)),  # connection closed before a request (408)
-    ("\\x16\\x03\\x01\\x00\\xa5\\x01\\x00", (None, None, None)),  # a TLS handshake on the HTTP port, escaped
-    ("GET /../../etc/passwd", ("GET", "/../../etc/passwd", None)),  # HTTP/0.9, no protocol
-    ("GET /a b HTTP/1.1", ("GET", "/a b", "HTTP/1.1")),  # an unescaped space in the target
-    ('GET /q?\\"x\\" HTTP/1.1', ("GET", '/q?\\"x\\"', "HTTP/1.1")),
-    ("PRI * HTTP/2.0", ("PRI", "*", "HTTP/2.0")),
-])
+@pytest.mark.parametrize(
+    "request_line, split",
+    [
+        ("-", (None, None, None)),  # connection closed before a request (408)
+        ("\\x16\\x03\\x01\\x00\\xa5\\x01\\x00", (None, None, None)),  # a TLS handshake on the HTTP port, escaped
+        ("GET /../../etc/passwd", ("GET", "/../../etc/passwd", None)),  # HTTP/0.9, no protocol
+        ("GET /a b HTTP/1.1", ("GET", "/a b", "HTTP/1.1")),  # an unescaped space in the target
+        ('GET /q?\\"x\\" HTTP/1.1', ("GET", '/q?\\"x\\"', "HTTP/1.1")),
+        ("PRI * HTTP/2.0", ("PRI", "*", "HTTP/2.0")),
+    ],
+)
 def test_request_lines_that_are_not_plain_http_still_load(request_line, split):
     line = f'198.51.100.9 - - [23/Nov/2026:10:15:33 +0000] "{request_line}" 400 226 "-" "-"\n'.encode()
     row = fields(parsed(line)[0])
@@ -68,8 +91,10 @@ def test_request_lines_that_are_not_plain_http_still_load(request_line, split):
 
 
 def test_escaped_quotes_inside_the_user_agent_and_referrer_are_kept_as_written():
-    line = b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "http://x/?q=\\"a\\"" ' \
-           b'"Mozilla/5.0 \\"Edge\\" 120 \\\\ back"\n'
+    line = (
+        b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET / HTTP/1.1" 200 1 "http://x/?q=\\"a\\"" '
+        b'"Mozilla/5.0 \\"Edge\\" 120 \\\\ back"\n'
+    )
     row = fields(parsed(line)[0])
     assert row["referrer"] == 'http://x/?q=\\"a\\"'
     assert row["user_agent"] == 'Mozilla/5.0 \\"Edge\\" 120 \\\\ back'
@@ -84,21 +109,40 @@ def test_crlf_line_ends_a_missing_final_newline_and_lines_split_across_chunks_pa
     assert count_lines([data]) == 4
 
 
-@pytest.mark.parametrize("line, reason", [
-    (b"this is not a log line", "not an access log line: no [timestamp]"),
-    (b'192.0.2.5 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200', "no three-digit status followed by a size"),
-    (b'192.0.2.6 - - [31/Foo/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12', "timestamp '31/Foo/2026:10:16:00 +0000' is not a date and time"),
-    (b'192.0.2.6 - - [31/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12', "timestamp '31/Nov/2026:10:16:00 +0000' is not a date and time"),
-    (b'192.0.2.6 - - [30/Nov/2026:25:16:00 +0000] "GET / HTTP/1.1" 200 12', "timestamp '30/Nov/2026:25:16:00 +0000' is not a date and time"),
-    (b'192.0.2.6 - - [30/Nov/2026:10:16:00 +00:00] "GET / HTTP/1.1" 200 12',
-     "the timestamp is not [dd/Mon/yyyy:HH:MM:SS +zzzz] after client, identity and user"),
-    (b'192.0.2.7 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1 200 12', "the request is not a quoted string"),
-    (b'192.0.2.7 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12 "-" "ua" extra',
-     "unexpected text after the size (neither Common nor Combined Log Format)"),
-    (b"", "empty line"),
-    (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xff HTTP/1.1" 200 1', "not UTF-8 (byte 50)"),
-    (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\x00 HTTP/1.1" 200 1', "NUL byte in the line"),
-])
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        (b"this is not a log line", "not an access log line: no [timestamp]"),
+        (
+            b'192.0.2.5 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200',
+            "no three-digit status followed by a size",
+        ),
+        (
+            b'192.0.2.6 - - [31/Foo/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12',
+            "timestamp '31/Foo/2026:10:16:00 +0000' is not a date and time",
+        ),
+        (
+            b'192.0.2.6 - - [31/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12',
+            "timestamp '31/Nov/2026:10:16:00 +0000' is not a date and time",
+        ),
+        (
+            b'192.0.2.6 - - [30/Nov/2026:25:16:00 +0000] "GET / HTTP/1.1" 200 12',
+            "timestamp '30/Nov/2026:25:16:00 +0000' is not a date and time",
+        ),
+        (
+            b'192.0.2.6 - - [30/Nov/2026:10:16:00 +00:00] "GET / HTTP/1.1" 200 12',
+            "the timestamp is not [dd/Mon/yyyy:HH:MM:SS +zzzz] after client, identity and user",
+        ),
+        (b'192.0.2.7 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1 200 12', "the request is not a quoted string"),
+        (
+            b'192.0.2.7 - - [23/Nov/2026:10:16:00 +0000] "GET / HTTP/1.1" 200 12 "-" "ua" extra',
+            "unexpected text after the size (neither Common nor Combined Log Format)",
+        ),
+        (b"", "empty line"),
+        (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xff HTTP/1.1" 200 1', "not UTF-8 (byte 50)"),
+        (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\x00 HTTP/1.1" 200 1', "NUL byte in the line"),
+    ],
+)
 def test_lines_that_do_not_parse_come_back_with_their_number_and_reason(line, reason):
     data = COMBINED + line + b"\n" + COMBINED
     rows = parsed(data)
@@ -113,9 +157,9 @@ def test_an_empty_file_has_no_lines():
 
 def test_gzip_chunks_round_trip_and_are_a_real_gzip_file():
     data = COMBINED * 5000
-    packed = b"".join(gzip_chunks([data[i:i + 1000] for i in range(0, len(data), 1000)]))
+    packed = b"".join(gzip_chunks([data[i : i + 1000] for i in range(0, len(data), 1000)]))
     assert gzip.decompress(packed) == data
-    assert b"".join(gunzip_chunks([packed[i:i + 77] for i in range(0, len(packed), 77)])) == data
+    assert b"".join(gunzip_chunks([packed[i : i + 77] for i in range(0, len(packed), 77)])) == data
     with pytest.raises(ValueError, match="truncated"):
         b"".join(gunzip_chunks([packed[:-20]]))
 

@@ -20,8 +20,11 @@ def failure_context(instance, resources):
     result = doomed.execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
     return dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
-        dagster_event=result.get_run_failure_event(), resources=resources,
+        sensor_name="run_failure_alert",
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(),
+        resources=resources,
     ).for_run_failure()
 
 

@@ -5,14 +5,19 @@ import dagster as dg
 
 BRONZE = dg.AssetKey(["bronze", "customer_profile_raw"])
 SILVER = dg.AssetKey(["silver", "customer_profile_standardized"])
-GOLD = [dg.AssetKey(["gold", name]) for name in
-        ("dim_customer_profile", "fact_customer_profile_audit", "bridge_customer_contact_channel")]
+GOLD = [
+    dg.AssetKey(["gold", name])
+    for name in ("dim_customer_profile", "fact_customer_profile_audit", "bridge_customer_contact_channel")
+]
 SEEDS = [dg.AssetKey(["silver", name]) for name in ("country_aliases", "country_dial_codes")]  # silver reads them
 
 
 def requested(result) -> dict[str, set]:
-    return {r.key.to_user_string(): set(result.get_requested_partitions(r.key))
-            for r in result.results if r.true_subset.size}
+    return {
+        r.key.to_user_string(): set(result.get_requested_partitions(r.key))
+        for r in result.results
+        if r.true_subset.size
+    }
 
 
 def materialized(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None) -> None:

@@ -11,8 +11,12 @@ from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
 from dw_platform.lib.warehouse import server_connection
 
-TABLE = BronzeTable("bronze", "orders", (Column("order_id", "integer"), Column("amount", "integer"),
-                                         Column("ordered_at", "timestamp")), index_columns=("ordered_at",))
+TABLE = BronzeTable(
+    "bronze",
+    "orders",
+    (Column("order_id", "integer"), Column("amount", "integer"), Column("ordered_at", "timestamp")),
+    index_columns=("ordered_at",),
+)
 DAY = datetime(2026, 11, 10, tzinfo=timezone.utc)
 SCOPE = LoadScope.time_window(["2026-11-10"], "ordered_at", DAY, DAY.replace(day=11))
 
@@ -71,21 +75,28 @@ def test_two_loads_of_one_partition_take_turns_and_the_last_one_wins(warehouse, 
 
 
 def test_arrow_batches_load_whole_with_nulls_empty_strings_and_every_supported_type(warehouse):
-    import pyarrow as pa
     from datetime import date
 
-    table = BronzeTable("bronze", "arrow_batches", (Column("note", "text"), Column("line", "bigint"),
-                                                    Column("small", "integer"), Column("day", "date")))
-    scope = LoadScope(("all",), bronze.sql.SQL("true"))
-    batch = pa.RecordBatch.from_pydict({
-        "note": pa.array(["", None, "a\r\nb \u00a0é", '"quoted", \\. \t'], pa.string()),
-        "line": pa.array([1, None, 3, -(2**62)], pa.int64()),
-        "small": pa.array([7, 8, None, -9], pa.int32()),
-        "day": pa.array([date(2026, 11, 20), None, date(1969, 12, 31), date(2000, 1, 1)], pa.date32()),
-    })
+    import pyarrow as pa
 
-    result = bronze.load(warehouse, table, [batch, batch.slice(1, 2)], asset_key="bronze/arrow_batches", scope=scope,
-                         source="test")
+    table = BronzeTable(
+        "bronze",
+        "arrow_batches",
+        (Column("note", "text"), Column("line", "bigint"), Column("small", "integer"), Column("day", "date")),
+    )
+    scope = LoadScope(("all",), bronze.sql.SQL("true"))
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "note": pa.array(["", None, "a\r\nb \u00a0é", '"quoted", \\. \t'], pa.string()),
+            "line": pa.array([1, None, 3, -(2**62)], pa.int64()),
+            "small": pa.array([7, 8, None, -9], pa.int32()),
+            "day": pa.array([date(2026, 11, 20), None, date(1969, 12, 31), date(2000, 1, 1)], pa.date32()),
+        }
+    )
+
+    result = bronze.load(
+        warehouse, table, [batch, batch.slice(1, 2)], asset_key="bronze/arrow_batches", scope=scope, source="test"
+    )
 
     assert result.rows_loaded == 6
     rows = warehouse.execute("select note, line, small, day, _bronze_source_file from bronze.arrow_batches").fetchall()
@@ -101,32 +112,65 @@ def test_arrow_decimals_and_timestamps_load_exactly_with_nulls_and_slices(wareho
 
     import pyarrow as pa
 
-    columns = (Column("id", "bigint"), Column("price", "numeric"), Column("rate", "numeric"),
-               Column("whole", "numeric"), Column("seen", "timestamp"), Column("at", "timestamptz"))
-    table = BronzeTable("bronze", f"arrow_numbers_{int(with_text)}",
-                        columns + ((Column("note", "text"),) if with_text else ()), append_key="id")
-    batch = pa.RecordBatch.from_pydict({
-        "id": pa.array([1, 2, 3, 4, 5], pa.int64()),
-        "price": pa.array([Decimal("-12345678.99"), Decimal("0.00"), None, Decimal("0.01"), Decimal("99999999.99")],
-                          pa.decimal128(10, 2)),
-        "rate": pa.array([Decimal("99999999999999.9999"), Decimal("-0.0001"), Decimal("1.5"), None, Decimal("0")],
-                         pa.decimal128(18, 4)),
-        "whole": pa.array([Decimal(-99999), Decimal(10000), Decimal(7), Decimal(0), None], pa.decimal128(5, 0)),
-        "seen": pa.array([datetime(1999, 12, 31, 23, 59, 59, 999999), None, datetime(1970, 1, 1, 0, 0, 0, 1),
-                          datetime(2000, 1, 1), datetime(1900, 3, 1, 12)], pa.timestamp("us")),
-        "at": pa.array([DAY, DAY + timedelta(microseconds=5), None, DAY - timedelta(days=40000), DAY],
-                       pa.timestamp("us", "UTC")),
-        **({"note": pa.array(["a", None, "", "é", "z"])} if with_text else {}),
-    })
+    columns = (
+        Column("id", "bigint"),
+        Column("price", "numeric"),
+        Column("rate", "numeric"),
+        Column("whole", "numeric"),
+        Column("seen", "timestamp"),
+        Column("at", "timestamptz"),
+    )
+    table = BronzeTable(
+        "bronze",
+        f"arrow_numbers_{int(with_text)}",
+        columns + ((Column("note", "text"),) if with_text else ()),
+        append_key="id",
+    )
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+            "price": pa.array(
+                [Decimal("-12345678.99"), Decimal("0.00"), None, Decimal("0.01"), Decimal("99999999.99")],
+                pa.decimal128(10, 2),
+            ),
+            "rate": pa.array(
+                [Decimal("99999999999999.9999"), Decimal("-0.0001"), Decimal("1.5"), None, Decimal("0")],
+                pa.decimal128(18, 4),
+            ),
+            "whole": pa.array([Decimal(-99999), Decimal(10000), Decimal(7), Decimal(0), None], pa.decimal128(5, 0)),
+            "seen": pa.array(
+                [
+                    datetime(1999, 12, 31, 23, 59, 59, 999999),
+                    None,
+                    datetime(1970, 1, 1, 0, 0, 0, 1),
+                    datetime(2000, 1, 1),
+                    datetime(1900, 3, 1, 12),
+                ],
+                pa.timestamp("us"),
+            ),
+            "at": pa.array(
+                [DAY, DAY + timedelta(microseconds=5), None, DAY - timedelta(days=40000), DAY],
+                pa.timestamp("us", "UTC"),
+            ),
+            **({"note": pa.array(["a", None, "", "é", "z"])} if with_text else {}),
+        }
+    )
     scope = LoadScope(("all",), bronze.sql.SQL("true"))
 
-    result = bronze.load(warehouse, table, [batch.slice(0, 2), batch.slice(2)], asset_key="bronze/arrow_numbers",
-                         scope=scope, source="test")
+    result = bronze.load(
+        warehouse,
+        table,
+        [batch.slice(0, 2), batch.slice(2)],
+        asset_key="bronze/arrow_numbers",
+        scope=scope,
+        source="test",
+    )
 
     assert result.rows_loaded == 5
     names = ", ".join(c.name for c in table.columns)
     assert warehouse.execute(f"select {names} from {table.qualified_name} order by id").fetchall() == [
-        tuple(r.values()) for r in batch.to_pylist()]
+        tuple(r.values()) for r in batch.to_pylist()
+    ]
 
 
 def test_an_append_key_load_of_a_key_bronze_holds_fails_and_commits_nothing(warehouse):
@@ -143,6 +187,11 @@ def test_an_append_key_load_of_a_key_bronze_holds_fails_and_commits_nothing(ware
     with pytest.raises(dg.Failure, match="duplicate key value"):
         load_ids([6, 3])
     assert [r[0] for r in warehouse.execute("select id from bronze.appended order by id")] == [1, 2, 3, 4, 5]
-    assert warehouse.execute("select rows_loaded, first_id, last_id, status from bronze.batch_ledger"
-                             " order by started_at").fetchall() == [
-        (3, 1, 3, "succeeded"), (0, None, None, "succeeded"), (2, 4, 5, "succeeded"), (0, None, None, "failed")]
+    assert warehouse.execute(
+        "select rows_loaded, first_id, last_id, status from bronze.batch_ledger order by started_at"
+    ).fetchall() == [
+        (3, 1, 3, "succeeded"),
+        (0, None, None, "succeeded"),
+        (2, 4, 5, "succeeded"),
+        (0, None, None, "failed"),
+    ]

@@ -13,8 +13,14 @@ from dw_platform.lib import embedded
 
 
 def dw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dw_platform.cli", *args], capture_output=True, text=True,
-                          env=env or dict(os.environ), timeout=300, cwd=embedded.PROJECT_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "dw_platform.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env or dict(os.environ),
+        timeout=300,
+        cwd=embedded.PROJECT_ROOT,
+    )
 
 
 def test_every_command_and_option_has_help_text():

@@ -15,7 +15,7 @@ TEXT = CsvSchema("t.t", "t.q", (ColumnSpec("a", "a", required=True), ColumnSpec(
 
 def chunked(data: bytes, size: int):
     """Small chunks, so records, quotes, CRLF pairs and multi-byte characters straddle chunk borders."""
-    return (data[i:i + size] for i in range(0, len(data), size))
+    return (data[i : i + size] for i in range(0, len(data), size))
 
 
 def read(data: bytes, schema: CsvSchema = TEXT, size: int = 7):
@@ -31,13 +31,19 @@ def read(data: bytes, schema: CsvSchema = TEXT, size: int = 7):
 
 @pytest.mark.parametrize("size", [1, 3, 7, 1 << 20])
 def test_quoted_delimiters_doubled_quotes_and_line_breaks_inside_quotes_land_byte_for_byte(size):
-    data = (b'a,b,c\r\n1,"x, y","he said ""hi"""\r\n2,"two\r\nlines",z\r\n3,"lf\nonly","cr\ronly"\r\n'
-            b'4,,\r\n5," pad ","\xc2\xa0nbsp\ttab "\r\n')
+    data = (
+        b'a,b,c\r\n1,"x, y","he said ""hi"""\r\n2,"two\r\nlines",z\r\n3,"lf\nonly","cr\ronly"\r\n'
+        b'4,,\r\n5," pad ","\xc2\xa0nbsp\ttab "\r\n'
+    )
     rows, rejected = read(data, size=size)
     assert rejected == []
     assert [(r["source_line"], r["a"], r["b"], r["c"]) for r in rows] == [
-        (2, "1", "x, y", 'he said "hi"'), (3, "2", "two\r\nlines", "z"), (5, "3", "lf\nonly", "cr\ronly"),
-        (8, "4", "", ""), (9, "5", " pad ", "\u00a0nbsp\ttab ")]
+        (2, "1", "x, y", 'he said "hi"'),
+        (3, "2", "two\r\nlines", "z"),
+        (5, "3", "lf\nonly", "cr\ronly"),
+        (8, "4", "", ""),
+        (9, "5", " pad ", "\u00a0nbsp\ttab "),
+    ]
 
 
 def test_old_mac_files_with_cr_line_ends_parse():
@@ -46,7 +52,7 @@ def test_old_mac_files_with_cr_line_ends_parse():
 
 
 def test_a_bom_is_dropped_blank_lines_are_skipped_and_lines_count_physical_lines():
-    rows, _ = read("\ufeffa,b,c\n\n1,é,日本\n\r\n2,\"x\ny\",z".encode(), size=1)
+    rows, _ = read('\ufeffa,b,c\n\n1,é,日本\n\r\n2,"x\ny",z'.encode(), size=1)
     assert [(r["source_line"], r["a"], r["b"], r["c"]) for r in rows] == [(3, "1", "é", "日本"), (5, "2", "x\ny", "z")]
 
 
@@ -112,7 +118,10 @@ def test_bytes_that_are_not_utf8_or_a_nul_quarantine_their_record_only():
 def test_a_record_with_the_wrong_number_of_fields_is_quarantined():
     rows, rejected = read(b"a,b,c\n1,2\n2,x,y\n3,4,5,6\n")
     assert [r["a"] for r in rows] == ["2"]
-    assert [(r.line, r.reason) for r in rejected] == [(2, "expected 3 fields, found 2"), (4, "expected 3 fields, found 4")]
+    assert [(r.line, r.reason) for r in rejected] == [
+        (2, "expected 3 fields, found 2"),
+        (4, "expected 3 fields, found 4"),
+    ]
 
 
 def test_gzip_files_are_read_directly_even_in_several_members():
@@ -123,11 +132,14 @@ def test_gzip_files_are_read_directly_even_in_several_members():
         read(gzip.compress(b"a,b,c\n1,x,y\n")[:-12])
 
 
-@pytest.mark.parametrize(("data", "what"), [
-    ("a,b,c\n1,x,y\n".encode("utf-16"), "UTF-16 text \\(it starts with a UTF-16 byte-order mark\\)"),
-    ("a,b,c\n1,x,y\n".encode("utf-16-le"), "looks like UTF-16 text without a byte-order mark"),
-    (b"PK\x03\x04rest-of-a-zip", "a ZIP archive"),
-])
+@pytest.mark.parametrize(
+    ("data", "what"),
+    [
+        ("a,b,c\n1,x,y\n".encode("utf-16"), "UTF-16 text \\(it starts with a UTF-16 byte-order mark\\)"),
+        ("a,b,c\n1,x,y\n".encode("utf-16-le"), "looks like UTF-16 text without a byte-order mark"),
+        (b"PK\x03\x04rest-of-a-zip", "a ZIP archive"),
+    ],
+)
 def test_a_file_that_is_not_csv_text_says_what_it_looks_like(data, what):
     with pytest.raises(CsvFormatError, match=what):
         read(data)
@@ -148,30 +160,50 @@ def test_the_header_matches_names_loosely_ignores_extra_and_repeated_columns_but
 
 
 def test_values_land_byte_for_byte_unless_a_rule_is_declared_for_the_column():
-    schema = CsvSchema("t.t", "t.q", (
-        ColumnSpec("plain", "plain"),
-        ColumnSpec("trimmed", "trimmed", trim=True),
-        ColumnSpec("collapsed", "collapsed", collapse_whitespace=True, trim=True),
-        ColumnSpec("lower", "lower", case="lower"),
-        ColumnSpec("nulled", "nulled", missing_to_null=True),
-    ), missing=("", "N/A"))
+    schema = CsvSchema(
+        "t.t",
+        "t.q",
+        (
+            ColumnSpec("plain", "plain"),
+            ColumnSpec("trimmed", "trimmed", trim=True),
+            ColumnSpec("collapsed", "collapsed", collapse_whitespace=True, trim=True),
+            ColumnSpec("lower", "lower", case="lower"),
+            ColumnSpec("nulled", "nulled", missing_to_null=True),
+        ),
+        missing=("", "N/A"),
+    )
     data = 'plain,trimmed,collapsed,lower,nulled\n" A\u00a0b\t",\u00a0 A b ," A \t\r\n\u00a0 b ",ÀB, N/A \n'.encode()
     rows, _ = read(data, schema)
-    assert rows == [{"plain": " A\u00a0b\t", "trimmed": "A b", "collapsed": "A b", "lower": "àb", "nulled": None,
-                     "source_line": 2}]
+    assert rows == [
+        {"plain": " A\u00a0b\t", "trimmed": "A b", "collapsed": "A b", "lower": "àb", "nulled": None, "source_line": 2}
+    ]
 
 
 def test_types_are_checked_not_applied_and_every_problem_of_a_row_is_named_without_sensitive_values():
-    data = HEADER + (b"\n 42 , 2026-11-20 , Ann@Example.COM ,Ann   Lee,Widget,N/A,eu, 3 , 2.50 ,\n"
-                     b",2026-02-30,x@y,Ann,W,,EU,three,-1,EUR\n"
-                     b"7,2024-02-29,,,W,,EU,+1,1e2,\n")
+    data = HEADER + (
+        b"\n 42 , 2026-11-20 , Ann@Example.COM ,Ann   Lee,Widget,N/A,eu, 3 , 2.50 ,\n"
+        b",2026-02-30,x@y,Ann,W,,EU,three,-1,EUR\n"
+        b"7,2024-02-29,,,W,,EU,+1,1e2,\n"
+    )
     rows, rejected = read(data, SCHEMA)
-    assert rows[0] == {"order_id": " 42 ", "order_date": " 2026-11-20 ", "customer_email": "ann@example.com",
-                       "customer_name": "Ann   Lee", "product": "Widget", "category": "N/A", "region": "eu",
-                       "quantity": " 3 ", "unit_price": " 2.50 ", "currency": "", "source_line": 2}
+    assert rows[0] == {
+        "order_id": " 42 ",
+        "order_date": " 2026-11-20 ",
+        "customer_email": "ann@example.com",
+        "customer_name": "Ann   Lee",
+        "product": "Widget",
+        "category": "N/A",
+        "region": "eu",
+        "quantity": " 3 ",
+        "unit_price": " 2.50 ",
+        "currency": "",
+        "source_line": 2,
+    }
     assert rows[1]["customer_email"] is None and rows[1]["unit_price"] == "1e2"
-    assert rejected[0].reason == ("order_id: missing required value; order_date: '2026-02-30' is not a date "
-                                  "(YYYY-MM-DD); quantity: 'three' is not an integer; unit_price: -1 is below the minimum 0")
+    assert rejected[0].reason == (
+        "order_id: missing required value; order_date: '2026-02-30' is not a date "
+        "(YYYY-MM-DD); quantity: 'three' is not an integer; unit_price: -1 is below the minimum 0"
+    )
     assert "x@y" not in rejected[0].reason
 
 

@@ -19,10 +19,20 @@ COLUMNS = ", ".join(customer_sample.COLUMNS)
 
 def add_customer(source, customer_id, modified: datetime, email="ann@example.com", loyalty_tier="gold", **other):
     row = {
-        "customer_id": customer_id, "first_name": " ann ", "last_name": "LEE", "email": email,
-        "phone": "(555) 123-4567", "country": "usa", "city": "austin", "date_of_birth": date(1990, 5, 1),
-        "customer_segment": "Retail", "loyalty_tier": loyalty_tier, "marketing_opt_in": True,
-        "created_ts": datetime(2024, 1, 1), "last_modified_ts": modified, **other,
+        "customer_id": customer_id,
+        "first_name": " ann ",
+        "last_name": "LEE",
+        "email": email,
+        "phone": "(555) 123-4567",
+        "country": "usa",
+        "city": "austin",
+        "date_of_birth": date(1990, 5, 1),
+        "customer_segment": "Retail",
+        "loyalty_tier": loyalty_tier,
+        "marketing_opt_in": True,
+        "created_ts": datetime(2024, 1, 1),
+        "last_modified_ts": modified,
+        **other,
     }
     source.execute(
         f"insert into dbo.customer_profile ({COLUMNS}) values ({', '.join(['%s'] * len(row))})",
@@ -47,14 +57,20 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 
 
 def metadata_of(result: dg.ExecuteInProcessResult, asset: str, partition: str | None = None) -> dict:
-    return next(m.metadata for e in result.get_asset_materialization_events()
-                for m in [e.event_specific_data.materialization]
-                if m.asset_key.to_user_string() == asset and m.partition == partition)
+    return next(
+        m.metadata
+        for e in result.get_asset_materialization_events()
+        for m in [e.event_specific_data.materialization]
+        if m.asset_key.to_user_string() == asset and m.partition == partition
+    )
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
-    return {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
-            for m in [m.event_specific_data.materialization]}
+    return {
+        m.asset_key.to_user_string()
+        for m in result.get_asset_materialization_events()
+        for m in [m.event_specific_data.materialization]
+    }
 
 
 def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_watermark(definitions, crm, warehouse):
@@ -73,13 +89,14 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
         " from bronze.batch_ledger"
     ).fetchall()
     assert ledger == [(rows[0][1], "2026-11-10", 3, "succeeded", DAY1, DAY2)]
-    watermark = warehouse.execute(
-        "select last_watermark_ts, records_extracted from bronze.etl_watermarks"
-    ).fetchone()
+    watermark = warehouse.execute("select last_watermark_ts, records_extracted from bronze.etl_watermarks").fetchone()
     assert watermark == (datetime(2026, 11, 10, 11), 3)
     assert all(check_results(result).values()), check_results(result)
-    assert {"bronze/customer_profile_raw", "silver/customer_profile_standardized",
-            "gold/dim_customer_profile"} <= materialized(result)
+    assert {
+        "bronze/customer_profile_raw",
+        "silver/customer_profile_standardized",
+        "gold/dim_customer_profile",
+    } <= materialized(result)
 
     # dbt models report their row count, typed columns and column-level lineage after the build.
     dim = metadata_of(result, "gold/dim_customer_profile")
@@ -88,7 +105,8 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
     assert columns["valid_from"].startswith("timestamp") and columns["customer_id"] == "integer"
     email_from = dim["dagster/column_lineage"].value.deps_by_column["email"]
     assert (dg.AssetKey(["silver", "customer_profile_standardized"]), "email") in {
-        (dep.asset_key, dep.column_name) for dep in email_from}
+        (dep.asset_key, dep.column_name) for dep in email_from
+    }
 
 
 def test_rematerializing_a_partition_adds_nothing_it_already_holds(definitions, crm, warehouse):
@@ -108,8 +126,10 @@ def test_rematerializing_a_partition_adds_nothing_it_already_holds(definitions, 
 
 def test_re_runs_and_backfills_keep_every_version_and_late_rows_still_arrive(definitions, crm, warehouse):
     assert run_job(definitions, DAY1).success
-    crm.execute("update dbo.customer_profile set email = 'new@example.com', last_modified_ts = '2026-11-12 09:00'"
-                " where customer_id = 2")
+    crm.execute(
+        "update dbo.customer_profile set email = 'new@example.com', last_modified_ts = '2026-11-12 09:00'"
+        " where customer_id = 2"
+    )
     assert run_job(definitions, DAY3).success
     # Day 1 no longer holds customer 2 in the source: re-running it, alone or in a backfill, must
     # not lose the day-1 version.
@@ -118,7 +138,8 @@ def test_re_runs_and_backfills_keep_every_version_and_late_rows_still_arrive(def
 
     def versions(table, ts_column):
         return warehouse.execute(
-            f"select email, {ts_column} from {table} where customer_id = 2 order by {ts_column}").fetchall()
+            f"select email, {ts_column} from {table} where customer_id = 2 order by {ts_column}"
+        ).fetchall()
 
     both = [("c2@example.com", datetime(2026, 11, 10, 10)), ("new@example.com", datetime(2026, 11, 12, 9))]
     assert versions("bronze.customer_profile_raw", "last_modified_ts") == both
@@ -128,7 +149,8 @@ def test_re_runs_and_backfills_keep_every_version_and_late_rows_still_arrive(def
         "select attribute_name, old_value, new_value from gold.fact_customer_profile_audit where customer_id = 2"
     ).fetchall() == [("email", "c2@example.com", "new@example.com")]
     assert warehouse.execute(
-        "select count(*) = count(distinct _bronze_row_hash) from bronze.customer_profile_raw").fetchone()[0]
+        "select count(*) = count(distinct _bronze_row_hash) from bronze.customer_profile_raw"
+    ).fetchone()[0]
 
     # A row committed on the source after its day (DAY2) was loaded reaches bronze, silver and
     # gold with the next daily run (DAY3), whose lookback re-reads DAY2.
@@ -138,7 +160,8 @@ def test_re_runs_and_backfills_keep_every_version_and_late_rows_still_arrive(def
     for table in ("bronze.customer_profile_raw", "silver.customer_profile_standardized", "gold.dim_customer_profile"):
         assert warehouse.execute(f"select count(*) from {table} where customer_id = 9").fetchone()[0] == 1, table
     watermark = warehouse.execute(
-        "select last_read_start, last_read_end, last_partition_key from bronze.etl_watermarks").fetchone()
+        "select last_read_start, last_read_end, last_partition_key from bronze.etl_watermarks"
+    ).fetchone()
     assert watermark == (datetime(2026, 11, 11), datetime(2026, 11, 13), "2026-11-12")
 
 
@@ -179,21 +202,28 @@ def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, 
         ("country_code", "US", "CA", datetime(2026, 11, 12, 9)),
         ("email", "c2@example.com", "new@example.com", datetime(2026, 11, 12, 9)),
     ]
-    assert warehouse.execute(
-        "select count(*) from gold.dim_customer_profile where is_current group by customer_id having count(*) > 1"
-    ).fetchall() == []
+    assert (
+        warehouse.execute(
+            "select count(*) from gold.dim_customer_profile where is_current group by customer_id having count(*) > 1"
+        ).fetchall()
+        == []
+    )
 
 
-def test_the_sample_crm_changes_customers_between_daily_loads_so_gold_holds_their_history(definitions, source,
-                                                                                          warehouse):
+def test_the_sample_crm_changes_customers_between_daily_loads_so_gold_holds_their_history(
+    definitions, source, warehouse
+):
     customer_sample.seed(source, rows=200, end_date=DAY3, days=2)  # modified on DAY1 and DAY2
     assert run_job(definitions, DAY1).success
     changed = customer_sample.change_customers(source, DAY2)
     assert changed > 0 and customer_sample.change_customers(source, DAY2) == 0
     assert run_job(definitions, DAY2).success
 
-    versions = dict(warehouse.execute(
-        "select customer_id, count(*) from gold.dim_customer_profile group by 1 having count(*) > 1").fetchall())
+    versions = dict(
+        warehouse.execute(
+            "select customer_id, count(*) from gold.dim_customer_profile group by 1 having count(*) > 1"
+        ).fetchall()
+    )
     assert len(versions) == changed and set(versions.values()) == {2}
     assert all(cid % customer_sample.CHANGED_EVERY == 0 for cid in versions)
     audited = warehouse.execute(
@@ -222,7 +252,9 @@ def test_an_unknown_loyalty_tier_fails_the_silver_accepted_values_test(definitio
 
     checks = check_results(result)
     failed = [name for name, passed in checks.items() if not passed]
-    assert failed == ["accepted_values_customer_profile_standardized_loyalty_tier__none__bronze__silver__gold__platinum"]
+    assert failed == [
+        "accepted_values_customer_profile_standardized_loyalty_tier__none__bronze__silver__gold__platinum"
+    ]
     assert "gold/dim_customer_profile" not in materialized(result)
 
 
@@ -242,8 +274,11 @@ def test_the_source_version_check_run_on_its_own_fails_when_bronze_misses_a_sour
 
 def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_entry(crm, warehouse):
     # The bare asset, without the job's retry policy: the message is the point here, not the retries.
-    broken = OdbcSource(connection_string="Driver={PostgreSQL Unicode};Servername=/nonexistent;Database=x",
-                        dialect="postgresql", name="customer_crm")
+    broken = OdbcSource(
+        connection_string="Driver={PostgreSQL Unicode};Servername=/nonexistent;Database=x",
+        dialect="postgresql",
+        name="customer_crm",
+    )
 
     result = dg.materialize(
         [customer_profile_raw],
@@ -261,8 +296,11 @@ def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_en
 
 def warehouse_resource() -> PostgresWarehouse:
     return PostgresWarehouse(
-        host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]), user=os.environ["DW_PG_USER"],
-        password=os.environ["DW_PG_PASSWORD"], database=os.environ["DW_PG_DATABASE"],
+        host=os.environ["DW_PG_HOST"],
+        port=int(os.environ["DW_PG_PORT"]),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        database=os.environ["DW_PG_DATABASE"],
     )
 
 

@@ -42,7 +42,9 @@ def test_the_code_location_has_every_customer_asset_check_job_and_schedule(defin
     assert job.op_retry_policy.max_retries == 3
 
 
-def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartitioned_dbt_models(definitions: dg.Definitions):
+def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartitioned_dbt_models(
+    definitions: dg.Definitions,
+):
     graph = definitions.resolve_asset_graph()
     bronze = graph.get(dg.AssetKey(["bronze", "sales"]))
     assert isinstance(bronze.partitions_def, dg.DynamicPartitionsDefinition)
@@ -75,11 +77,14 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
     assert ("bronze/sales", "sales_incoming_not_stale") in checks
     watch = definitions.resolve_schedule_def("sales_incoming_watch_schedule")
     assert watch.job_name == "sales_incoming_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+
     def checks_of(job_name: str) -> set[str]:
         return {k.name for k in definitions.resolve_job_def(job_name).asset_layer.asset_graph.asset_check_keys}
 
     assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale"}
-    assert "sales_incoming_not_stale" not in checks_of("sales_ingest") and "sales_expected_columns" in checks_of("sales_ingest")
+    assert "sales_incoming_not_stale" not in checks_of("sales_ingest") and "sales_expected_columns" in checks_of(
+        "sales_ingest"
+    )
 
 
 def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(definitions: dg.Definitions):
@@ -97,18 +102,28 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
     assert job.op_retry_policy.max_retries == 3
     assert definitions.resolve_sensor_def("video_landing_sensor").job_name == "video_daily"
     assert ("silver/video_users", "assert_video_users_dates_parse") in checks
-    for model in ("silver/video_users", "silver/video_viewing_sessions", "silver/video_content",
-                  "gold/video_user_engagement", "gold/video_viewing_statistics", "gold/video_content_performance"):
+    for model in (
+        "silver/video_users",
+        "silver/video_viewing_sessions",
+        "silver/video_content",
+        "gold/video_user_engagement",
+        "gold/video_viewing_statistics",
+        "gold/video_content_performance",
+    ):
         assert graph.get(dg.AssetKey(model.split("/"))).partitions_def is None
     assert dg.AssetKey(["bronze", "content"]) in graph.get(dg.AssetKey(["silver", "video_content"])).parent_keys
-    assert {("silver/video_viewing_sessions", "relationships_video_viewing_sessions_user_id__user_id__ref_video_users_"),
-            ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver")} <= checks
+    assert {
+        ("silver/video_viewing_sessions", "relationships_video_viewing_sessions_user_id__user_id__ref_video_users_"),
+        ("gold/video_user_engagement", "assert_video_engagement_reconciles_with_silver"),
+    } <= checks
 
 
 def test_reference_lists_are_tested_seeds_each_domain_job_builds_with_its_own_models_only(definitions: dg.Definitions):
     graph = definitions.resolve_asset_graph()
-    seeds = {"customer": {"silver/country_aliases", "silver/country_dial_codes"},
-             "video": {"silver/video_country_aliases", "silver/video_device_aliases"}}
+    seeds = {
+        "customer": {"silver/country_aliases", "silver/country_dial_codes"},
+        "video": {"silver/video_country_aliases", "silver/video_device_aliases"},
+    }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     for domain, keys in seeds.items():
         for key in keys:
@@ -125,17 +140,23 @@ def test_reference_lists_are_tested_seeds_each_domain_job_builds_with_its_own_mo
         assert {graph.get(k).group_name for k in selected} == {domain}, job_name
 
 
-def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_to_their_sql(definitions: dg.Definitions):
+def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_to_their_sql(
+    definitions: dg.Definitions,
+):
     graph = definitions.resolve_asset_graph()
-    undescribed = [key.to_user_string() for key in graph.asset_check_keys
-                   if not (graph.get_check_spec(key).description or "").strip()]
+    undescribed = [
+        key.to_user_string()
+        for key in graph.asset_check_keys
+        if not (graph.get_check_spec(key).description or "").strip()
+    ]
     assert undescribed == []
     for schedule in definitions.schedules:
         assert schedule.description, schedule.name
     for sensor in definitions.sensors:
         assert sensor.description, sensor.name
-    not_null = graph.get_check_spec(dg.AssetCheckKey(dg.AssetKey(["gold", "dim_customer_profile"]),
-                                                     "not_null_dim_customer_profile_customer_id"))
+    not_null = graph.get_check_spec(
+        dg.AssetCheckKey(dg.AssetKey(["gold", "dim_customer_profile"]), "not_null_dim_customer_profile_customer_id")
+    )
     assert "select * from gold.dim_customer_profile where customer_id is null" in not_null.description
     references = graph.get(dg.AssetKey(["gold", "dim_customer_profile"])).metadata["dagster/code_references"]
     assert references.code_references[0].file_path.endswith("models/gold/customer/dim_customer_profile.sql")
@@ -163,7 +184,12 @@ def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jo
     assert lakehouse.group_name == "replication" and lakehouse.owners == ["team:data-platform"]
     assert "iceberg" in lakehouse.kinds
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == key}
-    assert checks >= {"rows_match_snapshot", "primary_key_unique", "no_failed_tables", "schema_change_notifications_sent"}
+    assert checks >= {
+        "rows_match_snapshot",
+        "primary_key_unique",
+        "no_failed_tables",
+        "schema_change_notifications_sent",
+    }
     bulk = definitions.resolve_job_def("replication_bulk_load_source_app")
     assert bulk.partitions_def == lakehouse.partitions_def
     assert bulk.op_retry_policy.backoff == dg.Backoff.EXPONENTIAL
@@ -175,11 +201,23 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
     graph = definitions.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {
-        "bronze/softcart_sales_data", "bronze/softcart_products", "bronze/softcart_customers", "bronze/web_access_log",
-        "silver/softcart_categories", "silver/softcart_countries", "silver/softcart_bot_agents",
-        "silver/softcart_sales", "silver/web_requests",
-        "gold/dim_date", "gold/dim_category", "gold/dim_country", "gold/fact_sales", "gold/softcart_sales_summary",
-        "gold/web_traffic_daily", "gold/web_traffic_hourly", "gold/web_top_paths",
+        "bronze/softcart_sales_data",
+        "bronze/softcart_products",
+        "bronze/softcart_customers",
+        "bronze/web_access_log",
+        "silver/softcart_categories",
+        "silver/softcart_countries",
+        "silver/softcart_bot_agents",
+        "silver/softcart_sales",
+        "silver/web_requests",
+        "gold/dim_date",
+        "gold/dim_category",
+        "gold/dim_country",
+        "gold/fact_sales",
+        "gold/softcart_sales_summary",
+        "gold/web_traffic_daily",
+        "gold/web_traffic_hourly",
+        "gold/web_top_paths",
     } <= keys
     for key in ("bronze/softcart_sales_data", "silver/softcart_sales", "gold/fact_sales", "gold/web_top_paths"):
         node = graph.get(dg.AssetKey(key.split("/")))
@@ -208,9 +246,20 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
 def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv():
     """As `dagster dev` on a fresh clone: no DAGSTER_HOME, no DW_* settings, .venv/bin not on PATH;
     DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest (`dbt parse`) on load."""
-    env = {"HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin", "DAGSTER_IS_DEV_CLI": "1"}
-    result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
-                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            timeout=300)
+    env = {
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PATH": "/usr/bin:/bin",
+        "DAGSTER_IS_DEV_CLI": "1",
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "dbt parse" in result.stdout and "All code locations passed validation" in result.stdout

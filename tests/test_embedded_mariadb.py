@@ -38,8 +38,13 @@ def test_without_settings_mariadb_runs_under_the_state_folder_is_reused_and_stop
         endpoint = json.loads((no_mariadb_settings / "mariadb" / "endpoint.json").read_text())
 
         # A second `dw` process uses the running server (same socket, same data) and leaves it running.
-        second = subprocess.run([sys.executable, "-c", SECOND_PROCESS], capture_output=True, text=True,
-                                env=dict(os.environ, DW_SOFTCART_ODBC=""), check=True)
+        second = subprocess.run(
+            [sys.executable, "-c", SECOND_PROCESS],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, DW_SOFTCART_ODBC=""),
+            check=True,
+        )
         assert second.stdout.strip() == connection
         with pyodbc.connect(connection, autocommit=True) as conn:
             assert conn.cursor().execute("select count(*) from t").fetchval() == 0

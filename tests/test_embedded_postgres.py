@@ -12,25 +12,39 @@ from dw_platform.lib import embedded
 
 def test_a_connection_without_the_password_is_refused(server):
     with pytest.raises(psycopg.OperationalError, match="password"):
-        psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user="postgres", dbname="postgres",
-                        password="wrong").close()
+        psycopg.connect(
+            host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user="postgres", dbname="postgres", password="wrong"
+        ).close()
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=embedded.PIPELINE_ROLE,
-                        dbname="warehouse").close()
+        psycopg.connect(
+            host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=embedded.PIPELINE_ROLE, dbname="warehouse"
+        ).close()
 
 
 def test_the_pipeline_runs_as_a_role_that_owns_its_databases_and_only_reads_the_sources(server):
-    with psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=server["DW_PG_USER"],
-                         password=server["DW_PG_PASSWORD"], dbname="warehouse") as conn:
+    with psycopg.connect(
+        host=server["DW_PG_HOST"],
+        port=server["DW_PG_PORT"],
+        user=server["DW_PG_USER"],
+        password=server["DW_PG_PASSWORD"],
+        dbname="warehouse",
+    ) as conn:
         superuser, createdb = conn.execute(
-            "select rolsuper, rolcreatedb from pg_roles where rolname = current_user").fetchone()
+            "select rolsuper, rolcreatedb from pg_roles where rolname = current_user"
+        ).fetchone()
         assert server["DW_PG_USER"] == embedded.PIPELINE_ROLE and not superuser and not createdb
         owners = dict(conn.execute("select datname, pg_get_userbyid(datdba) from pg_database").fetchall())
         assert owners["warehouse"] == owners["dagster"] == embedded.PIPELINE_ROLE
         assert owners["source_crm"] == "postgres"
         assert conn.execute("show client_connection_check_interval").fetchone()[0] == "5s"
-    with psycopg.connect(host=server["DW_PG_HOST"], port=server["DW_PG_PORT"], user=server["DW_PG_USER"],
-                         password=server["DW_PG_PASSWORD"], dbname="source_crm", autocommit=True) as source:
+    with psycopg.connect(
+        host=server["DW_PG_HOST"],
+        port=server["DW_PG_PORT"],
+        user=server["DW_PG_USER"],
+        password=server["DW_PG_PASSWORD"],
+        dbname="source_crm",
+        autocommit=True,
+    ) as source:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             source.execute("create table written_by_the_pipeline (x int)")
 
@@ -54,8 +68,7 @@ def test_what_an_older_state_folder_created_as_the_superuser_is_handed_to_the_pi
         conn.execute("create schema silver")
         conn.execute("create table silver.t (id serial primary key)")
         conn.execute("create view silver.v as select id from silver.t")
-        conn.execute("create function public.dw_try_x(value text) returns int language sql immutable "
-                     "as $$ select 1 $$")
+        conn.execute("create function public.dw_try_x(value text) returns int language sql immutable as $$ select 1 $$")
         conn.execute(hand_over)
         owners = conn.execute(
             """
@@ -63,6 +76,7 @@ def test_what_an_older_state_folder_created_as_the_superuser_is_handed_to_the_pi
             union all select relname, pg_get_userbyid(relowner) from pg_class
                 where relname in ('t', 'v', 't_id_seq')
             union all select proname, pg_get_userbyid(proowner) from pg_proc where proname = 'dw_try_x'
-            """).fetchall()
+            """
+        ).fetchall()
         assert dict(owners) == dict.fromkeys(("schema", "t", "v", "t_id_seq", "dw_try_x"), embedded.PIPELINE_ROLE)
         conn.execute(hand_over)  # nothing left to hand over: no error, no lock taken

@@ -28,8 +28,10 @@ def test_equal_values_get_different_tokens_and_a_slice_encrypts_only_its_values(
 
 
 def test_batches_encrypted_by_the_process_pool_come_back_in_order_with_other_columns_untouched():
-    batches = [pa.RecordBatch.from_pydict({"secret": [f"s{i}-{j}" for j in range(50)], "plain": [str(i)] * 50})
-               for i in range(5)]
+    batches = [
+        pa.RecordBatch.from_pydict({"secret": [f"s{i}-{j}" for j in range(50)], "plain": [str(i)] * 50})
+        for i in range(5)
+    ]
 
     out = list(encrypt_columns(batches, ["secret"], raw_key(KEY.decode()), workers=2, warm_up=False))
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 import dagster as dg
 import psycopg
 import pytest
-
 from conftest import checks_of, load_all, materialized
+
 from dw_platform.samples.replication import seed
 
 
@@ -25,7 +25,10 @@ def test_the_sample_source_loads_into_iceberg(replication_source, defs, instance
     counts = seed(replication_source, customer_count=200, product_count=50, order_count=300, audit_count=100)
     result = load_all(defs, instance)
     assert result.success
-    rows = {e.partition: e.materialization.metadata["dagster/row_count"].value for e in result.get_asset_materialization_events()}
+    rows = {
+        e.partition: e.materialization.metadata["dagster/row_count"].value
+        for e in result.get_asset_materialization_events()
+    }
     assert rows == {f"public.{t}": n for t, n in counts.items() if t != "s_staging_import"}
 
 
@@ -44,7 +47,7 @@ create table all_types (
 insert into all_types values
  (1, -32768, -2147483648, -9223372036854775808, 'NaN', 'Infinity', 1234567890123456789012345678.0123456789,
   -999.99, 1e-30, true, E'tab\\there\\nnew "q" \\\\ \\u00e9 🚀', 'abc', 'ab', '0001-01-01', '0001-01-01 00:00:00',
-  '0001-01-01 00:00:00+00', '00:00:00', '01:02:03+05:30', '1 year 2 mons -3 days 04:05:06.789', 
+  '0001-01-01 00:00:00+00', '00:00:00', '01:02:03+05:30', '1 year 2 mons -3 days 04:05:06.789',
   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"b": 1, "a": [1, 2]}', '{"b": 1, "a": [1, 2], "c": null}',
   '{1,NULL,3}', '{"a,b","q\\"uote",NULL,""}', '{{1,2},{3,4}}', '\\x00ff00', 'happy', 12.345, 'short', '192.168.0.1/24',
   '08:00:2b:01:02:03', B'1010', B'101', 'fat cat', '(1.5,2)', 12.34),
@@ -74,7 +77,8 @@ def same(a, b) -> bool:
 
 
 def test_every_mapped_type_round_trips_exactly_through_the_bulk_load_and_the_change_text_path(
-        replication_source, defs, instance, lakehouse):
+    replication_source, defs, instance, lakehouse
+):
     from dw_platform.defs.replication.postgres import PostgresExtractor
     from dw_platform.defs.replication.sources import load_sources
     from dw_platform.defs.replication.typemap import text_to_iceberg_array
@@ -86,18 +90,27 @@ def test_every_mapped_type_round_trips_exactly_through_the_bulk_load_and_the_cha
     replication_source.execute("set timezone = 'Asia/Kolkata'")  # the bulk path must not depend on it
     for column in table.columns:
         native = column.read_as != "text" or column.kind == "decimal"
-        expected = dict(replication_source.execute(
-            f'select id, "{column.name}" from all_types' if native else
-            f'select id, case when "{column.name}" is not null then concat("{column.name}") end from all_types').fetchall())
+        expected = dict(
+            replication_source.execute(
+                f'select id, "{column.name}" from all_types'
+                if native
+                else f'select id, case when "{column.name}" is not null then concat("{column.name}") end from all_types'
+            ).fetchall()
+        )
         if column.kind == "float":  # psycopg reads real as a double; the stored value is a float32
-            expected = {i: None if v is None else struct.unpack("f", struct.pack("f", v))[0] for i, v in expected.items()}
+            expected = {
+                i: None if v is None else struct.unpack("f", struct.pack("f", v))[0] for i, v in expected.items()
+            }
         got = {i: row[column.name] for i, row in loaded.items()}
         assert all(same(got[i], expected[i]) for i in expected), (column, got, expected)
         # pgoutput sends each type's output function's text (session TimeZone UTC), as concat() does:
         # it must parse to the same values
         replication_source.execute("set timezone = 'UTC'")
-        texts = dict(replication_source.execute(
-            f'select id, case when "{column.name}" is not null then concat("{column.name}") end from all_types').fetchall())
+        texts = dict(
+            replication_source.execute(
+                f'select id, case when "{column.name}" is not null then concat("{column.name}") end from all_types'
+            ).fetchall()
+        )
         replication_source.execute("set timezone = 'Asia/Kolkata'")
         parsed = text_to_iceberg_array([texts[i] for i in sorted(texts)], column).to_pylist()
         assert all(same(p, got[i]) for p, i in zip(parsed, sorted(texts))), (column, parsed, got)
@@ -114,8 +127,11 @@ def fast_retry_defs(tmp_path, monkeypatch):
     from dw_platform.definitions import defs
     from dw_platform.defs.replication.sources import DEFAULT_FILE
 
-    text = DEFAULT_FILE.read_text().replace("lock_timeout_s: 30", "lock_timeout_s: 1").replace(
-        "retry_delay_s: 5", "retry_delay_s: 0.2")
+    text = (
+        DEFAULT_FILE.read_text()
+        .replace("lock_timeout_s: 30", "lock_timeout_s: 1")
+        .replace("retry_delay_s: 5", "retry_delay_s: 0.2")
+    )
     path = tmp_path / "sources.yaml"
     path.write_text(text)
     monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
@@ -143,12 +159,16 @@ def a_worker_waits(warehouse, relation: str = "") -> bool:
     """A bulk-load worker waits on a table lock (the warehouse's), or on `relation` on the source."""
     if relation:
         return False
-    return warehouse.execute("select 1 from pg_locks where locktype = 'advisory' and not granted "
-                             "and database = (select oid from pg_database where datname = current_database())").fetchone()
+    return warehouse.execute(
+        "select 1 from pg_locks where locktype = 'advisory' and not granted "
+        "and database = (select oid from pg_database where datname = current_database())"
+    ).fetchone()
 
 
 def source_waits_on(source, relation: str) -> bool:
-    return source.execute("select 1 from pg_locks where not granted and relation = %s::regclass", (relation,)).fetchone()
+    return source.execute(
+        "select 1 from pg_locks where not granted and relation = %s::regclass", (relation,)
+    ).fetchone()
 
 
 def in_background(fn):
@@ -158,8 +178,9 @@ def in_background(fn):
     return thread, outcome
 
 
-def test_the_copy_is_the_database_at_the_slot_position_not_what_commits_after(replication_source, warehouse, defs,
-                                                                             instance):
+def test_the_copy_is_the_database_at_the_slot_position_not_what_commits_after(
+    replication_source, warehouse, defs, instance
+):
     """Rows committed after the slot was created are not in the bulk copy (they are in the slot's
     stream instead), even for a table read after they committed."""
     seed(replication_source, customer_count=200, product_count=50, order_count=300, audit_count=100)
@@ -170,9 +191,11 @@ def test_the_copy_is_the_database_at_the_slot_position_not_what_commits_after(re
         wait_for(lambda: a_worker_waits(warehouse))  # the slot exists; orders is not read yet
         replication_source.execute(
             "insert into orders select order_id + 100000, customer_id, ordered_at, 'late', total, note, shipped_at "
-            "from orders limit 25")
-        replication_source.execute("insert into customers (full_name, created_at) select 'late', now() "
-                                   "from generate_series(1, 7)")
+            "from orders limit 25"
+        )
+        replication_source.execute(
+            "insert into customers (full_name, created_at) select 'late', now() from generate_series(1, 7)"
+        )
     thread.join()
     result = outcome["result"]
     assert result.success
@@ -180,18 +203,21 @@ def test_the_copy_is_the_database_at_the_slot_position_not_what_commits_after(re
     assert rows["public.orders"] == before["orders"] and rows["public.customers"] == before["customers"]
     position = {m["start_lsn"].value for m in materialized(result).values()}
     assert len(position) == 1  # every table at the one slot position
-    confirmed = replication_source.execute("select confirmed_flush_lsn::text from pg_replication_slots "
-                                           "where slot_name = %s", (slot,)).fetchone()[0]
+    confirmed = replication_source.execute(
+        "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = %s", (slot,)
+    ).fetchone()[0]
     assert position == {confirmed}
     inserts = replication_source.execute(
         "select count(*) from pg_logical_slot_peek_binary_changes(%s, null, null, 'proto_version', '1', "
         "'publication_names', %s) where substr(data, 1, 1) = 'I'",
-        (slot, os.environ["DW_REPLICATION_PUBLICATION"])).fetchone()[0]
+        (slot, os.environ["DW_REPLICATION_PUBLICATION"]),
+    ).fetchone()[0]
     assert inserts == 25 + 7  # the late rows wait in the slot for change data capture
 
 
 def test_a_failing_table_is_retried_the_others_complete_and_a_rerun_loads_only_what_is_not_completed(
-        replication_source, warehouse, instance, tmp_path, monkeypatch, lakehouse):
+    replication_source, warehouse, instance, tmp_path, monkeypatch, lakehouse
+):
     from dw_platform.defs.replication.status import ReplicationMeta
 
     defs = fast_retry_defs(tmp_path, monkeypatch)
@@ -229,12 +255,17 @@ def test_a_failing_table_is_retried_the_others_complete_and_a_rerun_loads_only_w
     status = ReplicationMeta(lakehouse, "source_app").statuses()
     assert {s["status"] for s in status.values()} == {"completed"}
     assert status["public.customers"]["attempts"] == 2
-    assert checks_of(second) == {"rows_match_snapshot": True, "primary_key_unique": True, "no_failed_tables": True,
-                                 "schema_change_notifications_sent": True}
+    assert checks_of(second) == {
+        "rows_match_snapshot": True,
+        "primary_key_unique": True,
+        "no_failed_tables": True,
+        "schema_change_notifications_sent": True,
+    }
 
 
 def test_a_changed_source_schema_on_reload_is_recorded_notified_and_the_old_data_stays_readable(
-        replication_source, warehouse, instance, webhook, monkeypatch, lakehouse):
+    replication_source, warehouse, instance, webhook, monkeypatch, lakehouse
+):
     from dw_platform.definitions import defs as load_defs
     from dw_platform.defs.replication.status import ReplicationMeta
 
@@ -243,7 +274,9 @@ def test_a_changed_source_schema_on_reload_is_recorded_notified_and_the_old_data
     assert load_all(load_defs(), instance).success
     meta = ReplicationMeta(lakehouse, "source_app")
     baseline = meta.schema_changes("public.products")
-    assert [(r["change_type"], r["schema_version"], r["notification_sent"]) for r in baseline] == [("table_created", 1, None)]
+    assert [(r["change_type"], r["schema_version"], r["notification_sent"]) for r in baseline] == [
+        ("table_created", 1, None)
+    ]
     products = lakehouse.catalog().load_table(("bronze", "source_app", "public__products"))
     before_change = products.current_snapshot().snapshot_id
 
@@ -255,9 +288,17 @@ def test_a_changed_source_schema_on_reload_is_recorded_notified_and_the_old_data
     unsent = load_all(load_defs(), instance, run_config=reload)  # the webhook is unreachable
     assert unsent.success
     assert checks_of(unsent)["schema_change_notifications_sent"] is False
-    changes = {(r["table_name"], r["change_type"], r["column_name"]): r for r in meta.schema_changes() if r["schema_version"] == 2}
-    assert set(changes) == {("public.products", "column_added", "color"), ("public.products", "column_removed", "weight_kg"),
-                            ("public.products", "type_changed", "price"), ("public.orders", "type_changed", "customer_id")}
+    changes = {
+        (r["table_name"], r["change_type"], r["column_name"]): r
+        for r in meta.schema_changes()
+        if r["schema_version"] == 2
+    }
+    assert set(changes) == {
+        ("public.products", "column_added", "color"),
+        ("public.products", "column_removed", "weight_kg"),
+        ("public.products", "type_changed", "price"),
+        ("public.orders", "type_changed", "customer_id"),
+    }
     assert all(r["notification_sent"] is False for r in changes.values())
     price = changes[("public.products", "type_changed", "price")]
     assert '"numeric(10,2)"' in price["schema_before"] and '"numeric(14,2)"' in price["schema_after"]
@@ -271,8 +312,9 @@ def test_a_changed_source_schema_on_reload_is_recorded_notified_and_the_old_data
     assert len(texts) == 2
     assert "`public.orders`" in texts[0] and "type changed `customer_id` integer -> text" in texts[0]
     assert "column added `color` text" in texts[1] and "column removed `weight_kg`" in texts[1]
-    assert all(r["notification_sent"] and r["notification_sent_at"] for r in meta.schema_changes()
-               if r["schema_version"] == 2)
+    assert all(
+        r["notification_sent"] and r["notification_sent_at"] for r in meta.schema_changes() if r["schema_version"] == 2
+    )
 
     products = products.refresh()
     fields = {f.name: str(f.field_type) for f in products.schema().fields}
@@ -290,8 +332,9 @@ def test_validate_lakehouse_counts_rows_names_missing_tables_and_hides_empty_one
     replication_source.execute("create table empty_one (id int primary key)")
     assert load_all(defs, instance).success
     validate = defs.resolve_job_def("validate_lakehouse")
-    report = validate.execute_in_process(instance=instance, run_config={
-        "ops": {"validate_lakehouse_tables": {"config": {"hide_empty": True}}}})
+    report = validate.execute_in_process(
+        instance=instance, run_config={"ops": {"validate_lakehouse_tables": {"config": {"hide_empty": True}}}}
+    )
     assert report.success
     observed = report.asset_observations_for_node("validate_lakehouse_tables")[0].metadata
     assert observed["row_counts"].value == {f"public.{t}": n for t, n in counts.items() if t != "s_staging_import"}

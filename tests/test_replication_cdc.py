@@ -7,8 +7,8 @@ import sys
 
 import dagster as dg
 import pytest
-
 from conftest import checks_of, load_all, materialized
+
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples.replication import seed
 
@@ -22,7 +22,8 @@ def instance() -> dg.DagsterInstance:
 def run_cdc(defs, instance, **config):
     run_config = {"ops": {"bronze__cdc_events__source_app": {"config": config}}} if config else {}
     return defs.resolve_job_def("replication_cdc_source_app").execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config)
+        instance=instance, raise_on_error=False, run_config=run_config
+    )
 
 
 def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
@@ -33,8 +34,11 @@ def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
 
     source = load_sources()["source_app"]
     statuses = ReplicationMeta(lakehouse, "source_app").statuses()
-    return {k: compare_table(source, lakehouse, k, s) for k, s in statuses.items()
-            if s["status"] == "completed" and (keys is None or k in keys)}
+    return {
+        k: compare_table(source, lakehouse, k, s)
+        for k, s in statuses.items()
+        if s["status"] == "completed" and (keys is None or k in keys)
+    }
 
 
 def all_equal(lakehouse) -> bool:
@@ -72,18 +76,25 @@ def test_every_operation_lands_in_the_log_and_the_lakehouse_equals_the_source(lo
     result = run_cdc(defs, instance)
     assert result.success
     applied = {k: m for k, m in materialized(result).items() if k}
-    assert {"public.customers", "public.orders", "public.order_lines", "public.products", "public.audit_log"} <= set(applied)
+    assert {"public.customers", "public.orders", "public.order_lines", "public.products", "public.audit_log"} <= set(
+        applied
+    )
     assert applied["public.orders"]["deletes"].value == 3 and applied["public.orders"]["updates"].value == 15
     assert applied["public.customers"]["inserts"].value == 2
-    assert checks_of(result) == {"replication_lag": True, "no_stale_unapplied_events": True,
-                                 "lakehouse_matches_source": True}
+    assert checks_of(result) == {
+        "replication_lag": True,
+        "no_stale_unapplied_events": True,
+        "lakehouse_matches_source": True,
+    }
     assert all_equal(lakehouse)
     with server_connection(os.environ["DW_PG_DATABASE"]) as wh:
         events = wh.execute("select topic, op, count(*) from bronze.cdc_events group by topic, op").fetchall()
-        offsets = wh.execute('select topic, min("offset"), max("offset"), count(*) from bronze.cdc_events '
-                             "group by topic").fetchall()
-        sample = wh.execute("select event from bronze.cdc_events where topic = 'source_app.public.customers' "
-                            "and op = 'u' limit 1").fetchone()[0]
+        offsets = wh.execute(
+            'select topic, min("offset"), max("offset"), count(*) from bronze.cdc_events group by topic'
+        ).fetchall()
+        sample = wh.execute(
+            "select event from bronze.cdc_events where topic = 'source_app.public.customers' and op = 'u' limit 1"
+        ).fetchone()[0]
     assert ("source_app.public.orders", "d", 3) in events
     assert all(low == 0 and high == n - 1 for _, low, high, n in offsets)  # offsets contiguous per topic
     assert set(sample) >= {"before", "after", "source", "op", "ts_ms"} and sample["op"] == "u"
@@ -102,8 +113,9 @@ def statuses(lakehouse) -> dict[str, dict]:
     return ReplicationMeta(lakehouse, "source_app").statuses()
 
 
-def test_a_crash_between_the_log_commit_and_the_slot_advance_rereads_without_duplicating(loaded, defs, instance,
-                                                                                        lakehouse):
+def test_a_crash_between_the_log_commit_and_the_slot_advance_rereads_without_duplicating(
+    loaded, defs, instance, lakehouse
+):
     from dw_platform.defs.replication import capture
     from dw_platform.defs.replication.capture import Capture
     from dw_platform.defs.replication.sources import load_sources
@@ -140,7 +152,8 @@ defs().resolve_job_def("replication_cdc_source_app").execute_in_process(instance
 
 
 def test_killing_the_apply_between_the_iceberg_commit_and_the_offset_commit_changes_nothing_on_rerun(
-        loaded, defs, instance, lakehouse):
+    loaded, defs, instance, lakehouse
+):
     """The first topic in order is the audit log, a table without a primary key: applying its
     batch twice would duplicate rows, so this also shows the batch is not applied twice."""
     loaded.execute(WORKLOAD)
@@ -156,7 +169,8 @@ def test_killing_the_apply_between_the_iceberg_commit_and_the_offset_commit_chan
     after = statuses(lakehouse)
     assert after["public.audit_log"]["applied_offset"] == int(summary["dw.applied-offset"])
     assert {k: s["applied_offset"] for k, s in after.items() if s["applied_offset"] is not None} == {
-        k.removeprefix("source_app."): n - 1 for k, n in events_per_topic().items()}
+        k.removeprefix("source_app."): n - 1 for k, n in events_per_topic().items()
+    }
     assert checks_of(rerun)["lakehouse_matches_source"]
 
 
@@ -166,8 +180,10 @@ def test_changes_at_or_before_a_table_start_position_are_ignored(loaded, defs, i
     loaded.execute("insert into audit_log values (now(), 'dave', 'before-reload', null)")  # in the slot, not applied
     keys = instance.get_dynamic_partitions("replication_source_app_tables")
     reload = defs.resolve_job_def("replication_bulk_load_source_app").execute_in_process(
-        instance=instance, partition_key="public.audit_log",
-        run_config={"ops": {"bronze__lakehouse__source_app": {"config": {"full_reload": True}}}})
+        instance=instance,
+        partition_key="public.audit_log",
+        run_config={"ops": {"bronze__lakehouse__source_app": {"config": {"full_reload": True}}}},
+    )
     assert reload.success and "public.audit_log" in keys
     start = statuses(lakehouse)["public.audit_log"]["start_lsn"]
     loaded.execute("insert into audit_log values (now(), 'dave', 'after-reload', null)")
@@ -182,7 +198,8 @@ def test_changes_at_or_before_a_table_start_position_are_ignored(loaded, defs, i
 
 
 def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_rows_and_time_travel_keeps_the_past(
-        replication_source, warehouse, instance, lakehouse, webhook, monkeypatch):
+    replication_source, warehouse, instance, lakehouse, webhook, monkeypatch
+):
     from dw_platform.definitions import defs as load_defs
     from dw_platform.defs.replication.status import ReplicationMeta
 
@@ -202,7 +219,9 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     assert result.success and all_equal(lakehouse)
     changes = [r for r in ReplicationMeta(lakehouse, "source_app").schema_changes() if r["schema_version"] == 2]
     assert {(r["table_name"], r["change_type"], r["column_name"]) for r in changes} == {
-        ("public.customers", "column_added", "tier"), ("public.orders", "type_changed", "total")}
+        ("public.customers", "column_added", "tier"),
+        ("public.orders", "type_changed", "total"),
+    }
     assert all(r["notification_sent"] for r in changes)
     assert any("column added `tier` text" in r["json"]["text"] for r in received)
     customers = customers.refresh()
@@ -235,7 +254,8 @@ def sources_file(tmp_path, monkeypatch, **settings) -> None:
 
 
 def test_an_incompatible_type_change_stops_the_table_and_its_waiting_events_fail_the_stale_check(
-        replication_source, warehouse, instance, lakehouse, tmp_path, monkeypatch):
+    replication_source, warehouse, instance, lakehouse, tmp_path, monkeypatch
+):
     from dw_platform.definitions import defs as load_defs
 
     sources_file(tmp_path, monkeypatch, stale_after_minutes=0)
@@ -255,10 +275,12 @@ def test_an_incompatible_type_change_stops_the_table_and_its_waiting_events_fail
 
 
 def test_a_table_created_on_the_source_after_the_bulk_load_is_created_from_its_relation(
-        loaded, defs, instance, lakehouse):
+    loaded, defs, instance, lakehouse
+):
     loaded.execute("create table promotions (code text primary key, percent numeric(5,2), starts date, note jsonb)")
-    loaded.execute("insert into promotions values ('SPRING', 10.00, '2026-03-01', '{\"a\": 1}'), "
-                   "('SUMMER', 15.50, null, null)")
+    loaded.execute(
+        "insert into promotions values ('SPRING', 10.00, '2026-03-01', '{\"a\": 1}'), ('SUMMER', 15.50, null, null)"
+    )
     loaded.execute("update promotions set percent = 12.25 where code = 'SPRING'")
     result = run_cdc(defs, instance)
     assert result.success
@@ -287,8 +309,7 @@ def sensor_context(instance, lakehouse, cursor=None):
     return dg.build_sensor_context(instance=instance, cursor=cursor, resources={"lakehouse": lakehouse})
 
 
-def test_the_sensor_requests_a_run_only_when_there_is_something_to_capture_or_apply(loaded, defs, instance,
-                                                                                   lakehouse):
+def test_the_sensor_requests_a_run_only_when_there_is_something_to_capture_or_apply(loaded, defs, instance, lakehouse):
     from dw_platform.defs.replication.sensors import evaluate
     from dw_platform.defs.replication.sources import load_sources
 
@@ -310,7 +331,8 @@ def definitions_sensor(defs):
 
 
 def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
-        loaded, defs, instance, lakehouse, webhook, tmp_path, monkeypatch):
+    loaded, defs, instance, lakehouse, webhook, tmp_path, monkeypatch
+):
     from dw_platform.defs.replication.sensors import watch
     from dw_platform.defs.replication.sources import load_sources
     from dw_platform.lib.webhook import AlertWebhook
@@ -348,7 +370,8 @@ def test_a_second_capture_run_of_a_source_fails_at_once_instead_of_overlapping(l
 
 
 def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retries(
-        replication_source, warehouse, instance, tmp_path, monkeypatch):
+    replication_source, warehouse, instance, tmp_path, monkeypatch
+):
     from dw_platform.definitions import defs as load_defs
 
     sources_file(tmp_path, monkeypatch, publication_mode="existing")
@@ -357,4 +380,7 @@ def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retrie
     assert not result.success
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "does not exist on the source (publication_mode: existing)" in failure.step_failure_data.user_failure_data.description
+    assert (
+        "does not exist on the source (publication_mode: existing)"
+        in failure.step_failure_data.user_failure_data.description
+    )

@@ -28,14 +28,23 @@ def test_the_url_is_resolved_only_when_used_so_definitions_never_hold_the_secret
     source = load_sources()["source_app"]
     assert source.url_template == "${DW_REPLICATION_SOURCE_URL}"
     with pytest.raises(ConfigError, match="DW_REPLICATION_SOURCE_URL"):
-        source.url
+        _ = source.url
     monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", "postgresql://u:pw@h/app")
     assert source.url == "postgresql://u:pw@h/app"
 
 
 def test_settings_are_typed_and_checked():
-    doc = {"sources": {"erp": {"url": "x", "workers": "${W:8}", "retry_delay_s": "0.5", "engine": "oracle",
-                               "long_columns": "exclude"}}}
+    doc = {
+        "sources": {
+            "erp": {
+                "url": "x",
+                "workers": "${W:8}",
+                "retry_delay_s": "0.5",
+                "engine": "oracle",
+                "long_columns": "exclude",
+            }
+        }
+    }
     erp = parse_sources(doc, env={})["erp"]
     assert (erp.workers, erp.retry_delay_s, erp.engine, erp.slot) == (8, 0.5, "oracle", "dw_erp")
     with pytest.raises(ConfigError, match="publication_mode"):
@@ -49,8 +58,10 @@ def test_settings_are_typed_and_checked():
 
 
 def test_include_and_exclude_patterns_are_sql_like_case_insensitive_and_an_escaped_underscore_is_literal():
-    source = parse_sources({"sources": {"s": {"url": "x", "include": ["public.%", "SALES.ORDER_%"],
-                                              "exclude": ["S\\_%", "%\\_old"]}}}, env={})["s"]
+    source = parse_sources(
+        {"sources": {"s": {"url": "x", "include": ["public.%", "SALES.ORDER_%"], "exclude": ["S\\_%", "%\\_old"]}}},
+        env={},
+    )["s"]
     assert source.selects("public", "orders")
     assert source.selects("sales", "order_lines")  # case-insensitive, like Oracle-style patterns
     assert not source.selects("sales", "customers")  # not included
@@ -75,15 +86,19 @@ def test_postgres_columns_map_to_faithful_iceberg_kinds():
 
 
 def test_catalog_rows_become_tables_with_their_primary_key_in_key_order_and_reads_cast_what_arrow_needs():
-    rows = [("public", "lines", "d", "line_no", "smallint", "int2", -1, "N", False, False, 2),
-            ("public", "lines", "d", "order_id", "bigint", "int8", -1, "N", False, False, 1),
-            ("public", "lines", "d", "detail", "jsonb", "jsonb", -1, "U", True, False, None),
-            ("public", "log", "f", "at", "timestamp with time zone", "timestamptz", -1, "D", True, False, None)]
+    rows = [
+        ("public", "lines", "d", "line_no", "smallint", "int2", -1, "N", False, False, 2),
+        ("public", "lines", "d", "order_id", "bigint", "int8", -1, "N", False, False, 1),
+        ("public", "lines", "d", "detail", "jsonb", "jsonb", -1, "U", True, False, None),
+        ("public", "log", "f", "at", "timestamp with time zone", "timestamptz", -1, "D", True, False, None),
+    ]
     lines, log = tables_from_catalog(rows)
     assert lines.primary_key == ("order_id", "line_no") and lines.key == "public.lines"
     assert log.primary_key == () and log.replica_identity == "f" and log.iceberg_name == "public__log"
-    assert select_statement(lines) == ('select "line_no", "order_id", case when "detail" is not null then '
-                                       'concat("detail") end as "detail" from "public"."lines"')
+    assert select_statement(lines) == (
+        'select "line_no", "order_id", case when "detail" is not null then '
+        'concat("detail") end as "detail" from "public"."lines"'
+    )
 
 
 def test_log_positions_convert_both_ways():
@@ -97,24 +112,48 @@ def _table(*columns: SourceColumn, key=("id",)) -> SourceTable:
 
 
 def test_schema_diffs_name_every_added_removed_and_retyped_column():
-    before = [{"name": "id", "type": "integer"}, {"name": "price", "type": "numeric(10,2)"}, {"name": "old", "type": "text"}]
-    after = [{"name": "id", "type": "integer"}, {"name": "price", "type": "numeric(12,2)"}, {"name": "new", "type": "date"}]
+    before = [
+        {"name": "id", "type": "integer"},
+        {"name": "price", "type": "numeric(10,2)"},
+        {"name": "old", "type": "text"},
+    ]
+    after = [
+        {"name": "id", "type": "integer"},
+        {"name": "price", "type": "numeric(12,2)"},
+        {"name": "new", "type": "date"},
+    ]
     assert diff(None, after) == [("table_created", None)]
     assert diff(before, after) == [("column_added", "new"), ("column_removed", "old"), ("type_changed", "price")]
     assert diff(after, after) == []
-    rows = [{"source": "app", "table_name": "public.t", "schema_version": 2, "schema_before": '[{"name": "price", '
-             '"type": "numeric(10,2)"}]', "schema_after": '[{"name": "price", "type": "numeric(12,2)"}]',
-             "change_type": "type_changed", "column_name": "price"}]
+    rows = [
+        {
+            "source": "app",
+            "table_name": "public.t",
+            "schema_version": 2,
+            "schema_before": '[{"name": "price", "type": "numeric(10,2)"}]',
+            "schema_after": '[{"name": "price", "type": "numeric(12,2)"}]',
+            "change_type": "type_changed",
+            "column_name": "price",
+        }
+    ]
     assert "type changed `price` numeric(10,2) -> numeric(12,2)" in message(rows)
 
 
 def test_evolution_widens_in_place_replaces_incompatible_types_and_adds_and_drops_columns():
-    old = _table(SourceColumn("id", "integer", "int", False), SourceColumn("qty", "integer", "int"),
-                 SourceColumn("price", "numeric(10,2)", "decimal", precision=10, scale=2),
-                 SourceColumn("code", "integer", "int"), SourceColumn("gone", "text", "string"))
-    new = _table(SourceColumn("id", "integer", "int", False), SourceColumn("qty", "bigint", "long"),
-                 SourceColumn("price", "numeric(12,2)", "decimal", precision=12, scale=2),
-                 SourceColumn("code", "text", "string"), SourceColumn("added", "date", "date"))
+    old = _table(
+        SourceColumn("id", "integer", "int", False),
+        SourceColumn("qty", "integer", "int"),
+        SourceColumn("price", "numeric(10,2)", "decimal", precision=10, scale=2),
+        SourceColumn("code", "integer", "int"),
+        SourceColumn("gone", "text", "string"),
+    )
+    new = _table(
+        SourceColumn("id", "integer", "int", False),
+        SourceColumn("qty", "bigint", "long"),
+        SourceColumn("price", "numeric(12,2)", "decimal", precision=12, scale=2),
+        SourceColumn("code", "text", "string"),
+        SourceColumn("added", "date", "date"),
+    )
     plan = plan_evolution(iceberg_schema(old), new)
     assert [c.name for c in plan.widened] == ["qty", "price"]
     assert [c.name for c in plan.replaced] == ["code"]
@@ -187,15 +226,23 @@ def test_tables_are_written_in_several_files_of_about_the_target_size_one_batch_
     source = _table(SourceColumn("id", "bigint", "long", False), SourceColumn("name", "text", "string"))
     table, created = iceberg.load_or_create(catalog, ("bronze", "app"), source, file_size_mb=1)
     assert created
-    batches = [pa.record_batch({"id": pa.array(range(i * 50_000, (i + 1) * 50_000), pa.int64()),
-                                "name": pa.array([f"name {n}" for n in range(50_000)])}) for i in range(4)]
+    batches = [
+        pa.record_batch(
+            {
+                "id": pa.array(range(i * 50_000, (i + 1) * 50_000), pa.int64()),
+                "name": pa.array([f"name {n}" for n in range(50_000)]),
+            }
+        )
+        for i in range(4)
+    ]
     files = []
     with table.transaction() as tx:
         layout = iceberg.BatchLayout.of(tx)
         lineage = dict(op="r", lsn=7, load_ts=datetime.now(timezone.utc), batch_id="b", source_file="app:public.t")
         with tx.update_snapshot().fast_append() as append:
-            files = list(iceberg.write_files(tx, table, (iceberg.with_lineage(b, layout, **lineage) for b in batches),
-                                             append))
+            files = list(
+                iceberg.write_files(tx, table, (iceberg.with_lineage(b, layout, **lineage) for b in batches), append)
+            )
     assert files == [50_000] * 4  # each ~1.4 MB batch passes the 1 MiB target: a file each
     data = table.refresh().scan().to_arrow()
     assert data.num_rows == 200_000 and data.column("id").to_pylist() == list(range(200_000))
@@ -220,8 +267,17 @@ def test_duplicate_primary_keys_are_counted_over_every_key_column(tmp_path):
 
 
 def _column(name, source_type, base, key=False):
-    return {"name": name, "key": key, "type_oid": 0, "typmod": -1, "source_type": source_type, "base_type": base,
-            "base_typmod": -1, "category": "N" if base != "text" else "S", "domain": False}
+    return {
+        "name": name,
+        "key": key,
+        "type_oid": 0,
+        "typmod": -1,
+        "source_type": source_type,
+        "base_type": base,
+        "base_typmod": -1,
+        "category": "N" if base != "text" else "S",
+        "domain": False,
+    }
 
 
 def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
@@ -233,8 +289,13 @@ def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
     from dw_platform.defs.replication.iceberg import load_or_create
     from dw_platform.lib.webhook import AlertWebhook
 
-    shape = RelationShape(1, "public", "t", "d", (_column("id", "bigint", "int8", key=True),
-                                                 _column("name", "text", "text"), _column("qty", "integer", "int4")))
+    shape = RelationShape(
+        1,
+        "public",
+        "t",
+        "d",
+        (_column("id", "bigint", "int8", key=True), _column("name", "text", "text"), _column("qty", "integer", "int4")),
+    )
     catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri())
     table, _ = load_or_create(catalog, ("bronze", "s"), shape_table(shape), file_size_mb=1)
 
@@ -244,13 +305,23 @@ def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
     def row(i, name, qty):
         return {"id": str(i), "name": name, "qty": str(qty)}
 
-    apply = Apply(parse_sources({"sources": {"s": {"url": "x"}}}, env={})["s"], None, AlertWebhook(), run_id=None,
-                  log=print, warn=print)
+    apply = Apply(
+        parse_sources({"sources": {"s": {"url": "x"}}}, env={})["s"],
+        None,
+        AlertWebhook(),
+        run_id=None,
+        log=print,
+        warn=print,
+    )
     apply._shapes = {1: shape}
     seeding = [event(i, "c", after=row(i, f"n{i}", i)) for i in range(5)]
-    batch = [event(10, "u", after=row(1, "one", 10)), event(11, "d", before={"id": "2", "name": None, "qty": None}),
-             event(12, "c", after=row(7, "seven", 7)), event(13, "u", after=row(7, "SEVEN", 70)),
-             event(14, "u", before={"id": "3", "name": None, "qty": None}, after=row(30, "moved", 3))]
+    batch = [
+        event(10, "u", after=row(1, "one", 10)),
+        event(11, "d", before={"id": "2", "name": None, "qty": None}),
+        event(12, "c", after=row(7, "seven", 7)),
+        event(13, "u", after=row(7, "SEVEN", 70)),
+        event(14, "u", before={"id": "3", "name": None, "qty": None}, after=row(30, "moved", 3)),
+    ]
     states = []
     for events in (seeding, batch, batch):
         with table.transaction() as tx:
@@ -291,11 +362,24 @@ def test_every_pgoutput_message_of_protocol_1_decodes():
     assert begin == p.Begin(0x1875098, datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc), 734)
     commit = p.decode(b"C\0" + struct.pack("!qqq", 0x1875098, 0x18750C8, micros))
     assert (commit.commit_lsn, commit.end_lsn) == (0x1875098, 0x18750C8)
-    relation = p.decode(b"R" + struct.pack("!I", 16385) + _pg_string("public") + _pg_string("orders") + b"d"
-                        + struct.pack("!h", 2) + b"\1" + _pg_string("id") + struct.pack("!Ii", 20, -1)
-                        + b"\0" + _pg_string("total") + struct.pack("!Ii", 1700, 786438))
+    relation = p.decode(
+        b"R"
+        + struct.pack("!I", 16385)
+        + _pg_string("public")
+        + _pg_string("orders")
+        + b"d"
+        + struct.pack("!h", 2)
+        + b"\1"
+        + _pg_string("id")
+        + struct.pack("!Ii", 20, -1)
+        + b"\0"
+        + _pg_string("total")
+        + struct.pack("!Ii", 1700, 786438)
+    )
     assert relation.columns == (p.RelationColumn("id", True, 20, -1), p.RelationColumn("total", False, 1700, 786438))
-    assert p.decode(b"Y" + struct.pack("!I", 99) + _pg_string("public") + _pg_string("mood")) == p.TypeInfo(99, "public", "mood")
+    assert p.decode(b"Y" + struct.pack("!I", 99) + _pg_string("public") + _pg_string("mood")) == p.TypeInfo(
+        99, "public", "mood"
+    )
     assert p.decode(b"I" + struct.pack("!I", 16385) + b"N" + _pg_tuple("1", None)).new == ("1", None)
     plain = p.decode(b"U" + struct.pack("!I", 16385) + b"N" + _pg_tuple("1", "TOAST"))
     assert plain.old is None and plain.new == ("1", p.UNCHANGED_TOAST)
@@ -305,7 +389,9 @@ def test_every_pgoutput_message_of_protocol_1_decodes():
     assert full.old == ("1", "9.50")
     truncate = p.decode(b"T" + struct.pack("!iB", 2, 3) + struct.pack("!II", 16385, 16390))
     assert truncate == p.Truncate((16385, 16390), True, True)
-    message = p.decode(b"M\1" + struct.pack("!q", 77) + _pg_string("dw_platform.heartbeat") + struct.pack("!i", 2) + b"hi")
+    message = p.decode(
+        b"M\1" + struct.pack("!q", 77) + _pg_string("dw_platform.heartbeat") + struct.pack("!i", 2) + b"hi"
+    )
     assert message == p.Message(True, 77, "dw_platform.heartbeat", b"hi")
     assert p.decode(b"O" + struct.pack("!q", 5) + _pg_string("node_a")) == p.Origin(5, "node_a")
     with pytest.raises(p.DecodeError):

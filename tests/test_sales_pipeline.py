@@ -21,20 +21,30 @@ GOOD = sample.to_csv(sample.HEADER, list(sample.rows(30, DAY)))
 
 
 def warehouse_resource() -> PostgresWarehouse:
-    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                             database=os.environ["DW_PG_DATABASE"])
+    return PostgresWarehouse(
+        host=os.environ["DW_PG_HOST"],
+        port=int(os.environ["DW_PG_PORT"]),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        database=os.environ["DW_PG_DATABASE"],
+    )
 
 
 def ingest(storage, key: str, keys: str | None = None) -> dg.ExecuteInProcessResult:
     """Materialize bronze/sales (and its checks) for one blob partition."""
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(sales_blobs.name, [key])
-    resources = {"warehouse": warehouse_resource(), "sales_storage": storage,
-                 "sales_keys": FernetKeys(fernet_keys=keys or os.environ["DW_SALES_FERNET_KEYS"])}
+    resources = {
+        "warehouse": warehouse_resource(),
+        "sales_storage": storage,
+        "sales_keys": FernetKeys(fernet_keys=keys or os.environ["DW_SALES_FERNET_KEYS"]),
+    }
     return dg.materialize(
         [sales, sales_expected_columns, sales_no_all_null_rows, sales_rows_reconcile_with_blob],
-        partition_key=key, resources=resources, instance=instance, raise_on_error=False,
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
     )
 
 
@@ -59,7 +69,8 @@ def test_an_ingested_file_lands_once_with_lineage_and_moves_to_processed(storage
     assert all(checks(result).values()) and len(checks(result)) == 3, checks(result)
     rows = warehouse.execute(
         "select source_line, order_id, order_date, product, category, region, quantity, unit_price, currency,"
-        " _bronze_source_file, _bronze_batch_id from bronze.sales order by source_line").fetchall()
+        " _bronze_source_file, _bronze_batch_id from bronze.sales order by source_line"
+    ).fetchall()
     expected = list(sample.rows(30, DAY))
     assert [r[1:9] for r in rows] == [(e[0], e[1], *e[4:]) for e in expected]  # the text as sent
     assert [r[0] for r in rows] == list(range(2, 32))
@@ -67,8 +78,10 @@ def test_an_ingested_file_lands_once_with_lineage_and_moves_to_processed(storage
     ledger = warehouse.execute("select partition_key, rows_loaded, status from bronze.batch_ledger").fetchall()
     assert ledger == [("day1/orders.csv", 30, "succeeded")]
     assert names(storage) == ["processed/day1/orders.csv", "processed/day1/orders.csv.report.json"]
-    assert report(storage, "processed/day1/orders.csv.report.json").items() >= {
-        "status": "succeeded", "rows_loaded": 30, "rows_quarantined": 0, "data_lines": 30, "error": None}.items()
+    assert (
+        report(storage, "processed/day1/orders.csv.report.json").items()
+        >= {"status": "succeeded", "rows_loaded": 30, "rows_quarantined": 0, "data_lines": 30, "error": None}.items()
+    )
 
 
 def test_rerunning_a_partition_replaces_its_rows_instead_of_duplicating(storage, warehouse):
@@ -78,9 +91,13 @@ def test_rerunning_a_partition_replaces_its_rows_instead_of_duplicating(storage,
     again = ingest(storage, "orders.csv")  # the blob is in processed/ now
 
     assert again.success
-    assert warehouse.execute("select count(*), count(distinct _bronze_batch_id) from bronze.sales").fetchone() == (30, 1)
+    assert warehouse.execute("select count(*), count(distinct _bronze_batch_id) from bronze.sales").fetchone() == (
+        30,
+        1,
+    )
     assert warehouse.execute(
-        "select rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at").fetchall() == [(30, 0), (30, 30)]
+        "select rows_loaded, rows_replaced from bronze.batch_ledger order by finished_at"
+    ).fetchall() == [(30, 0), (30, 30)]
     assert names(storage, "processed/") == ["processed/orders.csv", "processed/orders.csv.report.json"]
 
 
@@ -108,7 +125,8 @@ def test_bad_rows_are_quarantined_with_line_and_reason_and_good_rows_still_load(
     assert result.success and all(checks(result).values())
     assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 40
     quarantined = warehouse.execute(
-        "select line_number, reason, raw_line_encrypted from bronze.sales_quarantine order by line_number").fetchall()
+        "select line_number, reason, raw_line_encrypted from bronze.sales_quarantine order by line_number"
+    ).fetchall()
     assert [(line, reason) for line, reason, _ in quarantined] == [
         (7, "order_date: '2026-13-45' is not a date (YYYY-MM-DD)"),
         (14, "quantity: 'two' is not an integer"),
@@ -147,7 +165,8 @@ def test_a_record_that_is_not_utf8_late_in_a_file_is_quarantined_byte_exact_and_
     assert result.success and all(checks(result).values())
     assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 30
     line, raw, reason = warehouse.execute(
-        "select line_number, raw_line_encrypted, reason from bronze.sales_quarantine").fetchone()
+        "select line_number, raw_line_encrypted, reason from bronze.sales_quarantine"
+    ).fetchone()
     assert (line, reason) == (32, "not UTF-8 text: byte 0xe9 at byte 26 of the record")
     assert Cipher(os.environ["DW_SALES_FERNET_KEYS"]).decrypt_bytes(raw) == latin1
 
@@ -165,15 +184,18 @@ def test_sensitive_columns_are_unreadable_and_decrypt_to_the_input_under_the_dec
     storage.upload("incoming/orders.csv", GOOD)
     assert ingest(storage, "orders.csv").success
 
-    stored = warehouse.execute(
-        "select customer_email, customer_name from bronze.sales order by source_line").fetchall()
+    stored = warehouse.execute("select customer_email, customer_name from bronze.sales order by source_line").fetchall()
     expected = list(sample.rows(30, DAY))
     cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
     # customer_email declares trim + lower case in schema.yaml; customer_name declares nothing.
-    assert [(cipher.decrypt(e), cipher.decrypt(n)) for e, n in stored] == [(row[2].strip().lower(), row[3]) for row in expected]
+    assert [(cipher.decrypt(e), cipher.decrypt(n)) for e, n in stored] == [
+        (row[2].strip().lower(), row[3]) for row in expected
+    ]
     assert not any("@" in e or n.strip() == expected[i][3].strip() for i, (e, n) in enumerate(stored))
-    assert warehouse.execute(
-        "select count(*) from bronze.sales where customer_email like '%example.com%'").fetchone()[0] == 0
+    assert (
+        warehouse.execute("select count(*) from bronze.sales where customer_email like '%example.com%'").fetchone()[0]
+        == 0
+    )
 
 
 def test_rotating_keys_reencrypts_every_value_under_the_new_key(storage, warehouse):
@@ -216,22 +238,31 @@ def test_the_sales_job_builds_silver_and_gold_and_their_dbt_checks_pass(storage,
     instance.add_dynamic_partitions(sales_blobs.name, ["a.csv", "b.csv"])
     job = defs().resolve_job_def("sales_ingest")
 
-    results = [job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False) for key in ("a.csv", "b.csv")]
+    results = [
+        job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False) for key in ("a.csv", "b.csv")
+    ]
 
     assert all(r.success for r in results)
     last = results[-1]
     materialized = {e.asset_key.to_user_string() for e in last.get_asset_materialization_events()}
     assert {"bronze/sales", "silver/sales_cleaned", "gold/sales_daily_summary"} <= materialized
     evaluations = {e.check_name: e.passed for e in last.get_asset_check_evaluations()}
-    assert {"unique_sales_cleaned_order_id", "assert_sales_total_amount_is_quantity_times_price",
-            "sales_rows_reconcile_with_blob"} <= set(evaluations) and all(evaluations.values()), evaluations
+    assert {
+        "unique_sales_cleaned_order_id",
+        "assert_sales_total_amount_is_quantity_times_price",
+        "sales_rows_reconcile_with_blob",
+    } <= set(evaluations) and all(evaluations.values()), evaluations
     assert warehouse.execute("select count(*) from silver.sales_cleaned").fetchone()[0] == 30
     revenue = warehouse.execute("select sum(revenue), sum(order_count) from gold.sales_daily_summary").fetchone()
-    expected = sum(sample.expected_total(r) for r in [*sample.rows(20, DAY), *sample.rows(10, DAY, seed=5, first_id=101)])
+    expected = sum(
+        sample.expected_total(r) for r in [*sample.rows(20, DAY), *sample.rows(10, DAY, seed=5, first_id=101)]
+    )
     assert revenue == (expected, 30)
 
 
-def test_the_code_locations_sensor_and_job_ingest_a_dropped_file_and_fail_a_bad_one_without_retrying(storage, warehouse):
+def test_the_code_locations_sensor_and_job_ingest_a_dropped_file_and_fail_a_bad_one_without_retrying(
+    storage, warehouse
+):
     from dw_platform.definitions import defs  # after the storage fixture named the container
 
     definitions = defs()
@@ -241,12 +272,18 @@ def test_the_code_locations_sensor_and_job_ingest_a_dropped_file_and_fail_a_bad_
     sensor = definitions.resolve_sensor_def("sales_incoming_sensor")
 
     # The code location's own resource, configured from the DW_BLOB_* variables.
-    tick = sensor(dg.build_sensor_context(instance=instance, resources={"sales_storage": definitions.resources["sales_storage"]}))
+    tick = sensor(
+        dg.build_sensor_context(instance=instance, resources={"sales_storage": definitions.resources["sales_storage"]})
+    )
     assert sorted(r.partition_key for r in tick.run_requests) == ["bad.csv", "good.csv"]
     instance.add_dynamic_partitions(sales_blobs.name, ["bad.csv", "good.csv"])
     job = definitions.resolve_job_def("sales_ingest")
-    runs = {r.partition_key: job.execute_in_process(instance=instance, partition_key=r.partition_key, tags=r.tags,
-                                                    raise_on_error=False) for r in tick.run_requests}
+    runs = {
+        r.partition_key: job.execute_in_process(
+            instance=instance, partition_key=r.partition_key, tags=r.tags, raise_on_error=False
+        )
+        for r in tick.run_requests
+    }
 
     assert runs["good.csv"].success and not runs["bad.csv"].success
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in runs["bad.csv"].all_events)
@@ -258,8 +295,18 @@ def test_the_code_locations_sensor_and_job_ingest_a_dropped_file_and_fail_a_bad_
 ROUND_TRIP_CRLF = [
     ["SO-RT-1", "2026-11-20", "  Ann@Example.COM ", "Lee, Ann", 'Poster "Sunset"', "Decor", "eu", "2", "12.00", "eur"],
     ["SO-RT-2", " 2026-11-21 ", "", "Anna\nMaria\r\nSchmidt\rJr", "Coffee Beans, 1kg", "", " NA ", " 3 ", "18.75", ""],
-    ["SO-RT-3", "2026-11-21", "josé@example.com", "  José Müller\u00a0", "Ünïcödé\tproduct  name", "N/A", "APAC", "1", "3.49",
-     "USD"],
+    [
+        "SO-RT-3",
+        "2026-11-21",
+        "josé@example.com",
+        "  José Müller\u00a0",
+        "Ünïcödé\tproduct  name",
+        "N/A",
+        "APAC",
+        "1",
+        "3.49",
+        "USD",
+    ],
 ]
 ROUND_TRIP_CR = [
     ["SO-RT-4", "2026-11-22", "b@example.com", "Bo", "Notebook", "Stationery", "LATAM", "5", "3.49", "usd"],
@@ -278,28 +325,65 @@ def test_values_round_trip_byte_for_byte_into_bronze_and_by_the_declared_cleanin
     instance.add_dynamic_partitions(sales_blobs.name, ["crlf_bom.csv", "old_mac.csv"])
     job = defs().resolve_job_def("sales_ingest")
 
-    results = [job.execute_in_process(instance=instance, partition_key=k, raise_on_error=False)
-               for k in ("crlf_bom.csv", "old_mac.csv")]
+    results = [
+        job.execute_in_process(instance=instance, partition_key=k, raise_on_error=False)
+        for k in ("crlf_bom.csv", "old_mac.csv")
+    ]
 
     assert all(r.success for r in results)
     cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
     bronze = warehouse.execute(
         "select order_id, order_date, customer_email, customer_name, product, category, region, quantity, unit_price,"
-        " currency from bronze.sales order by order_id").fetchall()
+        " currency from bronze.sales order by order_id"
+    ).fetchall()
     sent = ROUND_TRIP_CRLF + ROUND_TRIP_CR
     assert [[*row[:2], cipher.decrypt(row[2]), cipher.decrypt(row[3]), *row[4:]] for row in bronze] == [
-        [*row[:2], row[2].strip().lower() or None, row[3], *row[4:]] for row in sent]
+        [*row[:2], row[2].strip().lower() or None, row[3], *row[4:]] for row in sent
+    ]
     silver = warehouse.execute(
         "select order_id, order_date, product, category, region, quantity, unit_price, currency, total_amount"
-        " from silver.sales_cleaned order by order_id").fetchall()
+        " from silver.sales_cleaned order by order_id"
+    ).fetchall()
     assert silver == [
         ("SO-RT-1", date(2026, 11, 20), 'Poster "Sunset"', "Decor", "EU", 2, Decimal("12.00"), "EUR", Decimal("24.00")),
-        ("SO-RT-2", date(2026, 11, 21), "Coffee Beans, 1kg", "Unknown", "NA", 3, Decimal("18.75"), "USD", Decimal("56.25")),
-        ("SO-RT-3", date(2026, 11, 21), "Ünïcödé product name", "Unknown", "APAC", 1, Decimal("3.49"), "USD", Decimal("3.49")),
+        (
+            "SO-RT-2",
+            date(2026, 11, 21),
+            "Coffee Beans, 1kg",
+            "Unknown",
+            "NA",
+            3,
+            Decimal("18.75"),
+            "USD",
+            Decimal("56.25"),
+        ),
+        (
+            "SO-RT-3",
+            date(2026, 11, 21),
+            "Ünïcödé product name",
+            "Unknown",
+            "APAC",
+            1,
+            Decimal("3.49"),
+            "USD",
+            Decimal("3.49"),
+        ),
         ("SO-RT-4", date(2026, 11, 22), "Notebook", "Stationery", "LATAM", 5, Decimal("3.49"), "USD", Decimal("17.45")),
-        ("SO-RT-5", date(2026, 11, 22), "Desk Chair", "Furniture", "EU", 1, Decimal("189.50"), "EUR", Decimal("189.50")),
+        (
+            "SO-RT-5",
+            date(2026, 11, 22),
+            "Desk Chair",
+            "Furniture",
+            "EU",
+            1,
+            Decimal("189.50"),
+            "EUR",
+            Decimal("189.50"),
+        ),
     ]
-    silver_names = warehouse.execute("select customer_name_encrypted from silver.sales_cleaned order by order_id").fetchall()
+    silver_names = warehouse.execute(
+        "select customer_name_encrypted from silver.sales_cleaned order by order_id"
+    ).fetchall()
     assert [cipher.decrypt(n) for (n,) in silver_names] == [row[3] for row in sent]
 
 
@@ -311,8 +395,10 @@ def test_bad_records_of_a_gzip_file_are_quarantined_and_everything_else_loads(st
     body = sample.to_csv(header, good[:10])
     body += b'SO-B1,2026-11-20,a@b.c,O"Brien,W,C,EU,1,1,EUR,n1,n2\r\n'  # line 12: stray quote
     body += b"SO-B2,2026-11-20,a@b.c,Ann,W\r\n"  # line 13: too few fields
-    body += b"SO-B3,2026-11-20,a@b.c,Ann," + b"W" * (2 << 20 | 1) + b",C,EU,1,1,EUR,n1,n2\r\n"  # line 14: over-long field
-    body += sample.to_csv(header, good[10:])[len(sample.to_csv(header, [])):]
+    body += (
+        b"SO-B3,2026-11-20,a@b.c,Ann," + b"W" * (2 << 20 | 1) + b",C,EU,1,1,EUR,n1,n2\r\n"
+    )  # line 14: over-long field
+    body += sample.to_csv(header, good[10:])[len(sample.to_csv(header, [])) :]
     body += b'SO-B4,2026-11-20,a@b.c,"never closed,W,C,EU,1,1,EUR,n1,n2\r\n'  # line 35 to the end
     storage.upload("incoming/orders.csv.gz", gzip.compress(body))
 
@@ -321,14 +407,17 @@ def test_bad_records_of_a_gzip_file_are_quarantined_and_everything_else_loads(st
     assert result.success and all(checks(result).values()), checks(result)
     assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 30
     quarantined = warehouse.execute(
-        "select line_number, reason from bronze.sales_quarantine order by line_number").fetchall()
+        "select line_number, reason from bronze.sales_quarantine order by line_number"
+    ).fetchall()
     assert [line for line, _ in quarantined] == [12, 13, 14, 35]
     assert "neither opens nor closes a quoted field" in quarantined[0][1]
     assert quarantined[1][1] == "expected 12 fields, found 5"
     assert quarantined[2][1] == "product: 2,097,153 bytes, longer than max_field_bytes (2,097,152)"
     assert quarantined[3][1] == "a quoted field is never closed: the record runs to the end of the file"
-    assert report(storage, "processed/orders.csv.gz.report.json").items() >= {
-        "rows_loaded": 30, "rows_quarantined": 4, "data_lines": 34}.items()
+    assert (
+        report(storage, "processed/orders.csv.gz.report.json").items()
+        >= {"rows_loaded": 30, "rows_quarantined": 4, "data_lines": 34}.items()
+    )
 
 
 def test_a_utf16_file_fails_its_run_saying_what_it_is(storage, warehouse):
@@ -351,11 +440,13 @@ def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(
         " unit_price numeric, currency text, total_amount numeric, source_line bigint, _bronze_load_ts timestamptz,"
         " _bronze_batch_id uuid, _bronze_source_file text);"
         " insert into bronze.sales values ('SO-1', '2026-11-20', null, null, 'W', null, 'EU', 3, 2.50, 'EUR', 7.50, 2,"
-        " now(), gen_random_uuid(), 'incoming/old.csv')")
+        " now(), gen_random_uuid(), 'incoming/old.csv')"
+    )
 
     ensure_quarantine(warehouse)
 
     assert warehouse.execute("select order_date, quantity, unit_price from bronze.sales").fetchall() == [
-        ("2026-11-20", "3", "2.50")]
+        ("2026-11-20", "3", "2.50")
+    ]
     columns = sales_expected_columns(warehouse=warehouse_resource())
     assert columns.passed, columns.metadata

@@ -93,9 +93,12 @@ def test_thousands_of_blobs_are_requested_across_ticks_without_repeats(storage):
 def past_run(instance, key: str, etag: str, status: dg.DagsterRunStatus, **tags) -> dg.DagsterRun:
     """A run of sales_ingest for one blob version as the sensor's request left it in the instance."""
     failed = status == dg.DagsterRunStatus.FAILURE
-    run = dg.DagsterRun(job_name="sales_ingest", run_id=str(uuid.uuid4()),
-                        status=dg.DagsterRunStatus.STARTED if failed else status,
-                        tags={"dagster/partition": key, ETAG_TAG: etag, **tags})
+    run = dg.DagsterRun(
+        job_name="sales_ingest",
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED if failed else status,
+        tags={"dagster/partition": key, ETAG_TAG: etag, **tags},
+    )
     instance.add_run(run)
     if failed:
         instance.report_run_failed(run)  # as run monitoring does for a run whose process died

@@ -20,21 +20,24 @@ START = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
 LOG = access_log(400, START)  # 9 quirky lines (5 odd but valid, 4 that do not parse) among 391 ordinary ones
 
 
-def ingest(definitions: dg.Definitions, key: str, instance: dg.DagsterInstance | None = None,
-           whole_job: bool = False) -> dg.ExecuteInProcessResult:
+def ingest(
+    definitions: dg.Definitions, key: str, instance: dg.DagsterInstance | None = None, whole_job: bool = False
+) -> dg.ExecuteInProcessResult:
     """Run the job `softcart_weblogs` for one file, or (faster, where dbt is not the point) only
     its bronze asset and checks."""
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(weblog_files.name, [key])
     job = definitions.resolve_job_def("softcart_weblogs")
     selection = None if whole_job else [dg.AssetKey(["bronze", "web_access_log"])]
-    return job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False,
-                                  asset_selection=selection)
+    return job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, asset_selection=selection)
 
 
 def metadata(result: dg.ExecuteInProcessResult) -> dict:
-    event = next(e for e in result.get_asset_materialization_events()
-                 if e.materialization.asset_key.path == ["bronze", "web_access_log"])
+    event = next(
+        e
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path == ["bronze", "web_access_log"]
+    )
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
@@ -76,13 +79,17 @@ def test_a_log_loads_every_line_quarantines_the_bad_ones_and_is_archived_after_c
     assert gzip.decompress(b"".join(weblogs.chunks(archived))) == LOG
 
     quarantined = warehouse.execute(
-        "select raw_line, reason from bronze.web_access_log_quarantine order by line_number").fetchall()
+        "select raw_line, reason from bronze.web_access_log_quarantine order by line_number"
+    ).fetchall()
     assert [q[0] for q in quarantined] == BAD_LINES
     assert quarantined[0][1] == "not an access log line: no [timestamp]"
     source = warehouse.execute("select distinct _bronze_source_file from bronze.web_access_log").fetchall()
-    assert source == [(f"azure://devstoreaccount1/{os.environ['DW_SOFTCART_WEBLOGS_CONTAINER']}/incoming/2026-11-23/access.log",)]
-    tls = warehouse.execute("select request, method, status, bytes_sent from bronze.web_access_log"
-                            " where request like '%%x16%%'").fetchone()
+    assert source == [
+        (f"azure://devstoreaccount1/{os.environ['DW_SOFTCART_WEBLOGS_CONTAINER']}/incoming/2026-11-23/access.log",)
+    ]
+    tls = warehouse.execute(
+        "select request, method, status, bytes_sent from bronze.web_access_log where request like '%%x16%%'"
+    ).fetchone()
     assert tls == ("\\x16\\x03\\x01\\x02\\x00\\x01", None, "400", "226")
 
 
@@ -94,7 +101,10 @@ def test_a_rerun_reads_the_archive_and_replaces_the_files_rows(weblogs, definiti
     again = ingest(definitions, "day/access.log", instance)
 
     assert again.success and all(e.passed for e in again.get_asset_check_evaluations())
-    assert warehouse.execute("select count(*), count(distinct line_number) from bronze.web_access_log").fetchone() == (396, 396)
+    assert warehouse.execute("select count(*), count(distinct line_number) from bronze.web_access_log").fetchone() == (
+        396,
+        396,
+    )
     assert warehouse.execute("select count(*) from bronze.web_access_log_quarantine").fetchone()[0] == 4
     assert weblogs.find("archive/day/access.log.gz") is not None
 
@@ -103,8 +113,10 @@ def test_the_reconcile_check_fails_when_bronze_lost_a_line(weblogs, definitions,
     weblogs.put("incoming/x.log", LOG)
     assert ingest(definitions, "x.log").success
     warehouse.execute("delete from bronze.web_access_log where line_number = 10")
-    resources = {"warehouse": warehouse_resource,
-                 "softcart_weblogs": weblogs_landing_zone().process_config_and_initialize()}
+    resources = {
+        "warehouse": warehouse_resource,
+        "softcart_weblogs": weblogs_landing_zone().process_config_and_initialize(),
+    }
 
     result = web_access_log_lines_reconcile_with_file(dg.build_asset_check_context(), **resources)
 
@@ -125,19 +137,55 @@ def test_silver_is_typed_and_gold_counts_traffic_per_day_and_hour(weblogs, defin
 
     rows = warehouse.execute(
         "select host(client_ip), client, remote_user, requested_at, status, bytes_sent, user_agent, is_bot, is_error,"
-        " request_hour, path_without_query from silver.web_requests order by line_number").fetchall()
+        " request_hour, path_without_query from silver.web_requests order by line_number"
+    ).fetchall()
     utc = timezone.utc
     assert rows == [
-        ("203.0.113.7", "203.0.113.7", None, datetime(2026, 11, 23, 8, 15, 32, tzinfo=utc), 200, 1000,
-         "Mozilla/5.0 Firefox", False, False, 8, "/products"),
-        ("2001:db8::1", "2001:db8::1", "alice", datetime(2026, 11, 23, 8, 40, tzinfo=utc), 404, 0,
-         'Mozilla/5.0 "Edge"', False, True, 8, "/products"),
-        ("203.0.113.7", "203.0.113.7", None, datetime(2026, 11, 23, 8, 59, 59, tzinfo=utc), 500, 20,
-         "Googlebot/2.1", True, True, 8, "/cart"),
+        (
+            "203.0.113.7",
+            "203.0.113.7",
+            None,
+            datetime(2026, 11, 23, 8, 15, 32, tzinfo=utc),
+            200,
+            1000,
+            "Mozilla/5.0 Firefox",
+            False,
+            False,
+            8,
+            "/products",
+        ),
+        (
+            "2001:db8::1",
+            "2001:db8::1",
+            "alice",
+            datetime(2026, 11, 23, 8, 40, tzinfo=utc),
+            404,
+            0,
+            'Mozilla/5.0 "Edge"',
+            False,
+            True,
+            8,
+            "/products",
+        ),
+        (
+            "203.0.113.7",
+            "203.0.113.7",
+            None,
+            datetime(2026, 11, 23, 8, 59, 59, tzinfo=utc),
+            500,
+            20,
+            "Googlebot/2.1",
+            True,
+            True,
+            8,
+            "/cart",
+        ),
         (None, "host.example.com", None, datetime(2026, 11, 23, 9, 10, tzinfo=utc), 408, 0, None, False, True, 9, None),
     ]
-    hourly = warehouse.execute("select request_hour, requests, bot_requests, unique_visitors, bytes_sent, error_rate"
-                               " from gold.web_traffic_hourly order by request_hour").fetchall()
+    hourly = warehouse.execute(
+        "select request_hour, requests, bot_requests, unique_visitors, bytes_sent, error_rate"
+        " from gold.web_traffic_hourly order by request_hour"
+    ).fetchall()
     assert [tuple(map(float, r)) for r in hourly] == [(8, 3, 1, 2, 1020, 0.6667), (9, 1, 0, 1, 0, 1.0)]
     top = warehouse.execute("select rank, path, requests from gold.web_top_paths order by rank").fetchall()
     assert top == [(1, "/products", 2)]

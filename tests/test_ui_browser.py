@@ -30,8 +30,16 @@ from dw_platform.samples import sales as sales_sample
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RUN_TIMEOUT_S = 300
 
 
@@ -54,8 +62,9 @@ class Journey:
         self.base_url = base_url
         self.shots: list[tuple[str, bytes]] = []
         # Dagster's first-visit "Join the community" dialog: dismiss it whenever it shows up.
-        page.add_locator_handler(page.get_by_text("Join the Dagster community"),
-                                 lambda: page.get_by_role("button", name="Skip").click())
+        page.add_locator_handler(
+            page.get_by_text("Join the Dagster community"), lambda: page.get_by_role("button", name="Skip").click()
+        )
 
     def open(self, path: str) -> None:
         self.page.goto(self.base_url + path)
@@ -131,7 +140,11 @@ def operator_ui(source, storage, request):
 
 
 def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_dropped_file(
-    operator_ui, definitions, page, tmp_path, capsys,
+    operator_ui,
+    definitions,
+    page,
+    tmp_path,
+    capsys,
 ):
     ui = Journey(page, operator_ui.url)
     today = datetime.now(timezone.utc).date()
@@ -147,12 +160,16 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             row = sidebar_rows.filter(has=page.get_by_title(group, exact=True))
             row.locator("[aria-label=arrow_drop_down]").click()  # expand the group
             page.wait_for_timeout(500)
-            rows = [(r.locator("[aria-label=asset_group]").count() > 0, r.locator("[title]").first.get_attribute("title"))
-                    for r in sidebar_rows.all()]
+            rows = [
+                (r.locator("[aria-label=asset_group]").count() > 0, r.locator("[title]").first.get_attribute("title"))
+                for r in sidebar_rows.all()
+            ]
             start = rows.index((True, group))
             end = next((i for i in range(start + 1, len(rows)) if rows[i][0]), len(rows))
-            shown = Counter(title for _, title in rows[start + 1:end])
-            assert shown == expected[group], f"group {group}: the UI shows {dict(shown)}, the code location has {dict(expected[group])}"
+            shown = Counter(title for _, title in rows[start + 1 : end])
+            assert shown == expected[group], (
+                f"group {group}: the UI shows {dict(shown)}, the code location has {dict(expected[group])}"
+            )
             row.locator("[aria-label=arrow_drop_down]").click()  # collapse it again
 
     with ui.step("customer job for one day, from the job page"):
@@ -176,11 +193,18 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while True:
                 # A row: the check's name, then its status (succeeded, failed, in progress, ...).
-                statuses = {row.locator("[class*=MiddleTruncate_container]").get_attribute("title"):
-                            row.inner_text().lower().splitlines()[-1].strip() for row in rows.all()}
+                statuses = {
+                    row.locator("[class*=MiddleTruncate_container]").get_attribute("title"): row.inner_text()
+                    .lower()
+                    .splitlines()[-1]
+                    .strip()
+                    for row in rows.all()
+                }
                 red = [name for name, status in statuses.items() if "fail" in status or "error" in status]
                 assert not red, f"red checks on {asset}: {red}"
-                assert set(statuses) == names, f"{asset}: the UI lists {sorted(statuses)}, the code location has {sorted(names)}"
+                assert set(statuses) == names, (
+                    f"{asset}: the UI lists {sorted(statuses)}, the code location has {sorted(names)}"
+                )
                 if all(status in ("succeeded", "passed") for status in statuses.values()):
                     break
                 assert time.monotonic() < deadline, f"the checks of {asset} did not all pass: {statuses}"
@@ -191,9 +215,15 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
         page.locator("label", has=page.get_by_role("checkbox")).first.click()  # the "Running" switch
         assert page.get_by_role("checkbox").first.is_checked()
         orders = tmp_path / "orders_ui.csv"
-        orders.write_bytes(sales_sample.to_csv(sales_sample.HEADER, list(sales_sample.rows(20, today, seed=5, first_id=9001))))
-        dropped = subprocess.run([sys.executable, "-m", "dw_platform.cli", "drop", "sales", str(orders)],
-                                 capture_output=True, text=True, timeout=120)
+        orders.write_bytes(
+            sales_sample.to_csv(sales_sample.HEADER, list(sales_sample.rows(20, today, seed=5, first_id=9001)))
+        )
+        dropped = subprocess.run(
+            [sys.executable, "-m", "dw_platform.cli", "drop", "sales", str(orders)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert dropped.returncode == 0, dropped.stderr
         page.get_by_role("button", name="Runs", exact=True).click()  # the sensor's runs
         run_link = page.locator("a[href*='/runs/']").filter(has_text=re.compile(r"^[0-9a-f]{8}$")).first
@@ -202,5 +232,7 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
         ui.wait_for_run_success()
 
     with capsys.disabled():
-        print(f"\nUI click-to-Success: customer_daily, one partition {job_seconds:.1f} s; "
-              f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s")
+        print(
+            f"\nUI click-to-Success: customer_daily, one partition {job_seconds:.1f} s; "
+            f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s"
+        )

@@ -76,26 +76,51 @@ def test_build_args_pass_vars_as_json_only_when_given():
 
 
 def test_a_dbt_failure_is_retried_only_when_the_warehouse_connection_was_lost():
-    tests_failed = failure_from({"results": [
-        {"unique_id": "test.dw_platform.not_null_x", "status": "fail"},
-        {"unique_id": "model.dw_platform.x", "status": "success"},
-    ]})
+    tests_failed = failure_from(
+        {
+            "results": [
+                {"unique_id": "test.dw_platform.not_null_x", "status": "fail"},
+                {"unique_id": "model.dw_platform.x", "status": "success"},
+            ]
+        }
+    )
     assert not tests_failed.allow_retries
     assert tests_failed.description == "dbt test failed: test.dw_platform.not_null_x"
-    rejected = failure_from({"results": [{"unique_id": "model.dw_platform.x", "status": "error", "message":
-                                          "Database Error in model x\n  column seen._bronze_row_hash does not exist"}]})
+    rejected = failure_from(
+        {
+            "results": [
+                {
+                    "unique_id": "model.dw_platform.x",
+                    "status": "error",
+                    "message": "Database Error in model x\n  column seen._bronze_row_hash does not exist",
+                }
+            ]
+        }
+    )
     assert not rejected.allow_retries
-    assert rejected.description == ("dbt error: model.dw_platform.x: Database Error in model x "
-                                    "column seen._bronze_row_hash does not exist")
-    lost = failure_from({"results": [{"unique_id": "model.dw_platform.x", "status": "error", "message":
-                                      "Database Error\n  server closed the connection unexpectedly"}]})
+    assert rejected.description == (
+        "dbt error: model.dw_platform.x: Database Error in model x column seen._bronze_row_hash does not exist"
+    )
+    lost = failure_from(
+        {
+            "results": [
+                {
+                    "unique_id": "model.dw_platform.x",
+                    "status": "error",
+                    "message": "Database Error\n  server closed the connection unexpectedly",
+                }
+            ]
+        }
+    )
     assert lost.allow_retries
     assert failure_from({}).allow_retries  # dbt did not get as far as running anything
 
 
 def test_layer_and_domain_come_from_the_model_folder():
     assert layer_and_domain(["dw_platform", "silver", "customer", "customer_profile_standardized"]) == (
-        "silver", "customer")
+        "silver",
+        "customer",
+    )
     assert layer_and_domain(["dw_platform", "gold", "sales", "sales_daily_summary"]) == ("gold", "sales")
     assert layer_and_domain(["dw_platform", "silver", "customer_profile_standardized"]) is None
 

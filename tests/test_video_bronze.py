@@ -36,9 +36,13 @@ class StandInMongo(MongoDocuments):
 
 
 def warehouse_resource() -> PostgresWarehouse:
-    return PostgresWarehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ["DW_PG_PORT"]),
-                             user=os.environ["DW_PG_USER"], password=os.environ["DW_PG_PASSWORD"],
-                             database=os.environ["DW_PG_DATABASE"])
+    return PostgresWarehouse(
+        host=os.environ["DW_PG_HOST"],
+        port=int(os.environ["DW_PG_PORT"]),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ["DW_PG_PASSWORD"],
+        database=os.environ["DW_PG_DATABASE"],
+    )
 
 
 @pytest.fixture
@@ -51,8 +55,9 @@ def container(server):
     name = f"video-{uuid.uuid4().hex[:12]}"
     zone = LandingZone(container=name, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
     yield zone
-    BlobStorage(container=name, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"]).service_client() \
-        .delete_container(name)
+    BlobStorage(
+        container=name, connection_string=os.environ["DW_BLOB_CONNECTION_STRING"]
+    ).service_client().delete_container(name)
 
 
 def land(zone: LandingZone, day: str, files: dict[str, bytes]) -> None:
@@ -62,14 +67,23 @@ def land(zone: LandingZone, day: str, files: dict[str, bytes]) -> None:
 
 def ingest(zone: LandingZone, day: str, assets=None, documents: MongoDocuments | None = None):
     assets = assets or [video_users, video_viewing_sessions, content]
-    check_defs = [getattr(video_checks, n) for n in dir(video_checks)
-                  if isinstance(getattr(video_checks, n), dg.AssetChecksDefinition)]
+    check_defs = [
+        getattr(video_checks, n)
+        for n in dir(video_checks)
+        if isinstance(getattr(video_checks, n), dg.AssetChecksDefinition)
+    ]
     keys = {key for a in assets for key in a.keys}
     check_defs = [c for c in check_defs if next(iter(c.check_keys)).asset_key in keys]
     return dg.materialize(
-        [*assets, *check_defs], partition_key=day, raise_on_error=False, instance=dg.DagsterInstance.ephemeral(),
-        resources={"warehouse": warehouse_resource(), "video_landing": zone,
-                   "video_documents": documents or MongoDocuments()},
+        [*assets, *check_defs],
+        partition_key=day,
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "warehouse": warehouse_resource(),
+            "video_landing": zone,
+            "video_documents": documents or MongoDocuments(),
+        },
     )
 
 
@@ -87,7 +101,9 @@ def test_the_local_folder_and_the_blob_container_give_the_same_files(tmp_path, c
         assert b"".join(zone.chunks(found)) == b"user_id\r\nU1\r\n"
         assert zone.find("2026-11-20/missing.csv") is None
     # Lineage names stay the same from run to run (not Azurite's changing port).
-    assert blob.find("2026-11-20/users.csv").uri == f"azure://devstoreaccount1/{container.container}/2026-11-20/users.csv"
+    assert (
+        blob.find("2026-11-20/users.csv").uri == f"azure://devstoreaccount1/{container.container}/2026-11-20/users.csv"
+    )
     assert local.find("2026-11-20/users.csv").uri == f"file://{tmp_path.resolve()}/2026-11-20/users.csv"
     with pytest.raises(ValueError):
         local.find("../outside.csv")
@@ -104,24 +120,32 @@ def test_a_day_of_csv_files_lands_once_with_lineage_ledger_and_checks_from_eithe
     assert check_results(result) and all(check_results(result).values()), check_results(result)
     users = warehouse.execute(
         "select count(*), min(arrival_date)::text, count(distinct _bronze_batch_id), min(_bronze_source_file)"
-        " from bronze.video_users").fetchone()
+        " from bronze.video_users"
+    ).fetchone()
     assert users[:3] == (41, DAY, 1) and users[3].endswith(f"/{DAY}/users.csv")
     assert warehouse.execute("select count(*) from bronze.video_viewing_sessions").fetchone()[0] == 200
-    ledger = warehouse.execute("select target_table, partition_key, rows_loaded, status from bronze.batch_ledger"
-                               " order by target_table").fetchall()
-    assert ledger == [("bronze.video_users", DAY, 41, "succeeded"),
-                      ("bronze.video_viewing_sessions", DAY, 200, "succeeded")]
+    ledger = warehouse.execute(
+        "select target_table, partition_key, rows_loaded, status from bronze.batch_ledger order by target_table"
+    ).fetchall()
+    assert ledger == [
+        ("bronze.video_users", DAY, 41, "succeeded"),
+        ("bronze.video_viewing_sessions", DAY, 200, "succeeded"),
+    ]
 
 
 def test_rerunning_a_day_replaces_its_rows_and_other_days_stay(folder, warehouse):
     land(folder, DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 5))})
-    land(folder, NEXT_DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 21), 3))})
+    land(
+        folder, NEXT_DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 21), 3))}
+    )
     assert ingest(folder, DAY, [video_users]).success
     assert ingest(folder, NEXT_DAY, [video_users]).success
 
     assert ingest(folder, DAY, [video_users]).success
 
-    counts = warehouse.execute("select arrival_date::text, count(*) from bronze.video_users group by 1 order by 1").fetchall()
+    counts = warehouse.execute(
+        "select arrival_date::text, count(*) from bronze.video_users group by 1 order by 1"
+    ).fetchall()
     assert counts == [(DAY, 6), (NEXT_DAY, 4)]
 
 
@@ -134,7 +158,9 @@ def test_a_csv_row_without_its_key_is_quarantined_with_the_reason(folder, wareho
 
     assert result.success and all(check_results(result).values())
     assert warehouse.execute("select line_number, reason from bronze.video_quarantine order by 1").fetchall() == [
-        (3, "user_id: missing required value"), (6, "expected 6 fields, found 2")]
+        (3, "user_id: missing required value"),
+        (6, "expected 6 fields, found 2"),
+    ]
 
 
 def test_a_missing_file_fails_the_day_with_a_clear_message(folder, warehouse):
@@ -154,16 +180,32 @@ def test_content_documents_flatten_into_prefixed_columns_and_child_tables(folder
     assert result.success and all(check_results(result).values()), check_results(result)
     row = warehouse.execute(
         "select content_id, title, release_year, release_studio, ratings_imdb, ratings_rotten_tomatoes,"
-        " availability_us, availability_de from bronze.content where content_id = 'C001'").fetchone()
-    assert row == ("C001", "Title 1", 2001, "Studio 1", Decimal(str(docs[0]["ratings"]["imdb"])),
-                   docs[0]["ratings"]["rotten_tomatoes"], True, True)
-    genres = warehouse.execute("select position, value from bronze.content_genres where content_id = 'C002'"
-                               " order by position").fetchall()
+        " availability_us, availability_de from bronze.content where content_id = 'C001'"
+    ).fetchone()
+    assert row == (
+        "C001",
+        "Title 1",
+        2001,
+        "Studio 1",
+        Decimal(str(docs[0]["ratings"]["imdb"])),
+        docs[0]["ratings"]["rotten_tomatoes"],
+        True,
+        True,
+    )
+    genres = warehouse.execute(
+        "select position, value from bronze.content_genres where content_id = 'C002' order by position"
+    ).fetchall()
     assert genres == list(enumerate(docs[1]["genres"], start=1))
-    cast = warehouse.execute("select content_id, position, name, role from bronze.content_cast order by 1, 2").fetchall()
+    cast = warehouse.execute(
+        "select content_id, position, name, role from bronze.content_cast order by 1, 2"
+    ).fetchall()
     assert cast[:2] == [("C001", 1, "Actor 1-1", "lead"), ("C001", 2, "Actor 1-2", "support")] and len(cast) == 6
-    types = dict(warehouse.execute("select column_name, data_type from information_schema.columns"
-                                   " where table_schema = 'bronze' and table_name = 'content'").fetchall())
+    types = dict(
+        warehouse.execute(
+            "select column_name, data_type from information_schema.columns"
+            " where table_schema = 'bronze' and table_name = 'content'"
+        ).fetchall()
+    )
     assert types["ratings_imdb"] == "numeric" and types["availability_us"] == "boolean" and types["title"] == "text"
     quarantined = warehouse.execute("select line_number, reason from bronze.video_quarantine").fetchall()
     assert len(quarantined) == 1 and quarantined[0][0] == 4 and quarantined[0][1].startswith("malformed JSON")
@@ -173,18 +215,24 @@ def test_content_documents_flatten_into_prefixed_columns_and_child_tables(folder
 
 def test_a_new_field_in_a_later_file_becomes_a_recorded_column(folder, warehouse):
     land(folder, DAY, {"content.json": sample.content_file(sample.content_documents(3), malformed=False)})
-    land(folder, NEXT_DAY, {"content.json": sample.content_file(sample.content_documents(2, extra_field=True),
-                                                                malformed=False)})
+    land(
+        folder,
+        NEXT_DAY,
+        {"content.json": sample.content_file(sample.content_documents(2, extra_field=True), malformed=False)},
+    )
     assert ingest(folder, DAY, [content]).success
 
     result = ingest(folder, NEXT_DAY, [content])
 
     assert result.success and all(check_results(result).values()), check_results(result)
-    values = warehouse.execute("select arrival_date::text, maturity_rating from bronze.content"
-                               " order by arrival_date, content_id").fetchall()
+    values = warehouse.execute(
+        "select arrival_date::text, maturity_rating from bronze.content order by arrival_date, content_id"
+    ).fetchall()
     assert values == [(DAY, None)] * 3 + [(NEXT_DAY, "PG-13")] * 2
-    change = warehouse.execute("select pg_type, source_file from bronze.video_schema_changes"
-                               " where table_name = 'bronze.content' and column_name = 'maturity_rating'").fetchone()
+    change = warehouse.execute(
+        "select pg_type, source_file from bronze.video_schema_changes"
+        " where table_name = 'bronze.content' and column_name = 'maturity_rating'"
+    ).fetchone()
     assert change[0] == "text" and change[1].endswith(f"{NEXT_DAY}/content.json")
 
 
@@ -203,17 +251,23 @@ def test_a_value_that_breaks_a_columns_type_quarantines_its_document_not_the_fil
 
     assert result.success
     reasons = [r[0] for r in warehouse.execute("select reason from bronze.video_quarantine order by line_number")]
-    assert reasons == ['genres: an array in earlier documents, now "Drama"',
-                       'ratings_imdb: "excellent" does not fit the column\'s type numeric',
-                       "a document must be a JSON object, found list", "content_id: missing required value"]
-    assert warehouse.execute("select count(*) from bronze.content where arrival_date = %s", (NEXT_DAY,)).fetchone()[0] == 1
+    assert reasons == [
+        'genres: an array in earlier documents, now "Drama"',
+        'ratings_imdb: "excellent" does not fit the column\'s type numeric',
+        "a document must be a JSON object, found list",
+        "content_id: missing required value",
+    ]
+    assert (
+        warehouse.execute("select count(*) from bronze.content where arrival_date = %s", (NEXT_DAY,)).fetchone()[0] == 1
+    )
 
 
 def test_raw_documents_go_to_mongodb_when_configured_using_the_mongomock_stand_in(folder, warehouse):
     docs = sample.content_documents(4)
     land(folder, DAY, {"content.json": sample.content_file(docs)})
-    stand_in = StandInMongo(uri="mongodb://stand-in.invalid", database=f"db_{uuid.uuid4().hex[:8]}",
-                            collection="content_raw")
+    stand_in = StandInMongo(
+        uri="mongodb://stand-in.invalid", database=f"db_{uuid.uuid4().hex[:8]}", collection="content_raw"
+    )
 
     assert ingest(folder, DAY, [content], documents=stand_in).success
     assert ingest(folder, DAY, [content], documents=stand_in).success  # a re-run replaces, never duplicates
@@ -227,8 +281,9 @@ def test_raw_documents_go_to_mongodb_when_configured_using_the_mongomock_stand_i
 @pytest.mark.skipif(not os.environ.get("DW_MONGODB_URI"), reason="needs a real MongoDB server: set DW_MONGODB_URI")
 def test_raw_documents_reach_a_real_mongodb(folder, warehouse):
     land(folder, DAY, {"content.json": sample.content_file(sample.content_documents(2), malformed=False)})
-    real = MongoDocuments(uri=os.environ["DW_MONGODB_URI"], database=f"dw_test_{uuid.uuid4().hex[:8]}",
-                          collection="content_raw")
+    real = MongoDocuments(
+        uri=os.environ["DW_MONGODB_URI"], database=f"dw_test_{uuid.uuid4().hex[:8]}", collection="content_raw"
+    )
     try:
         assert ingest(folder, DAY, [content], documents=real).success
         client = real.client()
@@ -242,8 +297,9 @@ def test_the_file_check_fails_when_the_landed_file_no_longer_matches_bronze(fold
     assert ingest(folder, DAY, [video_users]).success
     land(folder, DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 9))})
 
-    result = video_checks.video_users_file_readable(dg.build_asset_check_context(), warehouse=warehouse_resource(),
-                                                    video_landing=folder)
+    result = video_checks.video_users_file_readable(
+        dg.build_asset_check_context(), warehouse=warehouse_resource(), video_landing=folder
+    )
 
     assert not result.passed and result.metadata["records_in_file"].value == 10
 
@@ -253,8 +309,9 @@ def test_the_file_check_fails_when_the_file_is_gone(folder, warehouse, tmp_path)
     assert ingest(folder, DAY, [video_users]).success
     (tmp_path / "landing" / DAY / "users.csv").unlink()
 
-    result = video_checks.video_users_file_readable(dg.build_asset_check_context(), warehouse=warehouse_resource(),
-                                                    video_landing=folder)
+    result = video_checks.video_users_file_readable(
+        dg.build_asset_check_context(), warehouse=warehouse_resource(), video_landing=folder
+    )
 
     assert not result.passed and "not in the landing zone" in result.metadata["problem"].value
 
@@ -268,8 +325,16 @@ def test_the_not_empty_check_fails_for_a_header_only_file(folder, warehouse):
 
 
 def test_the_all_null_and_expected_columns_checks_fail_on_a_bad_table(folder, warehouse):
-    land(folder, DAY, {"viewing_sessions.csv": sample.to_csv(
-        sample.SESSIONS_HEADER, [["S1", "U1", "C1", "", "", "", "", ""], *sample.sessions(sample.date(2026, 11, 20), count=3)])})
+    land(
+        folder,
+        DAY,
+        {
+            "viewing_sessions.csv": sample.to_csv(
+                sample.SESSIONS_HEADER,
+                [["S1", "U1", "C1", "", "", "", "", ""], *sample.sessions(sample.date(2026, 11, 20), count=3)],
+            )
+        },
+    )
 
     result = ingest(folder, DAY, [video_viewing_sessions])
     warehouse.execute("alter table bronze.video_viewing_sessions add column surprise text")

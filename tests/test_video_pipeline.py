@@ -29,14 +29,39 @@ SESSIONS_DAY2 = [
     ["S1", "U1", "C1", "mobile", "US", "2026-11-20 10:00:00", "660", "100"],  # a correction: wins
 ]
 CONTENT = [
-    {"content_id": "C1", "title": "Alpha", "type": "Movie", "release": {"year": 2020}, "runtime_minutes": 11,
-     "genres": ["drama", "Crime"], "cast": [{"name": "A", "role": "lead"}],
-     "ratings": {"imdb": 7.5, "rotten_tomatoes": 80}, "availability": {"us": True}},
-    {"content_id": "C2", "title": "Beta", "type": "series", "release": {"year": 2021}, "runtime_minutes": 10,
-     "genres": ["Comedy"], "cast": [{"name": "B", "role": "lead"}],
-     "ratings": {"imdb": 6.0, "rotten_tomatoes": 60}, "availability": {"us": False}},
-    {"content_id": "C3", "title": "Gamma", "type": "movie", "release": {"year": 2022}, "runtime_minutes": 12,
-     "genres": [], "cast": [], "ratings": {"imdb": 5.0, "rotten_tomatoes": 50}, "availability": {"us": True}},
+    {
+        "content_id": "C1",
+        "title": "Alpha",
+        "type": "Movie",
+        "release": {"year": 2020},
+        "runtime_minutes": 11,
+        "genres": ["drama", "Crime"],
+        "cast": [{"name": "A", "role": "lead"}],
+        "ratings": {"imdb": 7.5, "rotten_tomatoes": 80},
+        "availability": {"us": True},
+    },
+    {
+        "content_id": "C2",
+        "title": "Beta",
+        "type": "series",
+        "release": {"year": 2021},
+        "runtime_minutes": 10,
+        "genres": ["Comedy"],
+        "cast": [{"name": "B", "role": "lead"}],
+        "ratings": {"imdb": 6.0, "rotten_tomatoes": 60},
+        "availability": {"us": False},
+    },
+    {
+        "content_id": "C3",
+        "title": "Gamma",
+        "type": "movie",
+        "release": {"year": 2022},
+        "runtime_minutes": 12,
+        "genres": [],
+        "cast": [],
+        "ratings": {"imdb": 5.0, "rotten_tomatoes": 50},
+        "availability": {"us": True},
+    },
 ]
 
 
@@ -58,8 +83,11 @@ def land(folder, day, users, sessions, content=CONTENT):
 def run(day: str) -> dg.ExecuteInProcessResult:
     from dw_platform.definitions import defs
 
-    return defs().resolve_job_def("video_daily").execute_in_process(
-        partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return (
+        defs()
+        .resolve_job_def("video_daily")
+        .execute_in_process(partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
 
 
 def failed_checks(result) -> set[str]:
@@ -82,16 +110,25 @@ def test_two_days_build_deduped_silver_and_hand_checked_gold_kpis(landing, wareh
     assert first.success and second.success
     assert failed_checks(second) == set()
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
-    assert {"silver/video_viewing_sessions", "gold/video_user_engagement", "gold/video_content_performance"} <= materialized
-    users = warehouse.execute("select user_id, email, country_code, subscription_tier, signup_date::text"
-                              " from silver.video_users order by user_id").fetchall()
-    assert users == [("U1", "ann@example.com", "DE", "basic", "2025-01-05"),
-                     ("U2", "bob@example.com", "DE", "standard", "2025-02-10"),
-                     ("U3", None, "unknown", "unknown", None)]
+    assert {
+        "silver/video_viewing_sessions",
+        "gold/video_user_engagement",
+        "gold/video_content_performance",
+    } <= materialized
+    users = warehouse.execute(
+        "select user_id, email, country_code, subscription_tier, signup_date::text"
+        " from silver.video_users order by user_id"
+    ).fetchall()
+    assert users == [
+        ("U1", "ann@example.com", "DE", "basic", "2025-01-05"),
+        ("U2", "bob@example.com", "DE", "standard", "2025-02-10"),
+        ("U3", None, "unknown", "unknown", None),
+    ]
     sessions = warehouse.execute(
         "select session_id, device, country_code, started_at = %s::timestamptz, session_date::text, watch_seconds,"
         " completion_pct, is_completed from silver.video_viewing_sessions order by session_id",
-        ("2026-11-20 10:00:00+00",)).fetchall()
+        ("2026-11-20 10:00:00+00",),
+    ).fetchall()
     assert sessions == [
         ("S1", "mobile", "US", True, DAY1, Decimal(660), Decimal(100), True),
         ("S2", "tv", "US", False, DAY1, Decimal(300), Decimal(50), False),
@@ -100,23 +137,32 @@ def test_two_days_build_deduped_silver_and_hand_checked_gold_kpis(landing, wareh
     ]
     engagement = warehouse.execute(
         "select user_id, session_date::text, sessions, watch_seconds, completed_sessions, completion_rate_pct"
-        " from gold.video_user_engagement order by user_id, session_date").fetchall()
-    assert engagement == [("U1", DAY1, 2, Decimal(960), 1, Decimal("50.00")),
-                          ("U2", DAY1, 1, Decimal(540), 1, Decimal("100.00")),
-                          ("U2", DAY2, 1, Decimal(60), 0, None)]
+        " from gold.video_user_engagement order by user_id, session_date"
+    ).fetchall()
+    assert engagement == [
+        ("U1", DAY1, 2, Decimal(960), 1, Decimal("50.00")),
+        ("U2", DAY1, 1, Decimal(540), 1, Decimal("100.00")),
+        ("U2", DAY2, 1, Decimal(60), 0, None),
+    ]
     statistics = warehouse.execute(
         "select session_date::text, device, country_code, sessions, unique_viewers, watch_seconds, avg_completion_pct"
-        " from gold.video_viewing_statistics order by 1, 2, 3").fetchall()
-    assert statistics == [(DAY1, "mobile", "US", 1, 1, Decimal(660), Decimal("100.00")),
-                          (DAY1, "tv", "DE", 1, 1, Decimal(540), Decimal("90.00")),
-                          (DAY1, "tv", "US", 1, 1, Decimal(300), Decimal("50.00")),
-                          (DAY2, "desktop", "DE", 1, 1, Decimal(60), None)]
+        " from gold.video_viewing_statistics order by 1, 2, 3"
+    ).fetchall()
+    assert statistics == [
+        (DAY1, "mobile", "US", 1, 1, Decimal(660), Decimal("100.00")),
+        (DAY1, "tv", "DE", 1, 1, Decimal(540), Decimal("90.00")),
+        (DAY1, "tv", "US", 1, 1, Decimal(300), Decimal("50.00")),
+        (DAY2, "desktop", "DE", 1, 1, Decimal(60), None),
+    ]
     performance = warehouse.execute(
         "select content_id, title, views, unique_viewers, watch_seconds, avg_completion_pct, views_rank"
-        " from gold.video_content_performance order by views_rank").fetchall()
-    assert performance == [("C1", "Alpha", 3, 2, Decimal(1260), Decimal("95.00"), 1),
-                           ("C2", "Beta", 1, 1, Decimal(300), Decimal("50.00"), 2),
-                           ("C3", "Gamma", 0, 0, Decimal(0), None, 3)]
+        " from gold.video_content_performance order by views_rank"
+    ).fetchall()
+    assert performance == [
+        ("C1", "Alpha", 3, 2, Decimal(1260), Decimal("95.00"), 1),
+        ("C2", "Beta", 1, 1, Decimal(300), Decimal("50.00"), 2),
+        ("C3", "Gamma", 0, 0, Decimal(0), None, 3),
+    ]
     genres = warehouse.execute("select content_id, genre from silver.video_content_genres order by 1, 2").fetchall()
     assert genres == [("C1", "Crime"), ("C1", "Drama"), ("C2", "Comedy")]
 
@@ -151,8 +197,9 @@ def test_gold_checks_fail_when_gold_no_longer_reconciles_with_silver(landing, wa
 
     warehouse.execute("update gold.video_user_engagement set sessions = sessions + 1 where user_id = 'U1'")
     warehouse.execute("update gold.video_viewing_statistics set sessions = sessions + 1 where device = 'mobile'")
-    warehouse.execute("update gold.video_content_performance set avg_completion_pct = 140, views = -1"
-                      " where content_id = 'C2'")
+    warehouse.execute(
+        "update gold.video_content_performance set avg_completion_pct = 140, views = -1 where content_id = 'C2'"
+    )
 
     assert not dbt_test("assert_video_engagement_reconciles_with_silver")
     assert not dbt_test("assert_video_statistics_reconcile_with_silver")
@@ -173,15 +220,21 @@ def test_silver_key_and_category_checks_fail_on_a_duplicate_key_and_an_unlisted_
 
 
 def test_the_user_date_check_fails_on_a_date_that_does_not_parse_and_only_then(landing, warehouse):
-    users = [*USERS_DAY1,
-             ["U5", "eve@example.com", "fr", "free", "2025-03-01", "2026-11-20T01:00:00+00:00"],
-             ["U5", "eve@example.com", "fr", "free", "", "2026-11-20T02:00:00+00:00"]]  # later, no date: fine
+    users = [
+        *USERS_DAY1,
+        ["U5", "eve@example.com", "fr", "free", "2025-03-01", "2026-11-20T01:00:00+00:00"],
+        ["U5", "eve@example.com", "fr", "free", "", "2026-11-20T02:00:00+00:00"],
+    ]  # later, no date: fine
     land(landing, DAY1, users, SESSIONS_DAY1)
     assert run(DAY1).success
     assert dbt_test("assert_video_users_dates_parse")
 
-    land(landing, DAY2, [["U6", "fay@example.com", "br", "free", "31.02.2025", "2026-11-21T01:00:00+00:00"]],
-         SESSIONS_DAY2)
+    land(
+        landing,
+        DAY2,
+        [["U6", "fay@example.com", "br", "free", "31.02.2025", "2026-11-21T01:00:00+00:00"]],
+        SESSIONS_DAY2,
+    )
     result = run(DAY2)
 
     assert "assert_video_users_dates_parse" in failed_checks(result)

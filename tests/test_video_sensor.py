@@ -22,7 +22,9 @@ def zone(request, tmp_path, server):
     if request.param == "folder":
         yield LocalLanding(tmp_path / "landing")
         return
-    storage = BlobStorage(container=f"video-{uuid.uuid4().hex[:12]}", connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+    storage = BlobStorage(
+        container=f"video-{uuid.uuid4().hex[:12]}", connection_string=os.environ["DW_BLOB_CONNECTION_STRING"]
+    )
     storage.ensure_container()
     yield BlobLanding(storage)
     storage.service_client().delete_container(storage.container)

@@ -26,13 +26,30 @@ _QUOTED = r'"([^"\\\n]*(?:\\.[^"\\\n]*)*)"'
 _REQUEST = r'"((\w+) ([^ "\\\n]*(?:\\.[^ "\\\n]*)*) (HTTP/[0-9.]+)|[^"\\\n]*(?:\\.[^"\\\n]*)*)"'
 _LINE_PATTERN = (
     r"([^ \n]+) ([^ \n]+) (.*?) \[(\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "
-    + _REQUEST + r" (\d{3}) (\d+|-)(?: " + _QUOTED + " " + _QUOTED + r")?"
+    + _REQUEST
+    + r" (\d{3}) (\d+|-)(?: "
+    + _QUOTED
+    + " "
+    + _QUOTED
+    + r")?"
 )
 _LINE = re.compile(_LINE_PATTERN)
 # The same, for every line of a block of text at once (one match per good line).
 _LINES = re.compile(r"^" + _LINE_PATTERN + r"\r?$", re.MULTILINE)
-FIELDS = ("client_ip", "identity", "remote_user", "time_local", "request", "method", "path", "protocol",
-          "status", "bytes_sent", "referrer", "user_agent")
+FIELDS = (
+    "client_ip",
+    "identity",
+    "remote_user",
+    "time_local",
+    "request",
+    "method",
+    "path",
+    "protocol",
+    "status",
+    "bytes_sent",
+    "referrer",
+    "user_agent",
+)
 
 
 @dataclass(frozen=True)
@@ -60,8 +77,13 @@ class _Timestamps:
             if len(self._days) > 10_000:  # bounded: memory does not grow with the file
                 self._days.clear()
             self._days.add(day)
-        return (value[12:14] <= "23" and value[15:17] <= "59" and value[18:20] <= "60"
-                and value[22:24] <= "14" and value[24:26] <= "59")
+        return (
+            value[12:14] <= "23"
+            and value[15:17] <= "59"
+            and value[18:20] <= "60"
+            and value[22:24] <= "14"
+            and value[24:26] <= "59"
+        )
 
 
 def split_request(request: str) -> tuple[str | None, str | None, str | None]:
@@ -123,7 +145,7 @@ def _blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
             rest += chunk
             continue
         yield rest + chunk[:cut]
-        rest = chunk[cut + 1:]
+        rest = chunk[cut + 1 :]
     if rest:
         yield rest
 
@@ -181,7 +203,7 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
             pos = 0
             for m in _LINES.finditer(text):
                 if m.start() != pos:
-                    number = _bad_lines(text[pos:m.start() - 1], number, bad)
+                    number = _bad_lines(text[pos : m.start() - 1], number, bad)
                 number += 1
                 pos = m.end() + 1
                 groups = m.groups()
@@ -221,8 +243,7 @@ def _copy_line(row: tuple) -> str:
 
 def _from_copy_line(line: str) -> tuple:
     unescape = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\r": "\r"}
-    values = [None if v == "\\N" else re.sub(r"\\[\\tnr]", lambda e: unescape[e.group()], v)
-              for v in line.split("\t")]
+    values = [None if v == "\\N" else re.sub(r"\\[\\tnr]", lambda e: unescape[e.group()], v) for v in line.split("\t")]
     return (int(values[0]), *values[1:])
 
 

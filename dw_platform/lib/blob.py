@@ -24,8 +24,13 @@ from datetime import datetime
 import dagster as dg
 from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError, IncompleteReadError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError,
-    ServiceRequestError, ServiceResponseError,
+    HttpResponseError,
+    IncompleteReadError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ExponentialRetry
 
@@ -123,9 +128,13 @@ class BlobStorage(dg.ConfigurableResource):
 
     def service_client(self) -> BlobServiceClient:
         options = {
-            "max_chunk_get_size": self.max_chunk_bytes, "max_single_get_size": self.max_chunk_bytes,
-            "retry_policy": ExponentialRetry(initial_backoff=self.retry_backoff_s, retry_total=self.retries,
-                                             random_jitter_range=min(3, self.retry_backoff_s)),
+            "max_chunk_get_size": self.max_chunk_bytes,
+            "max_single_get_size": self.max_chunk_bytes,
+            "retry_policy": ExponentialRetry(
+                initial_backoff=self.retry_backoff_s,
+                retry_total=self.retries,
+                random_jitter_range=min(3, self.retry_backoff_s),
+            ),
         }
         if self.connection_string:
             return BlobServiceClient.from_connection_string(self.connection_string, **options)
@@ -184,8 +193,10 @@ class BlobStorage(dg.ConfigurableResource):
         instead of mixing two versions.
         """
         with _classified(f"reading {blob.name}"):
-            downloader = self.container_client().get_blob_client(blob.name).download_blob(
-                etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified
+            downloader = (
+                self.container_client()
+                .get_blob_client(blob.name)
+                .download_blob(etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified)
             )
             yield from downloader.chunks()
 
@@ -202,7 +213,8 @@ class BlobStorage(dg.ConfigurableResource):
         """Delete exactly this version; False when it is gone or a newer version replaced it."""
         try:
             self.container_client().get_blob_client(blob.name).delete_blob(
-                etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified)
+                etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified
+            )
             return True
         except (ResourceNotFoundError, ResourceModifiedError):
             return False
@@ -220,15 +232,18 @@ class BlobStorage(dg.ConfigurableResource):
         container = self.container_client()
         source = container.get_blob_client(blob.name)
         target = container.get_blob_client(destination)
-        target.start_copy_from_url(source.url, source_etag=_quoted(blob.etag),
-                                   source_match_condition=MatchConditions.IfNotModified)
+        target.start_copy_from_url(
+            source.url, source_etag=_quoted(blob.etag), source_match_condition=MatchConditions.IfNotModified
+        )
         deadline = time.monotonic() + timeout_s
         while (props := target.get_blob_properties()).copy.status == "pending":
             if time.monotonic() > deadline:
                 raise TimeoutError(f"copying {blob.name} to {destination} did not finish in {timeout_s:.0f}s")
             time.sleep(0.2)
         if props.copy.status != "success":
-            raise OSError(f"copying {blob.name} to {destination} ended {props.copy.status}: {props.copy.status_description}")
+            raise OSError(
+                f"copying {blob.name} to {destination} ended {props.copy.status}: {props.copy.status_description}"
+            )
         try:
             source.delete_blob(etag=_quoted(blob.etag), match_condition=MatchConditions.IfNotModified)
         except (ResourceNotFoundError, ResourceModifiedError):

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Union
+from typing import Any
 
 import dagster as dg
 import psycopg
@@ -36,6 +36,7 @@ from psycopg import sql
 from psycopg.adapt import PyFormat
 
 from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
+
 
 @dataclass(frozen=True)
 class CopyData:
@@ -59,11 +60,11 @@ class CopyText:
     rows: int
 
 
-Batches = Iterable[Union[Sequence[Sequence[Any]], CopyData, CopyText]]
+Batches = Iterable[Sequence[Sequence[Any]] | CopyData | CopyText]
 # Rows, or a function that returns them given the load's connection once the partition's locks
 # are held (for sources whose read depends on what bronze holds, such as "rowid > the highest
 # loaded"). It must not use the connection once it starts yielding.
-RowSource = Union[Batches, Callable[[psycopg.Connection], Batches]]
+RowSource = Batches | Callable[[psycopg.Connection], Batches]
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,14 @@ class LoadScope:
 
     @classmethod
     def time_window(
-        cls, partition_keys: Sequence[str], column: str, start: datetime, end: datetime,
+        cls,
+        partition_keys: Sequence[str],
+        column: str,
+        start: datetime,
+        end: datetime,
         lookback: timedelta = timedelta(0),
     ) -> LoadScope:
-        where = sql.SQL("{col} >= %(window_start)s and {col} < %(window_end)s").format(
-            col=sql.Identifier(column)
-        )
+        where = sql.SQL("{col} >= %(window_start)s and {col} < %(window_end)s").format(col=sql.Identifier(column))
         params = {"window_start": _naive_utc(start), "window_end": _naive_utc(end)}
         return cls(tuple(partition_keys), where, params, start, end, start - lookback, end)
 
@@ -196,8 +199,10 @@ class LoadResult:
         """One log line: what was read, added and replaced, and how fast."""
         kept = f", {self.rows_read - self.rows_loaded:,} already in bronze" if self.table.keeps_versions else ""
         replaced = f", replaced {self.rows_replaced:,}" if self.rows_replaced else ""
-        return (f"read {self.rows_read:,} rows, loaded {self.rows_loaded:,}{kept}{replaced} in {self.seconds:.1f}s "
-                f"({self.rows_per_second:,.0f} rows/s), batch {self.batch_id}")
+        return (
+            f"read {self.rows_read:,} rows, loaded {self.rows_loaded:,}{kept}{replaced} in {self.seconds:.1f}s "
+            f"({self.rows_per_second:,.0f} rows/s), batch {self.batch_id}"
+        )
 
     def metadata(self) -> dict[str, Any]:
         """Materialization metadata shown in the Dagster UI."""
@@ -337,7 +342,8 @@ def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tup
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
     return conn.execute(
         "select exists (select from information_schema.columns where table_schema = %s and table_name = %s"
-        " and column_name = %s)", (table.schema, table.name, column),
+        " and column_name = %s)",
+        (table.schema, table.name, column),
     ).fetchone()[0]
 
 
@@ -345,16 +351,25 @@ def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
     """The version identity of a version-keeping table. A table loaded before it kept versions
     gets the column filled once from its rows (a lineage column, not a change of the data); of
     identical versions loaded twice by the old replace loads, the first loaded stays."""
-    conn.execute(sql.SQL("alter table {} add column if not exists {} text").format(
-        table.ident, sql.Identifier(ROW_HASH.name)))
+    conn.execute(
+        sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
+    )
     _set_hash_settings(conn)
-    conn.execute(sql.SQL("update {t} set {h} = {expr} where {h} is null").format(
-        t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)))
-    conn.execute(sql.SQL(
-        "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
-    ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name)))
-    conn.execute(sql.SQL("create unique index if not exists {} on {} ({})").format(
-        sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)))
+    conn.execute(
+        sql.SQL("update {t} set {h} = {expr} where {h} is null").format(
+            t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
+        ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
+    )
+    conn.execute(
+        sql.SQL("create unique index if not exists {} on {} ({})").format(
+            sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)
+        )
+    )
 
 
 def _append_key_index(table: BronzeTable) -> str:
@@ -367,23 +382,31 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
     (both now redundant, and each would cost every load); its rows stay as they are. Fails if
     the table holds a key twice: then it cannot be appended to by key."""
     conn.execute(sql.SQL("alter table {} drop column if exists {}").format(table.ident, sql.Identifier(ROW_HASH.name)))
-    conn.execute(sql.SQL("create unique index if not exists {} on {} ({})").format(
-        sql.Identifier(_append_key_index(table)), table.ident,
-        sql.Identifier(table.append_key)))
-    conn.execute(sql.SQL("drop index if exists {}").format(
-        sql.Identifier(table.schema, f"{table.name}_{table.append_key.strip('_')}_idx")))
+    conn.execute(
+        sql.SQL("create unique index if not exists {} on {} ({})").format(
+            sql.Identifier(_append_key_index(table)), table.ident, sql.Identifier(table.append_key)
+        )
+    )
+    conn.execute(
+        sql.SQL("drop index if exists {}").format(
+            sql.Identifier(table.schema, f"{table.name}_{table.append_key.strip('_')}_idx")
+        )
+    )
 
 
 def _row_hash_expr(table: BronzeTable, alias: sql.Composable) -> sql.Composable:
     """md5 over the text of every source column (null-safe, column order fixed by the table)."""
     return sql.SQL("md5(row({})::text)").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c.name)) for c in table.columns))
+        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c.name)) for c in table.columns)
+    )
 
 
 def _set_hash_settings(conn: psycopg.Connection) -> None:
     """Fix how values print, so a row hashes the same from any session (set for the transaction)."""
-    conn.execute("set local datestyle = 'ISO, YMD'; set local timezone = 'UTC'; set local extra_float_digits = 1;"
-                 " set local intervalstyle = 'postgres'; set local bytea_output = 'hex'")
+    conn.execute(
+        "set local datestyle = 'ISO, YMD'; set local timezone = 'UTC'; set local extra_float_digits = 1;"
+        " set local intervalstyle = 'postgres'; set local bytea_output = 'hex'"
+    )
 
 
 def load(
@@ -429,8 +452,9 @@ def load(
             if table.keeps_versions:
                 replaced = 0
                 numeric = watermark is not None and _is_integer(table, watermark.column)
-                loaded, *id_range = _append_new_versions(conn, table, batches, lineage, progress, log,
-                                                        watermark.column if numeric else None)
+                loaded, *id_range = _append_new_versions(
+                    conn, table, batches, lineage, progress, log, watermark.column if numeric else None
+                )
             elif table.append_key:
                 replaced = 0
                 high_water = _max_key(conn, table)
@@ -451,8 +475,9 @@ def load(
     except Exception as exc:
         message = _describe(exc, table, scope, progress.rows)
         ledger.fail(conn, message)
-        raise dg.Failure(description=message, metadata={"batch_id": str(batch_id)},
-                         allow_retries=is_transient(exc)) from exc
+        raise dg.Failure(
+            description=message, metadata={"batch_id": str(batch_id)}, allow_retries=is_transient(exc)
+        ) from exc
     # Again after the commit: an attempt killed just before this one may have held the
     # partition's lock until its session ended, after the first look.
     ledger.close_abandoned(conn)
@@ -500,8 +525,19 @@ class _Ledger:
             select %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, pid, backend_start
             from pg_stat_activity where pid = pg_backend_pid()
             """,
-            (self.batch_id, self.asset_key, self.table.qualified_name, s.label, self.source, s.window_start,
-             s.window_end, s.read_start, s.read_end, self.run_id, self.started_at),
+            (
+                self.batch_id,
+                self.asset_key,
+                self.table.qualified_name,
+                s.label,
+                self.source,
+                s.window_start,
+                s.window_end,
+                s.read_start,
+                s.read_end,
+                self.run_id,
+                self.started_at,
+            ),
         )
         self.begun = True
 
@@ -546,9 +582,20 @@ class _Ledger:
                     on conflict (batch_id) do update set status = 'failed', error = excluded.error,
                         finished_at = excluded.finished_at
                     """,
-                    (self.batch_id, self.asset_key, self.table.qualified_name, s.label, self.source,
-                     s.window_start, s.window_end, s.read_start, s.read_end, message, self.run_id,
-                     self.started_at),
+                    (
+                        self.batch_id,
+                        self.asset_key,
+                        self.table.qualified_name,
+                        s.label,
+                        self.source,
+                        s.window_start,
+                        s.window_end,
+                        s.read_start,
+                        s.read_end,
+                        message,
+                        self.run_id,
+                        self.started_at,
+                    ),
                 )
         except psycopg.Error:
             pass  # the warehouse is gone: the `running` entry (if any) tells the story later
@@ -557,12 +604,21 @@ class _Ledger:
 def _fresh_connection(conn: psycopg.Connection) -> psycopg.Connection:
     """A new autocommit connection with the settings (password included) of `conn`."""
     password = conn.pgconn.password
-    return psycopg.connect(conn.info.dsn, password=password.decode() if password else None,
-                           autocommit=True, connect_timeout=10)
+    return psycopg.connect(
+        conn.info.dsn, password=password.decode() if password else None, autocommit=True, connect_timeout=10
+    )
 
 
-def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Column], batches,
-          lineage: tuple, progress: _Progress, log) -> None:
+def _copy(
+    conn,
+    table: BronzeTable,
+    target: sql.Composable,
+    columns: Sequence[Column],
+    batches,
+    lineage: tuple,
+    progress: _Progress,
+    log,
+) -> None:
     """COPY of `batches` (source columns, plus `lineage` appended to every row) into `columns` of
     `target`: binary, or text when the batches are `CopyText`. A `CopyData` batch is written as it
     is; an Arrow record batch (columns named as the table's) becomes COPY tuples a whole column at
@@ -611,8 +667,14 @@ def _copy(conn, table: BronzeTable, target: sql.Composable, columns: Sequence[Co
             copy.write(COPY_TRAILER)
 
 
-_BIG_ENDIAN = {"bigint": ">i8", "integer": ">i4", "smallint": ">i2", "date": ">i4", "timestamp": ">i8",
-               "timestamptz": ">i8"}
+_BIG_ENDIAN = {
+    "bigint": ">i8",
+    "integer": ">i4",
+    "smallint": ">i2",
+    "date": ">i4",
+    "timestamp": ">i8",
+    "timestamptz": ">i8",
+}
 _DAYS_1970_TO_2000 = 10_957
 _MICROS_1970_TO_2000 = _DAYS_1970_TO_2000 * 86_400_000_000
 
@@ -627,15 +689,19 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    source = columns[:len(columns) - len(lineage)]
+    source = columns[: len(columns) - len(lineage)]
     for column in source:
         if column.name not in batch.schema.names:
             raise ValueError(f"the Arrow batch lacks column {column.name}")
         if column.pg_type not in _BIG_ENDIAN and column.pg_type not in ("text", "numeric"):
-            raise ValueError(f"column {column.name}: Arrow batches load text, bigint, integer, smallint, date, "
-                             f"timestamp, timestamptz and numeric columns, not {column.pg_type}")
-    tail = b"".join(len(d).to_bytes(4, "big") + d for d in (
-        bytes(conn.adapters.get_dumper(type(v), PyFormat.BINARY)(type(v), conn).dump(v)) for v in lineage))
+            raise ValueError(
+                f"column {column.name}: Arrow batches load text, bigint, integer, smallint, date, "
+                f"timestamp, timestamptz and numeric columns, not {column.pg_type}"
+            )
+    tail = b"".join(
+        len(d).to_bytes(4, "big") + d
+        for d in (bytes(conn.adapters.get_dumper(type(v), PyFormat.BINARY)(type(v), conn).dump(v)) for v in lineage)
+    )
     if all(c.pg_type != "text" for c in source):
         return _fixed_width_tuples(batch, source, len(columns), tail)
     parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
@@ -645,15 +711,18 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
             payload = values.cast(pa.binary())
         else:
             fixed = _fixed_values(values, column.pg_type)
-            payload = pa.array(fixed.view(f"S{fixed.dtype.itemsize}"), pa.binary(fixed.dtype.itemsize)).cast(pa.binary())
+            payload = pa.array(fixed.view(f"S{fixed.dtype.itemsize}"), pa.binary(fixed.dtype.itemsize)).cast(
+                pa.binary()
+            )
             payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
         lengths = pc.fill_null(pc.binary_length(payload).cast(pa.int32()), -1).to_numpy().astype(">i4")
         parts += [pa.array(lengths.view("S4"), pa.binary(4)).cast(pa.binary()), pc.fill_null(payload, b"")]
     parts.append(pa.scalar(tail))
     rows = pc.binary_join_element_wise(*parts, b"")
     import numpy as np
+
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
-    return memoryview(rows.buffers()[2])[int(offsets[0]):int(offsets[-1])]
+    return memoryview(rows.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
 
 
 def _fixed_width_tuples(batch, source: Sequence[Column], field_count: int, tail: bytes):
@@ -673,15 +742,18 @@ def _fixed_width_tuples(batch, source: Sequence[Column], field_count: int, tail:
         rows[f"value{i}"] = v
     if tail:
         rows["lineage"] = tail
-    nulls = [(i, batch.column(c.name).is_null().to_numpy(zero_copy_only=False))
-             for i, c in enumerate(source) if batch.column(c.name).null_count]
+    nulls = [
+        (i, batch.column(c.name).is_null().to_numpy(zero_copy_only=False))
+        for i, c in enumerate(source)
+        if batch.column(c.name).null_count
+    ]
     if not nulls:
         return memoryview(rows).cast("B")
     keep = np.ones((len(rows), rows.dtype.itemsize), dtype=bool)
     for i, null in nulls:
         rows[f"length{i}"][null] = -1
         start = rows.dtype.fields[f"value{i}"][1]
-        keep[null, start:start + values[i].dtype.itemsize] = False
+        keep[null, start : start + values[i].dtype.itemsize] = False
     return memoryview(rows.view(np.uint8).reshape(len(rows), -1)[keep])
 
 
@@ -715,10 +787,18 @@ def _numeric_values(values):
     ndigits = max(-(-(precision - scale) // 4) + fraction, 1)
     # 16-byte little-endian two's complement per value; with precision <= 18 the low half holds it.
     unscaled = np.frombuffer(values.buffers()[1], dtype="<i8", count=2 * (values.offset + len(values)))
-    unscaled = unscaled[2 * values.offset::2]
+    unscaled = unscaled[2 * values.offset :: 2]
     magnitude = np.abs(unscaled) * 10 ** (4 * fraction - scale)
-    numerics = np.zeros(len(values), dtype=[("ndigits", ">i2"), ("weight", ">i2"), ("sign", ">u2"),
-                                             ("dscale", ">i2"), ("digits", ">i2", (ndigits,))])
+    numerics = np.zeros(
+        len(values),
+        dtype=[
+            ("ndigits", ">i2"),
+            ("weight", ">i2"),
+            ("sign", ">u2"),
+            ("dscale", ">i2"),
+            ("digits", ">i2", (ndigits,)),
+        ],
+    )
     numerics["ndigits"] = ndigits
     numerics["weight"] = ndigits - fraction - 1
     numerics["sign"] = np.where(unscaled < 0, 0x4000, 0)
@@ -736,22 +816,25 @@ def _copy_text_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log,
-                         id_column: str | None) -> tuple[int, int | None, int | None]:
+def _append_new_versions(
+    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, id_column: str | None
+) -> tuple[int, int | None, int | None]:
     """Stage the source columns in a temporary table, then append the versions bronze does not
     hold yet with the load's lineage (each once, however often it was read; in hash order, so
     concurrent loads whose reads overlap wait for each other instead of deadlocking). Returns
     the rows appended and, given `id_column`, the lowest and highest value of it among them."""
     stage = sql.Identifier("_bronze_stage")
-    conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
-        stage, table.ident))
+    conn.execute(
+        sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(stage, table.ident)
+    )
     _copy(conn, table, stage, table.columns, batches, (), progress, log)
     _set_hash_settings(conn)
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     lineage_names = sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS)
     track = sql.Identifier(id_column) if id_column else sql.NULL
-    return conn.execute(sql.SQL(
-        """
+    return conn.execute(
+        sql.SQL(
+            """
         with appended as (
             insert into {table} ({names}, {lineage_names}, {hash})
             select {names}, %s, %s, %s, {expr} as {hash} from {stage} s order by {hash}
@@ -760,8 +843,17 @@ def _append_new_versions(conn, table: BronzeTable, batches, lineage: tuple, prog
         )
         select count(*), min(id), max(id) from appended
         """
-    ).format(table=table.ident, names=names, lineage_names=lineage_names, hash=sql.Identifier(ROW_HASH.name),
-             stage=stage, track=track, expr=_row_hash_expr(table, sql.Identifier("s"))), lineage).fetchone()
+        ).format(
+            table=table.ident,
+            names=names,
+            lineage_names=lineage_names,
+            hash=sql.Identifier(ROW_HASH.name),
+            stage=stage,
+            track=track,
+            expr=_row_hash_expr(table, sql.Identifier("s")),
+        ),
+        lineage,
+    ).fetchone()
 
 
 def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
@@ -769,48 +861,59 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
     not hold: (rows read, rows missing). Stages them like a load does, commits nothing."""
     with conn.transaction(force_rollback=True):
         stage = sql.Identifier("_bronze_stage")
-        conn.execute(sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(
-            stage, table.ident))
+        conn.execute(
+            sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(stage, table.ident)
+        )
         progress = _Progress()
         _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
         _set_hash_settings(conn)
-        missing = conn.execute(sql.SQL(
-            "select count(*) from (select {expr} as h from {stage} s) staged"
-            " where not exists (select from {table} b where b.{hash} = staged.h)"
-        ).format(expr=_row_hash_expr(table, sql.Identifier("s")), stage=stage, table=table.ident,
-                 hash=sql.Identifier(ROW_HASH.name))).fetchone()[0]
+        missing = conn.execute(
+            sql.SQL(
+                "select count(*) from (select {expr} as h from {stage} s) staged"
+                " where not exists (select from {table} b where b.{hash} = staged.h)"
+            ).format(
+                expr=_row_hash_expr(table, sql.Identifier("s")),
+                stage=stage,
+                table=table.ident,
+                hash=sql.Identifier(ROW_HASH.name),
+            )
+        ).fetchone()[0]
     return progress.rows, missing
 
 
-def copy_side_rows(conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batch_id: uuid.UUID,
-                   load_ts: datetime, source: str) -> int:
+def copy_side_rows(
+    conn, table: BronzeTable, rows: Sequence[Sequence[Any]], batch_id: uuid.UUID, load_ts: datetime, source: str
+) -> int:
     """COPY `rows` into a side table of a load (child rows, raw documents) with the load's lineage;
     for `after_copy` callbacks, inside the load's transaction. Returns the row count."""
     progress = _Progress()
-    _copy(conn, table, table.ident, table.all_columns, [rows], (load_ts, batch_id, source), progress,
-          lambda _msg: None)
+    _copy(conn, table, table.ident, table.all_columns, [rows], (load_ts, batch_id, source), progress, lambda _msg: None)
     return progress.rows
 
 
 def _max_key(conn: psycopg.Connection, table: BronzeTable) -> int | None:
     """The highest append key in bronze (its unique index answers)."""
-    return conn.execute(sql.SQL("select max({}) from {}").format(
-        sql.Identifier(table.append_key), table.ident)).fetchone()[0]
+    return conn.execute(
+        sql.SQL("select max({}) from {}").format(sql.Identifier(table.append_key), table.ident)
+    ).fetchone()[0]
 
 
 def _key_range_above(conn: psycopg.Connection, table: BronzeTable, high_water: int | None) -> tuple:
     """The lowest and highest key above the earlier high-water mark: this load's keys."""
     key = sql.Identifier(table.append_key)
-    return conn.execute(sql.SQL("select min({k}), max({k}) from {t} where {k} > %s").format(k=key, t=table.ident),
-                        (high_water if high_water is not None else -(1 << 63),)).fetchone()
+    return conn.execute(
+        sql.SQL("select min({k}), max({k}) from {t} where {k} > %s").format(k=key, t=table.ident),
+        (high_water if high_water is not None else -(1 << 63),),
+    ).fetchone()
 
 
 def _is_integer(table: BronzeTable, column: str) -> bool:
     return next(c for c in table.columns if c.name == column).pg_type in ("integer", "bigint", "smallint")
 
 
-def _advance_watermark(conn, table: BronzeTable, scope: LoadScope, watermark: Watermark,
-                       rows_read: int) -> datetime | int | None:
+def _advance_watermark(
+    conn, table: BronzeTable, scope: LoadScope, watermark: Watermark, rows_read: int
+) -> datetime | int | None:
     """Advance the watermark to the newest value this load read (never backwards) and record
     the window read; returns the newest value read."""
     col = sql.Identifier(watermark.column)

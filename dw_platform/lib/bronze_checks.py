@@ -48,7 +48,10 @@ def expected_columns(conn: psycopg.Connection, table: BronzeTable) -> dg.AssetCh
     unexpected = [c for c in actual if c not in expected]
     return dg.AssetCheckResult(
         passed=not missing and not unexpected,
-        metadata={"missing_columns": ", ".join(missing) or "none", "unexpected_columns": ", ".join(unexpected) or "none"},
+        metadata={
+            "missing_columns": ", ".join(missing) or "none",
+            "unexpected_columns": ", ".join(unexpected) or "none",
+        },
     )
 
 
@@ -71,7 +74,10 @@ def no_all_null_rows(
 
 
 def source_versions_in_bronze(
-    conn: psycopg.Connection, table: BronzeTable, scope: LoadScope | None, source_rows: Callable[[LoadScope], Batches],
+    conn: psycopg.Connection,
+    table: BronzeTable,
+    scope: LoadScope | None,
+    source_rows: Callable[[LoadScope], Batches],
 ) -> dg.AssetCheckResult:
     """Every row the source holds now for the window is a version bronze holds (bronze may hold
     more: versions the source has since changed are history, not surplus)."""
@@ -83,8 +89,14 @@ def source_versions_in_bronze(
     ).fetchone()[0]
     return dg.AssetCheckResult(
         passed=missing == 0,
-        metadata={"source_rows": read, "source_rows_missing_in_bronze": missing, "bronze_versions": bronze_rows,
-                  "scope": scope.label},
-        description=None if missing == 0 else f"{missing:,} source rows of {scope.label} are not in bronze: re-run "
-                                               "the partition (a load only adds what is missing)",
+        metadata={
+            "source_rows": read,
+            "source_rows_missing_in_bronze": missing,
+            "bronze_versions": bronze_rows,
+            "scope": scope.label,
+        },
+        description=None
+        if missing == 0
+        else f"{missing:,} source rows of {scope.label} are not in bronze: re-run "
+        "the partition (a load only adds what is missing)",
     )

@@ -54,8 +54,18 @@ class CsvFormatError(ValueError):
 
 TYPES = ("text", "integer", "numeric", "date", "timestamp", "boolean")
 CASES = ("lower", "upper")
-_COLUMN_KEYS = {"name", "source", "type", "required", "sensitive", "min", "trim", "collapse_whitespace", "case",
-                "missing_to_null"}
+_COLUMN_KEYS = {
+    "name",
+    "source",
+    "type",
+    "required",
+    "sensitive",
+    "min",
+    "trim",
+    "collapse_whitespace",
+    "case",
+    "missing_to_null",
+}
 _BOOLEANS = ["true", "t", "yes", "y", "1", "false", "f", "no", "n", "0"]
 _SPACES = re.compile(r"\s+")
 
@@ -97,20 +107,34 @@ class CsvSchema:
             if unknown:
                 raise ValueError(f"{path}: column {spec.get('name')!r} has unknown keys {sorted(unknown)}")
             if spec.get("type", "text") not in TYPES:
-                raise ValueError(f"{path}: column {spec['name']!r} has unknown type {spec['type']!r}; use one of {TYPES}")
+                raise ValueError(
+                    f"{path}: column {spec['name']!r} has unknown type {spec['type']!r}; use one of {TYPES}"
+                )
             if spec.get("case") not in (None, *CASES):
-                raise ValueError(f"{path}: column {spec['name']!r} has unknown case {spec['case']!r}; use one of {CASES}")
-            columns.append(ColumnSpec(
-                name=spec["name"], source=spec.get("source", spec["name"]), type=spec.get("type", "text"),
-                required=bool(spec.get("required", False)), sensitive=bool(spec.get("sensitive", False)),
-                min=Decimal(str(spec["min"])) if spec.get("min") is not None else None,
-                trim=bool(spec.get("trim", False)), collapse_whitespace=bool(spec.get("collapse_whitespace", False)),
-                case=spec.get("case"), missing_to_null=bool(spec.get("missing_to_null", False)),
-            ))
+                raise ValueError(
+                    f"{path}: column {spec['name']!r} has unknown case {spec['case']!r}; use one of {CASES}"
+                )
+            columns.append(
+                ColumnSpec(
+                    name=spec["name"],
+                    source=spec.get("source", spec["name"]),
+                    type=spec.get("type", "text"),
+                    required=bool(spec.get("required", False)),
+                    sensitive=bool(spec.get("sensitive", False)),
+                    min=Decimal(str(spec["min"])) if spec.get("min") is not None else None,
+                    trim=bool(spec.get("trim", False)),
+                    collapse_whitespace=bool(spec.get("collapse_whitespace", False)),
+                    case=spec.get("case"),
+                    missing_to_null=bool(spec.get("missing_to_null", False)),
+                )
+            )
         limits = doc.get("limits", {})
         return cls(
-            table=doc["table"], quarantine_table=doc["quarantine_table"], columns=tuple(columns),
-            missing=tuple(doc.get("missing", [""])), delimiter=doc.get("delimiter", ","),
+            table=doc["table"],
+            quarantine_table=doc["quarantine_table"],
+            columns=tuple(columns),
+            missing=tuple(doc.get("missing", [""])),
+            delimiter=doc.get("delimiter", ","),
             max_field_bytes=int(limits.get("max_field_bytes", MAX_FIELD_BYTES)),
             max_record_bytes=int(limits.get("max_record_bytes", MAX_RECORD_BYTES)),
         )
@@ -129,8 +153,10 @@ class CsvSchema:
             source = _normalize_name(column.source)
             found = [i for i, n in enumerate(names) if n == source]
             if len(found) > 1:
-                raise CsvFormatError(f"the header repeats column {column.source!r} (positions "
-                                     f"{', '.join(str(i + 1) for i in found)}): which one is meant?")
+                raise CsvFormatError(
+                    f"the header repeats column {column.source!r} (positions "
+                    f"{', '.join(str(i + 1) for i in found)}): which one is meant?"
+                )
             positions.append(found[0] if found else None)
         missing = [c.source for c, p in zip(self.columns, positions) if c.required and p is None]
         if missing:
@@ -220,18 +246,31 @@ class CsvReader:
         data = block.data
         table = pa_csv.read_csv(
             pa.BufferReader(data),
-            read_options=pa_csv.ReadOptions(column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 16)),
-            parse_options=pa_csv.ParseOptions(delimiter=self.schema.delimiter, quote_char='"', double_quote=True,
-                                              escape_char=False, newlines_in_values=True, ignore_empty_lines=False,
-                                              invalid_row_handler=on_invalid),
-            convert_options=pa_csv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                                  include_columns=[names[p] for p in wanted] or names[:1],
-                                                  strings_can_be_null=False, check_utf8=False),
+            read_options=pa_csv.ReadOptions(
+                column_names=names, use_threads=False, block_size=max(len(data) + 1, 1 << 16)
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=self.schema.delimiter,
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=on_invalid,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                include_columns=[names[p] for p in wanted] or names[:1],
+                strings_can_be_null=False,
+                check_utf8=False,
+            ),
         )
         self.records += block.count
         if table.num_rows + len(invalid) != block.count:  # framing and parser disagree: never guess
-            raise CsvFormatError(f"line {block.lines[0]}: the CSV parser found {table.num_rows + len(invalid):,} "
-                                 f"records where {block.count:,} were framed")
+            raise CsvFormatError(
+                f"line {block.lines[0]}: the CSV parser found {table.num_rows + len(invalid):,} "
+                f"records where {block.count:,} were framed"
+            )
         keep = np.ones(block.count, dtype=bool)
         for index, found in invalid:
             keep[index] = False
@@ -249,8 +288,9 @@ class CsvReader:
             mask = pa.array(ok)
             values = [v.filter(mask) for v in values]
             lines = lines[ok]
-        return pa.RecordBatch.from_arrays([*values, pa.array(lines, pa.int64())],
-                                          names=[*(c.name for c in self.schema.columns), "source_line"])
+        return pa.RecordBatch.from_arrays(
+            [*values, pa.array(lines, pa.int64())], names=[*(c.name for c in self.schema.columns), "source_line"]
+        )
 
     def _reject_record(self, block: _Block, index: int, reason: str) -> None:
         self.rejected += 1
@@ -277,8 +317,9 @@ class _Validator:
         self.positions = positions
         self.missing = pa.array(sorted(set(schema.missing) | {""}), pa.string())
 
-    def check(self, columns: list[pa.Array | None], rows: int,
-              longest: int | None = None) -> tuple[list[pa.Array], list[tuple[int, str]]]:
+    def check(
+        self, columns: list[pa.Array | None], rows: int, longest: int | None = None
+    ) -> tuple[list[pa.Array], list[tuple[int, str]]]:
         """`longest`: the longest record's bytes, when known; no field of a batch whose records
         are all within max_field_bytes needs measuring."""
         reasons: dict[int, list[str]] = {}
@@ -292,7 +333,8 @@ class _Validator:
                 for row in _rows(too_long):
                     reasons.setdefault(row, []).append(
                         f"{spec.name}: {len(column[row].as_py().encode()):,} bytes, longer than max_field_bytes "
-                        f"({self.schema.max_field_bytes:,})")
+                        f"({self.schema.max_field_bytes:,})"
+                    )
             value = _apply_rules(spec, column, self.missing)
             values.append(value)
             if not spec.required and spec.type == "text":
@@ -320,7 +362,9 @@ def _apply_rules(spec: ColumnSpec, column: pa.Array, missing: pa.Array) -> pa.Ar
     elif spec.case == "upper":
         column = pc.utf8_upper(column)
     if spec.missing_to_null:
-        column = pc.if_else(pc.is_in(pc.utf8_trim_whitespace(column), value_set=missing), pa.scalar(None, pa.string()), column)
+        column = pc.if_else(
+            pc.is_in(pc.utf8_trim_whitespace(column), value_set=missing), pa.scalar(None, pa.string()), column
+        )
     return column
 
 
@@ -359,8 +403,10 @@ def _why(spec: ColumnSpec, value: str) -> str:
     if spec.type in ("integer", "numeric") and re.match(_INTEGER if spec.type == "integer" else _NUMERIC, value):
         return f"{shown} is below the minimum {spec.min}"
     return {
-        "integer": f"{shown!r} is not an integer", "numeric": f"{shown!r} is not a number",
-        "date": f"{shown!r} is not a date (YYYY-MM-DD)", "timestamp": f"{shown!r} is not an ISO timestamp",
+        "integer": f"{shown!r} is not an integer",
+        "numeric": f"{shown!r} is not a number",
+        "date": f"{shown!r} is not a date (YYYY-MM-DD)",
+        "timestamp": f"{shown!r} is not an ISO timestamp",
         "boolean": f"{shown!r} is not a boolean",
     }[spec.type]
 
@@ -387,7 +433,7 @@ class _Block:
         return len(self.starts)
 
     def raw(self, index: int) -> bytes:
-        return self.data[self.starts[index]:self.ends[index]]
+        return self.data[self.starts[index] : self.ends[index]]
 
     def drop_first(self) -> _Block:
         cut = int(self.ends[0])
@@ -447,8 +493,13 @@ class _Framer:
         consumed = int(ends[-1]) if len(ends) else 0
         if final and consumed < n:  # the last record has no line end
             if len(quotes) and (np.searchsorted(quotes, n) - np.searchsorted(quotes, consumed)) % 2:
-                rejected = [Rejected(self.line + int(np.searchsorted(breaks, consumed)), buffer[consumed:],
-                                     "a quoted field is never closed: the record runs to the end of the file")]
+                rejected = [
+                    Rejected(
+                        self.line + int(np.searchsorted(breaks, consumed)),
+                        buffer[consumed:],
+                        "a quoted field is never closed: the record runs to the end of the file",
+                    )
+                ]
                 block = self._block(buffer[:consumed], starts, ends, breaks, arr, quotes, stray)
                 block.rejected += rejected
                 return block, n
@@ -471,42 +522,57 @@ class _Framer:
         has_break[-1] = len(breaks) > 0 and breaks[-1] == ends[-1] - 1
         content_end[has_break] -= 1
         last = len(arr) - 1
-        crlf = (has_break & (content_end > starts) & (arr[np.maximum(content_end - 1, 0)] == _CR)
-                & (arr[np.minimum(ends - 1, last)] == _LF))
+        crlf = (
+            has_break
+            & (content_end > starts)
+            & (arr[np.maximum(content_end - 1, 0)] == _CR)
+            & (arr[np.minimum(ends - 1, last)] == _LF)
+        )
         content_end[crlf] -= 1
         problems: dict[int, str] = {}
         for index in np.flatnonzero(content_end - starts > self.limit).tolist():
-            problems[index] = (f"the record is {int(content_end[index] - starts[index]):,} bytes, longer than "
-                               f"max_record_bytes ({self.limit:,})")
+            problems[index] = (
+                f"the record is {int(content_end[index] - starts[index]):,} bytes, longer than "
+                f"max_record_bytes ({self.limit:,})"
+            )
         record_of = lambda offsets: np.searchsorted(ends, offsets, side="right")  # noqa: E731
         stray = stray[stray < ends[-1]]  # the pending tail is framed again with the next chunk
         for offset, index in zip(stray.tolist(), record_of(stray).tolist()):
-            problems.setdefault(index, f"malformed CSV: a quote at byte {offset - int(starts[index]) + 1} of the "
-                                       "record neither opens nor closes a quoted field")
+            problems.setdefault(
+                index,
+                f"malformed CSV: a quote at byte {offset - int(starts[index]) + 1} of the "
+                "record neither opens nor closes a quoted field",
+            )
         closing = quotes[1::2]
         closing = closing[closing < ends[-1]]
         follow = arr[np.minimum(closing + 1, len(arr) - 1)]
         bad_close = closing[(closing + 1 < len(arr)) & ~np.isin(follow, [self.delim, _LF, _CR, _QUOTE])]
         for offset, index in zip(bad_close.tolist(), record_of(bad_close).tolist()):
-            problems.setdefault(index, f"malformed CSV: a quoted field is followed by other characters at byte "
-                                       f"{offset - int(starts[index]) + 2} of the record")
-        nul = np.flatnonzero(arr[:int(ends[-1])] == _NUL)
-        for offset, index in zip(nul.tolist(), record_of(nul).tolist()):
+            problems.setdefault(
+                index,
+                f"malformed CSV: a quoted field is followed by other characters at byte "
+                f"{offset - int(starts[index]) + 2} of the record",
+            )
+        nul = np.flatnonzero(arr[: int(ends[-1])] == _NUL)
+        for index in record_of(nul).tolist():
             problems.setdefault(index, "contains a NUL byte, which PostgreSQL text cannot hold")
-        data = memoryview(buffer)[:int(ends[-1])]
+        data = memoryview(buffer)[: int(ends[-1])]
         bad_byte = _first_non_utf8(data)
         if bad_byte is not None:
             first = int(record_of(np.array([bad_byte]))[0])
             for index in range(first, len(starts)):
                 try:
-                    codecs.utf_8_decode(data[starts[index]:ends[index]], "strict", True)
+                    codecs.utf_8_decode(data[starts[index] : ends[index]], "strict", True)
                 except UnicodeDecodeError as bad:
-                    problems.setdefault(index, f"not UTF-8 text: byte 0x{bytes(data[starts[index] + bad.start:][:1]).hex()}"
-                                               f" at byte {bad.start + 1} of the record")
+                    problems.setdefault(
+                        index,
+                        f"not UTF-8 text: byte 0x{bytes(data[starts[index] + bad.start :][:1]).hex()}"
+                        f" at byte {bad.start + 1} of the record",
+                    )
         blank = content_end == starts
         drop = blank.copy()
         drop[list(problems)] = True
-        rejected = [Rejected(int(lines[i]), bytes(data[starts[i]:ends[i]]), problems[i]) for i in sorted(problems)]
+        rejected = [Rejected(int(lines[i]), bytes(data[starts[i] : ends[i]]), problems[i]) for i in sorted(problems)]
         if not drop.any():
             return _Block(bytes(data), starts, ends, lines, rejected)
         keep = ~drop
@@ -522,8 +588,9 @@ _EMPTY = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64))
 def _first_non_utf8(data: memoryview) -> int | None:
     """Offset of the first byte of `data` that is not UTF-8, None when it all is. Arrow's check
     (SIMD, ~10x Python's decoder) answers; Python's strict decoder only locates a bad byte."""
-    whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int64)),
-                                                         pa.py_buffer(data)])
+    whole = pa.Array.from_buffers(
+        pa.large_binary(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int64)), pa.py_buffer(data)]
+    )
     try:
         whole.cast(pa.large_string())
         return None
@@ -613,9 +680,11 @@ class _Oversized:
         return b"", False
 
     def rejected(self, closed: bool) -> Rejected:
-        reason = (f"the record is longer than max_record_bytes ({self.limit:,})"
-                  if closed or self.quotes % 2 == 0 else
-                  "a quoted field is never closed: the record runs to the end of the file")
+        reason = (
+            f"the record is longer than max_record_bytes ({self.limit:,})"
+            if closed or self.quotes % 2 == 0
+            else "a quoted field is never closed: the record runs to the end of the file"
+        )
         return Rejected(self.line, self.head, f"{reason}; raw record cut to its first {self.limit:,} bytes")
 
 
@@ -650,8 +719,9 @@ def _decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
         if head.startswith(signature):
             raise CsvFormatError(f"the file is {what}")
     if len(head) >= 4 and (head[1] == 0 == head[3] or head[0] == 0 == head[2]):
-        raise CsvFormatError("the file looks like UTF-16 text without a byte-order mark (every other byte is NUL); "
-                             "export it as UTF-8")
+        raise CsvFormatError(
+            "the file looks like UTF-16 text without a byte-order mark (every other byte is NUL); export it as UTF-8"
+        )
     rest = _prepend(head, iterator)
     if head.startswith(_GZIP):
         rest = _gunzip(rest)
@@ -659,7 +729,7 @@ def _decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
     for chunk in rest:
         if first:
             if chunk.startswith(codecs.BOM_UTF8):
-                chunk = chunk[len(codecs.BOM_UTF8):]
+                chunk = chunk[len(codecs.BOM_UTF8) :]
             first = not chunk  # a chunk too short to hold the whole BOM is not expected
         if chunk:
             yield chunk

@@ -6,18 +6,18 @@ import json
 import os
 import re
 import sys
-from datetime import timezone
 from collections.abc import Mapping
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 
 from dw_platform.lib.domains import asset_attributes
+from dw_platform.lib.embedded import PROJECT_ROOT
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.warehouse import PostgresWarehouse
-from dw_platform.lib.embedded import PROJECT_ROOT
 
 
 def _put_dbt_on_path() -> None:
@@ -71,20 +71,27 @@ class DomainTranslator(DagsterDbtTranslator):
     def get_automation_condition(self, dbt_resource_props: Mapping[str, Any]) -> dg.AutomationCondition | None:
         return follows_upstream() if dbt_resource_props["resource_type"] in ("model", "seed", "snapshot") else None
 
-    def get_asset_check_spec(self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str,
-                             project: DbtProject | None) -> dg.AssetCheckSpec | None:
+    def get_asset_check_spec(
+        self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetCheckSpec | None:
         spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
         if spec is None or spec.description:
             return spec
         return dg.AssetCheckSpec(
-            name=spec.name, asset=spec.asset_key, description=check_description(manifest, manifest["nodes"][unique_id]),
-            additional_deps=spec.additional_deps, metadata=spec.metadata, blocking=spec.blocking,
+            name=spec.name,
+            asset=spec.asset_key,
+            description=check_description(manifest, manifest["nodes"][unique_id]),
+            additional_deps=spec.additional_deps,
+            metadata=spec.metadata,
+            blocking=spec.blocking,
         )
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["nodes"].get(unique_id)
-        placed = layer_and_domain(node["fqn"]) if node and node["resource_type"] in ("model", "seed", "snapshot") else None
+        placed = (
+            layer_and_domain(node["fqn"]) if node and node["resource_type"] in ("model", "seed", "snapshot") else None
+        )
         if placed is None:
             return spec
         layer, domain = placed
@@ -104,32 +111,44 @@ def with_seeds(selection: dg.AssetSelection) -> dg.AssetSelection:
 def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> str:
     """What a dbt test checks, what its failure blocks, and how to find the offending rows: a
     singular test's header comment, or a sentence per generic test with the query to run in `dw sql`."""
-    blocks = ("A failure blocks what is built on it." if (test["config"].get("severity") or "error").lower() == "error"
-              else "A warning only: nothing is blocked.")
+    blocks = (
+        "A failure blocks what is built on it."
+        if (test["config"].get("severity") or "error").lower() == "error"
+        else "A warning only: nothing is blocked."
+    )
     meta = test.get("test_metadata") or {}
     model = manifest["nodes"].get(test.get("attached_node") or "", {})
     relation = f"{model.get('schema')}.{model.get('alias') or model.get('name')}" if model else "the model"
     column, kwargs = test.get("column_name"), meta.get("kwargs", {})
     name = meta.get("name")
     if name == "not_null":
-        what = (f"Fails when {relation}.{column} is null. Rows: `select * from {relation} where {column} is null`.")
+        what = f"Fails when {relation}.{column} is null. Rows: `select * from {relation} where {column} is null`."
     elif name == "unique":
-        what = (f"Fails when a {column} occurs twice in {relation}. Values: `select {column}, count(*) from {relation} "
-                f"group by 1 having count(*) > 1`.")
+        what = (
+            f"Fails when a {column} occurs twice in {relation}. Values: `select {column}, count(*) from {relation} "
+            f"group by 1 having count(*) > 1`."
+        )
     elif name == "accepted_values":
         listed = ", ".join(f"'{v}'" for v in kwargs.get("values", []))
-        what = (f"Fails when {relation}.{column} holds a value outside ({listed}). Values: `select {column}, count(*) "
-                f"from {relation} where {column} not in ({listed}) group by 1`; map a new value in the model "
-                "(or its seed) or add it to the list.")
+        what = (
+            f"Fails when {relation}.{column} holds a value outside ({listed}). Values: `select {column}, count(*) "
+            f"from {relation} where {column} not in ({listed}) group by 1`; map a new value in the model "
+            "(or its seed) or add it to the list."
+        )
     elif name == "relationships":
         parent = kwargs.get("to", "").replace("ref('", "").replace("')", "")
-        what = (f"Fails when a {relation}.{column} has no {kwargs.get('field')} in {parent}: a row pointing at "
-                "nothing (an orphan), usually because the parent was not loaded for that day yet.")
+        what = (
+            f"Fails when a {relation}.{column} has no {kwargs.get('field')} in {parent}: a row pointing at "
+            "nothing (an orphan), usually because the parent was not loaded for that day yet."
+        )
     elif name:
         what = f"dbt test `{name}` on {relation}" + (f".{column}" if column else "") + "."
     else:  # a singular test: its SQL file opens with a comment saying when it fails
-        comment = [line.strip()[2:].strip() for line in test.get("raw_code", "").splitlines()
-                   if line.strip().startswith("--") and "Dagster asset check" not in line]
+        comment = [
+            line.strip()[2:].strip()
+            for line in test.get("raw_code", "").splitlines()
+            if line.strip().startswith("--") and "Dagster asset check" not in line
+        ]
         what = " ".join(comment) or f"Singular test {test['name']}."
         what += f" Its query (the failing rows): dbt_project/{test['original_file_path']}."
     return f"{what} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
@@ -138,8 +157,10 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
 def window_vars(window: dg.TimeWindow) -> dict[str, str]:
     """dbt vars for a partition window: incremental models read and replace [min_date, max_date)."""
     fmt = "%Y-%m-%d %H:%M:%S"
-    return {"min_date": window.start.astimezone(timezone.utc).strftime(fmt),
-            "max_date": window.end.astimezone(timezone.utc).strftime(fmt)}
+    return {
+        "min_date": window.start.astimezone(timezone.utc).strftime(fmt),
+        "max_date": window.end.astimezone(timezone.utc).strftime(fmt),
+    }
 
 
 # What a dbt error says when the warehouse connection, not the model, was at fault.
@@ -158,7 +179,8 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
     failed = [r for r in results if r["status"] == "fail"]
     errored = [r for r in results if r["status"] == "error"]
     lines = [f"dbt test failed: {r['unique_id']}" for r in failed] + [
-        f"dbt error: {r['unique_id']}: {' '.join(str(r.get('message') or '').split())[:300]}" for r in errored]
+        f"dbt error: {r['unique_id']}: {' '.join(str(r.get('message') or '').split())[:300]}" for r in errored
+    ]
     transient = any(_CONNECTION_LOST.search(str(r.get("message") or "")) for r in errored)
     return dg.Failure(
         description="\n".join(lines) or "dbt failed; see the step's logs",
@@ -171,8 +193,9 @@ def partition_vars(context: dg.AssetExecutionContext) -> dict[str, str] | None:
     """The window vars when the run builds time-partitioned models (for the run's partition or
     range); None otherwise, e.g. a sales run, whose blob partition means nothing to dbt."""
     specs = context.assets_def.specs_by_key
-    if not any(isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition)
-               for key in context.selected_asset_keys):
+    if not any(
+        isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition) for key in context.selected_asset_keys
+    ):
         return None
     return window_vars(context.partition_time_window)
 
@@ -191,8 +214,9 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
         raise failure_from(invocation.get_artifact("run_results.json"))
 
 
-def _record_partition_rows(context: dg.AssetExecutionContext, manifest: Mapping[str, Any], output: dg.Output,
-                           warehouse: PostgresWarehouse) -> None:
+def _record_partition_rows(
+    context: dg.AssetExecutionContext, manifest: Mapping[str, Any], output: dg.Output, warehouse: PostgresWarehouse
+) -> None:
     """A daily-partitioned model's rows per day of the run, so each partition of a range shows its
     own count (the model's `meta.partition_column` names the day column)."""
     key = context.asset_key_for_output(output.output_name)

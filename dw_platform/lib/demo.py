@@ -48,8 +48,7 @@ class DemoOutcome:
 class DemoSession:
     """The code location, the Dagster instance and the console of one `dw demo`."""
 
-    def __init__(self, definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path,
-                 console: TextIO):
+    def __init__(self, definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, console: TextIO):
         self.definitions = definitions
         self.instance = instance
         self.log_path = log_path
@@ -63,8 +62,10 @@ class DemoSession:
     def run_job(self, name: str, **kwargs) -> dg.ExecuteInProcessResult:
         """Run a job of the code location in this process, its logs going to the log file."""
         return self.definitions.resolve_job_def(name).execute_in_process(
-            instance=self.instance, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}}, **kwargs,
+            instance=self.instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            **kwargs,
         )
 
 
@@ -99,8 +100,9 @@ def output_to(log_path: Path) -> Iterator[TextIO]:
             console.close()
 
 
-def run_all(definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path,
-            domains: tuple[str, ...] = DOMAINS) -> int:
+def run_all(
+    definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, domains: tuple[str, ...] = DOMAINS
+) -> int:
     """Run every domain's demo step in order; print the summary; 0 when all went as intended."""
     outcomes: dict[str, DemoOutcome] = {}
     with output_to(log_path) as console:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import secrets
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -43,7 +43,6 @@ import psycopg
 from dotenv import load_dotenv
 from psycopg import sql
 
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PIPELINE_ROLE = "dw"
 # Databases the pipeline owns, and sample sources it may only read.
@@ -55,8 +54,12 @@ SOURCE_DATABASES = ("source_crm",)
 SERVER_SETTINGS = {"client_connection_check_interval": "5s"}
 REPLICATION_SOURCE_DATABASE = "source_app"
 # Settings the replication source server needs on top (applied once, with a restart, on first start).
-LOGICAL_DECODING_SETTINGS = {"wal_level": "logical", "max_replication_slots": "20", "max_wal_senders": "20",
-                             "max_slot_wal_keep_size": "2GB"}
+LOGICAL_DECODING_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "20",
+    "max_wal_senders": "20",
+    "max_slot_wal_keep_size": "2GB",
+}
 PG_HBA = """# Written by dw_platform: every connection authenticates with a password.
 local   all          all                    scram-sha-256
 host    all          all   127.0.0.1/32     scram-sha-256
@@ -160,13 +163,21 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
 
     def connect(dbname: str = "postgres") -> psycopg.Connection:
         info = server.get_postmaster_info()
-        return psycopg.connect(host=str(info.socket_dir), port=info.port, user="postgres", password=password,
-                               dbname=dbname, autocommit=True)
+        return psycopg.connect(
+            host=str(info.socket_dir),
+            port=info.port,
+            user="postgres",
+            password=password,
+            dbname=dbname,
+            autocommit=True,
+        )
 
     with connect() as conn:
         conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(password)))
-        restart = any(conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()[0] != value
-                      for name, value in LOGICAL_DECODING_SETTINGS.items())
+        restart = any(
+            conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()[0] != value
+            for name, value in LOGICAL_DECODING_SETTINGS.items()
+        )
         for name, value in {**SERVER_SETTINGS, **LOGICAL_DECODING_SETTINGS}.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
@@ -218,20 +229,30 @@ def admin_connection(dbname: str) -> psycopg.Connection:
     home = state_dir()
     if not (home / "pg_admin_password").exists() or not os.environ.get("DW_PG_HOST"):
         raise RuntimeError("no embedded PostgreSQL is running: the admin connection exists only for it")
-    return psycopg.connect(host=os.environ["DW_PG_HOST"], port=os.environ["DW_PG_PORT"], user="postgres",
-                           password=_secret(home, "pg_admin_password"), dbname=dbname, autocommit=True)
+    return psycopg.connect(
+        host=os.environ["DW_PG_HOST"],
+        port=os.environ["DW_PG_PORT"],
+        user="postgres",
+        password=_secret(home, "pg_admin_password"),
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, password: str) -> None:
     """Passwords for the superuser and the pipeline role, password-only pg_hba, the server
     settings, and the databases: owned by the pipeline role, or readable by it (sources)."""
-    with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password, dbname="postgres",
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        host=socket_dir, port=port, user="postgres", password=admin_password, dbname="postgres", autocommit=True
+    ) as conn:
         conn.execute(sql.SQL("alter role postgres password {}").format(sql.Literal(admin_password)))
         exists = conn.execute("select 1 from pg_roles where rolname = %s", (PIPELINE_ROLE,)).fetchone()
         verb = "alter" if exists else "create"
-        conn.execute(sql.SQL(verb + " role {} login nosuperuser nocreatedb nocreaterole password {}").format(
-            sql.Identifier(PIPELINE_ROLE), sql.Literal(password)))
+        conn.execute(
+            sql.SQL(verb + " role {} login nosuperuser nocreatedb nocreaterole password {}").format(
+                sql.Identifier(PIPELINE_ROLE), sql.Literal(password)
+            )
+        )
         # The sample sources stand in for systems the pipeline only reads.
         conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(PIPELINE_ROLE)))
         for name, value in SERVER_SETTINGS.items():
@@ -244,10 +265,13 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
             if name not in owners:
                 conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(name), sql.Identifier(owner)))
             elif owners[name] != owner:  # a state folder from before the pipeline role existed
-                conn.execute(sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner)))
+                conn.execute(
+                    sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner))
+                )
         for name in OWNED_DATABASES:
-            with psycopg.connect(host=socket_dir, port=port, user="postgres", password=admin_password,
-                                 dbname=name, autocommit=True) as db:
+            with psycopg.connect(
+                host=socket_dir, port=port, user="postgres", password=admin_password, dbname=name, autocommit=True
+            ) as db:
                 db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
 
 
@@ -448,9 +472,17 @@ def start_mariadb(location: Path, timeout_s: float = 60) -> tuple[subprocess.Pop
         shutil.rmtree(data, ignore_errors=True)  # a half-initialised folder from an interrupted start
         with open(log, "ab") as out:
             done = subprocess.run(
-                [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=socket",
-                 "--skip-test-db", *as_root],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    install_db,
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                    *as_root,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         if done.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed with code {done.returncode}; see {log}")
@@ -459,10 +491,21 @@ def start_mariadb(location: Path, timeout_s: float = 60) -> tuple[subprocess.Pop
     server.socket_path.unlink(missing_ok=True)  # left by a server that was killed
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={server.socket_path}",
-             "--bind-address=127.0.0.1", f"--port={port}", f"--pid-file={location / 'mariadb.pid'}",
-             "--skip-name-resolve", "--character-set-server=utf8mb4", *as_root],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                mariadbd,
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--socket={server.socket_path}",
+                "--bind-address=127.0.0.1",
+                f"--port={port}",
+                f"--pid-file={location / 'mariadb.pid'}",
+                "--skip-name-resolve",
+                "--character-set-server=utf8mb4",
+                *as_root,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     deadline = time.monotonic() + timeout_s
     while not server.answers():
@@ -494,9 +537,22 @@ def start_azurite(location: Path, timeout_s: float = 30, port: int | None = None
     port = port or _free_port()
     log = open(location / "azurite.log", "ab")
     process = subprocess.Popen(
-        [*azurite_command(), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location),
-         "--skipApiVersionCheck", "--disableTelemetry", "--loose", "--silent"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            *azurite_command(),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(location),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--silent",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     log.close()
     deadline = time.monotonic() + timeout_s
@@ -509,7 +565,7 @@ def start_azurite(location: Path, timeout_s: float = 30, port: int | None = None
         except OSError:
             if time.monotonic() > deadline:
                 stop_process(process)
-                raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s")
+                raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
             time.sleep(0.1)
 
 

@@ -48,8 +48,9 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
     pad = _BLOCK - lengths % _BLOCK  # PKCS7 always pads, 1 to 16 bytes
     padded = pc.binary_join_element_wise(values, _PADDING.take(pa.array(pad)), b"")
     blocks = (lengths + pad) // _BLOCK
-    header = np.frombuffer(bytes([_VERSION]) + int(now if now is not None else time.time()).to_bytes(8, "big"),
-                           dtype=np.uint8)
+    header = np.frombuffer(
+        bytes([_VERSION]) + int(now if now is not None else time.time()).to_bytes(8, "big"), dtype=np.uint8
+    )
     aes = Cipher(algorithms.AES(encryption), modes.ECB()).encryptor()
     sign = _signer(signing)
     groups, order = [], []
@@ -62,17 +63,18 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
         iv = np.frombuffer(os.urandom(m * _BLOCK), dtype=np.uint8).reshape(m, _BLOCK)
         size = len(header) + _BLOCK + width
         token = np.zeros((m, -(-(size + 32) // 3) * 3), dtype=np.uint8)  # zero-padded to whole base64 groups
-        token[:, :len(header)] = header
-        token[:, len(header):len(header) + _BLOCK] = iv
+        token[:, : len(header)] = header
+        token[:, len(header) : len(header) + _BLOCK] = iv
         previous = iv
         for j in range(k):  # CBC, one block position of every value per AES call
-            mixed = np.bitwise_xor(plain[:, j * _BLOCK:(j + 1) * _BLOCK], previous)
+            mixed = np.bitwise_xor(plain[:, j * _BLOCK : (j + 1) * _BLOCK], previous)
             previous = np.frombuffer(aes.update(mixed.tobytes()), dtype=np.uint8).reshape(m, _BLOCK)
             start = len(header) + _BLOCK + j * _BLOCK
-            token[:, start:start + _BLOCK] = previous
+            token[:, start : start + _BLOCK] = previous
         messages = np.ascontiguousarray(token[:, :size]).view(f"V{size}").ravel().tolist()  # one bytes each
-        token[:, size:size + 32] = np.frombuffer(b"".join([sign(message) for message in messages]),
-                                                 dtype=np.uint8).reshape(m, 32)
+        token[:, size : size + 32] = np.frombuffer(
+            b"".join([sign(message) for message in messages]), dtype=np.uint8
+        ).reshape(m, 32)
         groups.append(_base64_rows(token, size + 32))
         order.append(rows)
     tokens = pa.concat_arrays(groups)
@@ -102,8 +104,9 @@ def _base64_rows(rows: np.ndarray, size: int) -> pa.Array:
     missing = width - size
     if missing:
         text[:, -missing:] = ord("=")
-    return pa.Array.from_buffers(pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * text.shape[1]),
-                                                  pa.py_buffer(text)])
+    return pa.Array.from_buffers(
+        pa.string(), m, [None, pa.py_buffer(np.arange(m + 1, dtype=np.int32) * text.shape[1]), pa.py_buffer(text)]
+    )
 
 
 def raw_key(fernet_key: str) -> bytes:
@@ -138,8 +141,13 @@ def _encrypt_in_worker(arrays: list[pa.Array]) -> list[pa.Array]:
     return [encrypt_array(_worker_key, a) for a in arrays]
 
 
-def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], key: bytes,
-                    workers: int | None = None, warm_up: bool = True) -> Iterator[pa.RecordBatch]:
+def encrypt_columns(
+    batches: Iterable[pa.RecordBatch],
+    columns: Sequence[str],
+    key: bytes,
+    workers: int | None = None,
+    warm_up: bool = True,
+) -> Iterator[pa.RecordBatch]:
     """Yield each batch with `columns` replaced by their Fernet tokens, in order.
 
     From the second batch on, a pool of worker processes (one per core; spawned, so no thread
@@ -165,8 +173,12 @@ def encrypt_columns(batches: Iterable[pa.RecordBatch], columns: Sequence[str], k
         yield here(first)
         return
     workers = workers or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(key, os.getpid()))
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(key, os.getpid()),
+    )
     started = pool.submit(_started)
     queued: deque[tuple[pa.RecordBatch, Future]] = deque()
     finished = False

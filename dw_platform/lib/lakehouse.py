@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 if TYPE_CHECKING:
@@ -44,9 +43,17 @@ class Lakehouse(PostgresWarehouse):
         from sqlalchemy.engine import URL
 
         return URL.create(
-            "postgresql+psycopg2", username=self.user, password=self.password or None, database=self.database,
-            query={"host": self.host, "port": str(self.port), "sslmode": self.sslmode,
-                   "application_name": "dw_platform_lakehouse", "options": f"-csearch_path={CATALOG_SCHEMA}"},
+            "postgresql+psycopg2",
+            username=self.user,
+            password=self.password or None,
+            database=self.database,
+            query={
+                "host": self.host,
+                "port": str(self.port),
+                "sslmode": self.sslmode,
+                "application_name": "dw_platform_lakehouse",
+                "options": f"-csearch_path={CATALOG_SCHEMA}",
+            },
         ).render_as_string(hide_password=False)
 
 
@@ -55,17 +62,24 @@ def lakehouse_from_env() -> Lakehouse:
     a Dagster run: demos, benchmarks, tests)."""
     import os
 
-    return Lakehouse(host=os.environ["DW_PG_HOST"], port=int(os.environ.get("DW_PG_PORT", "5432")),
-                     user=os.environ["DW_PG_USER"], password=os.environ.get("DW_PG_PASSWORD", ""),
-                     database=os.environ["DW_PG_DATABASE"], sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
-                     path=os.environ["DW_LAKEHOUSE_PATH"])
+    return Lakehouse(
+        host=os.environ["DW_PG_HOST"],
+        port=int(os.environ.get("DW_PG_PORT", "5432")),
+        user=os.environ["DW_PG_USER"],
+        password=os.environ.get("DW_PG_PASSWORD", ""),
+        database=os.environ["DW_PG_DATABASE"],
+        sslmode=os.environ.get("DW_PG_SSLMODE", "prefer"),
+        path=os.environ["DW_LAKEHOUSE_PATH"],
+    )
 
 
 def _open_catalog(lakehouse: Lakehouse, url: str, path: str) -> SqlCatalog:
     from pyiceberg.catalog.sql import SqlCatalog
 
     with lakehouse.connect() as conn:
-        present = conn.execute("select to_regclass(%s) is not null", (f"{CATALOG_SCHEMA}.iceberg_tables",)).fetchone()[0]
+        present = conn.execute("select to_regclass(%s) is not null", (f"{CATALOG_SCHEMA}.iceberg_tables",)).fetchone()[
+            0
+        ]
         if present:
             return SqlCatalog(lakehouse.catalog_name, uri=url, warehouse=path)
         # The first use creates the schema and pyiceberg's two catalog tables; serialized, as

@@ -182,8 +182,11 @@ def landing_zone_from_env(folder_variable: str, container_variable: str, default
         return LandingZone(local_folder=dg.EnvVar(folder_variable))
     container = os.environ.get(container_variable, default_container)
     if os.environ.get("DW_BLOB_ACCOUNT_URL") and not os.environ.get("DW_BLOB_CONNECTION_STRING"):
-        return LandingZone(container=container, account_url=dg.EnvVar("DW_BLOB_ACCOUNT_URL"),
-                           credential=dg.EnvVar("DW_BLOB_CREDENTIAL"))
+        return LandingZone(
+            container=container,
+            account_url=dg.EnvVar("DW_BLOB_ACCOUNT_URL"),
+            credential=dg.EnvVar("DW_BLOB_CREDENTIAL"),
+        )
     return LandingZone(container=container, connection_string=dg.EnvVar("DW_BLOB_CONNECTION_STRING"))
 
 

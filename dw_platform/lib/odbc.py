@@ -93,18 +93,36 @@ class OdbcSource(dg.ConfigurableResource):
             return batch[0][0] if batch else None
         return None
 
-    def _batches(self, query: str, params: list, copy_columns: list | None = None, arrow: bool = False,
-                 page_rows: int | None = None) -> Iterator:
+    def _batches(
+        self,
+        query: str,
+        params: list,
+        copy_columns: list | None = None,
+        arrow: bool = False,
+        page_rows: int | None = None,
+    ) -> Iterator:
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty driver cannot block the child
         child = subprocess.Popen(
             [sys.executable, "-m", "dw_platform.lib.odbc_reader"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
         )
         finished = False
         try:
-            pickle.dump({"connection_string": self.connection_string, "query": query, "params": params,
-                         "fetch_size": self.fetch_size, "login_timeout": self.login_timeout_s,
-                         "copy_columns": copy_columns, "arrow": arrow, "page_rows": page_rows}, child.stdin)
+            pickle.dump(
+                {
+                    "connection_string": self.connection_string,
+                    "query": query,
+                    "params": params,
+                    "fetch_size": self.fetch_size,
+                    "login_timeout": self.login_timeout_s,
+                    "copy_columns": copy_columns,
+                    "arrow": arrow,
+                    "page_rows": page_rows,
+                },
+                child.stdin,
+            )
             child.stdin.close()
             while True:
                 try:

@@ -30,15 +30,33 @@ from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_misma
 # Messages that mean the server or the network went away (the read may succeed on a retry),
 # as psqlODBC, MariaDB Connector/ODBC and Microsoft's driver word them.
 LOST_CONNECTION = (
-    "server closed the connection", "terminating connection", "could not receive data", "connection refused",
-    "could not connect", "no such file or directory", "lost connection", "server has gone away",
-    "communication link failure", "connection reset", "broken pipe", "timeout expired", "timed out",
-    "the connection is broken", "connection was forcibly closed", "can't connect",
+    "server closed the connection",
+    "terminating connection",
+    "could not receive data",
+    "connection refused",
+    "could not connect",
+    "no such file or directory",
+    "lost connection",
+    "server has gone away",
+    "communication link failure",
+    "connection reset",
+    "broken pipe",
+    "timeout expired",
+    "timed out",
+    "the connection is broken",
+    "connection was forcibly closed",
+    "can't connect",
 )
 # Connection failures that a retry cannot fix: configuration and authentication.
 PERMANENT_CONNECT = (
-    "password", "authentication", "does not exist", "pg_hba", "permission denied", "login failed",
-    "access denied", "unknown database",
+    "password",
+    "authentication",
+    "does not exist",
+    "pg_hba",
+    "permission denied",
+    "login failed",
+    "access denied",
+    "unknown database",
 )
 
 
@@ -46,8 +64,13 @@ def is_transient(sqlstate: str, message: str, connecting: bool) -> bool:
     """Transient = the server could not be reached, or the connection was lost or timed out.
     Permanent = an unknown driver or DSN, bad credentials, a missing database, bad SQL, bad data."""
     text = message.lower()
-    if sqlstate.startswith("IM") or sqlstate.startswith("28") or sqlstate.startswith("42") \
-            or sqlstate.startswith("22") or sqlstate.startswith("23"):
+    if (
+        sqlstate.startswith("IM")
+        or sqlstate.startswith("28")
+        or sqlstate.startswith("42")
+        or sqlstate.startswith("22")
+        or sqlstate.startswith("23")
+    ):
         return False
     if connecting and any(word in text for word in PERMANENT_CONNECT):
         return False
@@ -99,8 +122,6 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
         conn.close()
 
 
-
-
 def serve_arrow(request: dict[str, Any], out: BinaryIO) -> None:
     """The query's result as Arrow record batches (arrow-odbc). Its parameters travel as text;
     the driver converts them to the columns' types. With `page_rows`, the query is a keyset page
@@ -123,8 +144,11 @@ def serve_arrow(request: dict[str, Any], out: BinaryIO) -> None:
     try:
         while True:
             rows = 0
-            for batch in conn.read_arrow_batches(request["query"], batch_size=request["fetch_size"],
-                                                 parameters=[None if p is None else str(p) for p in params]):
+            for batch in conn.read_arrow_batches(
+                request["query"],
+                batch_size=request["fetch_size"],
+                parameters=[None if p is None else str(p) for p in params],
+            ):
                 sink = pa.BufferOutputStream()
                 with pa.ipc.new_stream(sink, batch.schema) as writer:
                     writer.write_batch(batch)
@@ -152,7 +176,6 @@ def _copy_encoder(columns: list[tuple[str, str]]):
     import psycopg
     from psycopg import adapt
     from psycopg._copy_base import format_row_binary
-
 
     transformer = adapt.Transformer()
     transformer.set_dumper_types([psycopg.adapters.types.get_oid(t) for _, t in columns], psycopg.pq.Format.BINARY)

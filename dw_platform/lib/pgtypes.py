@@ -14,8 +14,16 @@ COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
 COPY_TRAILER = b"\xff\xff"
 
 PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "text": str, "integer": int, "bigint": int, "smallint": int, "boolean": bool, "date": date,
-    "timestamp": datetime, "timestamptz": datetime, "uuid": uuid.UUID, "double precision": float,
+    "text": str,
+    "integer": int,
+    "bigint": int,
+    "smallint": int,
+    "boolean": bool,
+    "date": date,
+    "timestamp": datetime,
+    "timestamptz": datetime,
+    "uuid": uuid.UUID,
+    "double precision": float,
     "numeric": (Decimal, int),
 }
 

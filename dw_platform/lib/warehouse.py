@@ -1,8 +1,8 @@
 """The PostgreSQL warehouse (bronze, silver, gold schemas) as a Dagster resource."""
 
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 import psycopg
@@ -40,8 +40,10 @@ class PostgresWarehouse(dg.ConfigurableResource):
         except psycopg.OperationalError as exc:
             from dw_platform.lib.bronze import is_transient
 
-            raise dg.Failure(f"cannot connect to the warehouse {self.database!r} on {self.host}: "
-                             f"{str(exc).strip().splitlines()[0]}", allow_retries=is_transient(exc)) from exc
+            raise dg.Failure(
+                f"cannot connect to the warehouse {self.database!r} on {self.host}: {str(exc).strip().splitlines()[0]}",
+                allow_retries=is_transient(exc),
+            ) from exc
         with conn:
             yield conn
 

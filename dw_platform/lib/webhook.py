@@ -21,7 +21,8 @@ class AlertWebhook(dg.ConfigurableResource):
     def post(self, text: str, blocks: list[dict] | None = None) -> int:
         """POST {"text": text} (and Slack blocks when given); returns the HTTP status."""
         payload = {"text": text, **({"blocks": blocks} if blocks else {})}
-        request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=json.dumps(payload).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
             return response.status

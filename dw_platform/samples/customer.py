@@ -43,19 +43,68 @@ create index if not exists customer_profile_last_modified_ts on dbo.customer_pro
 """
 
 COLUMNS = (
-    "customer_id", "first_name", "last_name", "email", "phone", "country", "city", "date_of_birth",
-    "customer_segment", "loyalty_tier", "marketing_opt_in", "created_ts", "last_modified_ts",
+    "customer_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "country",
+    "city",
+    "date_of_birth",
+    "customer_segment",
+    "loyalty_tier",
+    "marketing_opt_in",
+    "created_ts",
+    "last_modified_ts",
 )
 
-FIRST = ["Anna", "Ben", "Chloe", "David", "Emma", "Felix", "Grace", "Hugo", "Ines", "Jonas",
-         "Karin", "Liam", "Maria", "Noah", "Olivia", "Paul", "Rosa", "Sven", "Tara", "Yusuf"]
-LAST = ["Schmidt", "Miller", "Dubois", "Rossi", "Garcia", "Novak", "Jensen", "Smith", "Khan",
-        "Silva", "Brown", "Meyer", "Martin", "Kowalski", "Nguyen", "Olsen"]
-PLACES = [("US", ["us", "USA", "United States", "U.S.A."], ["New York", "Austin", "Seattle"]),
-          ("DE", ["DE", "germany", "Deutschland", " Germany "], ["Berlin", "Hamburg", "Munich"]),
-          ("GB", ["uk", "United Kingdom", "GB", "England"], ["London", "Leeds", "Bristol"]),
-          ("FR", ["France", "fr", "FRA"], ["Paris", "Lyon", "Nantes"]),
-          ("CA", ["Canada", "ca"], ["Toronto", "Montreal"])]
+FIRST = [
+    "Anna",
+    "Ben",
+    "Chloe",
+    "David",
+    "Emma",
+    "Felix",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Karin",
+    "Liam",
+    "Maria",
+    "Noah",
+    "Olivia",
+    "Paul",
+    "Rosa",
+    "Sven",
+    "Tara",
+    "Yusuf",
+]
+LAST = [
+    "Schmidt",
+    "Miller",
+    "Dubois",
+    "Rossi",
+    "Garcia",
+    "Novak",
+    "Jensen",
+    "Smith",
+    "Khan",
+    "Silva",
+    "Brown",
+    "Meyer",
+    "Martin",
+    "Kowalski",
+    "Nguyen",
+    "Olsen",
+]
+PLACES = [
+    ("US", ["us", "USA", "United States", "U.S.A."], ["New York", "Austin", "Seattle"]),
+    ("DE", ["DE", "germany", "Deutschland", " Germany "], ["Berlin", "Hamburg", "Munich"]),
+    ("GB", ["uk", "United Kingdom", "GB", "England"], ["London", "Leeds", "Bristol"]),
+    ("FR", ["France", "fr", "FRA"], ["Paris", "Lyon", "Nantes"]),
+    ("CA", ["Canada", "ca"], ["Toronto", "Montreal"]),
+]
 SEGMENTS = ["Retail", "retail", "SMALL_BUSINESS", "small business", "Enterprise", "enterprise", None]
 TIERS = ["bronze", "Silver", "GOLD", "platinum", None]
 
@@ -135,8 +184,10 @@ def history_summary(conn: psycopg.Connection) -> str:
         "select (select count(distinct customer_id) from gold.dim_customer_profile where version_number > 1),"
         " (select count(*) from gold.fact_customer_profile_audit)"
     ).fetchone()
-    return (f"history: {versions:,} customers with more than one version in gold.dim_customer_profile, "
-            f"{audit:,} changed attributes in gold.fact_customer_profile_audit")
+    return (
+        f"history: {versions:,} customers with more than one version in gold.dim_customer_profile, "
+        f"{audit:,} changed attributes in gold.fact_customer_profile_audit"
+    )
 
 
 def day_range(conn: psycopg.Connection) -> tuple[date, date] | None:
@@ -159,8 +210,13 @@ def _messy_case(rng: random.Random, name: str) -> str:
 def _phone(rng: random.Random, code: str) -> str:
     digits = "".join(str(rng.randrange(10)) for _ in range(10))
     if code in ("US", "CA"):
-        return rng.choice([f"({digits[:3]}) {digits[3:6]}-{digits[6:]}", f"{digits[:3]}.{digits[3:6]}.{digits[6:]}",
-                           f"+1 {digits[:3]} {digits[3:6]} {digits[6:]}"])
+        return rng.choice(
+            [
+                f"({digits[:3]}) {digits[3:6]}-{digits[6:]}",
+                f"{digits[:3]}.{digits[3:6]}.{digits[6:]}",
+                f"+1 {digits[:3]} {digits[3:6]} {digits[6:]}",
+            ]
+        )
     prefix = {"DE": "+49", "GB": "+44", "FR": "+33"}[code]
     return rng.choice([f"{prefix} {digits}", f"{prefix}{digits}"])
 
@@ -194,19 +250,26 @@ def demo(session: DemoSession) -> DemoOutcome:
         count = seed(source)
         first_day, last_day = day_range(source)
     backfill_end = max(first_day, last_day - timedelta(days=1))
-    session.stage(f"customer: {count:,} rows in source_crm.{SOURCE_TABLE}, modified {first_day} .. {last_day}; "
-                  f"running customer_daily for {first_day} .. {backfill_end} as one run ...")
-    backfill = session.run_job("customer_daily", tags={
-        "dagster/asset_partition_range_start": first_day.isoformat(),
-        "dagster/asset_partition_range_end": backfill_end.isoformat(),
-    })
+    session.stage(
+        f"customer: {count:,} rows in source_crm.{SOURCE_TABLE}, modified {first_day} .. {last_day}; "
+        f"running customer_daily for {first_day} .. {backfill_end} as one run ..."
+    )
+    backfill = session.run_job(
+        "customer_daily",
+        tags={
+            "dagster/asset_partition_range_start": first_day.isoformat(),
+            "dagster/asset_partition_range_end": backfill_end.isoformat(),
+        },
+    )
     with admin_connection("source_crm") as source:
         changed = change_customers(source, last_day)
     session.stage(f"customer: the CRM changed {changed:,} customers on {last_day}; running customer_daily for it ...")
     daily = session.run_job("customer_daily", partition_key=last_day.isoformat())
-    lines = [f"customer_daily {first_day} .. {backfill_end}: "
-             f"{'SUCCESS' if backfill.success else 'FAILURE: ' + failure_reason(backfill)}",
-             f"customer_daily {last_day}: {'SUCCESS' if daily.success else 'FAILURE: ' + failure_reason(daily)}"]
+    lines = [
+        f"customer_daily {first_day} .. {backfill_end}: "
+        f"{'SUCCESS' if backfill.success else 'FAILURE: ' + failure_reason(backfill)}",
+        f"customer_daily {last_day}: {'SUCCESS' if daily.success else 'FAILURE: ' + failure_reason(daily)}",
+    ]
     if daily.success:
         with server_connection(os.environ["DW_PG_DATABASE"]) as conn:
             lines.append(history_summary(conn))

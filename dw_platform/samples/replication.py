@@ -74,8 +74,20 @@ create table if not exists s_staging_import (
 );
 """
 # Text that breaks naive loaders: quotes, separators, escapes, newlines, accents, emoji, a BOM.
-ODD_TEXTS = ['Zoë "Zee" O\'Brien', "tab\there", "line\nbreak\r\nCRLF", "back\\slash \\N", "semi;colon,comma|pipe",
-             "emoji 🚀🐘", "\ufeffBOM first", "   leading and trailing   ", "", "Ünïcödé ß 汉字", "NULL", "%_like_%"]
+ODD_TEXTS = [
+    'Zoë "Zee" O\'Brien',
+    "tab\there",
+    "line\nbreak\r\nCRLF",
+    "back\\slash \\N",
+    "semi;colon,comma|pipe",
+    "emoji 🚀🐘",
+    "\ufeffBOM first",
+    "   leading and trailing   ",
+    "",
+    "Ünïcödé ß 汉字",
+    "NULL",
+    "%_like_%",
+]
 STATUSES = ["new", "paid", "shipped", "cancelled", None]
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -93,7 +105,9 @@ def customers(rng: random.Random, count: int):
             _maybe(rng, Decimal(rng.randint(-100_000, 10_000_000)) / 100),
             _maybe(rng, rng.randint(0, 5_000_000_000)),
             _maybe(rng, rng.sample(["vip", "b2b", "new", "churn-risk", "a,b", 'q"uote'], rng.randint(0, 3))),
-            _maybe(rng, Jsonb({"segment": rng.choice(["a", "b"]), "score": rng.random(), "nested": {"n": i, "ok": True}})),
+            _maybe(
+                rng, Jsonb({"segment": rng.choice(["a", "b"]), "score": rng.random(), "nested": {"n": i, "ok": True}})
+            ),
             _maybe(rng, rng.randbytes(rng.randint(0, 64))),
             _maybe(rng, rng.random() < 0.8),
             _maybe(rng, date(1950, 1, 1) + timedelta(days=rng.randint(0, 20000))),
@@ -106,13 +120,17 @@ def products(rng: random.Random, count: int):
 
     for i in range(count):
         yield (
-            f"SKU-{i:05d}", rng.choice(ODD_TEXTS[:6]) + f" product {i}",
+            f"SKU-{i:05d}",
+            rng.choice(ODD_TEXTS[:6]) + f" product {i}",
             _maybe(rng, Decimal(rng.randint(1, 9_999_999)) / 100),
             _maybe(rng, Jsonb({"color": rng.choice(["red", "blue"]), "sizes": [1, 2, 3], "unicode": "ß"})),
             _maybe(rng, [rng.randint(1, 200) for _ in range(3)]),
             _maybe(rng, bytes([0, 1, 2, 255, 254]) + rng.randbytes(8)),
             _maybe(rng, date(2020, 1, 1) + timedelta(days=rng.randint(0, 2000))),
-            _maybe(rng, datetime(2026, 1, 1) + timedelta(seconds=rng.randint(0, 10**7), microseconds=rng.randint(0, 10**6 - 1))),
+            _maybe(
+                rng,
+                datetime(2026, 1, 1) + timedelta(seconds=rng.randint(0, 10**7), microseconds=rng.randint(0, 10**6 - 1)),
+            ),
             _maybe(rng, rng.uniform(0.01, 80.0)),
             _maybe(rng, uuid.UUID(int=rng.getrandbits(128))),
         )
@@ -121,32 +139,48 @@ def products(rng: random.Random, count: int):
 def orders(rng: random.Random, count: int, customer_count: int):
     for i in range(1, count + 1):
         ordered = START + timedelta(seconds=rng.randint(0, 300 * 86400))
-        yield (i, _maybe(rng, rng.randint(1, customer_count), 0.05), ordered, rng.choice(STATUSES),
-               _maybe(rng, Decimal(rng.randint(0, 5_000_000)) / 100), _maybe(rng, rng.choice(ODD_TEXTS), 0.7),
-               _maybe(rng, ordered + timedelta(hours=rng.randint(1, 96)), 0.5))
+        yield (
+            i,
+            _maybe(rng, rng.randint(1, customer_count), 0.05),
+            ordered,
+            rng.choice(STATUSES),
+            _maybe(rng, Decimal(rng.randint(0, 5_000_000)) / 100),
+            _maybe(rng, rng.choice(ODD_TEXTS), 0.7),
+            _maybe(rng, ordered + timedelta(hours=rng.randint(1, 96)), 0.5),
+        )
 
 
 def order_lines(rng: random.Random, order_count: int, product_count: int):
     for order_id in range(1, order_count + 1):
         for line_no in range(1, rng.randint(1, 4) + 1):
-            yield (order_id, line_no, _maybe(rng, f"SKU-{rng.randrange(product_count):05d}", 0.02),
-                   _maybe(rng, rng.randint(1, 10)), _maybe(rng, Decimal(rng.randint(1, 99_999)) / 100),
-                   _maybe(rng, Decimal(rng.randint(0, 5000)) / 10000),
-                   _maybe(rng, time(rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999_999))))
+            yield (
+                order_id,
+                line_no,
+                _maybe(rng, f"SKU-{rng.randrange(product_count):05d}", 0.02),
+                _maybe(rng, rng.randint(1, 10)),
+                _maybe(rng, Decimal(rng.randint(1, 99_999)) / 100),
+                _maybe(rng, Decimal(rng.randint(0, 5000)) / 10000),
+                _maybe(rng, time(rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999_999))),
+            )
 
 
 def audit_log(rng: random.Random, count: int):
     for i in range(count):
-        row = (_maybe(rng, START + timedelta(seconds=i * 37)), rng.choice(["alice", "bob", None]),
-               rng.choice(["login", "export", "delete"]), _maybe(rng, Jsonb({"i": i % 50})))
+        row = (
+            _maybe(rng, START + timedelta(seconds=i * 37)),
+            rng.choice(["alice", "bob", None]),
+            rng.choice(["login", "export", "delete"]),
+            _maybe(rng, Jsonb({"i": i % 50})),
+        )
         yield row
         if i % 100 == 0:
             yield row  # exact duplicate rows: a table without a key can hold them
 
 
 TABLES = {
-    "customers": ("full_name, email, created_at, balance, loyalty_points, tags, profile, avatar, is_active, "
-                  "birth_date, rating"),
+    "customers": (
+        "full_name, email, created_at, balance, loyalty_points, tags, profile, avatar, is_active, birth_date, rating"
+    ),
     "products": "sku, name, price, attributes, dimensions_cm, image, released_on, updated_at, weight_kg, external_id",
     "orders": "order_id, customer_id, ordered_at, status, total, note, shipped_at",
     "order_lines": "order_id, line_no, sku, quantity, unit_price, discount, pick_time",
@@ -155,15 +189,24 @@ TABLES = {
 }
 
 
-def seed(conn: psycopg.Connection, customer_count: int = 2000, product_count: int = 300, order_count: int = 5000,
-         audit_count: int = 1500, seed: int = 9) -> dict[str, int]:
+def seed(
+    conn: psycopg.Connection,
+    customer_count: int = 2000,
+    product_count: int = 300,
+    order_count: int = 5000,
+    audit_count: int = 1500,
+    seed: int = 9,
+) -> dict[str, int]:
     """Create the sample tables and fill the empty ones; returns rows per table."""
     rng = random.Random(seed)
     conn.execute(DDL)
     rows = {
-        "customers": customers(rng, customer_count), "products": products(rng, product_count),
-        "orders": orders(rng, order_count, customer_count), "order_lines": order_lines(rng, order_count, product_count),
-        "audit_log": audit_log(rng, audit_count), "s_staging_import": ((f"raw line {i}",) for i in range(100)),
+        "customers": customers(rng, customer_count),
+        "products": products(rng, product_count),
+        "orders": orders(rng, order_count, customer_count),
+        "order_lines": order_lines(rng, order_count, product_count),
+        "audit_log": audit_log(rng, audit_count),
+        "s_staging_import": ((f"raw line {i}",) for i in range(100)),
     }
     counts = {}
     for table, generated in rows.items():
@@ -203,8 +246,10 @@ def bulk_load_all(session: DemoSession, source: str) -> tuple:
     keys = session.instance.get_dynamic_partitions(table_partitions(source).name)
     if not discovered.success or not keys:
         return discovered, keys
-    result = session.run_job(f"replication_bulk_load_{source}", tags={
-        "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    result = session.run_job(
+        f"replication_bulk_load_{source}",
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
     return result, keys
 
 
@@ -221,8 +266,10 @@ def demo(session: DemoSession) -> DemoOutcome:
 
     with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
         counts = seed(conn)
-    session.stage(f"replication: seeded source_app ({sum(counts.values()):,} rows in {len(counts)} tables); "
-                  "discovering and bulk-loading it into Iceberg ...")
+    session.stage(
+        f"replication: seeded source_app ({sum(counts.values()):,} rows in {len(counts)} tables); "
+        "discovering and bulk-loading it into Iceberg ..."
+    )
     result, keys = bulk_load_all(session, "source_app")
     outcome = DemoOutcome(result.success)
     if not result.success:
@@ -231,15 +278,25 @@ def demo(session: DemoSession) -> DemoOutcome:
     outcome.add_checks(result)
     loaded = len(result.get_asset_materialization_events())
     statuses = ReplicationMeta(lakehouse_from_env(), "source_app").statuses()
-    for key, status in sorted(statuses.items()):
-        outcome.lines.append(f"{status['iceberg_table']:<42} {status['status']:<9} bulk-loaded {status['rows_loaded']:>7,} "
-                             f"rows, start LSN {status['start_lsn']} ({status['snapshot_kind']})")
-    outcome.lines.append(f"{loaded} of {len(keys)} tables loaded now (completed ones are skipped on a re-run); "
-                         "excluded by pattern: s_staging_import")
+    for _key, status in sorted(statuses.items()):
+        outcome.lines.append(
+            f"{status['iceberg_table']:<42} {status['status']:<9} bulk-loaded {status['rows_loaded']:>7,} "
+            f"rows, start LSN {status['start_lsn']} ({status['snapshot_kind']})"
+        )
+    outcome.lines.append(
+        f"{loaded} of {len(keys)} tables loaded now (completed ones are skipped on a re-run); "
+        "excluded by pattern: s_staging_import"
+    )
     validation = session.run_job("validate_lakehouse")
     outcome.ok = outcome.ok and validation.success
-    outcome.lines.append("validate_lakehouse: " + ("every selected table is in the lakehouse" if validation.success
-                                                   else f"FAILED: {failure_reason(validation)}"))
+    outcome.lines.append(
+        "validate_lakehouse: "
+        + (
+            "every selected table is in the lakehouse"
+            if validation.success
+            else f"FAILED: {failure_reason(validation)}"
+        )
+    )
     change_data_capture(session, outcome)
     return outcome
 
@@ -261,10 +318,13 @@ def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
     source, lakehouse = load_sources()["source_app"], lakehouse_from_env()
     with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
         conn.execute(WORKLOAD)
-    session.stage("replication: ran a workload on source_app (inserts, updates, deletes, ADD COLUMN, a new table, "
-                  "a truncate); capturing and applying the changes ...")
-    request = evaluate(dg.build_sensor_context(instance=session.instance, resources={"lakehouse": lakehouse}),
-                       source, lakehouse)
+    session.stage(
+        "replication: ran a workload on source_app (inserts, updates, deletes, ADD COLUMN, a new table, "
+        "a truncate); capturing and applying the changes ..."
+    )
+    request = evaluate(
+        dg.build_sensor_context(instance=session.instance, resources={"lakehouse": lakehouse}), source, lakehouse
+    )
     if not isinstance(request, dg.RunRequest):
         outcome.ok = False
         outcome.lines.append(f"the CDC sensor requested no run: {request.skip_message}")
@@ -275,16 +335,25 @@ def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
         outcome.ok = False
         outcome.lines.append(f"change data capture FAILED: {failure_reason(result)}")
         return
-    captured = next(e for e in result.get_asset_materialization_events()
-                    if e.asset_key == dg.AssetKey(["bronze", "cdc_events", "source_app"])).materialization.metadata
-    outcome.lines.append(f"change data capture: {captured['events_captured'].value:,} changes "
-                         f"{dict(captured['by_op'].value)} in {captured['transactions'].value} transaction(s), "
-                         f"slot at {captured['confirmed_lsn'].value}")
-    outcome.lines.append(f"{'table':<28} {'source rows':>11} {'lakehouse':>10}  {'source hash':<16} {'lakehouse hash':<16}")
+    captured = next(
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["bronze", "cdc_events", "source_app"])
+    ).materialization.metadata
+    outcome.lines.append(
+        f"change data capture: {captured['events_captured'].value:,} changes "
+        f"{dict(captured['by_op'].value)} in {captured['transactions'].value} transaction(s), "
+        f"slot at {captured['confirmed_lsn'].value}"
+    )
+    outcome.lines.append(
+        f"{'table':<28} {'source rows':>11} {'lakehouse':>10}  {'source hash':<16} {'lakehouse hash':<16}"
+    )
     for key, status in sorted(ReplicationMeta(lakehouse, "source_app").statuses().items()):
         if status["status"] != "completed":
             continue
         c = compare_table(source, lakehouse, key, status)
         outcome.ok = outcome.ok and c["match"]
-        outcome.lines.append(f"{key:<28} {c['rows_source']:>11,} {c['rows_lakehouse']:>10,}  {c['hash_source']:<16} "
-                             f"{c['hash_lakehouse']:<16} {'match' if c['match'] else 'DIFFER'}")
+        outcome.lines.append(
+            f"{key:<28} {c['rows_source']:>11,} {c['rows_lakehouse']:>10,}  {c['hash_source']:<16} "
+            f"{c['hash_lakehouse']:<16} {'match' if c['match'] else 'DIFFER'}"
+        )

@@ -18,15 +18,38 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dw_platform.lib.demo import DemoOutcome, DemoSession
 
-HEADER = ["order_id", "order_date", "customer_email", "customer_name", "product", "category", "region",
-          "quantity", "unit_price", "currency"]
-PRODUCTS = [("Laptop", "Electronics", "999.00"), ("Headphones", "Electronics", "79.90"),
-            ("Desk Chair", "Furniture", "189.50"), ("Standing Desk", "Furniture", "449.00"),
-            ("Coffee Beans, 1kg", "Grocery", "18.75"), ('Poster "Sunset"', "Decor", "12.00"),
-            ("Notebook", "Stationery", "3.49")]
+HEADER = [
+    "order_id",
+    "order_date",
+    "customer_email",
+    "customer_name",
+    "product",
+    "category",
+    "region",
+    "quantity",
+    "unit_price",
+    "currency",
+]
+PRODUCTS = [
+    ("Laptop", "Electronics", "999.00"),
+    ("Headphones", "Electronics", "79.90"),
+    ("Desk Chair", "Furniture", "189.50"),
+    ("Standing Desk", "Furniture", "449.00"),
+    ("Coffee Beans, 1kg", "Grocery", "18.75"),
+    ('Poster "Sunset"', "Decor", "12.00"),
+    ("Notebook", "Stationery", "3.49"),
+]
 REGIONS = ["EU", "NA", "APAC", "LATAM"]
-NAMES = ["Anna Schmidt", "Ben Miller", "Chloe Dubois", "José Müller", "Emma Rossi", "Yusuf Khan",
-         "Grace O'Neil", "Hugo Novak"]
+NAMES = [
+    "Anna Schmidt",
+    "Ben Miller",
+    "Chloe Dubois",
+    "José Müller",
+    "Emma Rossi",
+    "Yusuf Khan",
+    "Grace O'Neil",
+    "Hugo Novak",
+]
 
 
 def rows(count: int, day: date, seed: int = 7, first_id: int = 1) -> Iterator[list[str]]:
@@ -37,10 +60,16 @@ def rows(count: int, day: date, seed: int = 7, first_id: int = 1) -> Iterator[li
         name = rng.choice(NAMES)
         email = name.lower().replace(" ", ".").replace("'", "") + f"{rng.randint(1, 99)}@example.com"
         yield [
-            f"SO-{first_id + i:08d}", (day - timedelta(days=rng.randint(0, 1))).isoformat(),
-            rng.choice([email, email.upper(), f"  {email} "]), rng.choice([name, f" {name}  "]),
-            product, category, rng.choice(REGIONS + [r.lower() for r in REGIONS]),
-            str(rng.randint(1, 5)), price, rng.choice(["EUR", "usd", "USD", ""]),
+            f"SO-{first_id + i:08d}",
+            (day - timedelta(days=rng.randint(0, 1))).isoformat(),
+            rng.choice([email, email.upper(), f"  {email} "]),
+            rng.choice([name, f" {name}  "]),
+            product,
+            category,
+            rng.choice(REGIONS + [r.lower() for r in REGIONS]),
+            str(rng.randint(1, 5)),
+            price,
+            rng.choice(["EUR", "usd", "USD", ""]),
         ]
 
 
@@ -55,9 +84,15 @@ def to_csv(header: list[str], body: list[list[str]], line_end: str = "\r\n", bom
 BAD_ROWS = [
     # (row, why it is quarantined)
     (["SO-BAD-1", "2026-13-45", "x@example.com", "X", "Laptop", "Electronics", "EU", "1", "999.00", "EUR"], "bad date"),
-    (["SO-BAD-2", "2026-11-20", "y@example.com", "Y", "Laptop", "Electronics", "EU", "two", "999.00", "EUR"], "bad quantity"),
+    (
+        ["SO-BAD-2", "2026-11-20", "y@example.com", "Y", "Laptop", "Electronics", "EU", "two", "999.00", "EUR"],
+        "bad quantity",
+    ),
     (["", "2026-11-20", "z@example.com", "Z", "Notebook", "Stationery", "NA", "1", "3.49", "USD"], "no order id"),
-    (["SO-BAD-4", "2026-11-20", "w@example.com", "W", "Notebook", "Stationery", "NA", "1", "-3.49", "USD"], "negative price"),
+    (
+        ["SO-BAD-4", "2026-11-20", "w@example.com", "W", "Notebook", "Stationery", "NA", "1", "-3.49", "USD"],
+        "negative price",
+    ),
 ]
 
 
@@ -86,8 +121,9 @@ def write_large(path, target_bytes: int, seed: int = 11) -> int:
         writer.writerow(HEADER)
         day = date(2026, 11, 1)
         while f.tell() < target_bytes:
-            batch = list(rows(10_000, day + timedelta(days=count // 1_000_000), seed=rng.randint(0, 1 << 30),
-                              first_id=count + 1))
+            batch = list(
+                rows(10_000, day + timedelta(days=count // 1_000_000), seed=rng.randint(0, 1 << 30), first_id=count + 1)
+            )
             writer.writerows(batch)
             count += len(batch)
     return count
@@ -110,14 +146,18 @@ def demo(session: DemoSession) -> DemoOutcome:
     from dw_platform.lib.blob import BlobStorage
     from dw_platform.lib.demo import DemoOutcome, failure_reason
 
-    storage = BlobStorage(container=os.environ.get("DW_SALES_CONTAINER", "sales"),
-                          connection_string=os.environ["DW_BLOB_CONNECTION_STRING"])
+    storage = BlobStorage(
+        container=os.environ.get("DW_SALES_CONTAINER", "sales"),
+        connection_string=os.environ["DW_BLOB_CONNECTION_STRING"],
+    )
     storage.ensure_container()
     files = sample_files(datetime.now(timezone.utc).date())
     for name, data in files.items():
         storage.upload(INCOMING + name, data)
-    session.stage(f"sales: uploaded {len(files)} sample CSV files to {storage.container}/{INCOMING} "
-                  f"(one is malformed and fails its run on purpose); ingesting them ...")
+    session.stage(
+        f"sales: uploaded {len(files)} sample CSV files to {storage.container}/{INCOMING} "
+        f"(one is malformed and fails its run on purpose); ingesting them ..."
+    )
     tick = scan(dg.build_sensor_context(instance=session.instance), storage)
     for request in tick.dynamic_partitions_requests:
         session.instance.add_dynamic_partitions(sales_blobs.name, list(request.partition_keys))
@@ -128,8 +168,10 @@ def demo(session: DemoSession) -> DemoOutcome:
         expected_failure = key.endswith("_malformed.csv")
         if result.success:
             meta = result.get_asset_materialization_events()[0].materialization.metadata
-            outcome.lines.append(f"{key:<45} loaded {meta['dagster/row_count'].value:>5,}, "
-                                 f"quarantined {meta['rows_quarantined'].value:>3,} -> processed/")
+            outcome.lines.append(
+                f"{key:<45} loaded {meta['dagster/row_count'].value:>5,}, "
+                f"quarantined {meta['rows_quarantined'].value:>3,} -> processed/"
+            )
         else:
             intended = " (as intended)" if expected_failure else ""
             outcome.lines.append(f"{key:<45} FAILED{intended}: {failure_reason(result)} -> failed/")

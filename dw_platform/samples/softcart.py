@@ -49,21 +49,46 @@ SOURCE_DDL = (
 
 # (name, category, list price); product ids are 101, 102, ... in this order.
 PRODUCTS = [
-    ("Wireless Mouse", "Electronics", "24.99"), ("USB-C Hub", "Electronics", "39.90"),
-    ("Noise-Cancelling Headphones", "Electronics", "199.00"), ("4K Monitor", "Electronics", "329.00"),
-    ("Paperback Novel", "Books", "12.50"), ("Cookbook", "Books", "29.95"), ("Data Engineering Handbook", "Books", "54.00"),
-    ("Chef's Knife", "Home & Kitchen", "69.00"), ("French Press", "Home & Kitchen", "34.00"),
-    ("Building Blocks Set", "Toys", "49.99"), ("Puzzle 1000 pcs", "Toys", "17.99"),
-    ("Yoga Mat", "Sports", "25.00"), ("Running Shoes", "Sports", "119.00"),
-    ("Rain Jacket", "Clothing", "89.00"), ("Wool Socks (3 pairs)", "Clothing", "19.90"),
-    ("Face Cream", "Beauty", "22.40"), ("Espresso Beans 1kg", "Grocery", "18.75"),
+    ("Wireless Mouse", "Electronics", "24.99"),
+    ("USB-C Hub", "Electronics", "39.90"),
+    ("Noise-Cancelling Headphones", "Electronics", "199.00"),
+    ("4K Monitor", "Electronics", "329.00"),
+    ("Paperback Novel", "Books", "12.50"),
+    ("Cookbook", "Books", "29.95"),
+    ("Data Engineering Handbook", "Books", "54.00"),
+    ("Chef's Knife", "Home & Kitchen", "69.00"),
+    ("French Press", "Home & Kitchen", "34.00"),
+    ("Building Blocks Set", "Toys", "49.99"),
+    ("Puzzle 1000 pcs", "Toys", "17.99"),
+    ("Yoga Mat", "Sports", "25.00"),
+    ("Running Shoes", "Sports", "119.00"),
+    ("Rain Jacket", "Clothing", "89.00"),
+    ("Wool Socks (3 pairs)", "Clothing", "19.90"),
+    ("Face Cream", "Beauty", "22.40"),
+    ("Espresso Beans 1kg", "Grocery", "18.75"),
     ("Garden Hose 20m", "Garden", "31.00"),  # a category missing from the reference list: 'unknown' in silver
 ]
 FIRST_PRODUCT_ID = 101
 UNKNOWN_PRODUCT_ID = 9999
 # Spellings as the shop stores them; None and 'Atlantis' are not in the reference list.
-COUNTRIES = ["United States", "United States", "United States", "Germany", "United Kingdom", "France", "Canada",
-             "India", "Brazil", "Japan", "Australia", "Spain", "Italy", "Netherlands", "Mexico", "Sweden"]
+COUNTRIES = [
+    "United States",
+    "United States",
+    "United States",
+    "Germany",
+    "United Kingdom",
+    "France",
+    "Canada",
+    "India",
+    "Brazil",
+    "Japan",
+    "Australia",
+    "Spain",
+    "Italy",
+    "Netherlands",
+    "Mexico",
+    "Sweden",
+]
 
 
 def create_source_tables(conn: pyodbc.Connection) -> None:
@@ -78,8 +103,12 @@ def seed_reference_data(conn: pyodbc.Connection, customers: int = 500, seed: int
     cursor = conn.cursor()
     cursor.execute("delete from products")
     cursor.execute("delete from customers")
-    _insert(cursor, "products", ("product_id", "product_name", "category"),
-            [(FIRST_PRODUCT_ID + i, name, category) for i, (name, category, _) in enumerate(PRODUCTS)])
+    _insert(
+        cursor,
+        "products",
+        ("product_id", "product_name", "category"),
+        [(FIRST_PRODUCT_ID + i, name, category) for i, (name, category, _) in enumerate(PRODUCTS)],
+    )
     rows = []
     for customer_id in range(1, customers + 1):
         roll = rng.random()
@@ -88,8 +117,9 @@ def seed_reference_data(conn: pyodbc.Connection, customers: int = 500, seed: int
     _insert(cursor, "customers", ("customer_id", "country"), rows)
 
 
-def sales_rows(count: int, start: datetime, end: datetime, customers: int = 500, seed: int = 8,
-               bad_every: int = 97) -> Iterator[tuple]:
+def sales_rows(
+    count: int, start: datetime, end: datetime, customers: int = 500, seed: int = 8, bad_every: int = 97
+) -> Iterator[tuple]:
     """(product_id, customer_id, quantity, price, timestamp) in time order; every `bad_every`-th row
     is bad in one of four ways (unknown product, negative quantity, zero price, null timestamp)."""
     rng = random.Random(seed)
@@ -132,22 +162,43 @@ def _insert(cursor, table: str, columns: Sequence[str], rows, chunk: int = 1000)
     for row in rows:
         batch.append(row)
         if len(batch) == chunk:
-            cursor.execute(f"insert into {table} ({names}) values " + ", ".join([placeholder] * chunk),
-                           [v for r in batch for v in r])
+            cursor.execute(
+                f"insert into {table} ({names}) values " + ", ".join([placeholder] * chunk),
+                [v for r in batch for v in r],
+            )
             count += chunk
             batch = []
     if batch:
-        cursor.execute(f"insert into {table} ({names}) values " + ", ".join([placeholder] * len(batch)),
-                       [v for r in batch for v in r])
+        cursor.execute(
+            f"insert into {table} ({names}) values " + ", ".join([placeholder] * len(batch)),
+            [v for r in batch for v in r],
+        )
         count += len(batch)
     return count
 
 
 # --- the web server's access log ---------------------------------------------------------------
 
-PATHS = ["/", "/", "/", "/products", "/products?page=2", "/product/101", "/product/104", "/product/112",
-         "/cart", "/checkout", "/search?q=headphones", "/search?q=r%C3%A9sum%C3%A9", "/static/app.js",
-         "/static/style.css", "/img/logo.png", "/api/v1/cart/items", "/account/login", "/favicon.ico"]
+PATHS = [
+    "/",
+    "/",
+    "/",
+    "/products",
+    "/products?page=2",
+    "/product/101",
+    "/product/104",
+    "/product/112",
+    "/cart",
+    "/checkout",
+    "/search?q=headphones",
+    "/search?q=r%C3%A9sum%C3%A9",
+    "/static/app.js",
+    "/static/style.css",
+    "/img/logo.png",
+    "/api/v1/cart/items",
+    "/account/login",
+    "/favicon.ico",
+]
 AGENTS = [
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15",
@@ -159,8 +210,17 @@ AGENTS = [
     "python-requests/2.31.0",
     'Mozilla/5.0 (compatible; \\"QuoteBot\\" 1.0; +https://example.com/bot)',  # escaped quotes, as Apache writes them
 ]
-IPS = ["203.0.113.7", "198.51.100.23", "192.0.2.44", "2001:db8::1", "2001:db8:85a3::8a2e:370:7334", "::1",
-       "10.0.0.12", "172.16.5.4", "::ffff:192.0.2.128"]
+IPS = [
+    "203.0.113.7",
+    "198.51.100.23",
+    "192.0.2.44",
+    "2001:db8::1",
+    "2001:db8:85a3::8a2e:370:7334",
+    "::1",
+    "10.0.0.12",
+    "172.16.5.4",
+    "::ffff:192.0.2.128",
+]
 REFERRERS = ["-", "-", "https://www.google.com/", "https://softcart.example/products", "https://softcart.example/"]
 STATUSES = [200] * 40 + [304] * 5 + [301, 302, 404, 404, 403, 500, 503]
 METHODS = ["GET"] * 12 + ["POST", "HEAD"]
@@ -224,13 +284,12 @@ def demo(session: DemoSession) -> DemoOutcome:
     import os
 
     import dagster as dg
+    import pyodbc
 
     from dw_platform.defs.softcart.partitions import INCOMING, weblog_files
     from dw_platform.defs.softcart.resources import weblogs_landing_zone
     from dw_platform.defs.softcart.sensors import scan_weblogs
     from dw_platform.lib.demo import DemoOutcome, failure_reason
-
-    import pyodbc
 
     source_conn_string = os.environ["DW_SOFTCART_ODBC"]
 
@@ -266,8 +325,10 @@ def demo(session: DemoSession) -> DemoOutcome:
         outcome.add_checks(result, request.partition_key)
         if result.success:
             meta = _metadata(result, "web_access_log")
-            outcome.lines.append(f"access log {request.partition_key}: loaded {meta['dagster/row_count'].value:,} "
-                                 f"lines, quarantined {meta['lines_quarantined'].value:,} -> {meta['archived_to'].value}")
+            outcome.lines.append(
+                f"access log {request.partition_key}: loaded {meta['dagster/row_count'].value:,} "
+                f"lines, quarantined {meta['lines_quarantined'].value:,} -> {meta['archived_to'].value}"
+            )
         else:
             outcome.lines.append(f"access log {request.partition_key}: FAILED: {failure_reason(result)}")
         outcome.ok = outcome.ok and result.success

@@ -18,8 +18,16 @@ if TYPE_CHECKING:
     from dw_platform.lib.demo import DemoOutcome, DemoSession
 
 USERS_HEADER = ["user_id", "email", "country", "subscription_tier", "signup_date", "updated_at"]
-SESSIONS_HEADER = ["session_id", "user_id", "content_id", "device", "country", "started_at", "watch_seconds",
-                   "completion_pct"]
+SESSIONS_HEADER = [
+    "session_id",
+    "user_id",
+    "content_id",
+    "device",
+    "country",
+    "started_at",
+    "watch_seconds",
+    "completion_pct",
+]
 DEVICES = ["Mobile", "mobile", " TV ", "tv", "Desktop", "Tablet", "smart-tv"]
 COUNTRIES = ["us", "US", "de", "GB", "fr", "br"]
 TIERS = ["Premium", "basic", "STANDARD", "free", ""]
@@ -41,8 +49,16 @@ def users(day: date, count: int = 40, seed: int = 7) -> list[list]:
         signup = day - timedelta(days=rng.randint(30, 900))
         signup_text = signup.isoformat() if i % 3 else signup.strftime("%Y/%m/%d")
         updated = datetime(day.year, day.month, day.day, 1, 0, tzinfo=timezone.utc) + timedelta(minutes=i)
-        rows.append([f"U{i:04d}", f"user{i}@example.com", rng.choice(COUNTRIES), rng.choice(TIERS), signup_text,
-                     updated.isoformat()])
+        rows.append(
+            [
+                f"U{i:04d}",
+                f"user{i}@example.com",
+                rng.choice(COUNTRIES),
+                rng.choice(TIERS),
+                signup_text,
+                updated.isoformat(),
+            ]
+        )
     # A later version of user 1 in the same file: silver keeps this one.
     rows.append(["U0001", "user1@example.com", "DE", "premium", rows[0][4], (updated + timedelta(hours=1)).isoformat()])
     return rows
@@ -85,9 +101,18 @@ def sessions(day: date, user_count: int = 40, content_count: int = 12, count: in
         completion = rng.choice([100, 95, 80, 50, 20, 5, ""])
         watch = "" if completion == "" else int(60 * 100 * completion / 100)
         started = start.strftime("%Y-%m-%d %H:%M:%S") if i % 4 else start.isoformat()
-        rows.append([f"S{day:%Y%m%d}-{i:05d}", f"U{rng.randint(1, user_count):04d}",
-                     f"C{rng.randint(1, content_count):03d}", rng.choice(DEVICES), rng.choice(COUNTRIES), started,
-                     watch, completion])
+        rows.append(
+            [
+                f"S{day:%Y%m%d}-{i:05d}",
+                f"U{rng.randint(1, user_count):04d}",
+                f"C{rng.randint(1, content_count):03d}",
+                rng.choice(DEVICES),
+                rng.choice(COUNTRIES),
+                started,
+                watch,
+                completion,
+            ]
+        )
     return rows
 
 
@@ -108,9 +133,11 @@ def demo(session: DemoSession) -> DemoOutcome:
     from dw_platform.lib.demo import DemoOutcome, failure_reason
     from dw_platform.lib.landing import LandingZone
 
-    zone = LandingZone(local_folder=os.environ.get("DW_VIDEO_LANDING_DIR", ""),
-                       container=os.environ.get("DW_VIDEO_CONTAINER", "video"),
-                       connection_string=os.environ.get("DW_BLOB_CONNECTION_STRING", ""))
+    zone = LandingZone(
+        local_folder=os.environ.get("DW_VIDEO_LANDING_DIR", ""),
+        container=os.environ.get("DW_VIDEO_CONTAINER", "video"),
+        connection_string=os.environ.get("DW_BLOB_CONNECTION_STRING", ""),
+    )
     landing = zone.landing()
     # Daily partitions exist for complete days only: the two days before today.
     today = datetime.now(timezone.utc).date()
@@ -119,12 +146,16 @@ def demo(session: DemoSession) -> DemoOutcome:
         for name, data in sample_files(day, extra_field=day == days[-1]).items():
             landing.put(f"{day.isoformat()}/{name}", data)
     where = os.environ.get("DW_VIDEO_LANDING_DIR") or f"blob container {zone.container!r}"
-    session.stage(f"video: landed users.csv, viewing_sessions.csv and content.json for {days[0]} and {days[1]} "
-                  f"in {where}; running video_daily for each day ...")
+    session.stage(
+        f"video: landed users.csv, viewing_sessions.csv and content.json for {days[0]} and {days[1]} "
+        f"in {where}; running video_daily for each day ..."
+    )
     outcome = DemoOutcome(True)
     for day in days:
         result = session.run_job("video_daily", partition_key=day.isoformat())
-        outcome.lines.append(f"video_daily {day}: {'SUCCESS' if result.success else 'FAILURE: ' + failure_reason(result)}")
+        outcome.lines.append(
+            f"video_daily {day}: {'SUCCESS' if result.success else 'FAILURE: ' + failure_reason(result)}"
+        )
         outcome.ok = outcome.ok and result.success
         outcome.add_checks(result, str(day))
     return outcome

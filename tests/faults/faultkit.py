@@ -38,15 +38,25 @@ def resources(host: str, port: int, user: str, password: str, warehouse_db: str,
 
 
 def session_resources() -> dict:
-    return resources(os.environ["DW_PG_HOST"], int(os.environ["DW_PG_PORT"]), os.environ["DW_PG_USER"],
-                     os.environ["DW_PG_PASSWORD"], os.environ["DW_PG_DATABASE"], os.environ["DW_CUSTOMER_ODBC"])
+    return resources(
+        os.environ["DW_PG_HOST"],
+        int(os.environ["DW_PG_PORT"]),
+        os.environ["DW_PG_USER"],
+        os.environ["DW_PG_PASSWORD"],
+        os.environ["DW_PG_DATABASE"],
+        os.environ["DW_CUSTOMER_ODBC"],
+    )
 
 
 def materialize(res: dict, retries: int = 0) -> dg.ExecuteInProcessResult:
     """The bronze asset for DAY, in a job that retries failed steps `retries` times at once when
     the failure allows it (as the domain jobs do, with backoff)."""
-    job = dg.define_asset_job("load", [customer_profile_raw], partitions_def=customer_profile_raw.partitions_def,
-                              op_retry_policy=dg.RetryPolicy(max_retries=retries))
+    job = dg.define_asset_job(
+        "load",
+        [customer_profile_raw],
+        partitions_def=customer_profile_raw.partitions_def,
+        op_retry_policy=dg.RetryPolicy(max_retries=retries),
+    )
     definitions = dg.Definitions(assets=[customer_profile_raw], jobs=[job], resources=res)
     return definitions.resolve_job_def("load").execute_in_process(partition_key=DAY.isoformat(), raise_on_error=False)
 
@@ -61,7 +71,8 @@ def copying_backend(admin, database: str, timeout_s: float = 60) -> int:
     while time.monotonic() < deadline:
         row = admin.execute(
             "select pid from pg_stat_activity where datname = %s and state = 'active' and query ilike 'copy%%'",
-            (database,)).fetchone()
+            (database,),
+        ).fetchone()
         if row:
             return row[0]
         time.sleep(0.05)
@@ -72,13 +83,14 @@ def step_failure(result: dg.ExecuteInProcessResult):
     return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data
 
 
-
-
 def start_child_run(job: str, partition_key: str, tags: dict[str, str]) -> subprocess.Popen:
     """Run `job` of the code location for one partition in a child process (`run_job.py`), on the
     session's instance, as a run worker would: a process the test can kill by its pid."""
-    return subprocess.Popen([sys.executable, str(Path(__file__).with_name("run_job.py")), job, partition_key,
-                             json.dumps(tags)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("run_job.py")), job, partition_key, json.dumps(tags)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def wait_until(condition, timeout_s: float = 120, what: str = "the condition") -> None:
@@ -92,6 +104,9 @@ def wait_until(condition, timeout_s: float = 120, what: str = "the condition") -
 def fast_retry_job(name: str, assets: list, res: dict, max_retries: int, delay: float):
     """A job of the same name and assets as the code location's, retrying after `delay` seconds
     (the domain jobs wait 30 s, 60 s, 120 s), so a test sees the retry in seconds."""
-    job = dg.define_asset_job(name, selection=dg.AssetSelection.assets(*assets),
-                              op_retry_policy=dg.RetryPolicy(max_retries=max_retries, delay=delay))
+    job = dg.define_asset_job(
+        name,
+        selection=dg.AssetSelection.assets(*assets),
+        op_retry_policy=dg.RetryPolicy(max_retries=max_retries, delay=delay),
+    )
     return dg.Definitions(assets=assets, jobs=[job], resources=res).resolve_job_def(name)

@@ -11,6 +11,9 @@ from dw_platform.definitions import defs
 if __name__ == "__main__":
     job, partition_key, tags = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     with dg.DagsterInstance.get() as instance:
-        result = defs().resolve_job_def(job).execute_in_process(
-            instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False)
+        result = (
+            defs()
+            .resolve_job_def(job)
+            .execute_in_process(instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False)
+        )
     sys.exit(0 if result.success else 1)

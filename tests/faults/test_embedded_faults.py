@@ -23,8 +23,7 @@ START_THEN = textwrap.dedent("""
 def run_dw_process(home, how: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))}
     env.update(DW_HOME=str(home), DW_BLOB_CONNECTION_STRING="BlobEndpoint=http://127.0.0.1:9/x;")
-    return subprocess.run([sys.executable, "-c", START_THEN, how], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", START_THEN, how], env=env, capture_output=True, text=True, timeout=120)
 
 
 def postmaster_pid(home) -> int:
@@ -57,8 +56,13 @@ def test_dw_dev_stopped_with_sigterm_stops_dagster_and_the_servers_quietly(tmp_p
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    dw = subprocess.Popen([sys.executable, "-m", "dw_platform.cli", "dev", "--port", str(port)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dw = subprocess.Popen(
+        [sys.executable, "-m", "dw_platform.cli", "dev", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while True:
         try:

@@ -35,8 +35,12 @@ KILLED_RUN = textwrap.dedent("""
 
 def test_a_run_killed_mid_load_commits_nothing_frees_its_lock_and_is_marked_abandoned(databases, source, warehouse):
     seed(source)
-    run = subprocess.Popen([sys.executable, "-c", KILLED_RUN, os.path.dirname(__file__)], env=dict(os.environ),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, os.path.dirname(__file__)],
+        env=dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     with embedded.admin_connection("postgres") as admin:
         backend = copying_backend(admin, databases["warehouse"])
         run.send_signal(signal.SIGKILL)
@@ -54,9 +58,12 @@ def test_a_run_killed_mid_load_commits_nothing_frees_its_lock_and_is_marked_aban
 
     assert result.success
     assert warehouse.execute(
-        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw").fetchone() == (ROWS, ROWS)
+        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
+    ).fetchone() == (ROWS, ROWS)
     assert sorted(warehouse.execute("select status, rows_loaded from bronze.batch_ledger").fetchall()) == [
-        ("abandoned", 0), ("succeeded", ROWS)]
+        ("abandoned", 0),
+        ("succeeded", ROWS),
+    ]
 
 
 def test_a_cut_warehouse_connection_fails_the_attempt_which_is_retried_to_success(databases, source, warehouse):
@@ -72,11 +79,13 @@ def test_a_cut_warehouse_connection_fails_the_attempt_which_is_retried_to_succes
     result = outcome["result"]
     assert retried(result) and result.success
     assert warehouse.execute(
-        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw").fetchone() == (ROWS, ROWS)
+        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
+    ).fetchone() == (ROWS, ROWS)
     # The failed attempt is recorded on a fresh connection (its own was the one cut), with the
     # real time it ended.
     failed, succeeded = warehouse.execute(
-        "select status, error, started_at, finished_at from bronze.batch_ledger order by started_at").fetchall()
+        "select status, error, started_at, finished_at from bronze.batch_ledger order by started_at"
+    ).fetchall()
     assert failed[0] == "failed" and "nothing was committed" in failed[1]
     assert "terminating connection" in failed[1] or "server closed the connection" in failed[1]
     assert succeeded[0] == "succeeded" and succeeded[3] > succeeded[2] > failed[3]
@@ -89,8 +98,9 @@ def test_killing_the_postgresql_server_mid_load_fails_the_run_instead_of_crashin
     try:
         info = server.get_postmaster_info()
         host, port = str(info.socket_dir), info.port
-        with embedded.psycopg.connect(host=host, port=port, user="postgres", dbname="postgres",
-                                      autocommit=True) as admin:
+        with embedded.psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as admin:
             admin.execute("create database warehouse")
             admin.execute("create database crm")
         with embedded.psycopg.connect(host=host, port=port, user="postgres", dbname="crm", autocommit=True) as crm:
@@ -100,8 +110,9 @@ def test_killing_the_postgresql_server_mid_load_fails_the_run_instead_of_crashin
         outcome = {}
         load = threading.Thread(target=lambda: outcome.setdefault("result", materialize(res, retries=1)))
         load.start()
-        with embedded.psycopg.connect(host=host, port=port, user="postgres", dbname="postgres",
-                                      autocommit=True) as admin:
+        with embedded.psycopg.connect(
+            host=host, port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as admin:
             copying_backend(admin, "warehouse")
         postmaster = psutil.Process(info.pid)
         for process in [postmaster, *postmaster.children(recursive=True)]:
@@ -123,11 +134,18 @@ def test_killing_the_postgresql_server_mid_load_fails_the_run_instead_of_crashin
         with pgserver.PostgresServer._lock:
             server.ensure_postgres_running()
         info = server.get_postmaster_info()
-        res = resources(str(info.socket_dir), info.port, "postgres", "", "warehouse",
-                        embedded.odbc_connection_string(str(info.socket_dir), info.port, "crm", "postgres", ""))
+        res = resources(
+            str(info.socket_dir),
+            info.port,
+            "postgres",
+            "",
+            "warehouse",
+            embedded.odbc_connection_string(str(info.socket_dir), info.port, "crm", "postgres", ""),
+        )
         assert materialize(res).success
-        with embedded.psycopg.connect(host=str(info.socket_dir), port=info.port, user="postgres", dbname="warehouse",
-                                      autocommit=True) as wh:
+        with embedded.psycopg.connect(
+            host=str(info.socket_dir), port=info.port, user="postgres", dbname="warehouse", autocommit=True
+        ) as wh:
             assert wh.execute(f"select count(*) from {CUSTOMER_PROFILE_RAW.qualified_name}").fetchone()[0] == ROWS
             statuses = sorted(r[0] for r in wh.execute("select status from bronze.batch_ledger"))
             # The killed attempt could write nothing (its server was gone): its running entry is

@@ -52,15 +52,23 @@ def test_a_killed_run_is_marked_failed_and_retried_to_success(databases, source,
         copying_backend(admin, databases["warehouse"], timeout_s=300)
     os.kill(pid, signal.SIGKILL)
 
-    assert wait_for(lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE, 60,
-                    "the killed run to be marked failed")
-    retry = wait_for(lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})), 120,
-                     "run retries to launch a retry")[0]
-    finished = wait_for(lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 600,
-                        "the retry to finish")
+    assert wait_for(
+        lambda: instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE,
+        60,
+        "the killed run to be marked failed",
+    )
+    retry = wait_for(
+        lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})),
+        120,
+        "run retries to launch a retry",
+    )[0]
+    finished = wait_for(
+        lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 600, "the retry to finish"
+    )
     assert finished.status == dg.DagsterRunStatus.SUCCESS
     assert warehouse.execute(
-        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw").fetchone() == (ROWS, ROWS)
+        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
+    ).fetchone() == (ROWS, ROWS)
     # The killed attempt is `abandoned` (killed mid-COPY) or, if its commit beat the kill,
     # `succeeded` and the retry's load added nothing; either way every row is there once.
     ledger = warehouse.execute("select status, rows_loaded from bronze.batch_ledger order by started_at").fetchall()

@@ -45,18 +45,23 @@ def rows_in_bronze(warehouse) -> tuple[int, int]:
 
 
 def ledger(warehouse) -> list[tuple]:
-    return warehouse.execute("select status, rows_loaded, coalesce(error, '') from bronze.batch_ledger"
-                             " order by started_at").fetchall()
+    return warehouse.execute(
+        "select status, rows_loaded, coalesce(error, '') from bronze.batch_ledger order by started_at"
+    ).fetchall()
 
 
 def sales_job(storage, max_retries: int):
-    resources = {"warehouse": session_resources()["warehouse"], "sales_storage": storage,
-                 "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"])}
+    resources = {
+        "warehouse": session_resources()["warehouse"],
+        "sales_storage": storage,
+        "sales_keys": FernetKeys(fernet_keys=os.environ["DW_SALES_FERNET_KEYS"]),
+    }
     return fast_retry_job("sales_ingest", [sales], resources, max_retries=max_retries, delay=2)
 
 
 def test_a_sales_run_killed_mid_load_is_requested_again_and_loads_its_blob_exactly_once(
-        storage, warehouse, databases, instance):
+    storage, warehouse, databases, instance
+):
     from dw_platform.definitions import defs  # after the storage fixture named the container
 
     rows = 60_000
@@ -87,8 +92,11 @@ def test_a_sales_run_killed_mid_load_is_requested_again_and_loads_its_blob_exact
 
     [retry] = again.run_requests
     assert retry.run_key == f"{request.run_key}#2" and retry.partition_key == "big.csv"
-    result = defs().resolve_job_def("sales_ingest").execute_in_process(
-        instance=instance, partition_key=retry.partition_key, tags=retry.tags, raise_on_error=False)
+    result = (
+        defs()
+        .resolve_job_def("sales_ingest")
+        .execute_in_process(instance=instance, partition_key=retry.partition_key, tags=retry.tags, raise_on_error=False)
+    )
     assert result.success
     assert rows_in_bronze(warehouse) == (rows, rows)
     assert names(storage) == ["processed/big.csv", "processed/big.csv.report.json"]
@@ -116,7 +124,8 @@ def test_a_storage_outage_mid_load_is_retried_and_the_file_loads_once(azurite, w
     fault = threading.Thread(target=outage)
     fault.start()
     result = sales_job(storage, max_retries=3).execute_in_process(
-        instance=instance, partition_key="orders.csv", raise_on_error=False)
+        instance=instance, partition_key="orders.csv", raise_on_error=False
+    )
     fault.join()
 
     assert result.success
@@ -129,7 +138,8 @@ def test_a_storage_outage_mid_load_is_retried_and_the_file_loads_once(azurite, w
 
 
 def test_a_storage_outage_longer_than_the_retries_leaves_the_file_in_incoming_for_the_next_request(
-        azurite, warehouse, databases, instance):
+    azurite, warehouse, databases, instance
+):
     storage = azurite.storage("sales")
     rows = 20_000
     storage.upload("incoming/orders.csv", sample.to_csv(sample.HEADER, list(sample.rows(rows, DAY))))
@@ -145,14 +155,16 @@ def test_a_storage_outage_longer_than_the_retries_leaves_the_file_in_incoming_fo
 
     fault = threading.Thread(target=outage)
     fault.start()
-    down = job.execute_in_process(instance=instance, partition_key="orders.csv", tags=request.tags,
-                                  raise_on_error=False)
+    down = job.execute_in_process(
+        instance=instance, partition_key="orders.csv", tags=request.tags, raise_on_error=False
+    )
     fault.join()
 
     assert not down.success  # the load failed mid-read, its retry found storage gone from the start
     [failure] = down.get_step_failure_events()
     assert "blob storage unavailable while reading the properties of incoming/orders.csv" in str(
-        failure.step_failure_data.error)
+        failure.step_failure_data.error
+    )
     [(status, _, error)] = ledger(warehouse)
     assert status == "failed" and "blob storage unavailable while reading incoming/orders.csv" in error
     assert rows_in_bronze(warehouse) == (0, 0)
@@ -170,7 +182,8 @@ def test_a_storage_outage_longer_than_the_retries_leaves_the_file_in_incoming_fo
 def ingest(storage, instance, key: str) -> dg.ExecuteInProcessResult:
     instance.add_dynamic_partitions(sales_blobs.name, [key])
     return sales_job(storage, max_retries=0).execute_in_process(
-        instance=instance, partition_key=key, raise_on_error=False)
+        instance=instance, partition_key=key, raise_on_error=False
+    )
 
 
 GOOD = sample.to_csv(sample.HEADER, list(sample.rows(30, DAY)))
@@ -178,7 +191,8 @@ BAD = b"sku;warehouse;on_hand\r\nA-1;Berlin;12\r\n"
 
 
 def test_a_file_misfiled_in_failed_loads_on_a_re_run_and_takes_its_one_report_to_processed(
-        storage, warehouse, instance):
+    storage, warehouse, instance
+):
     storage.upload("failed/orders.csv", GOOD)  # as a storage outage used to leave a good file
     storage.upload_json("failed/orders.csv.report.json", {"status": "failed", "error": "storage unavailable"})
 
@@ -207,8 +221,12 @@ def test_a_new_version_that_fails_keeps_the_processed_one_whose_rows_bronze_hold
     v2 = storage.upload("incoming/orders.csv", BAD)
 
     assert not ingest(storage, instance, "orders.csv").success
-    assert names(storage) == ["failed/orders.csv", "failed/orders.csv.report.json",
-                              "processed/orders.csv", "processed/orders.csv.report.json"]
+    assert names(storage) == [
+        "failed/orders.csv",
+        "failed/orders.csv.report.json",
+        "processed/orders.csv",
+        "processed/orders.csv.report.json",
+    ]
     assert report(storage, "failed/orders.csv.report.json")["etag"] == v2.etag
     assert report(storage, "processed/orders.csv.report.json")["etag"] == v1.etag
     assert rows_in_bronze(warehouse) == (30, 30)  # the failed load committed nothing
@@ -218,19 +236,30 @@ def test_a_new_version_that_fails_keeps_the_processed_one_whose_rows_bronze_hold
 
 
 def test_blob_names_dagster_refuses_as_partition_keys_still_end_in_processed_or_failed_with_one_report(
-        storage, warehouse, instance):
+    storage, warehouse, instance
+):
     storage.upload("incoming/sales...final.csv", GOOD)
     storage.upload("incoming/inventory\t1.csv", BAD)
     storage.upload("incoming/day/", b"")  # a folder marker, not a file
     requests = {r.partition_key: r for r in tick(storage, instance).run_requests}
     assert sorted(requests) == ["inventory%091.csv", "sales%2E%2E%2Efinal.csv"]
 
-    runs = {key: sales_job(storage, max_retries=0).execute_in_process(
-        instance=instance, partition_key=key, tags=r.tags, raise_on_error=False) for key, r in requests.items()}
+    runs = {
+        key: sales_job(storage, max_retries=0).execute_in_process(
+            instance=instance, partition_key=key, tags=r.tags, raise_on_error=False
+        )
+        for key, r in requests.items()
+    }
 
     assert runs["sales%2E%2E%2Efinal.csv"].success and not runs["inventory%091.csv"].success  # a failed run: alerted
-    assert names(storage) == ["failed/inventory\t1.csv", "failed/inventory\t1.csv.report.json", "incoming/day/",
-                              "processed/sales...final.csv", "processed/sales...final.csv.report.json"]
+    assert names(storage) == [
+        "failed/inventory\t1.csv",
+        "failed/inventory\t1.csv.report.json",
+        "incoming/day/",
+        "processed/sales...final.csv",
+        "processed/sales...final.csv.report.json",
+    ]
     assert warehouse.execute("select distinct _bronze_source_file from bronze.sales").fetchall() == [
-        ("incoming/sales...final.csv",)]
+        ("incoming/sales...final.csv",)
+    ]
     assert rows_in_bronze(warehouse) == (30, 30)

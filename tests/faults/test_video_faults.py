@@ -17,13 +17,19 @@ DAY = "2026-11-20"
 
 
 def test_a_storage_outage_mid_load_of_a_video_file_is_retried_and_the_day_loads_once(
-        azurite, warehouse, databases, instance):
+    azurite, warehouse, databases, instance
+):
     zone = LandingZone(container="video", **azurite.settings())
     sessions = sample.sessions(date.fromisoformat(DAY), count=40_000)
     zone.landing().put(f"{DAY}/viewing_sessions.csv", sample.to_csv(sample.SESSIONS_HEADER, sessions))
     azurite.settle()
-    job = fast_retry_job("video_daily", [video_viewing_sessions],
-                         {"warehouse": session_resources()["warehouse"], "video_landing": zone}, max_retries=3, delay=2)
+    job = fast_retry_job(
+        "video_daily",
+        [video_viewing_sessions],
+        {"warehouse": session_resources()["warehouse"], "video_landing": zone},
+        max_retries=3,
+        delay=2,
+    )
 
     def outage():
         with embedded.admin_connection("postgres") as admin:
@@ -39,8 +45,9 @@ def test_a_storage_outage_mid_load_of_a_video_file_is_retried_and_the_day_loads_
 
     assert result.success
     assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
-    assert warehouse.execute("select count(*), count(distinct session_id) from bronze.video_viewing_sessions"
-                             ).fetchone() == (40_000, 40_000)
+    assert warehouse.execute(
+        "select count(*), count(distinct session_id) from bronze.video_viewing_sessions"
+    ).fetchone() == (40_000, 40_000)
     assert statuses(warehouse) == ["failed", "succeeded"]
     [(error,)] = warehouse.execute("select error from bronze.batch_ledger where status = 'failed'").fetchall()
     assert f"blob storage unavailable while reading {DAY}/viewing_sessions.csv" in error
@@ -56,7 +63,6 @@ def test_the_video_sensor_requests_a_day_once_however_often_its_tick_is_replayed
 
     assert len({r.run_key for t in ticks for r in t.run_requests}) == 1
     assert scan(dg.build_sensor_context(instance=instance, cursor=ticks[-1].cursor), zone).run_requests == []
-
 
 
 def statuses(warehouse) -> list[str]:

@@ -11,7 +11,9 @@ def failure_text(context: dg.RunFailureSensorContext) -> str:
     message = context.failure_event.message or "no message"
     partition = run.tags.get("dagster/partition") or (
         f"{run.tags['dagster/asset_partition_range_start']}...{run.tags['dagster/asset_partition_range_end']}"
-        if "dagster/asset_partition_range_start" in run.tags else None)
+        if "dagster/asset_partition_range_start" in run.tags
+        else None
+    )
     where = f" (partition {partition})" if partition else ""
     return f":red_circle: dw_platform run failed: job `{run.job_name}`{where}, run {run.run_id}: {message}"
 

@@ -13,8 +13,8 @@ from pydantic import Field
 
 from dw_platform.defs.customer.partitions import customer_daily
 from dw_platform.lib import bronze
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -47,9 +47,10 @@ CUSTOMER_PROFILE_RAW = BronzeTable(
 
 class CustomerLoadConfig(dg.Config):
     lookback_hours: int = Field(
-        default=24, ge=0,
+        default=24,
+        ge=0,
         description="Also re-read this many hours before the partition's window and add the versions bronze "
-                    "does not hold yet (rows committed late on the source).",
+        "does not hold yet (rows committed late on the source).",
     )
 
 
@@ -62,23 +63,33 @@ class CustomerLoadConfig(dg.Config):
     description=f"{SOURCE_TABLE} from the customer CRM over ODBC, one partition per day of {WATERMARK_COLUMN}.",
 )
 def customer_profile_raw(
-    context: dg.AssetExecutionContext, config: CustomerLoadConfig, warehouse: PostgresWarehouse,
+    context: dg.AssetExecutionContext,
+    config: CustomerLoadConfig,
+    warehouse: PostgresWarehouse,
     customer_source: OdbcSource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    scope = LoadScope.time_window(context.partition_keys, WATERMARK_COLUMN, window.start, window.end,
-                                  lookback=timedelta(hours=config.lookback_hours))
+    scope = LoadScope.time_window(
+        context.partition_keys,
+        WATERMARK_COLUMN,
+        window.start,
+        window.end,
+        lookback=timedelta(hours=config.lookback_hours),
+    )
     query = window_query(
         SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, customer_source.dialect
     )
-    context.log.info(f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) "
-                     f"(partition window from {window.start}, {config.lookback_hours} h lookback)")
+    context.log.info(
+        f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) "
+        f"(partition window from {window.start}, {config.lookback_hours} h lookback)"
+    )
     with warehouse.connect() as conn:
         result = bronze.load(
             conn,
             CUSTOMER_PROFILE_RAW,
-            customer_source.copy_stream(query, scope.read_params,
-                                        [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]),
+            customer_source.copy_stream(
+                query, scope.read_params, [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]
+            ),
             asset_key=context.asset_key.to_user_string(),
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",
@@ -87,8 +98,9 @@ def customer_profile_raw(
             log=context.log.info,
         )
         # Each day of the run its own count: the versions bronze holds for it, and those this load added.
-        counts = rows_per_day(conn, CUSTOMER_PROFILE_RAW.qualified_name, WATERMARK_COLUMN, window.start, window.end,
-                              str(result.batch_id))
+        counts = rows_per_day(
+            conn, CUSTOMER_PROFILE_RAW.qualified_name, WATERMARK_COLUMN, window.start, window.end, str(result.batch_id)
+        )
     record_daily_row_counts(context, context.asset_key, context.partition_keys, counts, loaded_label="rows_loaded")
     context.log.info(result.summary)
     return dg.MaterializeResult(metadata={**result.metadata(), "rows_loaded_in_run": result.rows_loaded})

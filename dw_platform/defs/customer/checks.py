@@ -29,18 +29,21 @@ def customer_profile_raw_no_all_null_rows(
     asset=ASSET,
     blocking=True,
     description="Every row the source holds for the partition's window is a version in bronze (bronze keeps "
-                "older versions too). If it fails, re-run the partition: a load adds only what is missing.",
+    "older versions too). If it fails, re-run the partition: a load adds only what is missing.",
 )
 def customer_profile_raw_holds_every_source_version(
     context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, customer_source: OdbcSource
 ) -> dg.AssetCheckResult:
-    query = window_query(SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN,
-                         customer_source.dialect)
+    query = window_query(
+        SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, customer_source.dialect
+    )
     with warehouse.connect() as conn:
         scope = bronze_checks.run_scope(context, WATERMARK_COLUMN) or bronze_checks.latest_loaded_scope(
             conn, CUSTOMER_PROFILE_RAW, WATERMARK_COLUMN
         )
         return bronze_checks.source_versions_in_bronze(
-            conn, CUSTOMER_PROFILE_RAW, scope,
+            conn,
+            CUSTOMER_PROFILE_RAW,
+            scope,
             lambda s: customer_source.stream(query, [s.params["window_start"], s.params["window_end"]]),
         )

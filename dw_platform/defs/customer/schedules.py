@@ -17,7 +17,8 @@ customer_daily_job = dg.define_asset_job(
 
 # At 02:00 UTC, build the previous day's partition.
 customer_daily_schedule = dg.build_schedule_from_partitioned_job(
-    customer_daily_job, hour_of_day=2,
+    customer_daily_job,
+    hour_of_day=2,
     description="At 02:00 UTC, runs customer_daily for the previous day (bronze, silver, gold, all checks). Starts "
-                "stopped: switch it on here. A missed day is not caught up: backfill it from the job's Partitions tab.",
+    "stopped: switch it on here. A missed day is not caught up: backfill it from the job's Partitions tab.",
 )

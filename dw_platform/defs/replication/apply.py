@@ -79,8 +79,12 @@ class StatusMoved(Exception):
 
 
 def shape_columns(shape: RelationShape) -> tuple[SourceColumn, ...]:
-    return tuple(postgres_column(c["name"], c["source_type"], c["base_type"], c["base_typmod"], c["category"],
-                                 domain=c["domain"]) for c in shape.columns)
+    return tuple(
+        postgres_column(
+            c["name"], c["source_type"], c["base_type"], c["base_typmod"], c["category"], domain=c["domain"]
+        )
+        for c in shape.columns
+    )
 
 
 def shape_table(shape: RelationShape) -> SourceTable:
@@ -91,16 +95,26 @@ def shape_table(shape: RelationShape) -> SourceTable:
 def shape_schema(shape: RelationShape) -> list[dict]:
     """The shape as recorded in _schema_changes (pgoutput does not say whether a column is nullable)."""
     key = set(shape_table(shape).primary_key)
-    return [{"name": c["name"], "type": c["source_type"], "nullable": None, "primary_key": c["name"] in key}
-            for c in shape.columns]
+    return [
+        {"name": c["name"], "type": c["source_type"], "nullable": None, "primary_key": c["name"] in key}
+        for c in shape.columns
+    ]
 
 
 class Apply:
     """Applies one source's event log to its Iceberg tables."""
 
-    def __init__(self, source: SourceConfig, lakehouse: Lakehouse, webhook: AlertWebhook, *, run_id: str | None,
-                 log: Callable[[str], None], warn: Callable[[str], None],
-                 add_partition: Callable[[str], None] = lambda _key: None):
+    def __init__(
+        self,
+        source: SourceConfig,
+        lakehouse: Lakehouse,
+        webhook: AlertWebhook,
+        *,
+        run_id: str | None,
+        log: Callable[[str], None],
+        warn: Callable[[str], None],
+        add_partition: Callable[[str], None] = lambda _key: None,
+    ):
         self.source = source
         self.lakehouse = lakehouse
         self.webhook = webhook
@@ -126,8 +140,9 @@ class Apply:
             except StatusMoved as exc:
                 self.log(f"{key}: {exc}")
 
-    def apply_topic(self, topic: str, key: str, status: dict | None, next_offset: int,
-                    batch_size: int) -> Iterator[AppliedBatch]:
+    def apply_topic(
+        self, topic: str, key: str, status: dict | None, next_offset: int, batch_size: int
+    ) -> Iterator[AppliedBatch]:
         if status is not None and status.get("status") != "completed":
             self.log(f"{key}: {status.get('status')} in _cdc_status: its changes wait in the log until it is loaded")
             return
@@ -158,10 +173,19 @@ class Apply:
             return committed
         in_table = int(iceberg.summary_value(snapshot, "dw.applied-offset", -1))
         if in_table > committed:
-            self.warn(f"{key}: the table holds changes up to offset {in_table} but _cdc_status says {committed} "
-                      "(a run stopped between the two commits); recording the table's position and going on from it")
-            self.meta.update({key: {"applied_offset": in_table, "applied_at": now(),
-                                    "applied_lsn": iceberg.summary_value(snapshot, "dw.applied-lsn")}})
+            self.warn(
+                f"{key}: the table holds changes up to offset {in_table} but _cdc_status says {committed} "
+                "(a run stopped between the two commits); recording the table's position and going on from it"
+            )
+            self.meta.update(
+                {
+                    key: {
+                        "applied_offset": in_table,
+                        "applied_at": now(),
+                        "applied_lsn": iceberg.summary_value(snapshot, "dw.applied-lsn"),
+                    }
+                }
+            )
             return in_table
         return committed
 
@@ -169,12 +193,14 @@ class Apply:
 
     def _apply_batch(self, topic: str, key: str, status: dict | None, events: list[LoggedEvent]) -> AppliedBatch:
         started = time.perf_counter()
-        batch = AppliedBatch(key, topic, applied_offset=events[-1].offset,
-                             applied_lsn=lsn_text(events[-1].commit_lsn))
+        batch = AppliedBatch(key, topic, applied_offset=events[-1].offset, applied_lsn=lsn_text(events[-1].commit_lsn))
         with table_lock(self.lakehouse, self.source.name, key):
             now_status = self.meta.statuses().get(key)
-            if now_status != status and (now_status is None or status is None or any(
-                    now_status.get(f) != status.get(f) for f in ("status", "start_lsn", "applied_offset"))):
+            if now_status != status and (
+                now_status is None
+                or status is None
+                or any(now_status.get(f) != status.get(f) for f in ("status", "start_lsn", "applied_offset"))
+            ):
                 raise StatusMoved("its status changed during this run (a bulk load?); the next run continues")
             if status is None:
                 status = self._create(key, events)
@@ -188,9 +214,13 @@ class Apply:
             if kept:
                 table, batch.schema_changes = self._evolve(key, table, kept)
                 mode = status.get("cdc_mode") or "key"
-                properties = {"dw.operation": "cdc_apply", "dw.applied-offset": str(batch.applied_offset),
-                              "dw.applied-lsn": batch.applied_lsn, "dw.batch-id": str(uuid.uuid4()),
-                              "dw.dagster-run-id": self.run_id or ""}
+                properties = {
+                    "dw.operation": "cdc_apply",
+                    "dw.applied-offset": str(batch.applied_offset),
+                    "dw.applied-lsn": batch.applied_lsn,
+                    "dw.batch-id": str(uuid.uuid4()),
+                    "dw.dagster-run-id": self.run_id or "",
+                }
                 with table.transaction() as tx:
                     if mode == "full_row":
                         self._write_full_row(tx, table, kept, properties)
@@ -207,8 +237,12 @@ class Apply:
             if kept:
                 batch.newest_commit_ms = max(e.commit_ms for e in kept)
                 batch.oldest_commit_ms = min(e.commit_ms for e in kept)
-            fields = {"applied_offset": batch.applied_offset, "applied_lsn": batch.applied_lsn, "applied_at": now(),
-                      "events_applied": (status.get("events_applied") or 0) + batch.events}
+            fields = {
+                "applied_offset": batch.applied_offset,
+                "applied_lsn": batch.applied_lsn,
+                "applied_at": now(),
+                "events_applied": (status.get("events_applied") or 0) + batch.events,
+            }
             if batch.ops["t"]:
                 fields["truncated_at"] = now()
             self.meta.update({key: fields})
@@ -222,18 +256,31 @@ class Apply:
 
         shape = self._shapes[events[0].relation_id]
         table = shape_table(shape)
-        ice, _ = iceberg.load_or_create(self.lakehouse.catalog(), self.source.namespace, table,
-                                        self.source.file_size_mb)
-        status = {"status": "completed", "iceberg_table": ".".join(ice.name()), "start_lsn": lsn_text(events[0].commit_lsn),
-                  "snapshot_kind": "change_stream", "rows_loaded": 0, "files": 0, "attempts": 0, "completed_at": now(),
-                  "primary_key": ",".join(table.primary_key), "cdc_mode": cdc_mode(self.source, table),
-                  "events_applied": 0, "note": "created from the change stream (appeared after the bulk load)"}
+        ice, _ = iceberg.load_or_create(
+            self.lakehouse.catalog(), self.source.namespace, table, self.source.file_size_mb
+        )
+        status = {
+            "status": "completed",
+            "iceberg_table": ".".join(ice.name()),
+            "start_lsn": lsn_text(events[0].commit_lsn),
+            "snapshot_kind": "change_stream",
+            "rows_loaded": 0,
+            "files": 0,
+            "attempts": 0,
+            "completed_at": now(),
+            "primary_key": ",".join(table.primary_key),
+            "cdc_mode": cdc_mode(self.source, table),
+            "events_applied": 0,
+            "note": "created from the change stream (appeared after the bulk load)",
+        }
         self.meta.update({key: status})
         rows = schema_changes.record(self.meta, key, shape_schema(shape), None, self.run_id, notify_baseline=True)
         schema_changes.notify_pending(self.meta, self.webhook, self.log, self.warn)
         self.add_partition(key)
-        self.log(f"{key}: new on the source; created {status['iceberg_table']} from its relation message, "
-                 f"start position {status['start_lsn']}")
+        self.log(
+            f"{key}: new on the source; created {status['iceberg_table']} from its relation message, "
+            f"start position {status['start_lsn']}"
+        )
         return {**status, "schema_version": rows[0]["schema_version"] if rows else 1}
 
     def _evolve(self, key: str, table, events: list[LoggedEvent]):
@@ -246,8 +293,10 @@ class Apply:
             plan = iceberg.plan_evolution(table.schema(), shape_table(shape), drop_removed=False)
             if plan.replaced:
                 names = ", ".join(c.name for c in plan.replaced)
-                message = (f"column(s) {names} changed type on the source in a way the Iceberg table cannot follow "
-                           f"in place; re-seed the table (bulk load with full_reload: true)")
+                message = (
+                    f"column(s) {names} changed type on the source in a way the Iceberg table cannot follow "
+                    f"in place; re-seed the table (bulk load with full_reload: true)"
+                )
                 self.meta.update({key: {"status": "failed", "last_error": message}})
                 schema_changes.notify_pending(self.meta, self.webhook, self.log, self.warn)
                 raise TableBlocked(message)
@@ -255,8 +304,10 @@ class Apply:
                 with table.transaction() as tx:
                     iceberg.evolve(tx, plan)
                 table = table.refresh()
-                self.log(f"{key}: schema evolved from its relation message: "
-                         + ", ".join(f"{c['change_type']} {c['column_name'] or ''}".strip() for c in changes))
+                self.log(
+                    f"{key}: schema evolved from its relation message: "
+                    + ", ".join(f"{c['change_type']} {c['column_name'] or ''}".strip() for c in changes)
+                )
             if changes:
                 recorded += changes
                 schema_changes.notify_pending(self.meta, self.webhook, self.log, self.warn)
@@ -269,7 +320,9 @@ class Apply:
 
         shape = self._shapes[events[-1].relation_id]
         schema = table.schema()
-        key_cols = list(shape_table(shape).primary_key) or [schema.find_column_name(i) for i in schema.identifier_field_ids]
+        key_cols = list(shape_table(shape).primary_key) or [
+            schema.find_column_name(i) for i in schema.identifier_field_ids
+        ]
         latest, truncated = fold_by_key(events, key_cols)
         upserts = [(k, image, e) for k, (image, e) in latest.items() if image is not None]
         definitions = {c.name: c for c in shape_columns(shape)}
@@ -287,17 +340,25 @@ class Apply:
         batches = []
         if upserts:
             data = images_batch(self._columns(table), definitions, [image for _, image, _ in upserts])
-            batches.append(iceberg.with_lineage(
-                data, layout, op=[e.op for _, _, e in upserts], lsn=[e.commit_lsn for _, _, e in upserts],
-                load_ts=datetime.now(timezone.utc), batch_id=properties["dw.batch-id"],
-                source_file=f"{self.source.name}:{shape.schema}.{shape.name}"))
+            batches.append(
+                iceberg.with_lineage(
+                    data,
+                    layout,
+                    op=[e.op for _, _, e in upserts],
+                    lsn=[e.commit_lsn for _, _, e in upserts],
+                    load_ts=datetime.now(timezone.utc),
+                    batch_id=properties["dw.batch-id"],
+                    source_file=f"{self.source.name}:{shape.schema}.{shape.name}",
+                )
+            )
         if truncated:
             if iceberg.has_rows(tx):
                 tx.delete(AlwaysTrue(), snapshot_properties=properties)
             self._append(tx, table, batches, properties)
         else:
-            iceberg.replace_by_key(tx, table, typed_keys(key_cols, list(latest), definitions, layout), batches,
-                                   properties)
+            iceberg.replace_by_key(
+                tx, table, typed_keys(key_cols, list(latest), definitions, layout), batches, properties
+            )
 
     @staticmethod
     def _columns(table) -> list:
@@ -340,7 +401,9 @@ class Apply:
                 if present.get(signature):
                     removed.add(present[signature].pop())
                 else:  # a row this batch added
-                    at = next((j for j, (row, _) in enumerate(added) if tuple(row[n] for n in names) == signature), None)
+                    at = next(
+                        (j for j, (row, _) in enumerate(added) if tuple(row[n] for n in names) == signature), None
+                    )
                     if at is not None:
                         del added[at]
             if after is not None:
@@ -356,10 +419,17 @@ class Apply:
             batches.append(as_layout(kept, layout))
         if added:
             data = as_layout([row for row, _ in added], iceberg.BatchLayout(tuple(names), images_schema(columns)))
-            batches.append(iceberg.with_lineage(
-                data, layout, op=[e.op for _, e in added], lsn=[e.commit_lsn for _, e in added],
-                load_ts=datetime.now(timezone.utc), batch_id=properties["dw.batch-id"],
-                source_file=f"{self.source.name}:{shape.schema}.{shape.name}"))
+            batches.append(
+                iceberg.with_lineage(
+                    data,
+                    layout,
+                    op=[e.op for _, e in added],
+                    lsn=[e.commit_lsn for _, e in added],
+                    load_ts=datetime.now(timezone.utc),
+                    batch_id=properties["dw.batch-id"],
+                    source_file=f"{self.source.name}:{shape.schema}.{shape.name}",
+                )
+            )
         self._append(tx, table, batches, properties)
 
 
@@ -403,14 +473,16 @@ def fold_by_key(events: list[LoggedEvent], key_cols: list[str]) -> tuple[dict, b
     return latest, truncated
 
 
-def typed_keys(key_cols: list[str], keys: list[tuple], definitions: dict[str, SourceColumn],
-               layout: iceberg.BatchLayout) -> pa.Table:
+def typed_keys(
+    key_cols: list[str], keys: list[tuple], definitions: dict[str, SourceColumn], layout: iceberg.BatchLayout
+) -> pa.Table:
     """Key tuples (text) as an Arrow table of the key columns' types in the Iceberg table."""
     import pyarrow as pa
 
     types = dict(zip(layout.names, (f.type for f in layout.schema)))
-    return pa.table({c: text_to_iceberg_array([k[i] for k in keys], definitions[c]).cast(types[c])
-                     for i, c in enumerate(key_cols)})
+    return pa.table(
+        {c: text_to_iceberg_array([k[i] for k in keys], definitions[c]).cast(types[c]) for i, c in enumerate(key_cols)}
+    )
 
 
 def _key(image: dict, key_cols: list[str]) -> tuple:

@@ -11,7 +11,6 @@
   captures the slot's pending changes into it and applies them to the Iceberg tables.
 """
 
-
 from collections.abc import Iterator
 
 import dagster as dg
@@ -45,31 +44,44 @@ def cdc_events_key(source: str) -> dg.AssetKey:
 def column_schema(result) -> dg.TableSchema:
     from dw_platform.defs.replication.iceberg import LINEAGE_COLUMNS
 
-    return dg.TableSchema(columns=[
-        dg.TableColumn(c.name, c.kind if c.kind != "decimal" else f"decimal({c.precision},{c.scale})",
-                       description=f"source: {c.source_type}" if c.source_type != "lineage" else "lineage",
-                       constraints=dg.TableColumnConstraints(nullable=c.nullable,
-                                                             unique=list(result.table.primary_key) == [c.name]))
-        for c in (*result.table.columns, *LINEAGE_COLUMNS)])
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name,
+                c.kind if c.kind != "decimal" else f"decimal({c.precision},{c.scale})",
+                description=f"source: {c.source_type}" if c.source_type != "lineage" else "lineage",
+                constraints=dg.TableColumnConstraints(
+                    nullable=c.nullable, unique=list(result.table.primary_key) == [c.name]
+                ),
+            )
+            for c in (*result.table.columns, *LINEAGE_COLUMNS)
+        ]
+    )
 
 
 def materialization(key: dg.AssetKey, result) -> dg.AssetMaterialization:
-    return dg.AssetMaterialization(asset_key=key, partition=result.key, metadata={
-        "dagster/row_count": result.rows,
-        "dagster/table_name": result.iceberg_table,
-        "dagster/column_schema": column_schema(result),
-        "files": result.files,
-        "snapshot_id": str(result.snapshot_id),
-        "start_lsn": result.start_lsn,
-        "snapshot_kind": result.snapshot_kind,
-        "duration_s": round(result.seconds, 3),
-        "rows_per_s": round(result.rows_per_second),
-        "attempts": result.attempts,
-        "schema_version": result.schema_version,
-        "schema_changes": ", ".join(
-            f"{c['change_type']} {c['column_name'] or ''}".strip() for c in result.schema_changes) or "none",
-        "batch_id": result.batch_id,
-    })
+    return dg.AssetMaterialization(
+        asset_key=key,
+        partition=result.key,
+        metadata={
+            "dagster/row_count": result.rows,
+            "dagster/table_name": result.iceberg_table,
+            "dagster/column_schema": column_schema(result),
+            "files": result.files,
+            "snapshot_id": str(result.snapshot_id),
+            "start_lsn": result.start_lsn,
+            "snapshot_kind": result.snapshot_kind,
+            "duration_s": round(result.seconds, 3),
+            "rows_per_s": round(result.rows_per_second),
+            "attempts": result.attempts,
+            "schema_version": result.schema_version,
+            "schema_changes": ", ".join(
+                f"{c['change_type']} {c['column_name'] or ''}".strip() for c in result.schema_changes
+            )
+            or "none",
+            "batch_id": result.batch_id,
+        },
+    )
 
 
 def _reported(results: Iterator) -> Iterator:
@@ -95,23 +107,34 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
         output_required=False,
         check_specs=checks.check_specs(key),
         deps=[cdc_events_key(source.name)],
-        description=(f"Every selected table of the {source.engine} source `{source.name}` as an Iceberg table in "
-                     f"namespace bronze.{source.name}, copied at one consistent snapshot (partition = schema.table)."),
+        description=(
+            f"Every selected table of the {source.engine} source `{source.name}` as an Iceberg table in "
+            f"namespace bronze.{source.name}, copied at one consistent snapshot (partition = schema.table)."
+        ),
     )
-    def lakehouse_tables(context: dg.AssetExecutionContext, config: BulkLoadConfig, lakehouse: Lakehouse,
-                         alert_webhook: AlertWebhook) -> Iterator:
+    def lakehouse_tables(
+        context: dg.AssetExecutionContext, config: BulkLoadConfig, lakehouse: Lakehouse, alert_webhook: AlertWebhook
+    ) -> Iterator:
         from dw_platform.defs.replication import schema_changes
         from dw_platform.defs.replication.bulk import BulkLoad
         from dw_platform.defs.replication.extractor import extractor_for
 
         keys = list(context.partition_keys)
-        load = BulkLoad(source, extractor_for(source), lakehouse, run_id=context.run.run_id,
-                        log=context.log.info, warn=context.log.warning)
+        load = BulkLoad(
+            source,
+            extractor_for(source),
+            lakehouse,
+            run_id=context.run.run_id,
+            log=context.log.info,
+            warn=context.log.warning,
+        )
         failed = []
         for result in _reported(load.run(keys, full_reload=config.full_reload, workers=config.workers or None)):
             if result.status == "completed":
-                context.log.info(f"{result.key}: {result.rows:,} rows in {result.files} file(s) at {result.start_lsn}, "
-                                 f"{result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s)")
+                context.log.info(
+                    f"{result.key}: {result.rows:,} rows in {result.files} file(s) at {result.start_lsn}, "
+                    f"{result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s)"
+                )
                 yield materialization(key, result)
             elif result.status == "failed":
                 failed.append(result)
@@ -121,7 +144,7 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
         if failed:
             raise dg.Failure(
                 description=f"{len(failed)} of {len(keys)} table(s) failed: "
-                            + "; ".join(f"{r.key}: {r.error}" for r in failed),
+                + "; ".join(f"{r.key}: {r.error}" for r in failed),
                 allow_retries=any(r.transient for r in failed),
             )
 
@@ -133,9 +156,15 @@ def applied_materialization(source: SourceConfig, batch) -> dg.AssetMaterializat
     import time
 
     metadata = {
-        "events_applied": batch.events, "inserts": batch.ops["c"], "updates": batch.ops["u"],
-        "deletes": batch.ops["d"], "truncates": batch.ops["t"], "dropped_before_start": batch.dropped,
-        "applied_offset": batch.applied_offset, "applied_lsn": batch.applied_lsn, "lag_bytes": batch.lag_bytes,
+        "events_applied": batch.events,
+        "inserts": batch.ops["c"],
+        "updates": batch.ops["u"],
+        "deletes": batch.ops["d"],
+        "truncates": batch.ops["t"],
+        "dropped_before_start": batch.dropped,
+        "applied_offset": batch.applied_offset,
+        "applied_lsn": batch.applied_lsn,
+        "lag_bytes": batch.lag_bytes,
         "duration_s": round(batch.seconds, 3),
     }
     if batch.snapshot_id is not None:
@@ -144,8 +173,9 @@ def applied_materialization(source: SourceConfig, batch) -> dg.AssetMaterializat
         metadata["lag_s"] = round(time.time() - batch.newest_commit_ms / 1000, 3)
         metadata["oldest_change_lag_s"] = round(time.time() - batch.oldest_commit_ms / 1000, 3)
     if batch.schema_changes:
-        metadata["schema_changes"] = ", ".join(f"{c['change_type']} {c['column_name'] or ''}".strip()
-                                               for c in batch.schema_changes)
+        metadata["schema_changes"] = ", ".join(
+            f"{c['change_type']} {c['column_name'] or ''}".strip() for c in batch.schema_changes
+        )
     if batch.created:
         metadata["created_from_change_stream"] = True
     return dg.AssetMaterialization(asset_key=lakehouse_key(source.name), partition=batch.key, metadata=metadata)
@@ -156,12 +186,18 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
         key=cdc_events_key(source.name),
         **asset_attributes("replication"),
         kinds={"postgres", source.engine},
-        description=(f"The Debezium-shaped change event log of `{source.name}` in bronze.cdc_events (one topic per "
-                     f"table, {source.name}.<schema>.<table>). A run captures the slot's pending changes into it, "
-                     "then applies them to the Iceberg tables of bronze/lakehouse/" + source.name + "."),
+        description=(
+            f"The Debezium-shaped change event log of `{source.name}` in bronze.cdc_events (one topic per "
+            f"table, {source.name}.<schema>.<table>). A run captures the slot's pending changes into it, "
+            "then applies them to the Iceberg tables of bronze/lakehouse/" + source.name + "."
+        ),
     )
-    def cdc_events(context: dg.AssetExecutionContext, config: ChangeCaptureConfig, lakehouse: Lakehouse,
-                   alert_webhook: AlertWebhook) -> Iterator:
+    def cdc_events(
+        context: dg.AssetExecutionContext,
+        config: ChangeCaptureConfig,
+        lakehouse: Lakehouse,
+        alert_webhook: AlertWebhook,
+    ) -> Iterator:
         from dw_platform.defs.replication import cdc
         from dw_platform.defs.replication.capture import CaptureResult
         from dw_platform.defs.replication.partitions import table_partitions
@@ -172,24 +208,43 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
             if not context.instance.has_dynamic_partition(partitions, key):
                 context.instance.add_dynamic_partitions(partitions, [key])
 
-        for item in _reported(cdc.run(source, lakehouse, alert_webhook, run_id=context.run.run_id,
-                                      log=context.log.info, warn=context.log.warning, add_partition=add_partition,
-                                      batch_changes=config.batch_changes or source.cdc_batch_changes,
-                                      time_budget_s=config.time_budget_s or source.cdc_time_budget_s)):
+        for item in _reported(
+            cdc.run(
+                source,
+                lakehouse,
+                alert_webhook,
+                run_id=context.run.run_id,
+                log=context.log.info,
+                warn=context.log.warning,
+                add_partition=add_partition,
+                batch_changes=config.batch_changes or source.cdc_batch_changes,
+                time_budget_s=config.time_budget_s or source.cdc_time_budget_s,
+            )
+        ):
             if isinstance(item, CaptureResult):
                 total = item
             else:
                 yield applied_materialization(source, item)
         rate = total.events / total.seconds if total.seconds else 0
-        context.log.info(f"captured {total.events:,} change(s) in {total.transactions:,} transaction(s); slot at "
-                         f"{total.confirmed_lsn}, {total.lag_bytes:,} bytes behind; {rate:,.0f} changes/s")
-        yield dg.MaterializeResult(metadata={
-            "events_captured": total.events, "transactions": total.transactions,
-            "duplicates_skipped": total.duplicates, "by_op": dict(total.per_op), "by_topic": dict(total.per_topic),
-            "confirmed_lsn": total.confirmed_lsn, "lag_bytes": total.lag_bytes, "heartbeats": total.heartbeats,
-            "duration_s": round(total.seconds, 3), "capture_s": round(total.capture_seconds, 3),
-            "changes_per_s": round(rate),
-        })
+        context.log.info(
+            f"captured {total.events:,} change(s) in {total.transactions:,} transaction(s); slot at "
+            f"{total.confirmed_lsn}, {total.lag_bytes:,} bytes behind; {rate:,.0f} changes/s"
+        )
+        yield dg.MaterializeResult(
+            metadata={
+                "events_captured": total.events,
+                "transactions": total.transactions,
+                "duplicates_skipped": total.duplicates,
+                "by_op": dict(total.per_op),
+                "by_topic": dict(total.per_topic),
+                "confirmed_lsn": total.confirmed_lsn,
+                "lag_bytes": total.lag_bytes,
+                "heartbeats": total.heartbeats,
+                "duration_s": round(total.seconds, 3),
+                "capture_s": round(total.capture_seconds, 3),
+                "changes_per_s": round(rate),
+            }
+        )
 
     return cdc_events
 

@@ -86,8 +86,16 @@ def one_line(exc: BaseException) -> str:
 class BulkLoad:
     """One bulk-load run over `keys` of one source."""
 
-    def __init__(self, source: SourceConfig, extractor: Extractor, lakehouse: Lakehouse, *, run_id: str | None,
-                 log: Callable[[str], None], warn: Callable[[str], None]):
+    def __init__(
+        self,
+        source: SourceConfig,
+        extractor: Extractor,
+        lakehouse: Lakehouse,
+        *,
+        run_id: str | None,
+        log: Callable[[str], None],
+        warn: Callable[[str], None],
+    ):
         self.source = source
         self.extractor = extractor
         self.lakehouse = lakehouse
@@ -103,18 +111,28 @@ class BulkLoad:
         todo = [k for k in keys if full_reload or statuses.get(k, {}).get("status") != "completed"]
         for key in keys:
             if key not in todo:
-                self.log(f"{key}: completed at {statuses[key].get('start_lsn')} - skipped (full_reload: true reloads it)")
-                yield TableLoad(key, "skipped", rows=statuses[key].get("rows_loaded") or 0,
-                                snapshot_id=statuses[key].get("snapshot_id"), start_lsn=statuses[key].get("start_lsn"))
+                self.log(
+                    f"{key}: completed at {statuses[key].get('start_lsn')} - skipped (full_reload: true reloads it)"
+                )
+                yield TableLoad(
+                    key,
+                    "skipped",
+                    rows=statuses[key].get("rows_loaded") or 0,
+                    snapshot_id=statuses[key].get("snapshot_id"),
+                    start_lsn=statuses[key].get("start_lsn"),
+                )
         if not todo:
             return
         self.meta.update({k: {"status": "pending", "pending_at": now(), "dagster_run_id": self.run_id} for k in todo})
         with self.extractor.snapshot() as snap:
-            self.log(f"snapshot at {snap.position} ({'the source slot ' + self.source.slot if snap.kind == 'slot' else snap.kind}); "
-                     f"loading {len(todo)} table(s) with {min(workers or self.source.workers, len(todo))} worker(s)")
+            self.log(
+                f"snapshot at {snap.position} ({'the source slot ' + self.source.slot if snap.kind == 'slot' else snap.kind}); "
+                f"loading {len(todo)} table(s) with {min(workers or self.source.workers, len(todo))} worker(s)"
+            )
             attempts = {k: statuses.get(k, {}).get("attempts") or 0 for k in todo}
-            with ThreadPoolExecutor(max_workers=max(1, min(workers or self.source.workers, len(todo))),
-                                    thread_name_prefix="bulk") as pool:
+            with ThreadPoolExecutor(
+                max_workers=max(1, min(workers or self.source.workers, len(todo))), thread_name_prefix="bulk"
+            ) as pool:
                 futures = [pool.submit(self._load_with_retries, snap, k, attempts[k]) for k in todo]
                 for future in as_completed(futures):
                     yield future.result()
@@ -122,8 +140,17 @@ class BulkLoad:
     def _load_with_retries(self, snap: Snapshot, key: str, attempts_before: int) -> TableLoad:
         delay = self.source.retry_delay_s
         for attempt in range(1, self.source.table_attempts + 1):
-            self.meta.update({key: {"status": "running", "attempts": attempts_before + attempt, "started_at": now(),
-                                    "start_lsn": snap.position, "snapshot_kind": snap.kind}})
+            self.meta.update(
+                {
+                    key: {
+                        "status": "running",
+                        "attempts": attempts_before + attempt,
+                        "started_at": now(),
+                        "start_lsn": snap.position,
+                        "snapshot_kind": snap.kind,
+                    }
+                }
+            )
             try:
                 result = self._load(snap, key)
             except Exception as exc:  # recorded, retried or reported; never lost
@@ -133,20 +160,40 @@ class BulkLoad:
                 self.meta.update({key: {"last_error": error, **({"status": "failed"} if final else {})}})
                 if final:
                     self.warn(f"{key}: failed after {attempt} attempt(s): {one_line(exc)}")
-                    return TableLoad(key, "failed", attempts=attempt, error=one_line(exc), transient=transient,
-                                     start_lsn=snap.position)
+                    return TableLoad(
+                        key,
+                        "failed",
+                        attempts=attempt,
+                        error=one_line(exc),
+                        transient=transient,
+                        start_lsn=snap.position,
+                    )
                 self.warn(f"{key}: attempt {attempt} failed ({one_line(exc)}); retrying in {delay:.0f}s")
                 time.sleep(delay)
                 delay *= 2
                 continue
             result.attempts = attempt
-            self.meta.update({key: {
-                "status": "completed", "rows_loaded": result.rows, "files": result.files,
-                "snapshot_id": result.snapshot_id, "completed_at": now(), "last_error": None,
-                "iceberg_table": result.iceberg_table, "load_batch_id": result.batch_id,
-                "primary_key": ",".join(result.table.primary_key), "cdc_mode": cdc_mode(self.source, result.table),
-                "applied_lsn": None, "applied_offset": None, "events_applied": 0, "truncated_at": None, "note": None,
-            }})
+            self.meta.update(
+                {
+                    key: {
+                        "status": "completed",
+                        "rows_loaded": result.rows,
+                        "files": result.files,
+                        "snapshot_id": result.snapshot_id,
+                        "completed_at": now(),
+                        "last_error": None,
+                        "iceberg_table": result.iceberg_table,
+                        "load_batch_id": result.batch_id,
+                        "primary_key": ",".join(result.table.primary_key),
+                        "cdc_mode": cdc_mode(self.source, result.table),
+                        "applied_lsn": None,
+                        "applied_offset": None,
+                        "events_applied": 0,
+                        "truncated_at": None,
+                        "note": None,
+                    }
+                }
+            )
             return result
         raise AssertionError("unreachable")
 
@@ -159,12 +206,23 @@ class BulkLoad:
         batch_id = str(uuid.uuid4())
         with table_lock(self.lakehouse, self.source.name, key):
             table, batches = self.extractor.read(snap, *split_key(key))
-            ice, _created = iceberg.load_or_create(self.lakehouse.catalog(), self.source.namespace, table,
-                                                   self.source.file_size_mb)
-            properties = {"dw.operation": "bulk_load", "dw.start-position": snap.position,
-                          "dw.snapshot-kind": snap.kind, "dw.batch-id": batch_id, "dw.dagster-run-id": self.run_id or ""}
-            lineage = dict(op="r", lsn=position_number(snap.position), load_ts=load_ts, batch_id=batch_id,
-                           source_file=f"{self.source.name}:{key}")
+            ice, _created = iceberg.load_or_create(
+                self.lakehouse.catalog(), self.source.namespace, table, self.source.file_size_mb
+            )
+            properties = {
+                "dw.operation": "bulk_load",
+                "dw.start-position": snap.position,
+                "dw.snapshot-kind": snap.kind,
+                "dw.batch-id": batch_id,
+                "dw.dagster-run-id": self.run_id or "",
+            }
+            lineage = dict(
+                op="r",
+                lsn=position_number(snap.position),
+                load_ts=load_ts,
+                batch_id=batch_id,
+                source_file=f"{self.source.name}:{key}",
+            )
             rows = files = 0
             with ice.transaction() as tx:
                 iceberg.keep_properties(tx, self.source.file_size_mb)
@@ -174,17 +232,29 @@ class BulkLoad:
                 layout = iceberg.BatchLayout.of(tx)
                 with tx.update_snapshot(snapshot_properties=properties).fast_append() as append:
                     for file_rows in iceberg.write_files(
-                            tx, ice, (iceberg.with_lineage(b, layout, **lineage) for b in prefetch(batches)), append):
+                        tx, ice, (iceberg.with_lineage(b, layout, **lineage) for b in prefetch(batches)), append
+                    ):
                         rows += file_rows
                         files += 1
             ice = ice.refresh()
         snapshot_id = ice.current_snapshot().snapshot_id
         changes = schema_changes.record(self.meta, key, table.describe(), snapshot_id, self.run_id)
         version, _ = self.meta.current_schema(key)
-        return TableLoad(key, "completed", rows=rows, files=files, snapshot_id=snapshot_id, start_lsn=snap.position,
-                         snapshot_kind=snap.kind, seconds=time.perf_counter() - started, table=table,
-                         iceberg_table=".".join((*self.source.namespace, table.iceberg_name)),
-                         schema_version=version, schema_changes=changes, batch_id=batch_id)
+        return TableLoad(
+            key,
+            "completed",
+            rows=rows,
+            files=files,
+            snapshot_id=snapshot_id,
+            start_lsn=snap.position,
+            snapshot_kind=snap.kind,
+            seconds=time.perf_counter() - started,
+            table=table,
+            iceberg_table=".".join((*self.source.namespace, table.iceberg_name)),
+            schema_version=version,
+            schema_changes=changes,
+            batch_id=batch_id,
+        )
 
 
 def cdc_mode(source: SourceConfig, table: SourceTable) -> str:

@@ -36,11 +36,15 @@ from dw_platform.defs.replication.postgres import TEXT_OUTPUT_SETTINGS, Postgres
 from dw_platform.defs.replication.sources import SourceConfig
 from dw_platform.lib.warehouse import PostgresWarehouse
 
-PEEK = ("select lsn - '0/0', data from pg_logical_slot_peek_binary_changes(%s, null, %s, 'proto_version', '1', "
-        "'publication_names', %s, 'messages', 'true')")
+PEEK = (
+    "select lsn - '0/0', data from pg_logical_slot_peek_binary_changes(%s, null, %s, 'proto_version', '1', "
+    "'publication_names', %s, 'messages', 'true')"
+)
 # Whether the slot has anything for us: decodes up to the first transaction that produces output.
-PENDING = ("select exists (select from pg_logical_slot_peek_binary_changes(%s, null, 1, 'proto_version', '1', "
-           "'publication_names', %s, 'messages', 'true'))")
+PENDING = (
+    "select exists (select from pg_logical_slot_peek_binary_changes(%s, null, 1, 'proto_version', '1', "
+    "'publication_names', %s, 'messages', 'true'))"
+)
 HEARTBEAT_PREFIX = "dw_platform.heartbeat"
 UNAVAILABLE = "__debezium_unavailable_value"  # Debezium's placeholder for an unchanged TOAST value
 OPS = {pgoutput.Insert: "c", pgoutput.Update: "u", pgoutput.Delete: "d"}
@@ -89,8 +93,15 @@ class CaptureResult:
 class Capture:
     """Reads one source's slot into the event log, batch by batch."""
 
-    def __init__(self, source: SourceConfig, warehouse: PostgresWarehouse, *, run_id: str | None = None,
-                 log: Callable[[str], None] = lambda _m: None, heartbeat_after_bytes: int = 16 << 20):
+    def __init__(
+        self,
+        source: SourceConfig,
+        warehouse: PostgresWarehouse,
+        *,
+        run_id: str | None = None,
+        log: Callable[[str], None] = lambda _m: None,
+        heartbeat_after_bytes: int = 16 << 20,
+    ):
         self.source = source
         self.warehouse = warehouse
         self.extractor = PostgresExtractor(source)
@@ -131,12 +142,17 @@ class Capture:
 
     def slot_state(self) -> SlotState:
         with self.extractor.connect() as conn:
-            row = conn.execute("select confirmed_flush_lsn::text, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), "
-                               "confirmed_flush_lsn), 0)::bigint, coalesce(wal_status, ''), active "
-                               "from pg_replication_slots where slot_name = %s", (self.source.slot,)).fetchone()
+            row = conn.execute(
+                "select confirmed_flush_lsn::text, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), "
+                "confirmed_flush_lsn), 0)::bigint, coalesce(wal_status, ''), active "
+                "from pg_replication_slots where slot_name = %s",
+                (self.source.slot,),
+            ).fetchone()
         if row is None:
-            raise LookupError(f"replication slot {self.source.slot!r} does not exist on the source: "
-                              "bulk-load the source first (it creates the slot)")
+            raise LookupError(
+                f"replication slot {self.source.slot!r} does not exist on the source: "
+                "bulk-load the source first (it creates the slot)"
+            )
         return SlotState(row[0] or "", int(row[1]), row[2], row[3])
 
     def capture_batch(self, limit: int) -> CaptureResult:
@@ -156,8 +172,10 @@ class Capture:
                 if AFTER_LOG_COMMIT is not None:
                     AFTER_LOG_COMMIT()
                 with self.extractor.connect() as src:
-                    src.execute("select pg_replication_slot_advance(%s, %s::text::pg_lsn)",
-                                (self.source.slot, lsn_text(decoded.end_lsn)))
+                    src.execute(
+                        "select pg_replication_slot_advance(%s, %s::text::pg_lsn)",
+                        (self.source.slot, lsn_text(decoded.end_lsn)),
+                    )
             spool.close()
         state = self.slot_state()
         result.confirmed_lsn, result.lag_bytes = state.confirmed_lsn, state.lag_bytes
@@ -182,8 +200,11 @@ class Capture:
                     result.transactions += 1
                 elif kind is pgoutput.Relation:
                     shape = self._shape(src, message)
-                    relations[message.relid] = (shape, self.source.selects(shape.schema, shape.name),
-                                                topic_name(self.source.name, shape.schema, shape.name))
+                    relations[message.relid] = (
+                        shape,
+                        self.source.selects(shape.schema, shape.name),
+                        topic_name(self.source.name, shape.schema, shape.name),
+                    )
                 elif kind in OPS or kind is pgoutput.Truncate:
                     relids = message.relids if kind is pgoutput.Truncate else (message.relid,)
                     for relid in relids:
@@ -196,10 +217,23 @@ class Capture:
                             result.duplicates += 1
                             continue
                         op = "t" if kind is pgoutput.Truncate else OPS[kind]
-                        event = envelope(self.source.name, shape, op, message, begin, int(change_lsn), seq - 1,
-                                         captured_ms)
-                        spool.write("\t".join((json.dumps(topic), str(begin.final_lsn), str(seq - 1), str(int(change_lsn)), op,
-                                               shape.fingerprint, json.dumps(event))) + "\n")
+                        event = envelope(
+                            self.source.name, shape, op, message, begin, int(change_lsn), seq - 1, captured_ms
+                        )
+                        spool.write(
+                            "\t".join(
+                                (
+                                    json.dumps(topic),
+                                    str(begin.final_lsn),
+                                    str(seq - 1),
+                                    str(int(change_lsn)),
+                                    op,
+                                    shape.fingerprint,
+                                    json.dumps(event),
+                                )
+                            )
+                            + "\n"
+                        )
                         decoded.topics[topic] = (shape.schema, shape.name)
                         decoded.shapes.setdefault(shape.fingerprint, (shape, begin.final_lsn))
                         decoded.last_position = position
@@ -214,9 +248,23 @@ class Capture:
             info = self._types.get((c.type_oid, c.typmod))
             if info is None:
                 row = src.execute(TYPE_QUERY, {"oid": c.type_oid, "typmod": c.typmod}).fetchone()
-                info = {"source_type": row[2], "base_type": row[3], "base_typmod": row[4], "category": row[5],
-                        "domain": row[6]} if row else {"source_type": f"oid {c.type_oid}", "base_type": "unknown",
-                                                       "base_typmod": -1, "category": "U", "domain": False}
+                info = (
+                    {
+                        "source_type": row[2],
+                        "base_type": row[3],
+                        "base_typmod": row[4],
+                        "category": row[5],
+                        "domain": row[6],
+                    }
+                    if row
+                    else {
+                        "source_type": f"oid {c.type_oid}",
+                        "base_type": "unknown",
+                        "base_typmod": -1,
+                        "category": "U",
+                        "domain": False,
+                    }
+                )
                 self._types[(c.type_oid, c.typmod)] = info
             columns.append({"name": c.name, "key": c.key, "type_oid": c.type_oid, "typmod": c.typmod, **info})
         return RelationShape(relation.relid, relation.schema, relation.name, relation.replica_identity, tuple(columns))
@@ -228,8 +276,10 @@ class Capture:
         now = datetime.now(timezone.utc)
         source_file = f"{self.source.name}:slot {self.source.slot}"
         with wh.transaction():
-            wh.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                       (f"dw_platform.replication.capture:{self.source.name}",))
+            wh.execute(
+                "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"dw_platform.replication.capture:{self.source.name}",),
+            )
             ids = eventlog.register_relations(wh, self.source.name, decoded.shapes.values())
             offsets = eventlog.next_offsets(wh, self.source.name, decoded.topics)
             spool.seek(0)
@@ -238,13 +288,28 @@ class Capture:
                 for line in spool:
                     topic, commit_lsn, seq, change_lsn, op, fingerprint, event = line.rstrip("\n").split("\t", 6)
                     topic = json.loads(topic)
-                    copy.write_row((self.source.name, topic, offsets[topic], lsn_text(int(commit_lsn)), int(seq),
-                                    lsn_text(int(change_lsn)), op, ids[fingerprint], event, now, batch_id,
-                                    source_file))
+                    copy.write_row(
+                        (
+                            self.source.name,
+                            topic,
+                            offsets[topic],
+                            lsn_text(int(commit_lsn)),
+                            int(seq),
+                            lsn_text(int(change_lsn)),
+                            op,
+                            ids[fingerprint],
+                            event,
+                            now,
+                            batch_id,
+                            source_file,
+                        )
+                    )
                     offsets[topic] += 1
             for topic, offset in offsets.items():
-                wh.execute("update bronze.cdc_topics set next_offset = %s, updated_at = now() where topic = %s",
-                           (offset, topic))
+                wh.execute(
+                    "update bronze.cdc_topics set next_offset = %s, updated_at = now() where topic = %s",
+                    (offset, topic),
+                )
             if decoded.last_position is not None:
                 commit_lsn, seq = decoded.last_position
                 wh.execute(
@@ -255,7 +320,8 @@ class Capture:
                         logged_commit_lsn = excluded.logged_commit_lsn, logged_seq = excluded.logged_seq,
                         events_logged = bronze.cdc_capture.events_logged + excluded.events_logged, updated_at = now()
                     """,
-                    (self.source.name, self.source.slot, lsn_text(commit_lsn), seq, result.events))
+                    (self.source.name, self.source.slot, lsn_text(commit_lsn), seq, result.events),
+                )
             wh.execute(
                 """
                 insert into bronze.etl_watermarks (watermark_key, last_watermark_id, last_run_ts, records_extracted,
@@ -267,15 +333,25 @@ class Capture:
                     records_extracted = bronze.etl_watermarks.records_extracted + excluded.records_extracted,
                     last_partition_key = excluded.last_partition_key
                 """,
-                (f"replication:{self.source.name}", decoded.end_lsn, result.events, self.source.slot))
+                (f"replication:{self.source.name}", decoded.end_lsn, result.events, self.source.slot),
+            )
             wh.execute(
                 """
                 insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
                     rows_read, rows_loaded, status, dagster_run_id, started_at, finished_at)
                 values (%s, %s, 'bronze.cdc_events', %s, %s, %s, %s, 'succeeded', %s, %s, clock_timestamp())
                 """,
-                (batch_id, f"bronze/cdc_events/{self.source.name}", self.source.name, source_file,
-                 result.events + result.duplicates, result.events, self.run_id, now))
+                (
+                    batch_id,
+                    f"bronze/cdc_events/{self.source.name}",
+                    self.source.name,
+                    source_file,
+                    result.events + result.duplicates,
+                    result.events,
+                    self.run_id,
+                    now,
+                ),
+            )
 
 
 @dataclass
@@ -292,8 +368,16 @@ def _values(shape: RelationShape, values: tuple | None) -> dict | None:
     return {c["name"]: (UNAVAILABLE if v is pgoutput.UNCHANGED_TOAST else v) for c, v in zip(shape.columns, values)}
 
 
-def envelope(source: str, shape: RelationShape, op: str, message, begin: pgoutput.Begin, change_lsn: int, seq: int,
-             captured_ms: int) -> dict:
+def envelope(
+    source: str,
+    shape: RelationShape,
+    op: str,
+    message,
+    begin: pgoutput.Begin,
+    change_lsn: int,
+    seq: int,
+    captured_ms: int,
+) -> dict:
     """The Debezium-shaped change event (payload part): before, after, source, op, ts_ms, transaction."""
     before = after = None
     if isinstance(message, pgoutput.Insert):
@@ -304,10 +388,21 @@ def envelope(source: str, shape: RelationShape, op: str, message, begin: pgoutpu
         before = _values(shape, message.old)
     commit_ms = int(begin.commit_time.timestamp() * 1000)
     return {
-        "before": before, "after": after,
-        "source": {"version": "dw_platform", "connector": "postgresql", "name": source, "ts_ms": commit_ms,
-                   "snapshot": "false", "schema": shape.schema, "table": shape.name, "txId": begin.xid,
-                   "lsn": change_lsn, "sequence": json.dumps([str(begin.final_lsn), str(change_lsn)])},
-        "op": op, "ts_ms": captured_ms,
+        "before": before,
+        "after": after,
+        "source": {
+            "version": "dw_platform",
+            "connector": "postgresql",
+            "name": source,
+            "ts_ms": commit_ms,
+            "snapshot": "false",
+            "schema": shape.schema,
+            "table": shape.name,
+            "txId": begin.xid,
+            "lsn": change_lsn,
+            "sequence": json.dumps([str(begin.final_lsn), str(change_lsn)]),
+        },
+        "op": op,
+        "ts_ms": captured_ms,
         "transaction": {"id": f"{begin.xid}:{begin.final_lsn}", "total_order": seq + 1},
     }

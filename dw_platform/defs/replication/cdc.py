@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from dw_platform.defs.replication import eventlog
-from dw_platform.defs.replication.apply import Apply, AppliedBatch, consumer_offsets
+from dw_platform.defs.replication.apply import AppliedBatch, Apply, consumer_offsets
 from dw_platform.defs.replication.capture import Capture, CaptureResult
 from dw_platform.defs.replication.sources import SourceConfig
 from dw_platform.defs.replication.status import now
@@ -36,9 +36,18 @@ def exclusive(lakehouse: Lakehouse, source: str) -> Iterator[None]:
             conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
 
 
-def run(source: SourceConfig, lakehouse: Lakehouse, webhook: AlertWebhook, *, run_id: str | None,
-        log: Callable[[str], None], warn: Callable[[str], None], add_partition: Callable[[str], None],
-        batch_changes: int, time_budget_s: float) -> Iterator[AppliedBatch | CaptureResult]:
+def run(
+    source: SourceConfig,
+    lakehouse: Lakehouse,
+    webhook: AlertWebhook,
+    *,
+    run_id: str | None,
+    log: Callable[[str], None],
+    warn: Callable[[str], None],
+    add_partition: Callable[[str], None],
+    batch_changes: int,
+    time_budget_s: float,
+) -> Iterator[AppliedBatch | CaptureResult]:
     """Yields each applied batch as it commits, then the capture totals (a CaptureResult) last."""
     started = time.perf_counter()
     capture = Capture(source, lakehouse, run_id=run_id, log=log, heartbeat_after_bytes=source.heartbeat_after_mb << 20)

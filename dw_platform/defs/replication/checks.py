@@ -33,12 +33,20 @@ NOTIFICATIONS_SENT = "schema_change_notifications_sent"
 
 def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(ROWS_MATCH, asset=asset_key, description=(
-            "Per table: the Iceberg snapshot written by the bulk load holds exactly the rows read in the source snapshot.")),
+        dg.AssetCheckSpec(
+            ROWS_MATCH,
+            asset=asset_key,
+            description=(
+                "Per table: the Iceberg snapshot written by the bulk load holds exactly the rows read in the source snapshot."
+            ),
+        ),
         dg.AssetCheckSpec(PK_UNIQUE, asset=asset_key, description="Per table with a primary key: no key value twice."),
         dg.AssetCheckSpec(NO_FAILED, asset=asset_key, description="No table of the source is failed in _cdc_status."),
-        dg.AssetCheckSpec(NOTIFICATIONS_SENT, asset=asset_key, description=(
-            "No schema change in _schema_changes is waiting for its notification (webhook unreachable).")),
+        dg.AssetCheckSpec(
+            NOTIFICATIONS_SENT,
+            asset=asset_key,
+            description=("No schema change in _schema_changes is waiting for its notification (webhook unreachable)."),
+        ),
     ]
 
 
@@ -56,8 +64,11 @@ def rows_match_snapshot(lakehouse: Lakehouse, statuses: dict[str, dict], keys: l
         counts[key] = {"read": status["rows_loaded"], "iceberg": in_iceberg}
         if in_iceberg != status["rows_loaded"]:
             mismatched.append(key)
-    return dg.AssetCheckResult(check_name=ROWS_MATCH, passed=not mismatched, metadata={
-        "tables_checked": len(counts), "mismatched": ", ".join(mismatched) or "none", "counts": counts})
+    return dg.AssetCheckResult(
+        check_name=ROWS_MATCH,
+        passed=not mismatched,
+        metadata={"tables_checked": len(counts), "mismatched": ", ".join(mismatched) or "none", "counts": counts},
+    )
 
 
 def duplicate_keys(table, key: list[str]) -> int:
@@ -90,29 +101,42 @@ def primary_key_unique(lakehouse: Lakehouse, statuses: dict[str, dict], keys: li
         found = duplicate_keys(_table(lakehouse, status), status["primary_key"].split(","))
         if found:
             duplicates[key] = found
-    return dg.AssetCheckResult(check_name=PK_UNIQUE, passed=not duplicates, metadata={
-        "tables_checked": checked, "duplicated_keys": duplicates or "none"})
+    return dg.AssetCheckResult(
+        check_name=PK_UNIQUE,
+        passed=not duplicates,
+        metadata={"tables_checked": checked, "duplicated_keys": duplicates or "none"},
+    )
 
 
 def no_failed_tables(statuses: dict[str, dict]) -> dg.AssetCheckResult:
     failed = {k: s.get("last_error") for k, s in statuses.items() if s.get("status") == "failed"}
-    return dg.AssetCheckResult(check_name=NO_FAILED, passed=not failed, metadata={
-        "tables": len(statuses), "failed": failed or "none"})
+    return dg.AssetCheckResult(
+        check_name=NO_FAILED, passed=not failed, metadata={"tables": len(statuses), "failed": failed or "none"}
+    )
 
 
 def notifications_sent(meta: ReplicationMeta) -> dg.AssetCheckResult:
     pending = [r for r in meta.schema_changes() if r["notification_sent"] is False]
     return dg.AssetCheckResult(
-        check_name=NOTIFICATIONS_SENT, passed=not pending, severity=dg.AssetCheckSeverity.WARN,
-        metadata={"pending": len(pending),
-                  "tables": ", ".join(sorted({f"{r['table_name']} v{r['schema_version']}" for r in pending})) or "none"})
+        check_name=NOTIFICATIONS_SENT,
+        passed=not pending,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "pending": len(pending),
+            "tables": ", ".join(sorted({f"{r['table_name']} v{r['schema_version']}" for r in pending})) or "none",
+        },
+    )
 
 
 def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> list[dg.AssetCheckResult]:
     """All four checks for `keys` (the per-table ones) and the whole source (the others)."""
     statuses = meta.statuses()
-    return [rows_match_snapshot(lakehouse, statuses, keys), primary_key_unique(lakehouse, statuses, keys),
-            no_failed_tables(statuses), notifications_sent(meta)]
+    return [
+        rows_match_snapshot(lakehouse, statuses, keys),
+        primary_key_unique(lakehouse, statuses, keys),
+        no_failed_tables(statuses),
+        notifications_sent(meta),
+    ]
 
 
 def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
@@ -121,8 +145,11 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
 
     key = cdc_events_key(source.name)
 
-    @dg.asset_check(asset=key, name="replication_lag", description=(
-        f"WAL the slot has not confirmed stays under {source.lag_alert_mb} MiB (lag_alert_mb)."))
+    @dg.asset_check(
+        asset=key,
+        name="replication_lag",
+        description=(f"WAL the slot has not confirmed stays under {source.lag_alert_mb} MiB (lag_alert_mb)."),
+    )
     def replication_lag(lakehouse: Lakehouse) -> dg.AssetCheckResult:
         import time
 
@@ -136,13 +163,22 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
             applied = consumer_offsets(ReplicationMeta(lakehouse, source.name), conn)
             waiting = eventlog.backlog(conn, source.name, applied)
         oldest = min((b.oldest_commit_ms for b in waiting), default=None)
-        return dg.AssetCheckResult(passed=lag_bytes <= source.lag_alert_mb << 20, metadata={
-            "lag_bytes": lag_bytes, "threshold_bytes": source.lag_alert_mb << 20, "confirmed_lsn": confirmed,
-            "unapplied_events": sum(b.events for b in waiting),
-            "oldest_unapplied_change_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0})
+        return dg.AssetCheckResult(
+            passed=lag_bytes <= source.lag_alert_mb << 20,
+            metadata={
+                "lag_bytes": lag_bytes,
+                "threshold_bytes": source.lag_alert_mb << 20,
+                "confirmed_lsn": confirmed,
+                "unapplied_events": sum(b.events for b in waiting),
+                "oldest_unapplied_change_age_s": round(time.time() - oldest / 1000, 1) if oldest else 0,
+            },
+        )
 
-    @dg.asset_check(asset=key, name="no_stale_unapplied_events", description=(
-        f"No event in the log older than {source.stale_after_minutes:g} minutes is left unapplied."))
+    @dg.asset_check(
+        asset=key,
+        name="no_stale_unapplied_events",
+        description=(f"No event in the log older than {source.stale_after_minutes:g} minutes is left unapplied."),
+    )
     def no_stale_unapplied_events(lakehouse: Lakehouse) -> dg.AssetCheckResult:
         from datetime import timedelta
 
@@ -155,12 +191,19 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
             waiting = eventlog.backlog(conn, source.name, applied)
         limit = now() - timedelta(minutes=source.stale_after_minutes)
         stale = {b.topic: b.events for b in waiting if b.oldest_captured_at < limit}
-        return dg.AssetCheckResult(passed=not stale, metadata={
-            "stale_topics": stale or "none", "unapplied_events": sum(b.events for b in waiting)})
+        return dg.AssetCheckResult(
+            passed=not stale,
+            metadata={"stale_topics": stale or "none", "unapplied_events": sum(b.events for b in waiting)},
+        )
 
-    @dg.asset_check(asset=key, name="lakehouse_matches_source", description=(
-        "When the source is quiet: every completed lakehouse table equals its source table "
-        "(row count and content hash over primary key and columns)."))
+    @dg.asset_check(
+        asset=key,
+        name="lakehouse_matches_source",
+        description=(
+            "When the source is quiet: every completed lakehouse table equals its source table "
+            "(row count and content hash over primary key and columns)."
+        ),
+    )
     def lakehouse_matches_source(lakehouse: Lakehouse) -> dg.AssetCheckResult:
         from dw_platform.defs.replication import eventlog
         from dw_platform.defs.replication.capture import Capture
@@ -176,14 +219,23 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
         except Exception as exc:  # the slot is in use by a capture run: not quiet
             pending = f"slot busy ({exc})"
         if pending or waiting:
-            return dg.AssetCheckResult(passed=True, metadata={
-                "compared": "no: the source is not quiet", "pending_in_slot": str(bool(pending)),
-                "unapplied_events": sum(b.events for b in waiting)})
-        tables = {k: compare_table(source, lakehouse, k, s) for k, s in sorted(statuses.items())
-                  if s.get("status") == "completed" and not (s.get("cdc_mode") or "").startswith("skipped")}
+            return dg.AssetCheckResult(
+                passed=True,
+                metadata={
+                    "compared": "no: the source is not quiet",
+                    "pending_in_slot": str(bool(pending)),
+                    "unapplied_events": sum(b.events for b in waiting),
+                },
+            )
+        tables = {
+            k: compare_table(source, lakehouse, k, s)
+            for k, s in sorted(statuses.items())
+            if s.get("status") == "completed" and not (s.get("cdc_mode") or "").startswith("skipped")
+        }
         differing = [k for k, t in tables.items() if not t["match"]]
-        return dg.AssetCheckResult(passed=not differing, metadata={
-            "tables": tables, "differing": ", ".join(differing) or "none"})
+        return dg.AssetCheckResult(
+            passed=not differing, metadata={"tables": tables, "differing": ", ".join(differing) or "none"}
+        )
 
     return [replication_lag, no_stale_unapplied_events, lakehouse_matches_source]
 

@@ -25,11 +25,21 @@ from psycopg import sql
 
 from dw_platform.lib.bronze import BronzeTable, Column, ensure_bronze_objects
 
-CDC_EVENTS = BronzeTable("bronze", "cdc_events", (
-    Column("source_name", "text"), Column("topic", "text"), Column("offset", "bigint"), Column("commit_lsn", "pg_lsn"),
-    Column("seq", "integer"), Column("lsn", "pg_lsn"), Column("op", "text"), Column("relation_id", "bigint"),
-    Column("event", "jsonb"),
-))
+CDC_EVENTS = BronzeTable(
+    "bronze",
+    "cdc_events",
+    (
+        Column("source_name", "text"),
+        Column("topic", "text"),
+        Column("offset", "bigint"),
+        Column("commit_lsn", "pg_lsn"),
+        Column("seq", "integer"),
+        Column("lsn", "pg_lsn"),
+        Column("op", "text"),
+        Column("relation_id", "bigint"),
+        Column("event", "jsonb"),
+    ),
+)
 LOG_DDL = """
 create unique index if not exists cdc_events_topic_offset on bronze.cdc_events (topic, "offset");
 create unique index if not exists cdc_events_position on bronze.cdc_events (source_name, commit_lsn, seq);
@@ -101,7 +111,9 @@ class RelationShape:
         return tuple(c["name"] for c in self.columns if c["key"])
 
 
-def register_relations(conn: psycopg.Connection, source: str, shapes: Iterable[tuple[RelationShape, int]]) -> dict[str, int]:
+def register_relations(
+    conn: psycopg.Connection, source: str, shapes: Iterable[tuple[RelationShape, int]]
+) -> dict[str, int]:
     """Store each shape once (with the commit LSN it first appeared at); {fingerprint: relation_id}."""
     ids = {}
     for shape, first_lsn in shapes:
@@ -113,16 +125,27 @@ def register_relations(conn: psycopg.Connection, source: str, shapes: Iterable[t
             on conflict (source_name, fingerprint) do update set source_name = excluded.source_name
             returning relation_id
             """,
-            (source, shape.relid, shape.schema, shape.name, shape.replica_identity, json.dumps(shape.columns),
-             shape.fingerprint, lsn_text(first_lsn)),
+            (
+                source,
+                shape.relid,
+                shape.schema,
+                shape.name,
+                shape.replica_identity,
+                json.dumps(shape.columns),
+                shape.fingerprint,
+                lsn_text(first_lsn),
+            ),
         ).fetchone()
         ids[shape.fingerprint] = row[0]
     return ids
 
 
 def relations(conn: psycopg.Connection, ids: Iterable[int]) -> dict[int, RelationShape]:
-    rows = conn.execute("select relation_id, relid, schema_name, table_name, replica_identity, columns "
-                        "from bronze.cdc_relations where relation_id = any(%s)", (list(ids),)).fetchall()
+    rows = conn.execute(
+        "select relation_id, relid, schema_name, table_name, replica_identity, columns "
+        "from bronze.cdc_relations where relation_id = any(%s)",
+        (list(ids),),
+    ).fetchall()
     return {r[0]: RelationShape(r[1], r[2], r[3], r[4], tuple(r[5])) for r in rows}
 
 
@@ -133,24 +156,31 @@ def lsn_text(value: int) -> str:
 def next_offsets(conn: psycopg.Connection, source: str, topics: dict[str, tuple[str, str]]) -> dict[str, int]:
     """Lock the topics' rows (creating missing ones) and return their next offsets, in this transaction."""
     for topic, (schema, table) in topics.items():
-        conn.execute("insert into bronze.cdc_topics (topic, source_name, schema_name, table_name) "
-                     "values (%s, %s, %s, %s) on conflict (topic) do nothing", (topic, source, schema, table))
-    rows = conn.execute("select topic, next_offset from bronze.cdc_topics where topic = any(%s) order by topic "
-                        "for update", (list(topics),)).fetchall()
+        conn.execute(
+            "insert into bronze.cdc_topics (topic, source_name, schema_name, table_name) "
+            "values (%s, %s, %s, %s) on conflict (topic) do nothing",
+            (topic, source, schema, table),
+        )
+    rows = conn.execute(
+        "select topic, next_offset from bronze.cdc_topics where topic = any(%s) order by topic for update",
+        (list(topics),),
+    ).fetchall()
     return dict(rows)
 
 
 def log_end(conn: psycopg.Connection, source: str) -> tuple[int, int]:
     """The position (commit LSN, seq) of the last event logged for `source`; (0, -1) if none."""
-    row = conn.execute("select logged_commit_lsn - '0/0', logged_seq from bronze.cdc_capture where source_name = %s",
-                       (source,)).fetchone()
+    row = conn.execute(
+        "select logged_commit_lsn - '0/0', logged_seq from bronze.cdc_capture where source_name = %s", (source,)
+    ).fetchone()
     return (int(row[0]), row[1]) if row else (0, -1)
 
 
 def topics_of(conn: psycopg.Connection, source: str) -> dict[str, dict]:
     """Every topic of `source`: {topic: {schema, table, next_offset}}."""
-    rows = conn.execute("select topic, schema_name, table_name, next_offset from bronze.cdc_topics "
-                        "where source_name = %s", (source,)).fetchall()
+    rows = conn.execute(
+        "select topic, schema_name, table_name, next_offset from bronze.cdc_topics where source_name = %s", (source,)
+    ).fetchall()
     return {r[0]: {"schema": r[1], "table": r[2], "next_offset": r[3]} for r in rows}
 
 
@@ -186,9 +216,12 @@ def drop_applied(conn: psycopg.Connection, applied: dict[str, int], older_than_h
     deleted = 0
     for topic, offset in applied.items():
         deleted += conn.execute(
-            sql.SQL('delete from bronze.cdc_events where topic = %s and "offset" <= %s '
-                    "and _bronze_load_ts < now() - make_interval(secs => %s)"),
-            (topic, offset, older_than_hours * 3600)).rowcount
+            sql.SQL(
+                'delete from bronze.cdc_events where topic = %s and "offset" <= %s '
+                "and _bronze_load_ts < now() - make_interval(secs => %s)"
+            ),
+            (topic, offset, older_than_hours * 3600),
+        ).rowcount
     return deleted
 
 
@@ -209,7 +242,8 @@ def backlog(conn: psycopg.Connection, source: str, applied: dict[str, int]) -> l
         row = conn.execute(
             """select count(*), min(_bronze_load_ts), min((event->'source'->>'ts_ms')::bigint)
                from bronze.cdc_events where topic = %s and "offset" > %s""",
-            (topic, applied.get(topic, -1))).fetchone()
+            (topic, applied.get(topic, -1)),
+        ).fetchone()
         if row[0]:
             out.append(Backlog(topic, row[0], row[1], row[2]))
     return out

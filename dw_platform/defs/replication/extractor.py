@@ -79,7 +79,7 @@ class Extractor(abc.ABC):
         """The table as it was at `snapshot` (its columns then) and its rows, streamed in batches
         whose columns are in `SourceTable.columns` order, each already of its Iceberg Arrow type."""
 
-    def prepare(self, tables: list[SourceTable], log) -> None:
+    def prepare(self, tables: list[SourceTable], log) -> None:  # noqa: B027 - an optional hook
         """Make the source ready to capture changes of `tables` (e.g. replica identities); default: nothing."""
 
 

@@ -37,8 +37,13 @@ LINEAGE_NAMES = tuple(c.name for c in LINEAGE_COLUMNS)
 
 def table_properties(file_size_mb: int) -> dict[str, str]:
     # zstd level 1: as small as the default level here, at about half the CPU time.
-    return {"format-version": "2", "write.target-file-size-bytes": str(file_size_mb << 20),
-            "write.parquet.compression-codec": "zstd", "write.parquet.compression-level": "1", **TIDY_METADATA}
+    return {
+        "format-version": "2",
+        "write.target-file-size-bytes": str(file_size_mb << 20),
+        "write.parquet.compression-codec": "zstd",
+        "write.parquet.compression-level": "1",
+        **TIDY_METADATA,
+    }
 
 
 def keep_properties(tx: Transaction, file_size_mb: int) -> None:
@@ -71,7 +76,9 @@ def ensure_namespace(catalog: Catalog, namespace: tuple[str, ...]) -> None:
             pass
 
 
-def load_or_create(catalog: Catalog, namespace: tuple[str, ...], table: SourceTable, file_size_mb: int) -> tuple[Table, bool]:
+def load_or_create(
+    catalog: Catalog, namespace: tuple[str, ...], table: SourceTable, file_size_mb: int
+) -> tuple[Table, bool]:
     """The table's Iceberg table, created (empty) if missing; True when created now."""
     from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 
@@ -124,11 +131,23 @@ def column_of(field) -> SourceColumn:
     """The kind (and decimal precision/scale) of an Iceberg field."""
     from pyiceberg import types as t
 
-    kind = {t.IntegerType: "int", t.LongType: "long", t.FloatType: "float", t.DoubleType: "double",
-            t.BooleanType: "boolean", t.StringType: "string", t.DateType: "date", t.TimestampType: "timestamp",
-            t.TimestamptzType: "timestamptz", t.TimeType: "time", t.BinaryType: "binary"}.get(type(field.field_type))
+    kind = {
+        t.IntegerType: "int",
+        t.LongType: "long",
+        t.FloatType: "float",
+        t.DoubleType: "double",
+        t.BooleanType: "boolean",
+        t.StringType: "string",
+        t.DateType: "date",
+        t.TimestampType: "timestamp",
+        t.TimestamptzType: "timestamptz",
+        t.TimeType: "time",
+        t.BinaryType: "binary",
+    }.get(type(field.field_type))
     if isinstance(field.field_type, t.DecimalType):
-        return SourceColumn(field.name, "", "decimal", precision=field.field_type.precision, scale=field.field_type.scale)
+        return SourceColumn(
+            field.name, "", "decimal", precision=field.field_type.precision, scale=field.field_type.scale
+        )
     return SourceColumn(field.name, "", kind or "string")
 
 
@@ -160,16 +179,28 @@ def arrow_schema(schema: Schema) -> pa.Schema:
     return schema_to_pyarrow(schema, include_field_ids=True)
 
 
-def with_lineage(batch: pa.RecordBatch, layout: BatchLayout, op: str | list[str], lsn: int | list[int],
-                 load_ts: datetime, batch_id: str, source_file: str) -> pa.RecordBatch:
+def with_lineage(
+    batch: pa.RecordBatch,
+    layout: BatchLayout,
+    op: str | list[str],
+    lsn: int | list[int],
+    load_ts: datetime,
+    batch_id: str,
+    source_file: str,
+) -> pa.RecordBatch:
     """`batch` (source columns, by name) laid out for the table's data files: lineage columns
     filled (`op` and `lsn` one value for all rows or one per row), table columns the batch lacks
     (dropped at the source) null."""
     import pyarrow as pa
 
     n = batch.num_rows
-    lineage = {"_cdc_op": op, "_cdc_lsn": lsn, "_bronze_load_ts": load_ts, "_bronze_batch_id": batch_id,
-               "_bronze_source_file": source_file}
+    lineage = {
+        "_cdc_op": op,
+        "_cdc_lsn": lsn,
+        "_bronze_load_ts": load_ts,
+        "_bronze_batch_id": batch_id,
+        "_bronze_source_file": source_file,
+    }
     arrays = []
     for name, field in zip(layout.names, layout.schema):
         if name in lineage:
@@ -234,8 +265,11 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
 
     metadata = tx.table_metadata
     schema = file_schema(tx)
-    target = int(metadata.properties.get(TableProperties.WRITE_TARGET_FILE_SIZE_BYTES,
-                                         TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT))
+    target = int(
+        metadata.properties.get(
+            TableProperties.WRITE_TARGET_FILE_SIZE_BYTES, TableProperties.WRITE_TARGET_FILE_SIZE_BYTES_DEFAULT
+        )
+    )
     locations = load_location_provider(table_location=metadata.location, table_properties=metadata.properties)
     counter, write_uuid = itertools.count(), uuid.uuid4()  # file names unique per call, not per snapshot
     writer = output = path = None
@@ -243,10 +277,20 @@ def write_files(tx: Transaction, table: Table, batches: Iterable[pa.RecordBatch]
 
     def finish() -> None:
         stats = writer.close()
-        append.append_data_file(DataFile.from_args(
-            content=DataFileContent.DATA, file_path=path, file_format=FileFormat.PARQUET, partition=Record(),
-            file_size_in_bytes=len(output), sort_order_id=None, spec_id=metadata.default_spec_id,
-            equality_ids=None, key_metadata=None, **stats.to_serialized_dict()))
+        append.append_data_file(
+            DataFile.from_args(
+                content=DataFileContent.DATA,
+                file_path=path,
+                file_format=FileFormat.PARQUET,
+                partition=Record(),
+                file_size_in_bytes=len(output),
+                sort_order_id=None,
+                spec_id=metadata.default_spec_id,
+                equality_ids=None,
+                key_metadata=None,
+                **stats.to_serialized_dict(),
+            )
+        )
 
     for batch in batches:
         if writer is None:
@@ -298,8 +342,9 @@ def rows_with_keys(table: Table, keys: pa.Table) -> pa.Table:
     return data.filter(key_mask(data, keys)) if data.num_rows else data
 
 
-def replace_by_key(tx: Transaction, table: Table, keys: pa.Table, batches: list[pa.RecordBatch],
-                   properties: dict[str, str]) -> int:
+def replace_by_key(
+    tx: Transaction, table: Table, keys: pa.Table, batches: list[pa.RecordBatch], properties: dict[str, str]
+) -> int:
     """In one OVERWRITE snapshot of `tx`: remove the rows whose key is in `keys` and add `batches`.
     Copy-on-write: a data file whose key statistics overlap `keys` is read, and if it holds any of
     them it is replaced by a file without them. Returns the rows removed."""

@@ -13,7 +13,6 @@
   lakehouse, failed tables; empty tables hidden with `hide_empty: true`.
 """
 
-
 import dagster as dg
 
 from dw_platform.defs.replication.assets import cdc_events_key, lakehouse_key
@@ -23,8 +22,11 @@ from dw_platform.lib.lakehouse import Lakehouse
 
 
 def build_discover_op(source: SourceConfig) -> dg.OpDefinition:
-    @dg.op(name=f"discover_{source.name}", tags={"domain": "replication"},
-           description=f"Discover the selected tables of {source.name}; add their partitions.")
+    @dg.op(
+        name=f"discover_{source.name}",
+        tags={"domain": "replication"},
+        description=f"Discover the selected tables of {source.name}; add their partitions.",
+    )
     def discover(context: dg.OpExecutionContext, lakehouse: Lakehouse) -> None:
         from dw_platform.defs.replication.bulk import cdc_mode
         from dw_platform.defs.replication.extractor import extractor_for
@@ -40,20 +42,32 @@ def build_discover_op(source: SourceConfig) -> dg.OpDefinition:
             context.instance.add_dynamic_partitions(partitions.name, [t.key for t in new])
         meta = ReplicationMeta(lakehouse, source.name)
         statuses = meta.statuses()
-        fresh = {t.key: {"status": "pending", "pending_at": now(), "primary_key": ",".join(t.primary_key),
-                         "cdc_mode": cdc_mode(source, t)} for t in tables if t.key not in statuses}
+        fresh = {
+            t.key: {
+                "status": "pending",
+                "pending_at": now(),
+                "primary_key": ",".join(t.primary_key),
+                "cdc_mode": cdc_mode(source, t),
+            }
+            for t in tables
+            if t.key not in statuses
+        }
         if fresh:
             meta.update(fresh)
         gone = sorted(known - {t.key for t in tables})
         for key in gone:
-            context.log.warning(f"{key} is no longer selected on the source (dropped or excluded); its lakehouse "
-                                "table is kept as it is")
+            context.log.warning(
+                f"{key} is no longer selected on the source (dropped or excluded); its lakehouse table is kept as it is"
+            )
         context.log.info(f"{source.name}: {len(tables)} table(s) selected, {len(new)} new partition(s)")
-        context.add_output_metadata({
-            "tables": len(tables), "new_partitions": ", ".join(t.key for t in new) or "none",
-            "no_longer_on_source": ", ".join(gone) or "none",
-            "without_primary_key": ", ".join(t.key for t in tables if not t.primary_key) or "none",
-        })
+        context.add_output_metadata(
+            {
+                "tables": len(tables),
+                "new_partitions": ", ".join(t.key for t in new) or "none",
+                "no_longer_on_source": ", ".join(gone) or "none",
+                "without_primary_key": ", ".join(t.key for t in tables if not t.primary_key) or "none",
+            }
+        )
 
     return discover
 
@@ -63,8 +77,12 @@ class ValidateConfig(dg.Config):
 
 
 def build_validate_op(sources: dict[str, SourceConfig]) -> dg.OpDefinition:
-    @dg.op(name="validate_lakehouse_tables", tags={"domain": "replication"}, out={},
-           description="Row counts of every lakehouse table; source tables missing from the lakehouse; failed tables.")
+    @dg.op(
+        name="validate_lakehouse_tables",
+        tags={"domain": "replication"},
+        out={},
+        description="Row counts of every lakehouse table; source tables missing from the lakehouse; failed tables.",
+    )
     def validate(context: dg.OpExecutionContext, config: ValidateConfig, lakehouse: Lakehouse):
         from dw_platform.defs.replication.validate import validate_source
 
@@ -86,16 +104,22 @@ def jobs() -> dg.Definitions:
     sources = load_sources()
     discover_ops = [build_discover_op(s) for s in sources.values()]
 
-    @dg.job(name="replication_discover", tags={"domain": "replication"},
-            description="Discover every source's selected tables and add a partition per new table.")
+    @dg.job(
+        name="replication_discover",
+        tags={"domain": "replication"},
+        description="Discover every source's selected tables and add a partition per new table.",
+    )
     def discover_job():
         for op in discover_ops:
             op()
 
     validate_op = build_validate_op(sources)
 
-    @dg.job(name="validate_lakehouse", tags={"domain": "replication"},
-            description="Row counts of every lakehouse table, tables missing from the lakehouse, failed tables.")
+    @dg.job(
+        name="validate_lakehouse",
+        tags={"domain": "replication"},
+        description="Row counts of every lakehouse table, tables missing from the lakehouse, failed tables.",
+    )
     def validate_job():
         validate_op()
 

@@ -23,9 +23,32 @@ from contextlib import contextmanager
 from dw_platform.defs.replication.extractor import Extractor, Snapshot, SourceTable
 from dw_platform.defs.replication.typemap import MAX_DECIMAL_PRECISION, SourceColumn, to_iceberg_array
 
-SYSTEM_SCHEMAS = ("SYS", "SYSTEM", "OUTLN", "DBSNMP", "APPQOSSYS", "AUDSYS", "CTXSYS", "DVSYS", "GSMADMIN_INTERNAL",
-                  "LBACSYS", "MDSYS", "OJVMSYS", "OLAPSYS", "ORDDATA", "ORDSYS", "WMSYS", "XDB", "GGSYS", "DVF",
-                  "REMOTE_SCHEDULER_AGENT", "ORACLE_OCM", "ANONYMOUS", "DIP", "XS$NULL")
+SYSTEM_SCHEMAS = (
+    "SYS",
+    "SYSTEM",
+    "OUTLN",
+    "DBSNMP",
+    "APPQOSSYS",
+    "AUDSYS",
+    "CTXSYS",
+    "DVSYS",
+    "GSMADMIN_INTERNAL",
+    "LBACSYS",
+    "MDSYS",
+    "OJVMSYS",
+    "OLAPSYS",
+    "ORDDATA",
+    "ORDSYS",
+    "WMSYS",
+    "XDB",
+    "GGSYS",
+    "DVF",
+    "REMOTE_SCHEDULER_AGENT",
+    "ORACLE_OCM",
+    "ANONYMOUS",
+    "DIP",
+    "XS$NULL",
+)
 LONG_TYPES = ("LONG", "LONG RAW")
 
 CATALOG_QUERY = f"""
@@ -40,12 +63,12 @@ where c.owner not in ({", ".join(f"'{s}'" for s in SYSTEM_SCHEMAS)})
   and t.temporary = 'N' and t.nested = 'NO'
 order by c.owner, c.table_name, c.column_id
 """
-CURRENT_SCN_QUERIES = ("select current_scn from v$database",
-                       "select dbms_flashback.get_system_change_number from dual")
+CURRENT_SCN_QUERIES = ("select current_scn from v$database", "select dbms_flashback.get_system_change_number from dual")
 
 
-def oracle_column(name: str, data_type: str, precision: int | None, scale: int | None,
-                  nullable: bool = True) -> SourceColumn:
+def oracle_column(
+    name: str, data_type: str, precision: int | None, scale: int | None, nullable: bool = True
+) -> SourceColumn:
     """Map an ALL_TAB_COLUMNS row to an Iceberg kind."""
     base = re.sub(r"\(\d+\)", "", data_type)  # TIMESTAMP(6) WITH TIME ZONE -> TIMESTAMP WITH TIME ZONE
     shown = _display_type(data_type, precision, scale)
@@ -65,9 +88,16 @@ def oracle_column(name: str, data_type: str, precision: int | None, scale: int |
             return SourceColumn(name, shown, "decimal", nullable, precision, scale)
         return SourceColumn(name, shown, "string", nullable)
     kind = {
-        "BINARY_FLOAT": "float", "BINARY_DOUBLE": "double", "FLOAT": "double", "DATE": "timestamp",
-        "TIMESTAMP": "timestamp", "TIMESTAMP WITH TIME ZONE": "timestamptz",
-        "TIMESTAMP WITH LOCAL TIME ZONE": "timestamptz", "RAW": "binary", "BLOB": "binary", "LONG RAW": "binary",
+        "BINARY_FLOAT": "float",
+        "BINARY_DOUBLE": "double",
+        "FLOAT": "double",
+        "DATE": "timestamp",
+        "TIMESTAMP": "timestamp",
+        "TIMESTAMP WITH TIME ZONE": "timestamptz",
+        "TIMESTAMP WITH LOCAL TIME ZONE": "timestamptz",
+        "RAW": "binary",
+        "BLOB": "binary",
+        "LONG RAW": "binary",
     }.get(base, "string")  # VARCHAR2, NVARCHAR2, CHAR, NCHAR, CLOB, NCLOB, LONG, ROWID, INTERVAL ..., XMLTYPE
     return SourceColumn(name, shown, kind, nullable)
 
@@ -92,10 +122,15 @@ def tables_from_catalog(rows, long_columns: str = "error") -> tuple[list[SourceT
             continue
         kept = [c for c in columns if not (longs and long_columns == "exclude" and c[3] in LONG_TYPES)]
         pk = tuple(c[2] for c in sorted((c for c in columns if c[7] is not None), key=lambda c: c[7]))
-        tables.append(SourceTable(
-            owner, name, tuple(oracle_column(c[2], c[3], c[4], c[5], c[6] == "Y") for c in kept), pk,
-            skipped_columns=tuple(longs) if long_columns == "exclude" else (),
-        ))
+        tables.append(
+            SourceTable(
+                owner,
+                name,
+                tuple(oracle_column(c[2], c[3], c[4], c[5], c[6] == "Y") for c in kept),
+                pk,
+                skipped_columns=tuple(longs) if long_columns == "exclude" else (),
+            )
+        )
     return tables, skipped
 
 
@@ -145,7 +180,9 @@ class OracleExtractor(Extractor):
                 except Exception:  # not granted: try the next way
                     continue
             else:
-                raise RuntimeError("cannot read the current SCN: grant SELECT on V_$DATABASE or EXECUTE on DBMS_FLASHBACK")
+                raise RuntimeError(
+                    "cannot read the current SCN: grant SELECT on V_$DATABASE or EXECUTE on DBMS_FLASHBACK"
+                )
         yield Snapshot(position=str(scn), kind="scn")
 
     def read(self, snapshot: Snapshot, schema: str, name: str):
@@ -155,16 +192,19 @@ class OracleExtractor(Extractor):
         table = found[0]
         longs = [c.name for c in table.columns if c.source_type in LONG_TYPES]
         if longs and self.source.long_columns == "error":
-            raise ValueError(f"{table.key} has LONG column(s) {', '.join(longs)}, which cannot be read AS OF SCN; "
-                             "set long_columns to exclude or skip_table for this source")
+            raise ValueError(
+                f"{table.key} has LONG column(s) {', '.join(longs)}, which cannot be read AS OF SCN; "
+                "set long_columns to exclude or skip_table for this source"
+            )
         return table, self._batches(table, snapshot)
 
     def _batches(self, table: SourceTable, snapshot: Snapshot):
         import pyarrow as pa
 
         with self.connect() as conn:
-            for frame in conn.fetch_df_batches(select_as_of_scn(table), parameters={"scn": int(snapshot.position)},
-                                               size=self.batch_rows):
+            for frame in conn.fetch_df_batches(
+                select_as_of_scn(table), parameters={"scn": int(snapshot.position)}, size=self.batch_rows
+            ):
                 batch = pa.table(frame)
                 arrays = [to_iceberg_array(batch.column(i), c) for i, c in enumerate(table.columns)]
                 yield from pa.Table.from_arrays(arrays, names=[c.name for c in table.columns]).to_batches()

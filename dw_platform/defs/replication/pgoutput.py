@@ -125,7 +125,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise DecodeError("message ends early")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -151,7 +151,7 @@ class _Reader:
         end = self.data.find(b"\0", self.pos)
         if end < 0:
             raise DecodeError("unterminated string")
-        out = self.data[self.pos:end].decode()
+        out = self.data[self.pos : end].decode()
         self.pos = end + 1
         return out
 
@@ -171,7 +171,7 @@ class _Reader:
                 if kind == 0x74 or kind == 0x62:  # t: text, b: binary
                     (length,) = unpack(data, pos)
                     pos += 4
-                    raw = data[pos:pos + length]
+                    raw = data[pos : pos + length]
                     if len(raw) != length:
                         raise DecodeError("message ends early")
                     values.append(raw.decode() if kind == 0x74 else raw)

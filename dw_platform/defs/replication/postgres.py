@@ -52,8 +52,13 @@ order by n.nspname, c.relname, a.attnum
 
 # Settings that fix how values print as text (values read as text, and pgoutput's output), so the
 # bulk load and change data capture give the same text for the same value whatever the server's defaults.
-TEXT_OUTPUT_SETTINGS = {"timezone": "UTC", "datestyle": "ISO, MDY", "intervalstyle": "postgres",
-                        "extra_float_digits": "1", "bytea_output": "hex"}
+TEXT_OUTPUT_SETTINGS = {
+    "timezone": "UTC",
+    "datestyle": "ISO, MDY",
+    "intervalstyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+}
 
 
 def tables_from_catalog(rows) -> list[SourceTable]:
@@ -64,8 +69,10 @@ def tables_from_catalog(rows) -> list[SourceTable]:
         entry["columns"].append(postgres_column(column, source_type, base, typmod, category, nullable, domain))
         if pk_pos is not None:
             entry["pk"].append((pk_pos, column))
-    return [SourceTable(schema, name, tuple(e["columns"]), tuple(c for _, c in sorted(e["pk"])), e["identity"])
-            for (schema, name), e in tables.items()]
+    return [
+        SourceTable(schema, name, tuple(e["columns"]), tuple(c for _, c in sorted(e["pk"])), e["identity"])
+        for (schema, name), e in tables.items()
+    ]
 
 
 def select_statement(table: SourceTable) -> str:
@@ -116,18 +123,25 @@ class PostgresExtractor(Extractor):
 
     def slot_exists(self) -> bool:
         with self.connect() as conn:
-            return conn.execute("select 1 from pg_replication_slots where slot_name = %s",
-                                (self.source.slot,)).fetchone() is not None
+            return (
+                conn.execute("select 1 from pg_replication_slots where slot_name = %s", (self.source.slot,)).fetchone()
+                is not None
+            )
 
     def ensure_publication(self) -> None:
         with self.connect() as conn:
             if conn.execute("select 1 from pg_publication where pubname = %s", (self.source.publication,)).fetchone():
                 return
             if self.source.publication_mode == "existing":
-                raise RuntimeError(f"publication {self.source.publication!r} does not exist on the source "
-                                   "(publication_mode: existing): ask the DBA to create it")
-            conn.execute(sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)")
-                         .format(sql.Identifier(self.source.publication)))
+                raise RuntimeError(
+                    f"publication {self.source.publication!r} does not exist on the source "
+                    "(publication_mode: existing): ask the DBA to create it"
+                )
+            conn.execute(
+                sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)").format(
+                    sql.Identifier(self.source.publication)
+                )
+            )
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:
@@ -138,12 +152,15 @@ class PostgresExtractor(Extractor):
         name = self.source.slot if permanent else f"dw_tmp_{uuid.uuid4().hex[:12]}"
         # Replication commands need the simple query protocol: PQexec through pgconn.exec_.
         with self.connect(replication="database") as conn:
-            command = (f"CREATE_REPLICATION_SLOT {sql.Identifier(name).as_string(conn)} "
-                       f"{'' if permanent else 'TEMPORARY '}LOGICAL pgoutput (SNAPSHOT 'export')")
+            command = (
+                f"CREATE_REPLICATION_SLOT {sql.Identifier(name).as_string(conn)} "
+                f"{'' if permanent else 'TEMPORARY '}LOGICAL pgoutput (SNAPSHOT 'export')"
+            )
             result = conn.pgconn.exec_(command.encode())
             if result.status != psycopg.pq.ExecStatus.TUPLES_OK:
-                raise RuntimeError(f"could not create replication slot {name}: "
-                                   f"{result.error_message.decode(errors='replace').strip()}")
+                raise RuntimeError(
+                    f"could not create replication slot {name}: {result.error_message.decode(errors='replace').strip()}"
+                )
             lsn, snapshot_name = result.get_value(0, 1).decode(), result.get_value(0, 2).decode()
             yield Snapshot(position=lsn, kind="slot" if permanent else "temporary", token=snapshot_name)
 

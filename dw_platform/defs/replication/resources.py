@@ -8,4 +8,6 @@ from dw_platform.lib.warehouse import warehouse_settings
 
 @dg.definitions
 def resources() -> dg.Definitions:
-    return dg.Definitions(resources={"lakehouse": Lakehouse(**warehouse_settings(), path=dg.EnvVar("DW_LAKEHOUSE_PATH"))})
+    return dg.Definitions(
+        resources={"lakehouse": Lakehouse(**warehouse_settings(), path=dg.EnvVar("DW_LAKEHOUSE_PATH"))}
+    )

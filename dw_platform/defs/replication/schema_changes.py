@@ -31,8 +31,14 @@ def diff(before: list[dict] | None, after: list[dict]) -> list[tuple[str, str | 
     return changes
 
 
-def record(meta: ReplicationMeta, table_key: str, after: list[dict], snapshot_id: int | None,
-           run_id: str | None, notify_baseline: bool = False) -> list[dict]:
+def record(
+    meta: ReplicationMeta,
+    table_key: str,
+    after: list[dict],
+    snapshot_id: int | None,
+    run_id: str | None,
+    notify_baseline: bool = False,
+) -> list[dict]:
     """Compare `after` with the table's recorded schema; record the changes (if any) and return them.
     A baseline is notified only when asked (a table that appeared on the source during capture)."""
     version, before = meta.current_schema(table_key)
@@ -41,13 +47,24 @@ def record(meta: ReplicationMeta, table_key: str, after: list[dict], snapshot_id
         return []
     baseline = before is None
     stamp = now()
-    rows = [{
-        "change_id": str(uuid.uuid4()), "source": meta.source, "table_name": table_key, "change_time": stamp,
-        "change_type": change_type, "column_name": column,
-        "schema_before": None if baseline else json.dumps(before), "schema_after": json.dumps(after),
-        "schema_version": version + 1, "snapshot_id": snapshot_id,
-        "notification_sent": None if baseline and not notify_baseline else False, "notification_sent_at": None, "dagster_run_id": run_id,
-    } for change_type, column in changes]
+    rows = [
+        {
+            "change_id": str(uuid.uuid4()),
+            "source": meta.source,
+            "table_name": table_key,
+            "change_time": stamp,
+            "change_type": change_type,
+            "column_name": column,
+            "schema_before": None if baseline else json.dumps(before),
+            "schema_after": json.dumps(after),
+            "schema_version": version + 1,
+            "snapshot_id": snapshot_id,
+            "notification_sent": None if baseline and not notify_baseline else False,
+            "notification_sent_at": None,
+            "dagster_run_id": run_id,
+        }
+        for change_type, column in changes
+    ]
     meta.record_changes(rows)
     return rows
 
@@ -68,12 +85,15 @@ def message(rows: list[dict]) -> str:
             parts.append(f"column removed `{column}` (was {before[column]})")
         elif row["change_type"] == "type_changed":
             parts.append(f"type changed `{column}` {before[column]} -> {after[column]}")
-    return (f":warning: dw_platform replication: schema change in `{first['source']}` table "
-            f"`{first['table_name']}` (schema version {first['schema_version']}): {'; '.join(parts)}")
+    return (
+        f":warning: dw_platform replication: schema change in `{first['source']}` table "
+        f"`{first['table_name']}` (schema version {first['schema_version']}): {'; '.join(parts)}"
+    )
 
 
-def notify_pending(meta: ReplicationMeta, webhook: AlertWebhook, log: Callable[[str], None],
-                   warn: Callable[[str], None]) -> tuple[int, int]:
+def notify_pending(
+    meta: ReplicationMeta, webhook: AlertWebhook, log: Callable[[str], None], warn: Callable[[str], None]
+) -> tuple[int, int]:
     """Post every pending notification of the source, one message per table version; mark the
     posted rows sent. Returns (messages sent, messages still pending)."""
     pending = [r for r in meta.schema_changes() if r["notification_sent"] is False]

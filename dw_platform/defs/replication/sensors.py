@@ -20,16 +20,25 @@ from dw_platform.defs.replication.sources import ConfigError, SourceConfig, load
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 def build_cdc_sensor(source: SourceConfig) -> dg.SensorDefinition:
     job_name = f"replication_cdc_{source.name}"
 
-    @dg.sensor(name=job_name, job_name=job_name, minimum_interval_seconds=10,
-               default_status=dg.DefaultSensorStatus.STOPPED,
-               description=f"Runs {job_name} when {source.name}'s slot or event log has changes to apply.")
+    @dg.sensor(
+        name=job_name,
+        job_name=job_name,
+        minimum_interval_seconds=10,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=f"Runs {job_name} when {source.name}'s slot or event log has changes to apply.",
+    )
     def cdc_sensor(context: dg.SensorEvaluationContext, lakehouse: Lakehouse):
         return evaluate(context, source, lakehouse)
 
@@ -40,8 +49,8 @@ def evaluate(context: dg.SensorEvaluationContext, source: SourceConfig, lakehous
     import psycopg
 
     from dw_platform.defs.replication import eventlog
-    from dw_platform.defs.replication.capture import Capture
     from dw_platform.defs.replication.apply import consumer_offsets
+    from dw_platform.defs.replication.capture import Capture
     from dw_platform.defs.replication.status import ReplicationMeta
 
     job_name = f"replication_cdc_{source.name}"
@@ -67,17 +76,25 @@ def evaluate(context: dg.SensorEvaluationContext, source: SourceConfig, lakehous
 
 
 def build_slot_watch(source: SourceConfig) -> dg.SensorDefinition:
-    @dg.sensor(name=f"replication_slot_watch_{source.name}", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Alerts through the webhook when {source.name}'s replication slot is invalidated or stalled.")
+    @dg.sensor(
+        name=f"replication_slot_watch_{source.name}",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Alerts through the webhook when {source.name}'s replication slot is invalidated or stalled.",
+    )
     def slot_watch(context: dg.SensorEvaluationContext, lakehouse: Lakehouse, alert_webhook: AlertWebhook):
         return watch(context, source, lakehouse, alert_webhook)
 
     return slot_watch
 
 
-def watch(context: dg.SensorEvaluationContext, source: SourceConfig, lakehouse: Lakehouse, webhook: AlertWebhook,
-          clock=time.time):
+def watch(
+    context: dg.SensorEvaluationContext,
+    source: SourceConfig,
+    lakehouse: Lakehouse,
+    webhook: AlertWebhook,
+    clock=time.time,
+):
     """One look at the slot; the cursor (JSON) remembers its position, since when, and whether an
     alert went out for the current episode."""
     import psycopg
@@ -95,20 +112,27 @@ def watch(context: dg.SensorEvaluationContext, source: SourceConfig, lakehouse: 
     stalled_for = stamp - since
     problem = None
     if state.wal_status == "lost":
-        problem = (f"replication slot `{source.slot}` of `{source.name}` was invalidated (its WAL was removed): "
-                   "change capture cannot continue; re-seed the tables (bulk load with full_reload) after "
-                   "dropping the slot")
+        problem = (
+            f"replication slot `{source.slot}` of `{source.name}` was invalidated (its WAL was removed): "
+            "change capture cannot continue; re-seed the tables (bulk load with full_reload) after "
+            "dropping the slot"
+        )
     elif behind and stalled_for >= source.stall_alert_minutes * 60:
-        problem = (f"replication slot `{source.slot}` of `{source.name}` is stalled: {state.lag_bytes:,} bytes "
-                   f"behind and its position {state.confirmed_lsn} has not moved for {stalled_for / 60:.0f} min "
-                   "(is the sensor replication_cdc_" + source.name + " running? did its runs fail?)")
+        problem = (
+            f"replication slot `{source.slot}` of `{source.name}` is stalled: {state.lag_bytes:,} bytes "
+            f"behind and its position {state.confirmed_lsn} has not moved for {stalled_for / 60:.0f} min "
+            "(is the sensor replication_cdc_" + source.name + " running? did its runs fail?)"
+        )
     alerted = seen.get("alerted", False)
     text = None
     if problem and not alerted:
         text, alerted = f":warning: dw_platform: {problem}", True
     elif not problem and alerted:
-        text, alerted = f":white_check_mark: dw_platform: replication slot `{source.slot}` of `{source.name}` " \
-                        f"is moving again ({state.lag_bytes:,} bytes behind)", False
+        text, alerted = (
+            f":white_check_mark: dw_platform: replication slot `{source.slot}` of `{source.name}` "
+            f"is moving again ({state.lag_bytes:,} bytes behind)",
+            False,
+        )
     if text:
         context.log.warning(text)
         if webhook.configured:

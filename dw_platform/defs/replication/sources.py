@@ -79,7 +79,8 @@ class SourceConfig:
     def selects(self, schema: str, table: str) -> bool:
         """Whether the include/exclude patterns select `schema.table`."""
         return any(_matches(p, schema, table) for p in self.include) and not any(
-            _matches(p, schema, table) for p in self.exclude)
+            _matches(p, schema, table) for p in self.exclude
+        )
 
 
 def _matches(pattern: str, schema: str, table: str) -> bool:
@@ -103,12 +104,27 @@ def like_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
-_CHOICES = {"engine": ENGINES, "publication_mode": ("all_tables", "existing"),
-            "tables_without_primary_key": ("full", "skip"), "long_columns": ("exclude", "skip_table", "error")}
-_NUMBERS = {"workers": int, "table_attempts": int, "file_size_mb": int, "retry_delay_s": float, "lock_timeout_s": float,
-            "cdc_batch_changes": int, "cdc_time_budget_s": float, "lag_alert_mb": int, "stale_after_minutes": float,
-            "stall_alert_minutes": float, "log_retention_hours": float, "heartbeat_after_mb": int,
-            "snapshot_retention_days": float}
+_CHOICES = {
+    "engine": ENGINES,
+    "publication_mode": ("all_tables", "existing"),
+    "tables_without_primary_key": ("full", "skip"),
+    "long_columns": ("exclude", "skip_table", "error"),
+}
+_NUMBERS = {
+    "workers": int,
+    "table_attempts": int,
+    "file_size_mb": int,
+    "retry_delay_s": float,
+    "lock_timeout_s": float,
+    "cdc_batch_changes": int,
+    "cdc_time_budget_s": float,
+    "lag_alert_mb": int,
+    "stale_after_minutes": float,
+    "stall_alert_minutes": float,
+    "log_retention_hours": float,
+    "heartbeat_after_mb": int,
+    "snapshot_retention_days": float,
+}
 
 
 def parse_sources(document: dict, env: dict[str, str] | None = None) -> dict[str, SourceConfig]:

@@ -35,21 +35,47 @@ CHANGE_TYPES = ("table_created", "column_added", "column_removed", "type_changed
 KEEP_SNAPSHOTS = timedelta(days=1)
 
 STATUS_COLUMNS = (
-    ("source", "string"), ("table_name", "string"), ("iceberg_table", "string"), ("status", "string"),
-    ("cdc_mode", "string"), ("primary_key", "string"), ("start_lsn", "string"), ("snapshot_kind", "string"),
-    ("rows_loaded", "long"), ("files", "int"), ("snapshot_id", "long"), ("attempts", "int"),
-    ("last_error", "string"), ("load_batch_id", "string"), ("dagster_run_id", "string"),
-    ("pending_at", "timestamptz"), ("started_at", "timestamptz"), ("completed_at", "timestamptz"),
+    ("source", "string"),
+    ("table_name", "string"),
+    ("iceberg_table", "string"),
+    ("status", "string"),
+    ("cdc_mode", "string"),
+    ("primary_key", "string"),
+    ("start_lsn", "string"),
+    ("snapshot_kind", "string"),
+    ("rows_loaded", "long"),
+    ("files", "int"),
+    ("snapshot_id", "long"),
+    ("attempts", "int"),
+    ("last_error", "string"),
+    ("load_batch_id", "string"),
+    ("dagster_run_id", "string"),
+    ("pending_at", "timestamptz"),
+    ("started_at", "timestamptz"),
+    ("completed_at", "timestamptz"),
     ("updated_at", "timestamptz"),
     # change data capture (part 2): where the table's applied changes stand
-    ("applied_lsn", "string"), ("applied_offset", "long"), ("applied_at", "timestamptz"),
-    ("events_applied", "long"), ("truncated_at", "timestamptz"), ("note", "string"),
+    ("applied_lsn", "string"),
+    ("applied_offset", "long"),
+    ("applied_at", "timestamptz"),
+    ("events_applied", "long"),
+    ("truncated_at", "timestamptz"),
+    ("note", "string"),
 )
 CHANGE_COLUMNS = (
-    ("change_id", "string"), ("source", "string"), ("table_name", "string"), ("change_time", "timestamptz"),
-    ("change_type", "string"), ("column_name", "string"), ("schema_before", "string"), ("schema_after", "string"),
-    ("schema_version", "int"), ("snapshot_id", "long"), ("notification_sent", "boolean"),
-    ("notification_sent_at", "timestamptz"), ("dagster_run_id", "string"),
+    ("change_id", "string"),
+    ("source", "string"),
+    ("table_name", "string"),
+    ("change_time", "timestamptz"),
+    ("change_type", "string"),
+    ("column_name", "string"),
+    ("schema_before", "string"),
+    ("schema_after", "string"),
+    ("schema_version", "int"),
+    ("snapshot_id", "long"),
+    ("notification_sent", "boolean"),
+    ("notification_sent_at", "timestamptz"),
+    ("dagster_run_id", "string"),
 )
 
 _process_lock = threading.Lock()
@@ -59,8 +85,12 @@ def _schema(columns: tuple[tuple[str, str], ...], required: tuple[str, ...]):
     from pyiceberg.schema import Schema
     from pyiceberg.types import NestedField
 
-    return Schema(*(NestedField(i, name, iceberg_type(SourceColumn(name, "", kind)), required=name in required)
-                    for i, (name, kind) in enumerate(columns, start=1)))
+    return Schema(
+        *(
+            NestedField(i, name, iceberg_type(SourceColumn(name, "", kind)), required=name in required)
+            for i, (name, kind) in enumerate(columns, start=1)
+        )
+    )
 
 
 def now() -> datetime:
@@ -89,18 +119,23 @@ class ReplicationMeta:
             ensure_namespace(catalog, self.namespace)
             columns = STATUS_COLUMNS if name == STATUS_TABLE else CHANGE_COLUMNS
             required = ("source", "table_name") if name == STATUS_TABLE else ("change_id", "source", "table_name")
-            return catalog.create_table_if_not_exists((*self.namespace, name), _schema(columns, required),
-                                                      properties=TIDY_METADATA)
+            return catalog.create_table_if_not_exists(
+                (*self.namespace, name), _schema(columns, required), properties=TIDY_METADATA
+            )
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         with _process_lock, self.lakehouse.connect() as conn:
-            conn.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (f"dw_platform.replication.meta:{self.source}",))
+            conn.execute(
+                "select pg_advisory_lock(hashtextextended(%s, 0))", (f"dw_platform.replication.meta:{self.source}",)
+            )
             try:
                 yield
             finally:
-                conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))",
-                             (f"dw_platform.replication.meta:{self.source}",))
+                conn.execute(
+                    "select pg_advisory_unlock(hashtextextended(%s, 0))",
+                    (f"dw_platform.replication.meta:{self.source}",),
+                )
 
     @staticmethod
     def _rows(table: Table) -> list[dict[str, Any]]:

@@ -21,9 +21,21 @@ if TYPE_CHECKING:
 MAX_DECIMAL_PRECISION = 38
 # PostgreSQL base types read natively (ADBC gives the right Arrow type); the rest are read as ::text.
 _NATIVE_KINDS = {
-    "int2": "int", "int4": "int", "int8": "long", "oid": "long", "float4": "float", "float8": "double",
-    "bool": "boolean", "date": "date", "timestamp": "timestamp", "timestamptz": "timestamptz", "time": "time",
-    "bytea": "binary", "text": "string", "varchar": "string", "bpchar": "string",
+    "int2": "int",
+    "int4": "int",
+    "int8": "long",
+    "oid": "long",
+    "float4": "float",
+    "float8": "double",
+    "bool": "boolean",
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "time": "time",
+    "bytea": "binary",
+    "text": "string",
+    "varchar": "string",
+    "bpchar": "string",
 }
 
 
@@ -46,8 +58,9 @@ class SourceColumn:
         return {"name": self.name, "type": self.source_type, "nullable": self.nullable}
 
 
-def postgres_column(name: str, source_type: str, base_type: str, typmod: int, category: str,
-                    nullable: bool = True, domain: bool = False) -> SourceColumn:
+def postgres_column(
+    name: str, source_type: str, base_type: str, typmod: int, category: str, nullable: bool = True, domain: bool = False
+) -> SourceColumn:
     """Map a PostgreSQL column (`base_type` = pg_type.typname of the type or of a domain's base
     type, `typmod` its pg_attribute/pg_type typmod, `category` pg_type.typcategory)."""
     if category == "A":  # arrays: their text form, e.g. {1,2,3}
@@ -78,9 +91,16 @@ def iceberg_type(column: SourceColumn) -> IcebergType:
     if column.kind == "decimal":
         return t.DecimalType(column.precision, column.scale)
     return {
-        "int": t.IntegerType(), "long": t.LongType(), "float": t.FloatType(), "double": t.DoubleType(),
-        "boolean": t.BooleanType(), "string": t.StringType(), "date": t.DateType(),
-        "timestamp": t.TimestampType(), "timestamptz": t.TimestamptzType(), "time": t.TimeType(),
+        "int": t.IntegerType(),
+        "long": t.LongType(),
+        "float": t.FloatType(),
+        "double": t.DoubleType(),
+        "boolean": t.BooleanType(),
+        "string": t.StringType(),
+        "date": t.DateType(),
+        "timestamp": t.TimestampType(),
+        "timestamptz": t.TimestamptzType(),
+        "time": t.TimeType(),
         "binary": t.BinaryType(),
     }[column.kind]
 
@@ -91,9 +111,17 @@ def arrow_type(column: SourceColumn) -> pa.DataType:
     if column.kind == "decimal":
         return pa.decimal128(column.precision, column.scale)
     return {
-        "int": pa.int32(), "long": pa.int64(), "float": pa.float32(), "double": pa.float64(),
-        "boolean": pa.bool_(), "string": pa.large_string(), "date": pa.date32(), "timestamp": pa.timestamp("us"),
-        "timestamptz": pa.timestamp("us", tz="UTC"), "time": pa.time64("us"), "binary": pa.large_binary(),
+        "int": pa.int32(),
+        "long": pa.int64(),
+        "float": pa.float32(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "string": pa.large_string(),
+        "date": pa.date32(),
+        "timestamp": pa.timestamp("us"),
+        "timestamptz": pa.timestamp("us", tz="UTC"),
+        "time": pa.time64("us"),
+        "binary": pa.large_binary(),
     }[column.kind]
 
 
@@ -105,7 +133,7 @@ def widens(old: SourceColumn, new: SourceColumn) -> bool:
     """`old` can become `new` by Iceberg type promotion (int->long, float->double, wider decimal)."""
     if (old.kind, new.kind) in _WIDER:
         return True
-    return (old.kind == new.kind == "decimal" and old.scale == new.scale and new.precision >= old.precision)
+    return old.kind == new.kind == "decimal" and old.scale == new.scale and new.precision >= old.precision
 
 
 def same_iceberg_type(old: SourceColumn, new: SourceColumn) -> bool:
@@ -148,7 +176,9 @@ def text_to_iceberg_array(texts: list[str | None], column: SourceColumn) -> pa.A
             return pc.starts_with(raw, "t")
         if column.kind == "time":
             day = pa.scalar("1970-01-01 ", pa.large_string())
-            stamps = pc.cast(pc.binary_join_element_wise(day, raw, pa.scalar("", pa.large_string())), pa.timestamp("us"))
+            stamps = pc.cast(
+                pc.binary_join_element_wise(day, raw, pa.scalar("", pa.large_string())), pa.timestamp("us")
+            )
             return pc.cast(stamps, target)
         return pc.cast(raw, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:

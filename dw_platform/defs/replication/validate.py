@@ -26,7 +26,10 @@ class ValidationReport:
 
     def lines(self) -> list[str]:
         hidden = len(self.rows) - len(self.shown())
-        out = [f"{self.source}: {len(self.rows)} table(s) in the lakehouse" + (f" ({hidden} empty hidden)" if hidden else "")]
+        out = [
+            f"{self.source}: {len(self.rows)} table(s) in the lakehouse"
+            + (f" ({hidden} empty hidden)" if hidden else "")
+        ]
         out += [f"  {key:<50} {rows:>12,}" for key, rows in self.shown().items()]
         out += [f"  MISSING from the lakehouse: {key}" for key in self.missing]
         out += [f"  not selected on the source any more: {key}" for key in self.not_on_source]
@@ -34,13 +37,18 @@ class ValidationReport:
         return out
 
     def metadata(self) -> dict:
-        return {"row_counts": self.shown(), "missing_from_lakehouse": ", ".join(self.missing) or "none",
-                "not_on_source": ", ".join(self.not_on_source) or "none", "failed": ", ".join(self.failed) or "none",
-                "tables": len(self.rows)}
+        return {
+            "row_counts": self.shown(),
+            "missing_from_lakehouse": ", ".join(self.missing) or "none",
+            "not_on_source": ", ".join(self.not_on_source) or "none",
+            "failed": ", ".join(self.failed) or "none",
+            "tables": len(self.rows),
+        }
 
     def problems(self) -> list[str]:
         return ([f"{self.source}: missing from the lakehouse: {', '.join(self.missing)}"] if self.missing else []) + (
-            [f"{self.source}: failed: {', '.join(self.failed)}"] if self.failed else [])
+            [f"{self.source}: failed: {', '.join(self.failed)}"] if self.failed else []
+        )
 
 
 def validate_source(source: SourceConfig, lakehouse: Lakehouse, hide_empty: bool = False) -> ValidationReport:
@@ -91,13 +99,19 @@ def compare_table(source: SourceConfig, lakehouse: Lakehouse, key: str, status: 
     from dw_platform.defs.replication.typemap import arrow_type
 
     table, batches = extractor_for(source).read(None, *split_key(key))
-    source_data = pa.Table.from_batches(list(batches), schema=pa.schema([pa.field(c.name, arrow_type(c))
-                                                                        for c in table.columns]))
+    source_data = pa.Table.from_batches(
+        list(batches), schema=pa.schema([pa.field(c.name, arrow_type(c)) for c in table.columns])
+    )
     ice = lakehouse.catalog().load_table(status["iceberg_table"])
     names = [c.name for c in table.columns if c.name in {f.name for f in ice.schema().fields}]
     lake_data = ice.scan(selected_fields=tuple(names)).to_arrow().select(names)
     source_data = source_data.select(names).cast(lake_data.schema)
     rows_source, hash_source = fingerprint(source_data, list(table.primary_key))
     rows_lake, hash_lake = fingerprint(lake_data, list(table.primary_key))
-    return {"rows_source": rows_source, "rows_lakehouse": rows_lake, "hash_source": hash_source[:16],
-            "hash_lakehouse": hash_lake[:16], "match": (rows_source, hash_source) == (rows_lake, hash_lake)}
+    return {
+        "rows_source": rows_source,
+        "rows_lakehouse": rows_lake,
+        "hash_source": hash_source[:16],
+        "hash_lakehouse": hash_lake[:16],
+        "match": (rows_source, hash_source) == (rows_lake, hash_lake),
+    }

@@ -8,10 +8,10 @@ from psycopg import sql
 from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
 from dw_platform.lib import bronze
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -23,7 +23,8 @@ def source_name(partition_key: str) -> str:
 
 def blob_scope(partition_key: str) -> LoadScope:
     return LoadScope(
-        (partition_key,), sql.SQL("{} = %(blob)s").format(sql.Identifier("_bronze_source_file")),
+        (partition_key,),
+        sql.SQL("{} = %(blob)s").format(sql.Identifier("_bronze_source_file")),
         {"blob": source_name(partition_key)},
     )
 
@@ -66,8 +67,10 @@ def sales(
     key = context.partition_key
     blob = locate(sales_storage, key)
     if blob is None:
-        raise dg.Failure(f"blob {key!r} is in none of {INCOMING}, {PROCESSED}, {FAILED} of container "
-                         f"{sales_storage.container!r}", allow_retries=False)
+        raise dg.Failure(
+            f"blob {key!r} is in none of {INCOMING}, {PROCESSED}, {FAILED} of container {sales_storage.container!r}",
+            allow_retries=False,
+        )
     context.log.info(f"ingesting {sales_storage.container}/{blob.name} (etag {blob.etag}, {blob.size:,} bytes)")
     parsed = SalesFile(source_name(key), sales_keys.cipher())
     started = datetime.now(timezone.utc)
@@ -75,32 +78,65 @@ def sales(
         with warehouse.connect() as conn:
             ensure_quarantine(conn)
             result = bronze.load(
-                conn, SALES, parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
-                asset_key=context.asset_key.to_user_string(), scope=blob_scope(key),
+                conn,
+                SALES,
+                parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
+                asset_key=context.asset_key.to_user_string(),
+                scope=blob_scope(key),
                 source=source_name(key),
-                run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
+                run_id=context.run.run_id,
+                log=context.log.info,
+                after_copy=parsed.write_quarantine,
             )
     except dg.Failure as failure:
         if not bad_file(failure):
             raise
-        report = {"blob": blob.name, "etag": blob.etag, "status": "failed", "error": failure.description,
-                  "rows_loaded": 0, "rows_quarantined": 0, "started_at": started, "finished_at": datetime.now(timezone.utc)}
+        report = {
+            "blob": blob.name,
+            "etag": blob.etag,
+            "status": "failed",
+            "error": failure.description,
+            "rows_loaded": 0,
+            "rows_quarantined": 0,
+            "started_at": started,
+            "finished_at": datetime.now(timezone.utc),
+        }
         _finish(context, sales_storage, blob, key, FAILED, report, failure=failure)
         raise
-    report = {"blob": blob.name, "etag": blob.etag, "status": "succeeded", "error": None, **parsed.summary(),
-              "batch_id": str(result.batch_id), "started_at": started, "finished_at": datetime.now(timezone.utc)}
+    report = {
+        "blob": blob.name,
+        "etag": blob.etag,
+        "status": "succeeded",
+        "error": None,
+        **parsed.summary(),
+        "batch_id": str(result.batch_id),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc),
+    }
     if not parsed.header_found:
         report["note"] = "empty file: no header, no rows"
     _finish(context, sales_storage, blob, key, PROCESSED, report)
     context.log.info(f"{result.summary}; quarantined {parsed.rows_quarantined:,}")
-    return dg.MaterializeResult(metadata={
-        **result.metadata(), "blob": blob.name, "etag": blob.etag, "rows_quarantined": parsed.rows_quarantined,
-        "data_lines": parsed.data_lines,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "blob": blob.name,
+            "etag": blob.etag,
+            "rows_quarantined": parsed.rows_quarantined,
+            "data_lines": parsed.data_lines,
+        }
+    )
 
 
-def _finish(context, storage: BlobStorage, blob: BlobVersion, key: str, folder: str, report: dict,
-            failure: dg.Failure | None = None) -> None:
+def _finish(
+    context,
+    storage: BlobStorage,
+    blob: BlobVersion,
+    key: str,
+    folder: str,
+    report: dict,
+    failure: dg.Failure | None = None,
+) -> None:
     """After the data is committed (or the file failed for good): move the blob to `folder` (unless
     it is there already, as in a re-run) and write its report beside it. The report follows its
     blob: the one it leaves behind is deleted. A new upload that loads also removes the older
@@ -120,5 +156,4 @@ def _finish(context, storage: BlobStorage, blob: BlobVersion, key: str, folder: 
     except Exception as exc:
         # Retried: a retry loads the blob again (replacing its rows) wherever it is now, and finishes it.
         done = f"{failure.description}; and then" if failure else f"loaded {blob.name} but"
-        raise dg.Failure(f"{done} could not move it to {folder} with its report: {exc}",
-                         allow_retries=True) from exc
+        raise dg.Failure(f"{done} could not move it to {folder} with its report: {exc}", allow_retries=True) from exc

@@ -31,7 +31,9 @@ def _scope(context: dg.AssetCheckExecutionContext, conn) -> LoadScope | None:
     return blob_scope(row[0]) if row else None
 
 
-@dg.asset_check(asset=ASSET, blocking=True, description="The table has exactly the schema's columns and the lineage columns.")
+@dg.asset_check(
+    asset=ASSET, blocking=True, description="The table has exactly the schema's columns and the lineage columns."
+)
 def sales_expected_columns(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         return bronze_checks.expected_columns(conn, SALES)
@@ -61,11 +63,14 @@ def sales_rows_reconcile_with_blob(
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
         key = scope.partition_keys[0]
         loaded = conn.execute(
-            sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(SALES.ident), (scope.params["blob"],)
+            sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(SALES.ident),
+            (scope.params["blob"],),
         ).fetchone()[0]
         quarantined = conn.execute(
             sql.SQL("select count(*) from {} where blob_name = %s").format(
-                sql.Identifier(*SCHEMA.quarantine_table.split("."))), (scope.params["blob"],)
+                sql.Identifier(*SCHEMA.quarantine_table.split("."))
+            ),
+            (scope.params["blob"],),
         ).fetchone()[0]
     blob = locate(sales_storage, key)
     if blob is None:
@@ -87,7 +92,7 @@ def stale_blobs(storage: BlobStorage, max_wait: timedelta, now: datetime) -> tup
     asset=ASSET,
     blocking=False,
     description="No blob has waited in incoming/ longer than DW_SALES_MAX_WAIT_MINUTES (default 60): a blob "
-                "that stays there was never loaded (sensor stopped, runs failing or queued behind others).",
+    "that stays there was never loaded (sensor stopped, runs failing or queued behind others).",
 )
 def sales_incoming_not_stale(sales_storage: BlobStorage) -> dg.AssetCheckResult:
     max_wait = timedelta(minutes=float(os.environ.get("DW_SALES_MAX_WAIT_MINUTES", "60")))
@@ -95,7 +100,8 @@ def sales_incoming_not_stale(sales_storage: BlobStorage) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=not stale,
         metadata={
-            "blobs_waiting": waiting, "blobs_waiting_too_long": len(stale),
+            "blobs_waiting": waiting,
+            "blobs_waiting_too_long": len(stale),
             "max_wait_minutes": max_wait.total_seconds() / 60,
             "oldest_wait_minutes": round(stale[0][1].total_seconds() / 60, 1) if stale else 0,
             "longest_waiting": ", ".join(f"{name} ({age.total_seconds() / 60:.0f} min)" for name, age in stale[:20]),

@@ -33,8 +33,9 @@ def bronze_table(schema: CsvSchema = SCHEMA) -> BronzeTable:
     """Every source column is text (values as they arrived; silver types them), plus the line."""
     table_schema, name = schema.table.split(".")
     columns = tuple(Column(c.name, "text") for c in schema.columns)
-    return BronzeTable(table_schema, name, (*columns, Column("source_line", "bigint")),
-                       index_columns=("_bronze_source_file",))
+    return BronzeTable(
+        table_schema, name, (*columns, Column("source_line", "bigint")), index_columns=("_bronze_source_file",)
+    )
 
 
 SALES = bronze_table()
@@ -62,16 +63,20 @@ def ensure_quarantine(conn: psycopg.Connection, schema: CsvSchema = SCHEMA) -> N
     """Create the quarantine table if missing, and bring a bronze.sales of the typed shape (before
     bronze kept values as text) to the current one. Checked first without DDL (even `if not exists`
     DDL takes locks that would queue behind a running load), changed serialized like bronze DDL."""
-    if conn.execute("select to_regclass(%s) is not null",
-                    (sql.Identifier(*schema.quarantine_table.split(".")).as_string(conn),)).fetchone()[0] \
-            and not _typed_columns(conn):
+    if conn.execute(
+        "select to_regclass(%s) is not null", (sql.Identifier(*schema.quarantine_table.split(".")).as_string(conn),)
+    ).fetchone()[0] and not _typed_columns(conn):
         return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(schema.quarantine_table.split(".")[0])))
+        conn.execute(
+            sql.SQL("create schema if not exists {}").format(sql.Identifier(schema.quarantine_table.split(".")[0]))
+        )
         conn.execute(quarantine_ddl(schema))
-        upgrade = [sql.SQL("alter column {0} type text using {0}::text").format(sql.Identifier(c))
-                   for c in _typed_columns(conn)]
+        upgrade = [
+            sql.SQL("alter column {0} type text using {0}::text").format(sql.Identifier(c))
+            for c in _typed_columns(conn)
+        ]
         if _typed_columns(conn, ("total_amount",)):
             upgrade.append(sql.SQL("drop column total_amount"))  # silver derives it now
         if upgrade:
@@ -81,10 +86,14 @@ def ensure_quarantine(conn: psycopg.Connection, schema: CsvSchema = SCHEMA) -> N
 def _typed_columns(conn: psycopg.Connection, names: tuple[str, ...] | None = None) -> list[str]:
     """Source columns of bronze.sales that are not text yet (or, given names, those that exist)."""
     wanted = list(names) if names else [c.name for c in SALES.columns if c.pg_type == "text"]
-    return [r[0] for r in conn.execute(
-        "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
-        " and column_name = any(%s)" + ("" if names else " and data_type <> 'text'"),
-        (SALES.schema, SALES.name, wanted))]
+    return [
+        r[0]
+        for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s and table_name = %s"
+            " and column_name = any(%s)" + ("" if names else " and data_type <> 'text'"),
+            (SALES.schema, SALES.name, wanted),
+        )
+    ]
 
 
 class SalesFile:
@@ -133,8 +142,11 @@ class SalesFile:
         self._spool.close()
 
     def summary(self) -> dict:
-        return {"data_lines": self.reader.records, "rows_loaded": self.reader.rows,
-                "rows_quarantined": self.reader.rejected}
+        return {
+            "data_lines": self.reader.records,
+            "rows_loaded": self.reader.rows,
+            "rows_quarantined": self.reader.rejected,
+        }
 
 
 def count_data_lines(chunks: Iterable[bytes], schema: CsvSchema = SCHEMA) -> int:

@@ -25,35 +25,58 @@ def rotate_keys(conn: psycopg.Connection, cipher: Cipher, log: Callable[[str], N
     ensure_bronze_objects(conn, SALES)
     ensure_quarantine(conn)
     # Updates find their row by (blob, line).
-    conn.execute(sql.SQL("create index if not exists {} on {} (_bronze_source_file, source_line)").format(
-        sql.Identifier(f"{SALES.name}_blob_line_idx"), SALES.ident))
+    conn.execute(
+        sql.SQL("create index if not exists {} on {} (_bronze_source_file, source_line)").format(
+            sql.Identifier(f"{SALES.name}_blob_line_idx"), SALES.ident
+        )
+    )
     sensitive = SCHEMA.sensitive_columns
     counts = {"rows_rotated": 0, "quarantine_rows_rotated": 0, "blobs": 0}
-    blobs = [r[0] for r in conn.execute(
-        sql.SQL("select distinct _bronze_source_file from {} union select distinct blob_name from {}").format(
-            SALES.ident, sql.Identifier(*SCHEMA.quarantine_table.split("."))))]
+    blobs = [
+        r[0]
+        for r in conn.execute(
+            sql.SQL("select distinct _bronze_source_file from {} union select distinct blob_name from {}").format(
+                SALES.ident, sql.Identifier(*SCHEMA.quarantine_table.split("."))
+            )
+        )
+    ]
     for blob in blobs:
         with conn.transaction():
             key = partition_key(blob.removeprefix(INCOMING))
             conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{SALES.qualified_name}:{key}",))
-            counts["rows_rotated"] += _rotate(conn, cipher, SALES.ident, "_bronze_source_file", "source_line", sensitive, blob)
+            counts["rows_rotated"] += _rotate(
+                conn, cipher, SALES.ident, "_bronze_source_file", "source_line", sensitive, blob
+            )
             counts["quarantine_rows_rotated"] += _rotate(
-                conn, cipher, sql.Identifier(*SCHEMA.quarantine_table.split(".")), "blob_name", "line_number",
-                ["raw_line_encrypted"], blob)
+                conn,
+                cipher,
+                sql.Identifier(*SCHEMA.quarantine_table.split(".")),
+                "blob_name",
+                "line_number",
+                ["raw_line_encrypted"],
+                blob,
+            )
         counts["blobs"] += 1
         log(f"rotated {blob}")
     return counts
 
 
-def _rotate(conn, cipher: Cipher, table: sql.Identifier, blob_column: str, line_column: str,
-            columns: list[str], blob: str) -> int:
+def _rotate(
+    conn, cipher: Cipher, table: sql.Identifier, blob_column: str, line_column: str, columns: list[str], blob: str
+) -> int:
     """Rotate `columns` of the rows of one blob, keyed by (blob, line); returns rows changed."""
     select = sql.SQL("select {line}, {cols} from {table} where {blob} = %s").format(
-        line=sql.Identifier(line_column), cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        table=table, blob=sql.Identifier(blob_column))
+        line=sql.Identifier(line_column),
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        table=table,
+        blob=sql.Identifier(blob_column),
+    )
     update = sql.SQL("update {table} set {sets} where {blob} = %s and {line} = %s").format(
-        table=table, blob=sql.Identifier(blob_column), line=sql.Identifier(line_column),
-        sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns))
+        table=table,
+        blob=sql.Identifier(blob_column),
+        line=sql.Identifier(line_column),
+        sets=sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in columns),
+    )
     changed = 0
     with conn.cursor(name="rotate_read") as reader, conn.cursor() as writer:
         reader.execute(select, (blob,))

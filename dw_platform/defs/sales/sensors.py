@@ -34,8 +34,13 @@ MAX_RETRY_AFTER_S = 3600.0
 ETAG_TAG = "dw/blob_etag"
 PARTITION_TAG = "dagster/partition"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -57,7 +62,7 @@ def dump_cursor(launched: dict[str, str]) -> str:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="One run per new or changed blob under incoming/ in the sales container; a blob whose run "
-                "ended without loading it is requested again.",
+    "ended without loading it is requested again.",
 )
 def sales_incoming_sensor(context: dg.SensorEvaluationContext, sales_storage: BlobStorage) -> dg.SensorResult:
     return scan(context, sales_storage)
@@ -86,7 +91,7 @@ def scan(
         last_listed = blob.name
         if blob.name.endswith("/"):
             continue
-        key = partition_key(blob.name[len(INCOMING):])
+        key = partition_key(blob.name[len(INCOMING) :])
         seen.add(key)
         if launched.get(key) == blob.etag:
             waiting[key] = blob.etag
@@ -94,15 +99,13 @@ def scan(
         if key not in known:
             new_keys.append(key)
             known.add(key)
-        requests.append(
-            dg.RunRequest(run_key=run_key(key, blob.etag), partition_key=key, tags={ETAG_TAG: blob.etag})
-        )
+        requests.append(dg.RunRequest(run_key=run_key(key, blob.etag), partition_key=key, tags={ETAG_TAG: blob.etag}))
         launched[key] = blob.etag
     first = len(requests)
     requests += stranded(context.instance, storage, waiting, max_runs - len(requests), retry_after_s)
     # Forget blobs that left incoming/ (listed in name order: everything up to the last name
     # listed has been seen, if it is still there).
-    bound = None if complete else (last_listed[len(INCOMING):] if last_listed else "")
+    bound = None if complete else (last_listed[len(INCOMING) :] if last_listed else "")
     for key in [k for k in launched if k not in seen and (bound is None or blob_path(k) <= bound)]:
         del launched[key]
     if requests:
@@ -118,8 +121,9 @@ def scan(
     )
 
 
-def stranded(instance: dg.DagsterInstance, storage: BlobStorage, waiting: dict[str, str], limit: int,
-             retry_after_s: float) -> list[dg.RunRequest]:
+def stranded(
+    instance: dg.DagsterInstance, storage: BlobStorage, waiting: dict[str, str], limit: int, retry_after_s: float
+) -> list[dg.RunRequest]:
     """Run requests for requested blob versions still in incoming/ whose latest run ended without
     loading them and will not be retried by Dagster, once their wait is over."""
     if not waiting or limit <= 0:
@@ -142,8 +146,9 @@ def stranded(instance: dg.DagsterInstance, storage: BlobStorage, waiting: dict[s
         current = storage.version(INCOMING + blob_path(key))
         if current is None or current.etag != etag:
             continue  # finished (moved) or replaced since the listing
-        requests.append(dg.RunRequest(run_key=f"{run_key(key, etag)}#{attempts + 1}", partition_key=key,
-                                      tags={ETAG_TAG: etag}))
+        requests.append(
+            dg.RunRequest(run_key=f"{run_key(key, etag)}#{attempts + 1}", partition_key=key, tags={ETAG_TAG: etag})
+        )
         if len(requests) >= limit:
             break
     return requests

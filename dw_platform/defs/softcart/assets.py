@@ -14,7 +14,12 @@ import psycopg
 from psycopg import sql
 
 from dw_platform.defs.softcart.ingest import (
-    CUSTOMERS, PRODUCTS, SALES_DATA, WEB_ACCESS_LOG, AccessLogFile, ensure_quarantine,
+    CUSTOMERS,
+    PRODUCTS,
+    SALES_DATA,
+    WEB_ACCESS_LOG,
+    AccessLogFile,
+    ensure_quarantine,
 )
 from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
 from dw_platform.lib import bronze
@@ -41,8 +46,9 @@ def select_columns(table: BronzeTable, source_table: str, dialect) -> str:
 
 def get_last_rowid(conn: psycopg.Connection) -> int:
     """The highest rowid bronze holds (0 when empty)."""
-    return conn.execute(sql.SQL("select coalesce(max({}), 0) from {}").format(
-        sql.Identifier(ROWID), SALES_DATA.ident)).fetchone()[0]
+    return conn.execute(
+        sql.SQL("select coalesce(max({}), 0) from {}").format(sql.Identifier(ROWID), SALES_DATA.ident)
+    ).fetchone()[0]
 
 
 # The MariaDB ODBC driver (Connector/ODBC 3.1) holds a whole result in memory, so sales_data is
@@ -54,8 +60,9 @@ def latest_records_query(dialect, page_rows: int | None = None) -> str:
     """The rows of a rowid range (lower bound exclusive, upper inclusive), in rowid order; with
     `page_rows`, the first `page_rows` of them."""
     rowid = quote_ident(ROWID, dialect)
-    query = (f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} "
-             f"WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}")
+    query = (
+        f"{select_columns(SALES_DATA, SALES_SOURCE_TABLE, dialect)} WHERE {rowid} > ? AND {rowid} <= ? ORDER BY {rowid}"
+    )
     if page_rows is None:
         return query
     return f"{query} LIMIT {page_rows}" if dialect == "mysql" else f"{query} FETCH FIRST {page_rows} ROWS ONLY"
@@ -70,12 +77,15 @@ def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator:
     starts, in rowid order, as Arrow record batches fetched column-wise by the ODBC reader
     process, in keyset pages of `PAGE_ROWS` rows (gaps in the rowids cost nothing). Rows
     committed later wait for the next run."""
-    high = source.scalar(f"SELECT MAX({quote_ident(ROWID, source.dialect)}) "
-                         f"FROM {quote_table(SALES_SOURCE_TABLE, source.dialect)}") or 0
+    high = (
+        source.scalar(
+            f"SELECT MAX({quote_ident(ROWID, source.dialect)}) FROM {quote_table(SALES_SOURCE_TABLE, source.dialect)}"
+        )
+        or 0
+    )
     if high <= last_rowid:
         return iter(())
-    return source.arrow_stream(latest_records_query(source.dialect, PAGE_ROWS), [last_rowid, high],
-                               page_rows=PAGE_ROWS)
+    return source.arrow_stream(latest_records_query(source.dialect, PAGE_ROWS), [last_rowid, high], page_rows=PAGE_ROWS)
 
 
 @dg.asset(
@@ -83,10 +93,11 @@ def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator:
     **asset_attributes("softcart"),
     kinds={"mysql", "odbc", "postgres"},
     description="SoftCart's sales_data over ODBC, append-only: each run adds the rows whose rowid is above "
-                "the highest rowid in bronze, in rowid order; bronze rows are never changed.",
+    "the highest rowid in bronze, in rowid order; bronze rows are never changed.",
 )
-def softcart_sales_data(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                        softcart_source: OdbcSource) -> dg.MaterializeResult:
+def softcart_sales_data(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, softcart_source: OdbcSource
+) -> dg.MaterializeResult:
     last = {}
 
     def rows(conn: psycopg.Connection):
@@ -97,51 +108,82 @@ def softcart_sales_data(context: dg.AssetExecutionContext, warehouse: PostgresWa
 
     with warehouse.connect() as conn:
         result = bronze.load(
-            conn, SALES_DATA, rows, asset_key=context.asset_key.to_user_string(), scope=table_scope(),
+            conn,
+            SALES_DATA,
+            rows,
+            asset_key=context.asset_key.to_user_string(),
+            scope=table_scope(),
             source=f"{softcart_source.name}:{SALES_SOURCE_TABLE}",
             watermark=Watermark(f"{softcart_source.name}.{SALES_SOURCE_TABLE}", ROWID),
-            run_id=context.run.run_id, log=context.log.info,
+            run_id=context.run.run_id,
+            log=context.log.info,
         )
         first_id, last_id = conn.execute(
-            "select first_id, last_id from bronze.batch_ledger where batch_id = %s", (result.batch_id,)).fetchone()
-    context.log.info(result.summary if result.rows_read else
-                     f"no new {SALES_SOURCE_TABLE} rows above rowid {last['rowid']:,}: loaded 0 rows")
-    return dg.MaterializeResult(metadata={
-        **result.metadata(), "rowid_before": last["rowid"], "first_rowid": first_id, "last_rowid": last_id,
-    })
+            "select first_id, last_id from bronze.batch_ledger where batch_id = %s", (result.batch_id,)
+        ).fetchone()
+    context.log.info(
+        result.summary
+        if result.rows_read
+        else f"no new {SALES_SOURCE_TABLE} rows above rowid {last['rowid']:,}: loaded 0 rows"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "rowid_before": last["rowid"],
+            "first_rowid": first_id,
+            "last_rowid": last_id,
+        }
+    )
 
 
-def _snapshot(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, source: OdbcSource,
-              table: BronzeTable, source_table: str) -> dg.MaterializeResult:
+def _snapshot(
+    context: dg.AssetExecutionContext,
+    warehouse: PostgresWarehouse,
+    source: OdbcSource,
+    table: BronzeTable,
+    source_table: str,
+) -> dg.MaterializeResult:
     with warehouse.connect() as conn:
         result = bronze.load(
-            conn, table, source.copy_stream(select_columns(table, source_table, source.dialect), [], copy_columns(table)),
-            asset_key=context.asset_key.to_user_string(), scope=table_scope(),
-            source=f"{source.name}:{source_table}", run_id=context.run.run_id, log=context.log.info,
+            conn,
+            table,
+            source.copy_stream(select_columns(table, source_table, source.dialect), [], copy_columns(table)),
+            asset_key=context.asset_key.to_user_string(),
+            scope=table_scope(),
+            source=f"{source.name}:{source_table}",
+            run_id=context.run.run_id,
+            log=context.log.info,
         )
     context.log.info(result.summary)
     return dg.MaterializeResult(metadata=result.metadata())
 
 
 @dg.asset(
-    key=["bronze", "softcart_products"], **asset_attributes("softcart"), kinds={"mysql", "odbc", "postgres"},
+    key=["bronze", "softcart_products"],
+    **asset_attributes("softcart"),
+    kinds={"mysql", "odbc", "postgres"},
     description="SoftCart's products, read whole on every run; changed rows are appended as new versions.",
 )
-def softcart_products(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                      softcart_source: OdbcSource) -> dg.MaterializeResult:
+def softcart_products(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, softcart_source: OdbcSource
+) -> dg.MaterializeResult:
     return _snapshot(context, warehouse, softcart_source, PRODUCTS, "products")
 
 
 @dg.asset(
-    key=["bronze", "softcart_customers"], **asset_attributes("softcart"), kinds={"mysql", "odbc", "postgres"},
+    key=["bronze", "softcart_customers"],
+    **asset_attributes("softcart"),
+    kinds={"mysql", "odbc", "postgres"},
     description="SoftCart's customers (id, country), read whole on every run; changed rows are appended as new versions.",
 )
-def softcart_customers(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                       softcart_source: OdbcSource) -> dg.MaterializeResult:
+def softcart_customers(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, softcart_source: OdbcSource
+) -> dg.MaterializeResult:
     return _snapshot(context, warehouse, softcart_source, CUSTOMERS, "customers")
 
 
 # --- web access logs ---------------------------------------------------------------------------
+
 
 def source_file(zone: Landing, partition_key: str) -> str:
     """`_bronze_source_file` of a log's rows: where it arrived (stable after it is archived)."""
@@ -149,8 +191,9 @@ def source_file(zone: Landing, partition_key: str) -> str:
 
 
 def file_scope(source: str, partition_key: str) -> LoadScope:
-    return LoadScope((partition_key,), sql.SQL("{} = %(file)s").format(sql.Identifier("_bronze_source_file")),
-                     {"file": source})
+    return LoadScope(
+        (partition_key,), sql.SQL("{} = %(file)s").format(sql.Identifier("_bronze_source_file")), {"file": source}
+    )
 
 
 def locate_log(zone: Landing, partition_key: str) -> tuple[LandedFile, bool] | None:
@@ -172,18 +215,21 @@ def log_chunks(zone: Landing, file: LandedFile, incoming: bool) -> Iterator[byte
     kinds={"azure", "postgres"},
     partitions_def=weblog_files,
     description="Web server access logs (Common/Combined Log Format) from the weblogs landing zone's incoming/, "
-                "one partition per file, one row per line; lines that do not parse are in "
-                "bronze.web_access_log_quarantine with the reason. After the commit the file is archived "
-                "gzip-compressed to archive/<name>.gz.",
+    "one partition per file, one row per line; lines that do not parse are in "
+    "bronze.web_access_log_quarantine with the reason. After the commit the file is archived "
+    "gzip-compressed to archive/<name>.gz.",
 )
-def web_access_log(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                   softcart_weblogs: LandingZone) -> dg.MaterializeResult:
+def web_access_log(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, softcart_weblogs: LandingZone
+) -> dg.MaterializeResult:
     key = context.partition_key
     zone = softcart_weblogs.landing()
     located = locate_log(zone, key)
     if located is None:
-        raise dg.Failure(f"access log {key!r} is in neither {INCOMING} nor {archive_path(key)} of the weblogs "
-                         f"landing zone", allow_retries=False)
+        raise dg.Failure(
+            f"access log {key!r} is in neither {INCOMING} nor {archive_path(key)} of the weblogs landing zone",
+            allow_retries=False,
+        )
     found, incoming = located
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes{'' if incoming else ', from the archive'})")
     source = source_file(zone, key)
@@ -191,9 +237,15 @@ def web_access_log(context: dg.AssetExecutionContext, warehouse: PostgresWarehou
     with warehouse.connect() as conn:
         ensure_quarantine(conn)
         result = bronze.load(
-            conn, WEB_ACCESS_LOG, parsed.batches(prefetch(log_chunks(zone, found, incoming))),
-            asset_key=context.asset_key.to_user_string(), scope=file_scope(source, key), source=source,
-            run_id=context.run.run_id, log=context.log.info, after_copy=parsed.write_quarantine,
+            conn,
+            WEB_ACCESS_LOG,
+            parsed.batches(prefetch(log_chunks(zone, found, incoming))),
+            asset_key=context.asset_key.to_user_string(),
+            scope=file_scope(source, key),
+            source=source,
+            run_id=context.run.run_id,
+            log=context.log.info,
+            after_copy=parsed.write_quarantine,
         )
     archived = archive_path(key)
     if incoming:  # committed: now (and only now) the file leaves incoming/
@@ -201,12 +253,18 @@ def web_access_log(context: dg.AssetExecutionContext, warehouse: PostgresWarehou
             archive_gzip(zone, found, archived)
         except Exception as exc:
             # The lines are committed; a retry re-reads the file (replacing its rows) and archives it.
-            raise dg.Failure(f"loaded {found.path} but could not archive it to {archived}: {exc}",
-                             allow_retries=True) from exc
+            raise dg.Failure(
+                f"loaded {found.path} but could not archive it to {archived}: {exc}", allow_retries=True
+            ) from exc
         context.log.info(f"archived {found.path} to {archived}")
     context.log.info(f"{result.summary}; quarantined {parsed.lines_quarantined:,} of {parsed.lines:,} lines")
-    return dg.MaterializeResult(metadata={
-        **result.metadata(), "source_file": source, "lines": parsed.lines,
-        "lines_quarantined": parsed.lines_quarantined, "archived_to": archived,
-        "quarantine_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(parsed.reasons.items())) or "none",
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "source_file": source,
+            "lines": parsed.lines,
+            "lines_quarantined": parsed.lines_quarantined,
+            "archived_to": archived,
+            "quarantine_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(parsed.reasons.items())) or "none",
+        }
+    )

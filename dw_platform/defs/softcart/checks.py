@@ -7,9 +7,23 @@ import dagster as dg
 from psycopg import sql
 
 from dw_platform.defs.softcart.assets import (
-    ROWID, SALES_SOURCE_TABLE, file_scope, locate_log, log_chunks, select_columns, source_file, table_scope,
+    ROWID,
+    SALES_SOURCE_TABLE,
+    file_scope,
+    locate_log,
+    log_chunks,
+    select_columns,
+    source_file,
+    table_scope,
 )
-from dw_platform.defs.softcart.ingest import CUSTOMERS, PRODUCTS, QUARANTINE, SALES_DATA, WEB_ACCESS_LOG, ensure_quarantine
+from dw_platform.defs.softcart.ingest import (
+    CUSTOMERS,
+    PRODUCTS,
+    QUARANTINE,
+    SALES_DATA,
+    WEB_ACCESS_LOG,
+    ensure_quarantine,
+)
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.access_log import count_lines
 from dw_platform.lib.bronze import BronzeTable, ensure_bronze_objects
@@ -22,8 +36,12 @@ WEB_ASSET = dg.AssetKey(["bronze", "web_access_log"])
 
 
 def _expected_columns(table: BronzeTable, asset: dg.AssetKey):
-    @dg.asset_check(asset=asset, name=f"{table.name}_expected_columns", blocking=True,
-                    description="The table has exactly the source and lineage columns.")
+    @dg.asset_check(
+        asset=asset,
+        name=f"{table.name}_expected_columns",
+        blocking=True,
+        description="The table has exactly the source and lineage columns.",
+    )
     def check(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
             return bronze_checks.expected_columns(conn, table)
@@ -32,8 +50,12 @@ def _expected_columns(table: BronzeTable, asset: dg.AssetKey):
 
 
 def _no_all_null_rows(table: BronzeTable, asset: dg.AssetKey, ignore: tuple[str, ...]):
-    @dg.asset_check(asset=asset, name=f"{table.name}_no_all_null_rows", blocking=True,
-                    description=f"No row is empty in every source column ({', '.join(ignore)} aside).")
+    @dg.asset_check(
+        asset=asset,
+        name=f"{table.name}_no_all_null_rows",
+        blocking=True,
+        description=f"No row is empty in every source column ({', '.join(ignore)} aside).",
+    )
     def check(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
             ensure_bronze_objects(conn, table)
@@ -43,15 +65,20 @@ def _no_all_null_rows(table: BronzeTable, asset: dg.AssetKey, ignore: tuple[str,
 
 
 def _reference_rows_in_bronze(table: BronzeTable, source_table: str):
-    @dg.asset_check(asset=dg.AssetKey(["bronze", table.name]), name=f"{table.name}_holds_every_source_row",
-                    blocking=True, description=f"Every row of {source_table} as the source holds it now is a "
-                                                "version in bronze (bronze keeps older versions too).")
+    @dg.asset_check(
+        asset=dg.AssetKey(["bronze", table.name]),
+        name=f"{table.name}_holds_every_source_row",
+        blocking=True,
+        description=f"Every row of {source_table} as the source holds it now is a "
+        "version in bronze (bronze keeps older versions too).",
+    )
     def check(warehouse: PostgresWarehouse, softcart_source: OdbcSource) -> dg.AssetCheckResult:
         query = select_columns(table, source_table, softcart_source.dialect)
         with warehouse.connect() as conn:
             ensure_bronze_objects(conn, table)
-            return bronze_checks.source_versions_in_bronze(conn, table, table_scope(),
-                                                           lambda _scope: softcart_source.stream(query, []))
+            return bronze_checks.source_versions_in_bronze(
+                conn, table, table_scope(), lambda _scope: softcart_source.stream(query, [])
+            )
 
     return check
 
@@ -69,22 +96,26 @@ web_access_log_expected_columns = _expected_columns(WEB_ACCESS_LOG, WEB_ASSET)
 def softcart_sales_data_rowid_unique(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, SALES_DATA)
-        duplicated = conn.execute(sql.SQL(
-            "select count(*) from (select {r} from {t} group by {r} having count(*) > 1) d").format(
-            r=sql.Identifier(ROWID), t=SALES_DATA.ident)).fetchone()[0]
+        duplicated = conn.execute(
+            sql.SQL("select count(*) from (select {r} from {t} group by {r} having count(*) > 1) d").format(
+                r=sql.Identifier(ROWID), t=SALES_DATA.ident
+            )
+        ).fetchone()[0]
     return dg.AssetCheckResult(passed=duplicated == 0, metadata={"rowids_duplicated": duplicated})
 
 
 @dg.asset_check(
-    asset=SALES_ASSET, blocking=True,
+    asset=SALES_ASSET,
+    blocking=True,
     description="No data lost: up to the highest rowid loaded, the source's row count and highest rowid equal "
-                "bronze's. If it fails, a row is missing from bronze (or was deleted at the source).",
+    "bronze's. If it fails, a row is missing from bronze (or was deleted at the source).",
 )
 def softcart_sales_data_no_data_lost(warehouse: PostgresWarehouse, softcart_source: OdbcSource) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, SALES_DATA)
-        bronze_rows, bronze_max = conn.execute(sql.SQL("select count(*), coalesce(max({}), 0) from {}").format(
-            sql.Identifier(ROWID), SALES_DATA.ident)).fetchone()
+        bronze_rows, bronze_max = conn.execute(
+            sql.SQL("select count(*), coalesce(max({}), 0) from {}").format(sql.Identifier(ROWID), SALES_DATA.ident)
+        ).fetchone()
     rowid = quote_ident(ROWID, softcart_source.dialect)
     table = quote_table(SALES_SOURCE_TABLE, softcart_source.dialect)
     where = f"FROM {table} WHERE {rowid} <= ?"
@@ -93,8 +124,13 @@ def softcart_sales_data_no_data_lost(warehouse: PostgresWarehouse, softcart_sour
     missing = source_rows - bronze_rows
     return dg.AssetCheckResult(
         passed=source_rows == bronze_rows and source_max == bronze_max,
-        metadata={"high_water_rowid": bronze_max, "source_rows": source_rows, "bronze_rows": bronze_rows,
-                  "source_max_rowid": source_max, "rows_missing_in_bronze": missing},
+        metadata={
+            "high_water_rowid": bronze_max,
+            "source_rows": source_rows,
+            "bronze_rows": bronze_rows,
+            "source_max_rowid": source_max,
+            "rows_missing_in_bronze": missing,
+        },
         description=None if missing == 0 else f"{missing:,} source rows up to rowid {bronze_max:,} are not in bronze",
     )
 
@@ -102,14 +138,18 @@ def softcart_sales_data_no_data_lost(warehouse: PostgresWarehouse, softcart_sour
 def _weblog_scope(context: dg.AssetCheckExecutionContext, conn) -> str | None:
     if context.has_partition_key:
         return context.partition_key
-    row = conn.execute("select partition_key from bronze.batch_ledger where target_table = %s and status = 'succeeded'"
-                       " order by finished_at desc limit 1", (WEB_ACCESS_LOG.qualified_name,)).fetchone()
+    row = conn.execute(
+        "select partition_key from bronze.batch_ledger where target_table = %s and status = 'succeeded'"
+        " order by finished_at desc limit 1",
+        (WEB_ACCESS_LOG.qualified_name,),
+    ).fetchone()
     return row[0] if row else None
 
 
 @dg.asset_check(asset=WEB_ASSET, blocking=True, description="No line is empty in every field.")
-def web_access_log_no_all_null_rows(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse,
-                                    softcart_weblogs: LandingZone) -> dg.AssetCheckResult:
+def web_access_log_no_all_null_rows(
+    context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, softcart_weblogs: LandingZone
+) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, WEB_ACCESS_LOG)
         key = _weblog_scope(context, conn)
@@ -118,11 +158,13 @@ def web_access_log_no_all_null_rows(context: dg.AssetCheckExecutionContext, ware
 
 
 @dg.asset_check(
-    asset=WEB_ASSET, blocking=True,
+    asset=WEB_ASSET,
+    blocking=True,
     description="Lines loaded + lines quarantined = the lines of the file, recounted from storage (incoming/ or the archive).",
 )
-def web_access_log_lines_reconcile_with_file(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse,
-                                             softcart_weblogs: LandingZone) -> dg.AssetCheckResult:
+def web_access_log_lines_reconcile_with_file(
+    context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, softcart_weblogs: LandingZone
+) -> dg.AssetCheckResult:
     zone = softcart_weblogs.landing()
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, WEB_ACCESS_LOG)
@@ -131,10 +173,12 @@ def web_access_log_lines_reconcile_with_file(context: dg.AssetCheckExecutionCont
         if key is None:
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
         source = source_file(zone, key)
-        loaded = conn.execute(sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(
-            WEB_ACCESS_LOG.ident), (source,)).fetchone()[0]
-        quarantined = conn.execute(sql.SQL("select count(*) from {} where source_file = %s").format(QUARANTINE),
-                                   (source,)).fetchone()[0]
+        loaded = conn.execute(
+            sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(WEB_ACCESS_LOG.ident), (source,)
+        ).fetchone()[0]
+        quarantined = conn.execute(
+            sql.SQL("select count(*) from {} where source_file = %s").format(QUARANTINE), (source,)
+        ).fetchone()[0]
     located = locate_log(zone, key)
     if located is None:
         return dg.AssetCheckResult(passed=False, metadata={"file": key, "problem": "file not found in storage"})

@@ -118,7 +118,8 @@ class AccessLogFile:
         conn.execute(sql.SQL("delete from {} where source_file = %s").format(QUARANTINE), (self.source_file,))
         self._spool.seek(0)
         statement = sql.SQL("copy {} ({}) from stdin").format(
-            QUARANTINE, sql.SQL(", ").join(sql.Identifier(c) for c in QUARANTINE_COLUMNS))
+            QUARANTINE, sql.SQL(", ").join(sql.Identifier(c) for c in QUARANTINE_COLUMNS)
+        )
         with conn.cursor().copy(statement) as copy:
             for line, raw, reason in csv.reader(self._spool):
                 copy.write_row((self.source_file, int(line), raw, reason, load_ts, batch_id))

@@ -4,7 +4,9 @@ import dagster as dg
 
 from dw_platform.defs.softcart.partitions import weblog_files
 
-BRONZE_TABLES = [dg.AssetKey(["bronze", name]) for name in ("softcart_sales_data", "softcart_products", "softcart_customers")]
+BRONZE_TABLES = [
+    dg.AssetKey(["bronze", name]) for name in ("softcart_sales_data", "softcart_products", "softcart_customers")
+]
 # dbt seeds with the reference lists the star schema's dimensions are built from.
 REFERENCE_SEEDS = [dg.AssetKey(["silver", name]) for name in ("softcart_categories", "softcart_countries")]
 
@@ -19,8 +21,9 @@ softcart_sync_job = dg.define_asset_job(
 
 softcart_weblogs_job = dg.define_asset_job(
     name="softcart_weblogs",
-    selection=dg.AssetSelection.assets(dg.AssetKey(["bronze", "web_access_log"]),
-                                       dg.AssetKey(["silver", "softcart_bot_agents"])).downstream(),
+    selection=dg.AssetSelection.assets(
+        dg.AssetKey(["bronze", "web_access_log"]), dg.AssetKey(["silver", "softcart_bot_agents"])
+    ).downstream(),
     partitions_def=weblog_files,
     description="One access-log file into bronze (bad lines quarantined), archived, then the traffic models.",
     op_retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL),

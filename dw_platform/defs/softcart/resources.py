@@ -12,8 +12,11 @@ from dw_platform.lib.odbc import OdbcSource
 def softcart_source() -> OdbcSource:
     """DW_SOFTCART_ODBC (a secret: it may carry a password); with the embedded default, the
     project's own MariaDB. DW_SOFTCART_DIALECT decides identifier quoting (mysql, or db2)."""
-    return OdbcSource(connection_string=dg.EnvVar("DW_SOFTCART_ODBC"),
-                      dialect=os.environ.get("DW_SOFTCART_DIALECT", "mysql"), name="softcart")
+    return OdbcSource(
+        connection_string=dg.EnvVar("DW_SOFTCART_ODBC"),
+        dialect=os.environ.get("DW_SOFTCART_DIALECT", "mysql"),
+        name="softcart",
+    )
 
 
 def weblogs_landing_zone() -> LandingZone:

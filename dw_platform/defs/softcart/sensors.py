@@ -34,8 +34,12 @@ def softcart_weblogs_sensor(context: dg.SensorEvaluationContext, softcart_weblog
     return scan_weblogs(context, softcart_weblogs.landing())
 
 
-def scan_weblogs(context: dg.SensorEvaluationContext, zone: Landing, max_runs: int = MAX_RUNS_PER_TICK,
-                 time_budget_s: float = TIME_BUDGET_S) -> dg.SensorResult:
+def scan_weblogs(
+    context: dg.SensorEvaluationContext,
+    zone: Landing,
+    max_runs: int = MAX_RUNS_PER_TICK,
+    time_budget_s: float = TIME_BUDGET_S,
+) -> dg.SensorResult:
     launched: dict[str, str] = json.loads(context.cursor)["launched"] if context.cursor else {}
     deadline = time.monotonic() + time_budget_s
     known = set(context.instance.get_dynamic_partitions(weblog_files.name))
@@ -47,7 +51,7 @@ def scan_weblogs(context: dg.SensorEvaluationContext, zone: Landing, max_runs: i
         if len(requests) >= max_runs or time.monotonic() > deadline:
             complete = False
             break
-        key = file.path[len(INCOMING):]
+        key = file.path[len(INCOMING) :]
         seen.add(key)
         if launched.get(key) == file.version:
             continue

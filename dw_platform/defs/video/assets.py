@@ -1,7 +1,6 @@
 """Bronze for the video domain: each day's users, viewing sessions and content metadata files
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
-
 from datetime import date
 
 import dagster as dg
@@ -9,15 +8,27 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from dw_platform.defs.video.ingest import (
-    CHILD_BASE, CONTENT_BASE, CONTENT_RAW, PARENT, SESSIONS, SESSIONS_SCHEMA, USERS, USERS_SCHEMA,
-    ContentFile, CsvFile, apply_schema_changes, current_shape, ensure_side_tables, existing_child_tables,
+    CHILD_BASE,
+    CONTENT_BASE,
+    CONTENT_RAW,
+    PARENT,
+    SESSIONS,
+    SESSIONS_SCHEMA,
+    USERS,
+    USERS_SCHEMA,
+    ContentFile,
+    CsvFile,
+    apply_schema_changes,
+    current_shape,
+    ensure_side_tables,
+    existing_child_tables,
 )
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
 from dw_platform.lib import bronze
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -33,22 +44,31 @@ def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_na
     path = landed_path(context.partition_key, file_name)
     found = zone.find(path)
     if found is None:
-        raise dg.Failure(f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
-                         allow_retries=False)
+        raise dg.Failure(
+            f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
+            allow_retries=False,
+        )
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes, version {found.version})")
     return zone, found
 
 
-def _load_csv(context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable,
-              schema: CsvSchema, file_name: str) -> dg.MaterializeResult:
+def _load_csv(
+    context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
+) -> dg.MaterializeResult:
     zone, found = find_landed(context, landing, file_name)
     parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
     with warehouse.connect() as conn:
         ensure_side_tables(conn)
         try:
             result = bronze.load(
-                conn, table, parsed.batches(zone.chunks(found)), asset_key=context.asset_key.to_user_string(),
-                scope=day_scope(context), source=found.uri, run_id=context.run.run_id, log=context.log.info,
+                conn,
+                table,
+                parsed.batches(zone.chunks(found)),
+                asset_key=context.asset_key.to_user_string(),
+                scope=day_scope(context),
+                source=found.uri,
+                run_id=context.run.run_id,
+                log=context.log.info,
                 after_copy=parsed.write_quarantine,
             )
         except dg.Failure as failure:
@@ -56,34 +76,52 @@ def _load_csv(context, warehouse: PostgresWarehouse, landing: LandingZone, table
                 failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
             raise failure
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
-    return dg.MaterializeResult(metadata={
-        **result.metadata(), "source_file": found.uri, "data_lines": parsed.data_lines,
-        "rows_quarantined": len(parsed.quarantine.rows),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **result.metadata(),
+            "source_file": found.uri,
+            "data_lines": parsed.data_lines,
+            "rows_quarantined": len(parsed.quarantine.rows),
+        }
+    )
 
 
 @dg.asset(
-    key=["bronze", "video_users"], **asset_attributes("video"), kinds={"azure", "csv", "postgres"},
+    key=["bronze", "video_users"],
+    **asset_attributes("video"),
+    kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
     description=f"<day>/{USERS_FILE} from the video landing zone into bronze.video_users (values as they arrived).",
 )
-def video_users(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                video_landing: LandingZone) -> dg.MaterializeResult:
+def video_users(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone
+) -> dg.MaterializeResult:
     return _load_csv(context, warehouse, video_landing, USERS, USERS_SCHEMA, USERS_FILE)
 
 
 @dg.asset(
-    key=["bronze", "video_viewing_sessions"], **asset_attributes("video"), kinds={"azure", "csv", "postgres"},
+    key=["bronze", "video_viewing_sessions"],
+    **asset_attributes("video"),
+    kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
     description=f"<day>/{SESSIONS_FILE} from the video landing zone into bronze.video_viewing_sessions.",
 )
-def video_viewing_sessions(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse,
-                           video_landing: LandingZone) -> dg.MaterializeResult:
+def video_viewing_sessions(
+    context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone
+) -> dg.MaterializeResult:
     return _load_csv(context, warehouse, video_landing, SESSIONS, SESSIONS_SCHEMA, SESSIONS_FILE)
 
 
-def load_content(conn, parsed: ContentFile, scope: LoadScope, source: str, asset_key: str, run_id: str | None,
-                 documents: MongoDocuments, log=lambda _m: None) -> bronze.LoadResult:
+def load_content(
+    conn,
+    parsed: ContentFile,
+    scope: LoadScope,
+    source: str,
+    asset_key: str,
+    run_id: str | None,
+    documents: MongoDocuments,
+    log=lambda _m: None,
+) -> bronze.LoadResult:
     """bronze.content, its child tables, the quarantine and (without MongoDB) the raw JSONB rows,
     replaced for the partition in one transaction."""
     apply_schema_changes(conn, parsed)
@@ -97,16 +135,37 @@ def load_content(conn, parsed: ContentFile, scope: LoadScope, source: str, asset
             conn.execute(sql.SQL("delete from {} where ").format(table.ident) + lineage_where, scope.params)
             rows = parsed.child_rows.get(name, [])
             shape = parsed.children[name]
-            bronze.copy_side_rows(conn, table, [(r["content_id"], r["position"], parsed.arrival_date,
-                                                 *shape.as_tuple(r)) for r in rows], batch_id, load_ts, source)
+            bronze.copy_side_rows(
+                conn,
+                table,
+                [(r["content_id"], r["position"], parsed.arrival_date, *shape.as_tuple(r)) for r in rows],
+                batch_id,
+                load_ts,
+                source,
+            )
         if not documents.configured:
             conn.execute(sql.SQL("delete from {} where ").format(CONTENT_RAW.ident) + lineage_where, scope.params)
-            bronze.copy_side_rows(conn, CONTENT_RAW, [(key, parsed.arrival_date, line, Jsonb(doc))
-                                                      for line, key, doc in parsed.raw], batch_id, load_ts, source)
+            bronze.copy_side_rows(
+                conn,
+                CONTENT_RAW,
+                [(key, parsed.arrival_date, line, Jsonb(doc)) for line, key, doc in parsed.raw],
+                batch_id,
+                load_ts,
+                source,
+            )
         parsed.quarantine.write(conn, batch_id, load_ts)
 
-    return bronze.load(conn, parsed.parent_table(), parsed.parent_batches(), asset_key=asset_key, scope=scope,
-                       source=source, run_id=run_id, log=log, after_copy=after_copy)
+    return bronze.load(
+        conn,
+        parsed.parent_table(),
+        parsed.parent_batches(),
+        asset_key=asset_key,
+        scope=scope,
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+    )
 
 
 def parse_content(conn, source: str, arrival_date: date, data: bytes) -> ContentFile:
@@ -122,14 +181,18 @@ def parse_content(conn, source: str, arrival_date: date, data: bytes) -> Content
 # multi-asset, so the dbt sources on bronze.content_genres/content_cast meet the asset that
 # really produces them. A new array field becomes a new table (bronze.content_<field>) at once;
 # list it here to see it as an asset of its own.
-CONTENT_ARRAYS = {"genres": "one row per genre of a content item (content_id, position, value)",
-                  "cast": "one row per cast member of a content item (content_id, position, name, role)"}
+CONTENT_ARRAYS = {
+    "genres": "one row per genre of a content item (content_id, position, value)",
+    "cast": "one row per cast member of a content item (content_id, position, name, role)",
+}
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
-            ["bronze", "content"], **asset_attributes("video"), kinds={"azure", "json", "postgres", "mongodb"},
+            ["bronze", "content"],
+            **asset_attributes("video"),
+            kinds={"azure", "json", "postgres", "mongodb"},
             partitions_def=video_daily,
             description=(
                 f"<day>/{CONTENT_FILE} (content metadata documents) flattened into bronze.content and one child table "
@@ -138,14 +201,24 @@ CONTENT_ARRAYS = {"genres": "one row per genre of a content item (content_id, po
                 "to MongoDB when DW_VIDEO_MONGODB_URI is set, else to bronze.content_raw (JSONB)."
             ),
         ),
-        *(dg.AssetSpec(["bronze", f"content_{field}"], **asset_attributes("video"), kinds={"json", "postgres"},
-                       partitions_def=video_daily,
-                       description=f"bronze.content_{field}: {what}, written with bronze.content from the same file.")
-          for field, what in CONTENT_ARRAYS.items()),
+        *(
+            dg.AssetSpec(
+                ["bronze", f"content_{field}"],
+                **asset_attributes("video"),
+                kinds={"json", "postgres"},
+                partitions_def=video_daily,
+                description=f"bronze.content_{field}: {what}, written with bronze.content from the same file.",
+            )
+            for field, what in CONTENT_ARRAYS.items()
+        ),
     ],
 )
-def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone,
-            video_documents: MongoDocuments):
+def content(
+    context: dg.AssetExecutionContext,
+    warehouse: PostgresWarehouse,
+    video_landing: LandingZone,
+    video_documents: MongoDocuments,
+):
     zone, found = find_landed(context, video_landing, CONTENT_FILE)
     data = b"".join(zone.chunks(found))
     arrival_date = date.fromisoformat(context.partition_key)
@@ -155,32 +228,54 @@ def content(context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, vid
             parsed = parse_content(conn, found.uri, arrival_date, data)
         except DocumentError as exc:
             raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
-        result = load_content(conn, parsed, day_scope(context), found.uri, "bronze/content",
-                              context.run.run_id, video_documents, context.log.info)
+        result = load_content(
+            conn,
+            parsed,
+            day_scope(context),
+            found.uri,
+            "bronze/content",
+            context.run.run_id,
+            video_documents,
+            context.log.info,
+        )
         array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
-            {"arrival_date": context.partition_key, "collection": "content"}, (doc for _, _, doc in parsed.raw))
+            {"arrival_date": context.partition_key, "collection": "content"}, (doc for _, _, doc in parsed.raw)
+        )
         raw_target = f"mongodb {video_documents.database}.{video_documents.collection}"
         context.log.info(f"kept {written:,} raw documents in {raw_target}")
     for table, column, pg_type in parsed.added:
         context.log.info(f"schema change: bronze.{table} gained column {column} {pg_type}")
-    yield dg.MaterializeResult(asset_key=["bronze", "content"], metadata={
-        **result.metadata(), "source_file": found.uri, "documents_quarantined": len(parsed.quarantine.rows),
-        "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
-        "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
-        "raw_documents": raw_target,
-    })
+    yield dg.MaterializeResult(
+        asset_key=["bronze", "content"],
+        metadata={
+            **result.metadata(),
+            "source_file": found.uri,
+            "documents_quarantined": len(parsed.quarantine.rows),
+            "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
+            "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
+            "raw_documents": raw_target,
+        },
+    )
     for field, rows in array_rows.items():
-        yield dg.MaterializeResult(asset_key=["bronze", f"content_{field}"], metadata={
-            "dagster/row_count": rows, "dagster/table_name": f"bronze.content_{field}", "source_file": found.uri,
-            "batch_id": str(result.batch_id)})
+        yield dg.MaterializeResult(
+            asset_key=["bronze", f"content_{field}"],
+            metadata={
+                "dagster/row_count": rows,
+                "dagster/table_name": f"bronze.content_{field}",
+                "source_file": found.uri,
+                "batch_id": str(result.batch_id),
+            },
+        )
 
 
 def _rows_of_day(conn, table: str, arrival_date: date) -> int:
     """Rows of a content array table for one arrival day (0 when no document had that array yet)."""
     if not conn.execute("select to_regclass(%s) is not null", (f"bronze.{table}",)).fetchone()[0]:
         return 0
-    return conn.execute(sql.SQL("select count(*) from {} where arrival_date = %s").format(sql.Identifier("bronze", table)),
-                        (arrival_date,)).fetchone()[0]
+    return conn.execute(
+        sql.SQL("select count(*) from {} where arrival_date = %s").format(sql.Identifier("bronze", table)),
+        (arrival_date,),
+    ).fetchone()[0]

@@ -6,12 +6,18 @@ the file's data lines), the day is not empty, the columns are the expected ones,
 empty in every source column.
 """
 
-
 import dagster as dg
 from psycopg import sql
 
 from dw_platform.defs.video.ingest import (
-    CONTENT_BASE, PARENT, SESSIONS, SESSIONS_SCHEMA, USERS, USERS_SCHEMA, ensure_side_tables, documents,
+    CONTENT_BASE,
+    PARENT,
+    SESSIONS,
+    SESSIONS_SCHEMA,
+    USERS,
+    USERS_SCHEMA,
+    documents,
+    ensure_side_tables,
 )
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path
 from dw_platform.lib import bronze_checks
@@ -24,7 +30,8 @@ from dw_platform.lib.warehouse import PostgresWarehouse
 
 def _scope(context: dg.AssetCheckExecutionContext, conn, table: BronzeTable) -> LoadScope | None:
     return bronze_checks.run_scope(context, "arrival_date") or (
-        bronze_checks.latest_loaded_scope(conn, table, "arrival_date") if _ledger_exists(conn) else None)
+        bronze_checks.latest_loaded_scope(conn, table, "arrival_date") if _ledger_exists(conn) else None
+    )
 
 
 def _ledger_exists(conn) -> bool:
@@ -39,12 +46,14 @@ def content_table(conn) -> BronzeTable:
     """bronze.content with the columns the schema-change log says it has gained."""
     added = conn.execute(
         "select column_name, pg_type from bronze.video_schema_changes where table_name = 'bronze.content'"
-        " order by added_at, column_name").fetchall()
+        " order by added_at, column_name"
+    ).fetchall()
     return BronzeTable("bronze", PARENT, (*CONTENT_BASE, *(Column(c, t) for c, t in added)))
 
 
-def file_readable(landing: LandingZone, conn, table: BronzeTable, scope: LoadScope | None, file_name: str,
-                  csv: bool) -> dg.AssetCheckResult:
+def file_readable(
+    landing: LandingZone, conn, table: BronzeTable, scope: LoadScope | None, file_name: str, csv: bool
+) -> dg.AssetCheckResult:
     if scope is None:
         return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
     day = scope.partition_keys[0]
@@ -52,7 +61,9 @@ def file_readable(landing: LandingZone, conn, table: BronzeTable, scope: LoadSco
     zone = landing.landing()
     found = zone.find(path)
     if found is None:
-        return dg.AssetCheckResult(passed=False, metadata={"file": path, "problem": "the file is not in the landing zone"})
+        return dg.AssetCheckResult(
+            passed=False, metadata={"file": path, "problem": "the file is not in the landing zone"}
+        )
     try:
         if csv:
             lines = count_records(zone.chunks(found))
@@ -64,7 +75,8 @@ def file_readable(landing: LandingZone, conn, table: BronzeTable, scope: LoadSco
         sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(table.ident), (found.uri,)
     ).fetchone()[0]
     quarantined = conn.execute(
-        "select count(*) from bronze.video_quarantine where source_file = %s", (found.uri,)).fetchone()[0]
+        "select count(*) from bronze.video_quarantine where source_file = %s", (found.uri,)
+    ).fetchone()[0]
     return dg.AssetCheckResult(
         passed=loaded + quarantined == lines,
         metadata={"file": found.uri, "records_in_file": lines, "rows_loaded": loaded, "rows_quarantined": quarantined},
@@ -74,27 +86,36 @@ def file_readable(landing: LandingZone, conn, table: BronzeTable, scope: LoadSco
 def not_empty(conn, table: BronzeTable, scope: LoadScope | None) -> dg.AssetCheckResult:
     if scope is None:
         return dg.AssetCheckResult(passed=False, metadata={"problem": "nothing has been loaded"})
-    rows = conn.execute(sql.SQL("select count(*) from {} where ").format(table.ident) + scope.where,
-                        scope.params).fetchone()[0]
+    rows = conn.execute(
+        sql.SQL("select count(*) from {} where ").format(table.ident) + scope.where, scope.params
+    ).fetchone()[0]
     return dg.AssetCheckResult(passed=rows > 0, metadata={"rows": rows, "scope": scope.label})
 
 
-def build_checks(asset: str, table_of, file_name: str, csv: bool, keys: tuple[str, ...]) -> list[dg.AssetChecksDefinition]:
+def build_checks(
+    asset: str, table_of, file_name: str, csv: bool, keys: tuple[str, ...]
+) -> list[dg.AssetChecksDefinition]:
     key = dg.AssetKey(["bronze", asset])
 
     def table(conn) -> BronzeTable:
         ensure_side_tables(conn)
         return table_of(conn)
 
-    @dg.asset_check(asset=key, name=f"{asset}_file_readable", blocking=True,
-                    description=f"The day's {file_name} is in the landing zone, readable, and every record in it "
-                                "was loaded or quarantined.")
-    def readable(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse,
-                 video_landing: LandingZone) -> dg.AssetCheckResult:
+    @dg.asset_check(
+        asset=key,
+        name=f"{asset}_file_readable",
+        blocking=True,
+        description=f"The day's {file_name} is in the landing zone, readable, and every record in it "
+        "was loaded or quarantined.",
+    )
+    def readable(
+        context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, video_landing: LandingZone
+    ) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
             t = table(conn)
-            return file_readable(video_landing, conn, t, _scope(context, conn, t) if _table_exists(conn, t) else None,
-                                 file_name, csv)
+            return file_readable(
+                video_landing, conn, t, _scope(context, conn, t) if _table_exists(conn, t) else None, file_name, csv
+            )
 
     @dg.asset_check(asset=key, name=f"{asset}_not_empty", blocking=True, description="The day loaded at least one row.")
     def non_empty(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
@@ -102,14 +123,22 @@ def build_checks(asset: str, table_of, file_name: str, csv: bool, keys: tuple[st
             t = table(conn)
             return not_empty(conn, t, _scope(context, conn, t) if _table_exists(conn, t) else None)
 
-    @dg.asset_check(asset=key, name=f"{asset}_expected_columns", blocking=True,
-                    description="The table has exactly the expected columns (for content: the recorded schema).")
+    @dg.asset_check(
+        asset=key,
+        name=f"{asset}_expected_columns",
+        blocking=True,
+        description="The table has exactly the expected columns (for content: the recorded schema).",
+    )
     def expected_columns(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
             return bronze_checks.expected_columns(conn, table(conn))
 
-    @dg.asset_check(asset=key, name=f"{asset}_no_all_null_rows", blocking=True,
-                    description="No row is empty in every source column.")
+    @dg.asset_check(
+        asset=key,
+        name=f"{asset}_no_all_null_rows",
+        blocking=True,
+        description="No row is empty in every source column.",
+    )
     def no_all_null(context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
         with warehouse.connect() as conn:
             t = table(conn)
@@ -128,10 +157,15 @@ def _required(schema) -> tuple[str, ...]:
     return tuple(c.name for c in schema.columns if c.required)
 
 
-(video_users_file_readable, video_users_not_empty, video_users_expected_columns,
- video_users_no_all_null_rows) = build_checks("video_users", lambda _conn: USERS, USERS_FILE, True, _required(USERS_SCHEMA))
-(video_viewing_sessions_file_readable, video_viewing_sessions_not_empty, video_viewing_sessions_expected_columns,
- video_viewing_sessions_no_all_null_rows) = build_checks(
-    "video_viewing_sessions", lambda _conn: SESSIONS, SESSIONS_FILE, True, _required(SESSIONS_SCHEMA))
-(content_file_readable, content_not_empty, content_expected_columns,
- content_no_all_null_rows) = build_checks("content", content_table, CONTENT_FILE, False, ("content_id",))
+(video_users_file_readable, video_users_not_empty, video_users_expected_columns, video_users_no_all_null_rows) = (
+    build_checks("video_users", lambda _conn: USERS, USERS_FILE, True, _required(USERS_SCHEMA))
+)
+(
+    video_viewing_sessions_file_readable,
+    video_viewing_sessions_not_empty,
+    video_viewing_sessions_expected_columns,
+    video_viewing_sessions_no_all_null_rows,
+) = build_checks("video_viewing_sessions", lambda _conn: SESSIONS, SESSIONS_FILE, True, _required(SESSIONS_SCHEMA))
+(content_file_readable, content_not_empty, content_expected_columns, content_no_all_null_rows) = build_checks(
+    "content", content_table, CONTENT_FILE, False, ("content_id",)
+)

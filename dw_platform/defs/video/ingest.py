@@ -61,8 +61,11 @@ create table if not exists bronze.video_schema_changes (
 
 def csv_table(schema: CsvSchema) -> BronzeTable:
     table_schema, name = schema.table.split(".")
-    columns = (*(Column(c.name, "text") for c in schema.columns),
-               Column("arrival_date", "date"), Column("source_line", "bigint"))
+    columns = (
+        *(Column(c.name, "text") for c in schema.columns),
+        Column("arrival_date", "date"),
+        Column("source_line", "bigint"),
+    )
     return BronzeTable(table_schema, name, columns, index_columns=("arrival_date",))
 
 
@@ -106,8 +109,9 @@ class CsvFile:
     def __init__(self, source_file: str, arrival_date: date, schema: CsvSchema):
         self.arrival_date = arrival_date
         self.quarantine = Quarantine(source_file, arrival_date)
-        self.reader = CsvReader(schema, lambda r: self.quarantine.add(
-            r.line, r.raw.decode("utf-8", "backslashreplace"), r.reason))
+        self.reader = CsvReader(
+            schema, lambda r: self.quarantine.add(r.line, r.raw.decode("utf-8", "backslashreplace"), r.reason)
+        )
 
     @property
     def data_lines(self) -> int:
@@ -130,10 +134,17 @@ class CsvFile:
 CONTENT_KEY = "content_id"
 CONTENT_BASE = (Column(CONTENT_KEY, "text"), Column("arrival_date", "date"), Column("source_line", "bigint"))
 CHILD_BASE = (Column(CONTENT_KEY, "text"), Column("position", "integer"), Column("arrival_date", "date"))
-CONTENT_RAW = BronzeTable("bronze", "content_raw", (
-    Column(CONTENT_KEY, "text"), Column("arrival_date", "date"), Column("source_line", "bigint"),
-    Column("document", "jsonb"),
-), index_columns=("arrival_date",))
+CONTENT_RAW = BronzeTable(
+    "bronze",
+    "content_raw",
+    (
+        Column(CONTENT_KEY, "text"),
+        Column("arrival_date", "date"),
+        Column("source_line", "bigint"),
+        Column("document", "jsonb"),
+    ),
+    index_columns=("arrival_date",),
+)
 PARENT = "content"
 
 
@@ -241,12 +252,20 @@ class ContentFile:
     # -- tables
 
     def parent_table(self) -> BronzeTable:
-        return BronzeTable("bronze", PARENT, (*CONTENT_BASE, *(Column(c, t) for c, t in self.parent.columns.items())),
-                           index_columns=("arrival_date",))
+        return BronzeTable(
+            "bronze",
+            PARENT,
+            (*CONTENT_BASE, *(Column(c, t) for c, t in self.parent.columns.items())),
+            index_columns=("arrival_date",),
+        )
 
     def child_table(self, name: str) -> BronzeTable:
-        return BronzeTable("bronze", name, (*CHILD_BASE, *(Column(c, t) for c, t in self.children[name].columns.items())),
-                           index_columns=("arrival_date",))
+        return BronzeTable(
+            "bronze",
+            name,
+            (*CHILD_BASE, *(Column(c, t) for c, t in self.children[name].columns.items())),
+            index_columns=("arrival_date",),
+        )
 
     def parent_batches(self) -> Iterator[list[tuple]]:
         shape = self.parent
@@ -258,16 +277,22 @@ def current_shape(conn: psycopg.Connection, table: str, base: tuple[Column, ...]
     fixed = {c.name for c in base} | {"_bronze_load_ts", "_bronze_batch_id", "_bronze_source_file"}
     rows = conn.execute(
         "select column_name, data_type from information_schema.columns where table_schema = 'bronze'"
-        " and table_name = %s order by ordinal_position", (table,)).fetchall()
+        " and table_name = %s order by ordinal_position",
+        (table,),
+    ).fetchall()
     if not rows:
         return None
     return TableShape({name: dtype for name, dtype in rows if name not in fixed})
 
 
 def existing_child_tables(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "select table_name from information_schema.tables where table_schema = 'bronze' and table_name like 'content\\_%%'"
-        " and table_name not in ('content_raw')")]
+    return [
+        r[0]
+        for r in conn.execute(
+            "select table_name from information_schema.tables where table_schema = 'bronze' and table_name like 'content\\_%%'"
+            " and table_name not in ('content_raw')"
+        )
+    ]
 
 
 def apply_schema_changes(conn: psycopg.Connection, parsed: ContentFile) -> None:
@@ -282,9 +307,13 @@ def apply_schema_changes(conn: psycopg.Connection, parsed: ContentFile) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
         for table, column, pg_type in parsed.added:
-            conn.execute(sql.SQL("alter table {} add column if not exists {} {}").format(
-                sql.Identifier("bronze", table), sql.Identifier(column), sql.SQL(pg_type)))
+            conn.execute(
+                sql.SQL("alter table {} add column if not exists {} {}").format(
+                    sql.Identifier("bronze", table), sql.Identifier(column), sql.SQL(pg_type)
+                )
+            )
             conn.execute(
                 "insert into bronze.video_schema_changes (table_name, column_name, pg_type, source_file)"
                 " values (%s, %s, %s, %s) on conflict do nothing",
-                (f"bronze.{table}", column, pg_type, parsed.source_file))
+                (f"bronze.{table}", column, pg_type, parsed.source_file),
+            )

@@ -16,9 +16,11 @@ def video_landing_zone() -> LandingZone:
 def video_documents() -> MongoDocuments:
     """MongoDB (a secret URI: it may carry a password) when DW_VIDEO_MONGODB_URI is set, else none."""
     if os.environ.get("DW_VIDEO_MONGODB_URI"):
-        return MongoDocuments(uri=dg.EnvVar("DW_VIDEO_MONGODB_URI"),
-                              database=os.environ.get("DW_VIDEO_MONGODB_DATABASE", "dw_video"),
-                              collection="content_raw")
+        return MongoDocuments(
+            uri=dg.EnvVar("DW_VIDEO_MONGODB_URI"),
+            database=os.environ.get("DW_VIDEO_MONGODB_DATABASE", "dw_video"),
+            collection="content_raw",
+        )
     return MongoDocuments(database="dw_video", collection="content_raw")
 
 

@@ -5,8 +5,9 @@ import dagster as dg
 from dw_platform.defs.video.jobs import video_daily_job
 
 video_daily_schedule = dg.build_schedule_from_partitioned_job(
-    video_daily_job, hour_of_day=3,
+    video_daily_job,
+    hour_of_day=3,
     description="At 03:00 UTC, runs video_daily for the previous arrival day (its three files, then silver and gold). "
-                "Starts stopped: switch it on here. A day whose files are missing fails its file checks; land them "
-                "(`dw drop video FILE` for today) and re-run the partition.",
+    "Starts stopped: switch it on here. A day whose files are missing fails its file checks; land them "
+    "(`dw drop video FILE` for today) and re-run the partition.",
 )

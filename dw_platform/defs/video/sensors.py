@@ -17,7 +17,7 @@ from datetime import datetime
 import dagster as dg
 
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, video_daily
-from dw_platform.lib.landing import Landing, LandedFile, LandingZone
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone
 
 DAY_FILES = (USERS_FILE, SESSIONS_FILE, CONTENT_FILE)
 VERSION_TAG = "dw/landed_version"
@@ -41,7 +41,7 @@ def dump_cursor(requested: dict[str, str]) -> str:
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="One run of video_daily per arrival day whose users, viewing sessions and content files have all "
-                "landed, and again when one of them changes.",
+    "landed, and again when one of them changes.",
 )
 def video_landing_sensor(context: dg.SensorEvaluationContext, video_landing: LandingZone) -> dg.SensorResult:
     return scan(context, video_landing.landing())
@@ -65,5 +65,6 @@ def scan(context: dg.SensorEvaluationContext, zone: Landing, now: datetime | Non
             requested[day] = version
     if requests:
         context.log.info(f"{len(requests)} arrival day(s) to load: {', '.join(r.partition_key for r in requests)}")
-    return dg.SensorResult(run_requests=requests,
-                           cursor=dump_cursor({d: v for d, v in requested.items() if d in landed}))
+    return dg.SensorResult(
+        run_requests=requests, cursor=dump_cursor({d: v for d, v in requested.items() if d in landed})
+    )

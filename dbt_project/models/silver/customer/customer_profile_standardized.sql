@@ -22,7 +22,8 @@ with
 
 source as (
 
-    select * from {{ source('bronze', 'customer_profile_raw') }} as bronze
+    -- `bronze` is used by the incremental filter below.
+    select * from {{ source('bronze', 'customer_profile_raw') }} as bronze  -- noqa: AL05
     where customer_id is not null
       and last_modified_ts is not null
       and (

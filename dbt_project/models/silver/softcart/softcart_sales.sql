@@ -74,7 +74,7 @@ joined as (
 
 select
     *,
-    not (has_bad_quantity or has_bad_price or has_no_timestamp) as is_valid,
+    not (has_bad_quantity or has_bad_price or has_no_timestamp) as is_valid,  -- noqa: LT01, LT06
     nullif(concat_ws(', ',
         case when has_bad_quantity then 'quantity missing or not positive' end,
         case when has_bad_price then 'price missing or not positive' end,

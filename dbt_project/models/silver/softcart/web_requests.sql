@@ -49,7 +49,7 @@ select
     typed.*,
     (requested_at at time zone 'UTC')::date as request_date,
     extract(hour from requested_at at time zone 'UTC')::integer as request_hour,
-    exists (
+    exists (  -- noqa: LT01, LT06
         select from bots where position(bots.pattern in lower(typed.user_agent)) > 0
     ) as is_bot,
     status >= 400 as is_error

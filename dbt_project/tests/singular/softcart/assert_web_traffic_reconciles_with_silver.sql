@@ -8,11 +8,13 @@ silver as (
 ),
 
 hourly as (
-    select coalesce(sum(requests), 0) as requests, coalesce(sum(bytes_sent), 0) as bytes from {{ ref('web_traffic_hourly') }}
+    select coalesce(sum(requests), 0) as requests, coalesce(sum(bytes_sent), 0) as bytes
+    from {{ ref('web_traffic_hourly') }}
 ),
 
 daily as (
-    select coalesce(sum(requests), 0) as requests, coalesce(sum(bytes_sent), 0) as bytes from {{ ref('web_traffic_daily') }}
+    select coalesce(sum(requests), 0) as requests, coalesce(sum(bytes_sent), 0) as bytes
+    from {{ ref('web_traffic_daily') }}
 )
 
 select 'totals' as problem from silver, hourly, daily

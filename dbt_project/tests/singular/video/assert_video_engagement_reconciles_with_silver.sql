@@ -6,11 +6,13 @@ with gold as (
     select session_date, sum(sessions) as sessions, sum(watch_seconds) as watch_seconds, count(*) as rows_
     from {{ ref('video_user_engagement') }} group by session_date
 ),
+
 silver as (
     select session_date, count(*) as sessions, sum(watch_seconds) as watch_seconds,
            count(distinct user_id) as rows_
     from {{ ref('video_viewing_sessions') }} where session_date is not null group by session_date
 )
+
 select coalesce(gold.session_date, silver.session_date) as session_date,
        gold.sessions as gold_sessions, silver.sessions as silver_sessions,
        gold.rows_ as gold_rows, silver.rows_ as expected_rows
