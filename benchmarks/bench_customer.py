@@ -6,7 +6,7 @@ Runs on its own embedded PostgreSQL under `.dw/bench` (never on servers from the
 `.env`, never on the demo's data). `dbo.customer_profile` in `source_crm` is seeded with N rows
 (kept when it already holds exactly N), and in `source_crm_small` with N/10. Seeding is not timed.
 
-Each method runs in a fresh subprocess, so its peak RSS is its own (VmHWM; see _max_rss_mib), and
+Each method runs in a fresh subprocess, so its peak RSS is its own (VmHWM; see benchmarks/workers.py), and
 moves the same rows — the asset's SELECT over the window covering every seeded day — from the ODBC
 source into the warehouse database of the same server. Only the transfer is timed:
 
@@ -31,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from itertools import islice
+
+from benchmarks.workers import emit, peak_rss_mib, run_worker
 
 TARGET = 0.60  # dw_platform_asset must reach this fraction of raw_odbc_fetch
 SMALL_DB = "source_crm_small"
@@ -89,7 +89,16 @@ def main(argv: list[str] | None = None) -> int:
                 runs = []
                 for _ in range(args.repeat if method in ("raw_odbc_fetch", "dw_platform_asset") else 1):
                     reset_targets()
-                    runs.append(run_worker(method, first_day, last_day, odbc))
+                    runs.append(
+                        run_worker(
+                            "benchmarks.bench_customer",
+                            method,
+                            "--window",
+                            first_day.isoformat(),
+                            last_day.isoformat(),
+                            env={"DW_CUSTOMER_ODBC": odbc},
+                        )
+                    )
                 best = min(runs, key=lambda r: r["seconds"])
                 best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
                 print(
@@ -155,27 +164,6 @@ def source_spec() -> dict:
     return {"query": query, "columns": [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]}
 
 
-def run_worker(method: str, first_day: date, last_day: date, odbc: str) -> dict:
-    env = {**os.environ, "DW_CUSTOMER_ODBC": odbc}
-    cmd = [
-        sys.executable,
-        "-m",
-        "benchmarks.bench_customer",
-        "--worker",
-        method,
-        "--window",
-        first_day.isoformat(),
-        last_day.isoformat(),
-    ]
-    project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(cmd, env=env, cwd=project_root, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def report(results: list[dict]) -> None:
     print()
     print("seconds: the fastest run of each method (the machine's noise only ever slows a run down)")
@@ -227,19 +215,9 @@ def worker(method: str, first_day: date, last_day: date) -> int:
         "executemany_1000": executemany_1000,
         "pandas_to_sql_multi": pandas_to_sql_multi,
     }[method](start, end, first_day, last_day)
-    result.update(method=method, peak_rss_mib=_max_rss_mib())
-    print("RESULT " + json.dumps(result))
+    result.update(method=method, peak_rss_mib=peak_rss_mib())
+    emit(result)
     return 0
-
-
-def _max_rss_mib() -> float:
-    """This process's peak RSS. Linux carries `ru_maxrss` over from the parent across fork + exec
-    (a trivial child of a 300 MiB parent reports 300 MiB), so read VmHWM, which starts at exec."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux; MiB after /1024
 
 
 def _source_query() -> str:
@@ -262,7 +240,7 @@ def raw_odbc_fetch(start, end, *_):
     import pyodbc
 
     query = _source_query()
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     rows = 0
     with pyodbc.connect(os.environ["DW_CUSTOMER_ODBC"], autocommit=True) as conn:
@@ -299,7 +277,7 @@ def dw_platform_asset(start, end, first_day, last_day):
         "dagster/asset_partition_range_start": first_day.isoformat(),
         "dagster/asset_partition_range_end": last_day.isoformat(),
     }
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     result = dg.materialize([customer_profile_raw], resources=resources, tags=tags)  # ephemeral instance
     wall = time.perf_counter() - t0
@@ -328,7 +306,7 @@ def executemany_1000(start, end, *_):
         table = _create_target(cur.execute, "customer_profile_executemany")
     pg.commit()
     insert = f"insert into {table} values ({', '.join(['%s'] * len(_columns()))})"
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     rows = 0
     with pyodbc.connect(os.environ["DW_CUSTOMER_ODBC"], autocommit=True) as src, pg.cursor() as cur:
@@ -362,7 +340,7 @@ def pandas_to_sql_multi(start, end, *_):
         table = _create_target(lambda stmt: conn.execute(sa.text(stmt)), "customer_profile_pandas")
     schema, name = table.split(".")
     warnings.filterwarnings("ignore", message="pandas only supports SQLAlchemy")  # a raw DBAPI source is the point
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     rows = 0
     with pyodbc.connect(os.environ["DW_CUSTOMER_ODBC"], autocommit=True) as src:

@@ -29,13 +29,11 @@ Each also runs once on orders_triple. No assertions: exit 0 when every method ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
-from benchmarks.bench_customer import _max_rss_mib
+from benchmarks.workers import emit, peak_rss_mib, run_worker
 
 TARGET = 0.60  # dw_platform_asset must reach this fraction of raw_copy
 DATABASE = "bench_app"
@@ -65,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"seeding {DATABASE}.public.{table} with {rows:,} rows ...", flush=True)
             seed(table, rows)
             for method in ("raw_copy", "dw_platform_asset", "dw_platform_load"):
-                runs = [run_worker(method, table) for _ in range(repeat)]
+                runs = [run_worker("benchmarks.bench_replication", method, "--table", table) for _ in range(repeat)]
                 best = min(runs, key=lambda r: r["seconds"])
                 best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
                 print(
@@ -94,17 +92,6 @@ def seed(table: str, rows: int) -> None:
                 (array['new', 'paid', 'shipped'])[1 + g % 3], timestamptz '2026-01-01' + g * interval '1 second',
                 'note number ' || g, g % 7, g * 0.5 from generate_series(1, {rows}) g""")
             conn.execute(f"vacuum analyze {table}")
-
-
-def run_worker(method: str, table: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_replication", "--worker", method, "--table", table]
-    project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run(cmd, env=os.environ, cwd=project_root, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def report(results: list[dict]) -> None:
@@ -146,8 +133,8 @@ def worker(method: str, table: str) -> int:
     result = {"raw_copy": raw_copy, "dw_platform_asset": dw_platform_asset, "dw_platform_load": dw_platform_load}[
         method
     ](table)
-    result.update(method=method, peak_rss_mib=_max_rss_mib())
-    print("RESULT " + json.dumps(result))
+    result.update(method=method, peak_rss_mib=peak_rss_mib())
+    emit(result)
     return 0
 
 

@@ -36,10 +36,11 @@ import argparse
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.workers import emit, peak_rss_mib, run_worker
 
 CONTAINER = "bench"
 BLOB_KEY = "bench/sales_large.csv"
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             reset_targets()
             print(f"  {method} ...", flush=True)
             before = server_cpu(home)
-            result = run_worker(method)
+            result = run_worker("benchmarks.bench_sales", method)
             after = server_cpu(home)
             results.append({**result, **{f"{k}_cpu_s": after[k] - before[k] for k in after}})
     report(results, path.stat().st_size, rows)
@@ -134,17 +135,6 @@ def reset_targets() -> None:
         conn.execute("drop schema if exists bench cascade")
         # Dropped, not truncated: the asset creates them in their current shape.
         conn.execute("drop table if exists bronze.sales, bronze.sales_quarantine")
-
-
-def run_worker(method: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.bench_sales", "--worker", method]
-    project_root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run(cmd, env=dict(os.environ), cwd=project_root, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def server_cpu(home: Path) -> dict[str, float]:
@@ -214,24 +204,18 @@ def worker(method: str) -> int:
     after = os.times()
     result.update(
         method=method,
-        peak_rss_mib=_max_rss_mib(),
+        peak_rss_mib=peak_rss_mib(),
         cpu_s=after.user + after.system - before.user - before.system,
         pool_cpu_s=after.children_user + after.children_system - before.children_user - before.children_system,
     )
-    print("RESULT " + json.dumps(result))
+    emit(result)
     return 0
-
-
-def _max_rss_mib() -> float:
-    """Peak RSS of this process since exec (VmHWM); ru_maxrss would include the parent's."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
 
 
 def blob_download() -> dict:
     blobs = storage()
     blob = blobs.version("incoming/" + BLOB_KEY)
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     lines = 0
     for chunk in blobs.chunks(blob):
@@ -261,7 +245,7 @@ def dw_platform_asset() -> dict:
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(sales_blobs.name, [BLOB_KEY])
     # The asset moves the blob to processed/ on success; put it back afterwards for the next method.
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     result = dg.materialize([sales], partition_key=BLOB_KEY, resources=resources, instance=instance)
     wall = time.perf_counter() - t0
@@ -295,7 +279,7 @@ def stage(method: str) -> dict:
     blobs = storage()
     blob = blobs.version("incoming/" + BLOB_KEY)
     parsed = SalesFile(source_name(BLOB_KEY), Cipher(os.environ["DW_SALES_FERNET_KEYS"]))
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     chunks = prefetch(blobs.chunks(blob))
     if method == "stage_copy":
@@ -333,7 +317,7 @@ def pandas_to_sql_multi() -> dict:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("create schema if not exists bench"))
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     rows = 0
     stream = io.BufferedReader(ChunkReader(blobs.chunks(blob)), buffer_size=1 << 20)

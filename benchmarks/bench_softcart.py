@@ -29,18 +29,18 @@ No assertions: the exit code is 0 whenever every method ran.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from benchmarks.workers import emit, peak_rss_mib, run_worker
+from dw_platform.lib.embedded import PROJECT_ROOT
+
 SALES_TARGET = 0.75  # sales_data_asset must reach this fraction of raw_odbc_fetch
 LINES_TARGET = 150_000  # access_log_asset lines/s
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             "sales_data_asset": sales_data_asset,
             "access_log_asset": access_log_asset,
         }[args.worker](args.size)
-        result.update(method=args.worker, peak_rss_mib=_max_rss_mib())
-        print("RESULT " + json.dumps(result))
+        result.update(method=args.worker, peak_rss_mib=peak_rss_mib())
+        emit(result)
         return 0
 
     from dw_platform.lib import embedded
@@ -85,7 +85,7 @@ def best_of(method: str, size: int, repeat: int) -> dict:
     runs = []
     for _ in range(repeat):
         reset_bronze()
-        runs.append(run_worker(method, size))
+        runs.append(run_worker("benchmarks.bench_softcart", method, "--size", str(size)))
     best = min(runs, key=lambda r: r["seconds"])
     best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
     print(f"  {method:<17} {size:>10,}: " + ", ".join(f"{r['seconds']:.2f}s" for r in runs), flush=True)
@@ -99,7 +99,7 @@ def best_of_interleaved(methods: tuple[str, ...], size: int, repeat: int) -> lis
     for _ in range(repeat):
         for method in methods:
             reset_bronze()
-            runs[method].append(run_worker(method, size))
+            runs[method].append(run_worker("benchmarks.bench_softcart", method, "--size", str(size)))
     best = []
     for method, tries in runs.items():
         fastest = min(tries, key=lambda r: r["seconds"])
@@ -150,21 +150,6 @@ def reset_bronze() -> None:
                 conn.execute(f"truncate {table}")
 
 
-def run_worker(method: str, size: int) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_softcart", "--worker", method, "--size", str(size)],
-        env=dict(os.environ),
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout[-5000:] + proc.stderr[-5000:])
-        raise SystemExit(f"{method} failed (exit {proc.returncode})")
-    return json.loads(lines[-1][len("RESULT ") :])
-
-
 def report(results: list[dict]) -> None:
     print()
     print(
@@ -202,12 +187,6 @@ def report(results: list[dict]) -> None:
 # ---------------------------------------------------------------- workers: one method, one process
 
 
-def _max_rss_mib() -> float:
-    """Peak RSS since exec (VmHWM; ru_maxrss would carry the parent's over)."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
-
-
 def _resources() -> dict:
     from dw_platform.defs.softcart.resources import softcart_source, weblogs_landing_zone
     from dw_platform.lib.warehouse import PostgresWarehouse
@@ -230,7 +209,7 @@ def raw_odbc_fetch(_size):
 
     from dw_platform.defs.softcart.assets import latest_records_query
 
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     rows = 0
     with pyodbc.connect(os.environ["DW_SOFTCART_ODBC"], autocommit=True) as conn:
@@ -245,7 +224,7 @@ def sales_data_asset(_size):
 
     from dw_platform.defs.softcart.assets import softcart_sales_data
 
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     result = dg.materialize([softcart_sales_data], resources=_resources())
     wall = time.perf_counter() - t0
@@ -273,7 +252,7 @@ def access_log_asset(lines):
             f.write(line + "\n")
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(weblog_files.name, [key])
-    start_rss = _max_rss_mib()
+    start_rss = peak_rss_mib()
     t0 = time.perf_counter()
     result = dg.materialize([web_access_log], resources=_resources(), partition_key=key, instance=instance)
     wall = time.perf_counter() - t0
