@@ -148,3 +148,15 @@ def test_keyset_pages_read_every_row_once_across_gaps(source):
         odbc.arrow_stream("select n, x from t where n > ? and n <= ? order by n limit 7", [0, 90], page_rows=7)
     )
     assert [n for b in batches for n in b.column("n").to_pylist()] == [*range(1, 20), *range(61, 91)]
+
+
+def test_the_read_is_bounded_by_a_value_the_reader_reads_first_on_its_own_connection(source):
+    source.execute("create table t as select g as n from generate_series(1, 30) g")
+    odbc = OdbcSource(connection_string=os.environ["DW_CUSTOMER_ODBC"], dialect="postgresql", name="crm", fetch_size=4)
+    query = "select n from t where n > ? and n <= ? order by n limit 7"
+
+    batches = list(odbc.arrow_stream(query, [10], page_rows=7, bound_query="select max(n) - 5 from t"))
+    assert [n for b in batches for n in b.column("n").to_pylist()] == list(range(11, 26))
+    assert list(odbc.arrow_stream(query, [30], page_rows=7, bound_query="select max(n) from t")) == []
+    source.execute("truncate t")
+    assert list(odbc.arrow_stream(query, [0], page_rows=7, bound_query="select max(n) from t")) == []

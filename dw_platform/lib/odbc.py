@@ -75,7 +75,9 @@ class OdbcSource(dg.ConfigurableResource):
         order), encoded in the reader process: the caller's only work per batch is to pass it on."""
         return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
 
-    def arrow_stream(self, query: str, params: Sequence = (), page_rows: int | None = None) -> Iterator:
+    def arrow_stream(
+        self, query: str, params: Sequence = (), page_rows: int | None = None, bound_query: str | None = None
+    ) -> Iterator:
         """The result as Arrow record batches of up to `fetch_size` rows, fetched column-wise by
         arrow-odbc in the reader process (the driver's types: integers, decimal128 for decimals,
         timestamps); a bronze load turns them into COPY a whole column at a time.
@@ -84,8 +86,12 @@ class OdbcSource(dg.ConfigurableResource):
         after, its first column that key in ascending order, and it returns at most `page_rows`
         rows (a LIMIT). The reader runs it again after the last key it sent until a page comes
         back short: for drivers that hold a whole result in memory (MariaDB Connector/ODBC 3.1),
-        memory stays one page deep, with one reader process and connection for every page."""
-        return prefetch(self._batches(query, list(params), arrow=True, page_rows=page_rows))
+        memory stays one page deep, with one reader process and connection for every page.
+
+        With `bound_query` (a query of one value), the reader first runs it on the same connection
+        and appends the value to `params` as the read's upper bound; when it is not above the first
+        parameter there is nothing to read. One process instead of a second one for the bound."""
+        return prefetch(self._batches(query, list(params), arrow=True, page_rows=page_rows, bound_query=bound_query))
 
     def scalar(self, query: str, params: Sequence = ()):
         """The first column of the first row (None for no rows)."""
@@ -100,6 +106,7 @@ class OdbcSource(dg.ConfigurableResource):
         copy_columns: list | None = None,
         arrow: bool = False,
         page_rows: int | None = None,
+        bound_query: str | None = None,
     ) -> Iterator:
         errors = tempfile.TemporaryFile()  # a file, not a pipe: a chatty driver cannot block the child
         child = subprocess.Popen(
@@ -120,6 +127,7 @@ class OdbcSource(dg.ConfigurableResource):
                     "copy_columns": copy_columns,
                     "arrow": arrow,
                     "page_rows": page_rows,
+                    "bound_query": bound_query,
                 },
                 child.stdin,
             )

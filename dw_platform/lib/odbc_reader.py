@@ -125,7 +125,9 @@ def serve(request: dict[str, Any], out: BinaryIO) -> None:
 def serve_arrow(request: dict[str, Any], out: BinaryIO) -> None:
     """The query's result as Arrow record batches (arrow-odbc). Its parameters travel as text;
     the driver converts them to the columns' types. With `page_rows`, the query is a keyset page
-    (see `OdbcSource.arrow_stream`): it runs again after the last key sent until a page is short."""
+    (see `OdbcSource.arrow_stream`): it runs again after the last key sent until a page is short.
+    With `bound_query`, its value (read first, on the same connection) is the read's upper bound,
+    appended to the parameters; no bound above the first parameter means nothing to read."""
     import arrow_odbc
     import pyarrow as pa
 
@@ -142,6 +144,13 @@ def serve_arrow(request: dict[str, Any], out: BinaryIO) -> None:
         return
     params, page_rows = list(request["params"]), request.get("page_rows")
     try:
+        if request.get("bound_query"):
+            bound = next(iter(conn.read_arrow_batches(request["bound_query"], batch_size=1)), None)
+            bound = bound.column(0)[0].as_py() if bound is not None and bound.num_rows else None
+            if bound is None or bound <= params[0]:
+                _send(out, ("end", b""))
+                return
+            params.append(bound)
         while True:
             rows = 0
             for batch in conn.read_arrow_batches(

@@ -74,18 +74,16 @@ def copy_columns(table: BronzeTable) -> list[tuple[str, str]]:
 
 def get_latest_records(source: OdbcSource, last_rowid: int) -> Iterator:
     """The source rows with a rowid above `last_rowid` up to the highest rowid when the read
-    starts, in rowid order, as Arrow record batches fetched column-wise by the ODBC reader
-    process, in keyset pages of `PAGE_ROWS` rows (gaps in the rowids cost nothing). Rows
-    committed later wait for the next run."""
-    high = (
-        source.scalar(
-            f"SELECT MAX({quote_ident(ROWID, source.dialect)}) FROM {quote_table(SALES_SOURCE_TABLE, source.dialect)}"
-        )
-        or 0
+    starts (read first by the same reader), in rowid order, as Arrow record batches fetched
+    column-wise by the ODBC reader process, in keyset pages of `PAGE_ROWS` rows (gaps in the
+    rowids cost nothing). Rows committed later wait for the next run."""
+    rowid, table = quote_ident(ROWID, source.dialect), quote_table(SALES_SOURCE_TABLE, source.dialect)
+    return source.arrow_stream(
+        latest_records_query(source.dialect, PAGE_ROWS),
+        [last_rowid],
+        page_rows=PAGE_ROWS,
+        bound_query=f"SELECT MAX({rowid}) FROM {table}",
     )
-    if high <= last_rowid:
-        return iter(())
-    return source.arrow_stream(latest_records_query(source.dialect, PAGE_ROWS), [last_rowid, high], page_rows=PAGE_ROWS)
 
 
 @dg.asset(
