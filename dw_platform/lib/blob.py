@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -249,3 +250,11 @@ class BlobStorage(dg.ConfigurableResource):
         except (ResourceNotFoundError, ResourceModifiedError):
             pass  # gone already, or a newer version was uploaded meanwhile: that one stays for its run
         return BlobVersion(destination, _etag(props.etag), props.size or 0)
+
+
+def storage_credentials_from_env() -> dict:
+    """Blob storage credentials from the environment: DW_BLOB_CONNECTION_STRING when set, else
+    DW_BLOB_ACCOUNT_URL with DW_BLOB_CREDENTIAL (a key or SAS token). Settings for `BlobStorage`."""
+    if os.environ.get("DW_BLOB_ACCOUNT_URL") and not os.environ.get("DW_BLOB_CONNECTION_STRING"):
+        return {"account_url": dg.EnvVar("DW_BLOB_ACCOUNT_URL"), "credential": dg.EnvVar("DW_BLOB_CREDENTIAL")}
+    return {"connection_string": dg.EnvVar("DW_BLOB_CONNECTION_STRING")}

@@ -516,7 +516,6 @@ class _Ledger:
 
     def begin(self, conn: psycopg.Connection) -> None:
         """Committed before the load's transaction starts, so an attempt that never ends is seen."""
-        s = self.scope
         conn.execute(
             """
             insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
@@ -525,21 +524,24 @@ class _Ledger:
             select %s, %s, %s, %s, %s, %s, %s, %s, %s, 'running', %s, %s, pid, backend_start
             from pg_stat_activity where pid = pg_backend_pid()
             """,
-            (
-                self.batch_id,
-                self.asset_key,
-                self.table.qualified_name,
-                s.label,
-                self.source,
-                s.window_start,
-                s.window_end,
-                s.read_start,
-                s.read_end,
-                self.run_id,
-                self.started_at,
-            ),
+            (*self._identity(), self.run_id, self.started_at),
         )
         self.begun = True
+
+    def _identity(self) -> tuple:
+        """The entry's batch, asset, table, partition, source and windows, in the ledger's column order."""
+        s = self.scope
+        return (
+            self.batch_id,
+            self.asset_key,
+            self.table.qualified_name,
+            s.label,
+            self.source,
+            s.window_start,
+            s.window_end,
+            s.read_start,
+            s.read_end,
+        )
 
     def close_abandoned(self, conn: psycopg.Connection) -> None:
         """Mark `running` entries whose database session has ended (killed clients, lost
@@ -572,7 +574,6 @@ class _Ledger:
         marks it `abandoned`."""
         try:
             with _fresh_connection(conn) as fresh:
-                s = self.scope
                 fresh.execute(
                     """
                     insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
@@ -582,20 +583,7 @@ class _Ledger:
                     on conflict (batch_id) do update set status = 'failed', error = excluded.error,
                         finished_at = excluded.finished_at
                     """,
-                    (
-                        self.batch_id,
-                        self.asset_key,
-                        self.table.qualified_name,
-                        s.label,
-                        self.source,
-                        s.window_start,
-                        s.window_end,
-                        s.read_start,
-                        s.read_end,
-                        message,
-                        self.run_id,
-                        self.started_at,
-                    ),
+                    (*self._identity(), message, self.run_id, self.started_at),
                 )
         except psycopg.Error:
             pass  # the warehouse is gone: the `running` entry (if any) tells the story later

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import dagster as dg
 
-from dw_platform.lib.blob import BlobStorage, BlobVersion
+from dw_platform.lib.blob import BlobStorage, BlobVersion, storage_credentials_from_env
 
 CHUNK_BYTES = 1 << 20
 
@@ -181,13 +181,7 @@ def landing_zone_from_env(folder_variable: str, container_variable: str, default
     if os.environ.get(folder_variable):
         return LandingZone(local_folder=dg.EnvVar(folder_variable))
     container = os.environ.get(container_variable, default_container)
-    if os.environ.get("DW_BLOB_ACCOUNT_URL") and not os.environ.get("DW_BLOB_CONNECTION_STRING"):
-        return LandingZone(
-            container=container,
-            account_url=dg.EnvVar("DW_BLOB_ACCOUNT_URL"),
-            credential=dg.EnvVar("DW_BLOB_CREDENTIAL"),
-        )
-    return LandingZone(container=container, connection_string=dg.EnvVar("DW_BLOB_CONNECTION_STRING"))
+    return LandingZone(container=container, **storage_credentials_from_env())
 
 
 def gzip_chunks(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:

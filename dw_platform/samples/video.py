@@ -130,14 +130,10 @@ def demo(session: DemoSession) -> DemoOutcome:
     landing zone, then run `video_daily` for each day: bronze, flattening, checks, silver, gold."""
     import os
 
+    from dw_platform.defs.video.resources import video_landing_zone
     from dw_platform.lib.demo import DemoOutcome, failure_reason
-    from dw_platform.lib.landing import LandingZone
 
-    zone = LandingZone(
-        local_folder=os.environ.get("DW_VIDEO_LANDING_DIR", ""),
-        container=os.environ.get("DW_VIDEO_CONTAINER", "video"),
-        connection_string=os.environ.get("DW_BLOB_CONNECTION_STRING", ""),
-    )
+    zone = video_landing_zone().process_config_and_initialize()  # the zone the code location uses
     landing = zone.landing()
     # Daily partitions exist for complete days only: the two days before today.
     today = datetime.now(timezone.utc).date()
