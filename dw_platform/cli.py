@@ -133,10 +133,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def prepare_dbt() -> None:
-    """Parse the dbt project so its manifest matches the code (the definitions read it)."""
-    from dw_platform.lib.dbt import DBT_PROJECT
+    """Parse the dbt project when its manifest does not match the code (the definitions read it)."""
+    from dw_platform.lib.dbt import prepare_manifest
 
-    DBT_PROJECT.preparer.prepare(DBT_PROJECT)
+    prepare_manifest()
 
 
 def demo(embedded_in_use: bool) -> int:

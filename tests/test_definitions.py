@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dw_platform.lib.dbt import DBT_PROJECT, prepare_manifest
 from dw_platform.lib.embedded import PROJECT_ROOT
 
 
@@ -246,6 +247,7 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
 def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv():
     """As `dagster dev` on a fresh clone: no DAGSTER_HOME, no DW_* settings, .venv/bin not on PATH;
     DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest (`dbt parse`) on load."""
+    DBT_PROJECT.manifest_path.with_name("manifest_inputs.json").unlink(missing_ok=True)  # as on a fresh clone
     env = {
         "HOME": os.environ.get("HOME", "/tmp"),
         "LANG": "C.UTF-8",
@@ -263,3 +265,24 @@ def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "dbt parse" in result.stdout and "All code locations passed validation" in result.stdout
+
+
+def test_the_dbt_manifest_is_parsed_again_only_when_a_project_file_or_a_connection_setting_changed(server, monkeypatch):
+    """Under `dagster dev` every run's process loads the code location; re-parsing there cost ~6 s
+    of each run's start. The manifest the last parse wrote is kept while nothing it depends on changed."""
+    manifest = DBT_PROJECT.manifest_path
+    prepare_manifest()
+    parsed = manifest.stat().st_mtime_ns
+    prepare_manifest()
+    assert manifest.stat().st_mtime_ns == parsed, "parsed again with nothing changed"
+
+    monkeypatch.setenv("DW_PG_SSLMODE", "allow")  # a setting profiles.yml reads (the session sets disable)
+    prepare_manifest()
+    assert manifest.stat().st_mtime_ns > parsed, "not parsed again after a connection setting changed"
+    parsed = manifest.stat().st_mtime_ns
+
+    monkeypatch.undo()  # the session's settings again, parsed below with the edited model
+    model = DBT_PROJECT.project_dir / "models" / "silver" / "customer" / "customer_profile_standardized.sql"
+    os.utime(model)  # as an editor saving the model
+    prepare_manifest()
+    assert manifest.stat().st_mtime_ns > parsed, "not parsed again after a model changed"

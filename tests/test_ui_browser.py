@@ -112,7 +112,18 @@ class Journey:
         page.locator(f"a[href^='/runs/{run_id}']").first.click()
         page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
         self.wait_for_run_success()
-        return time.monotonic() - clicked
+        return time.monotonic() - clicked, self.page.url.rsplit("/", 1)[-1].split("?")[0]
+
+
+def run_split(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Where a run's time went: queued, launching, then each step's start and end (seconds from enqueue)."""
+    stats = instance.get_run_stats(run_id)
+    t0 = stats.enqueued_time or stats.launch_time
+    parts = [f"run {run_id[:8]}: launched +{stats.launch_time - t0:.1f}", f"started +{stats.start_time - t0:.1f}"]
+    for step in instance.get_run_step_stats(run_id):
+        parts.append(f"{step.step_key} +{step.start_time - t0:.1f}..+{step.end_time - t0:.1f}")
+    parts.append(f"ended +{stats.end_time - t0:.1f}")
+    return "; ".join(parts)
 
 
 def expected_assets(definitions: dg.Definitions) -> dict[str, Counter]:
@@ -175,12 +186,12 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
     with ui.step("customer job for one day, from the job page"):
         ui.open("/locations/dw_platform/jobs/customer_daily")
         page.get_by_role("button", name=re.compile("Materialize all")).click()
-        job_seconds = ui.launch_partition(job_day)
+        job_seconds, job_run = ui.launch_partition(job_day)
 
     with ui.step("one bronze partition from the asset's Materialize dialog"):
         ui.open("/assets/bronze/customer_profile_raw")
         page.get_by_role("button", name=re.compile("Materialize")).first.click()
-        asset_seconds = ui.launch_partition(asset_day)
+        asset_seconds, asset_run = ui.launch_partition(asset_day)
 
     for asset in ("silver/customer_profile_standardized", "gold/dim_customer_profile"):
         with ui.step(f"checks of {asset}"):
@@ -236,3 +247,5 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             f"\nUI click-to-Success: customer_daily, one partition {job_seconds:.1f} s; "
             f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s"
         )
+        for run_id in (job_run, asset_run):
+            print(run_split(operator_ui.instance, run_id))

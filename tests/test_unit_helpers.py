@@ -1,12 +1,17 @@
 """Pure helpers: identifier quoting, source queries, partition windows, dbt arguments."""
 
+import importlib.metadata
+import os
 from datetime import date, datetime, timedelta, timezone
+from functools import cached_property
 
 import dagster as dg
 import pytest
+from dagster_dbt import DbtCliResource
+from packaging.version import Version
 
 from dw_platform.lib.bronze import LoadScope
-from dw_platform.lib.dbt import build_args, failure_from, layer_and_domain, window_vars
+from dw_platform.lib.dbt import DBT_PROJECT, DbtCli, environment, failure_from, layer_and_domain, window_env
 from dw_platform.lib.odbc import quote_ident, quote_table, window_query
 from dw_platform.samples import customer as customer_sample
 
@@ -64,15 +69,19 @@ def test_a_lookback_widens_what_is_read_but_not_the_partition_window():
     assert scope.read_params == (datetime(2026, 11, 19), datetime(2026, 11, 21))
 
 
-def test_window_vars_are_utc_timestamps_with_an_exclusive_end():
+def test_the_dbt_window_is_utc_timestamps_with_an_exclusive_end():
     berlin = timezone(timedelta(hours=1))
     window = dg.TimeWindow(datetime(2026, 11, 20, 1, tzinfo=berlin), datetime(2026, 11, 21, 1, tzinfo=berlin))
-    assert window_vars(window) == {"min_date": "2026-11-20 00:00:00", "max_date": "2026-11-21 00:00:00"}
+    assert window_env(window) == {"DW_MIN_DATE": "2026-11-20 00:00:00", "DW_MAX_DATE": "2026-11-21 00:00:00"}
 
 
-def test_build_args_pass_vars_as_json_only_when_given():
-    assert build_args() == ["build"]
-    assert build_args({"min_date": "a", "max_date": "b"}) == ["build", "--vars", '{"max_date": "b", "min_date": "a"}']
+def test_the_dbt_window_is_set_for_the_invocation_only(monkeypatch):
+    monkeypatch.setenv("DW_MIN_DATE", "left by the caller")
+    monkeypatch.delenv("DW_MAX_DATE", raising=False)
+    with environment({"DW_MIN_DATE": "a", "DW_MAX_DATE": "b"}):
+        assert (os.environ["DW_MIN_DATE"], os.environ["DW_MAX_DATE"]) == ("a", "b")
+    assert os.environ["DW_MIN_DATE"] == "left by the caller"
+    assert "DW_MAX_DATE" not in os.environ
 
 
 def test_a_dbt_failure_is_retried_only_when_the_warehouse_connection_was_lost():
@@ -132,3 +141,10 @@ def test_sample_generator_is_deterministic_and_stays_in_its_window():
     modified = [row[-1] for row in first]
     assert min(modified) >= datetime(2026, 11, 20) and max(modified) < datetime(2026, 11, 23)
     assert {row[0] for row in first} == set(range(1, 501))
+
+
+def test_the_dbt_resource_knows_its_dbt_version_without_running_dbt():
+    """DbtCli replaces dagster-dbt's `_cli_version` (`dbt --version`, which asks PyPI). The name is
+    dagster-dbt's own: if it goes away, the replacement no longer applies and this fails."""
+    assert isinstance(vars(DbtCliResource).get("_cli_version"), cached_property)
+    assert DbtCli(project_dir=DBT_PROJECT)._cli_version == Version(importlib.metadata.version("dbt-core"))

@@ -6,9 +6,8 @@ from decimal import Decimal
 
 import dagster as dg
 import pytest
-from dagster_dbt import DbtCliResource
 
-from dw_platform.lib.dbt import DBT_PROJECT
+from dw_platform.lib.dbt import DBT_PROJECT, DbtCli
 from dw_platform.samples import video as sample
 
 DAY1, DAY2 = "2026-11-20", "2026-11-21"
@@ -96,7 +95,7 @@ def failed_checks(result) -> set[str]:
 
 def dbt_test(select: str) -> bool:
     """Run one dbt test on its own (as the UI's "execute check" would); True when it passes."""
-    invocation = DbtCliResource(project_dir=DBT_PROJECT).cli(["test", "--select", select], raise_on_error=False)
+    invocation = DbtCli(project_dir=DBT_PROJECT).cli(["test", "--select", select], raise_on_error=False)
     invocation.wait()
     return invocation.is_successful()
 

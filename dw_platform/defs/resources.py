@@ -3,9 +3,8 @@
 import os
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
-from dw_platform.lib.dbt import DBT_PROJECT
+from dw_platform.lib.dbt import DBT_PROJECT, DbtCli
 from dw_platform.lib.odbc import OdbcSource
 from dw_platform.lib.warehouse import PostgresWarehouse, warehouse_settings
 
@@ -20,6 +19,6 @@ def resources() -> dg.Definitions:
                 dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),
                 name="customer_crm",
             ),
-            "dbt": DbtCliResource(project_dir=DBT_PROJECT),
+            "dbt": DbtCli(project_dir=DBT_PROJECT),
         }
     )

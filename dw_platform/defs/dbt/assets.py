@@ -14,10 +14,10 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from dw_platform.defs.customer.partitions import customer_daily
-from dw_platform.lib.dbt import DBT_PROJECT, DomainTranslator, run_build
+from dw_platform.lib.dbt import DBT_PROJECT, DomainTranslator, prepare_if_dev, run_build
 from dw_platform.lib.warehouse import PostgresWarehouse
 
-DBT_PROJECT.prepare_if_dev()
+prepare_if_dev()
 
 TRANSLATOR = DomainTranslator(
     partitions={"customer_daily": customer_daily},

@@ -1,5 +1,5 @@
 -- One row per customer version (customer_id + last_modified_ts), every version bronze holds.
--- Daily-partitioned: a run rebuilds the [min_date, max_date) window of last_modified_ts and also
+-- Daily-partitioned: a run rebuilds the [DW_MIN_DATE, DW_MAX_DATE) window of last_modified_ts and also
 -- takes every bronze version silver has not seen yet (rows that arrived late, outside the window);
 -- delete+insert on the version key keeps one row per version.
 {{
@@ -18,6 +18,10 @@
     )
 }}
 
+{#- The run's partition window (dw_platform.lib.dbt.window_env); unset, everything. -#}
+{%- set window_start = env_var("DW_MIN_DATE", "1900-01-01") -%}
+{%- set window_end = env_var("DW_MAX_DATE", "9999-12-31") %}
+
 with
 
 source as (
@@ -27,8 +31,8 @@ source as (
     where customer_id is not null
       and last_modified_ts is not null
       and (
-          last_modified_ts >= '{{ var("min_date") }}'::timestamp
-          and last_modified_ts < '{{ var("max_date") }}'::timestamp
+          last_modified_ts >= '{{ window_start }}'::timestamp
+          and last_modified_ts < '{{ window_end }}'::timestamp
           {% if is_incremental() %}
           {% if '_bronze_row_hash' in adapter.get_columns_in_relation(this) | map(attribute='name') %}
           or not exists (
