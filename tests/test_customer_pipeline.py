@@ -1,5 +1,6 @@
 """The customer domain end to end on a real PostgreSQL, through psqlODBC, with the real dbt project."""
 
+import json
 import os
 from datetime import date, datetime
 
@@ -9,6 +10,7 @@ from conftest import run_job
 
 from dw_platform.defs.customer.assets import customer_profile_raw
 from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
+from dw_platform.lib.dbt import DBT_PROJECT, DbtCli
 from dw_platform.lib.odbc import OdbcSource
 from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples import customer as customer_sample
@@ -243,6 +245,22 @@ def test_an_all_null_source_row_fails_the_bronze_check_and_blocks_silver(definit
     assert "bronze/customer_profile_raw" in materialized(result)
     assert "silver/customer_profile_standardized" not in materialized(result)
     assert not result.success
+
+
+def test_runs_leave_the_dbt_unit_tests_to_the_test_suite_which_runs_them(definitions, crm, warehouse):
+    result = run_job(definitions, DAY1)  # builds what the unit tests' fixtures are typed after
+    assert result.success
+    ran = DbtCli(project_dir=DBT_PROJECT).cli(["test", "--select", "test_type:unit"], raise_on_error=False).wait()
+
+    assert ran.is_successful()
+    outcomes = {r["unique_id"].rsplit(".", 1)[-1]: r["status"] for r in ran.get_artifact("run_results.json")["results"]}
+    assert outcomes == {
+        "test_customer_profile_standardized_cleansing": "pass",
+        "test_customer_profile_standardized_dedupe": "pass",
+    }
+    (build,) = (DBT_PROJECT.project_dir / "target").glob(f"dbt_models-{result.run_id[:7]}-*/run_results.json")
+    run_nodes = [r["unique_id"] for r in json.loads(build.read_text())["results"]]
+    assert run_nodes and not [node for node in run_nodes if node.startswith("unit_test.")]
 
 
 def test_an_unknown_loyalty_tier_fails_the_silver_accepted_values_test(definitions, crm, warehouse):
