@@ -86,9 +86,9 @@ def warehouse(databases) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-@pytest.fixture
-def warehouse_resource(databases):
-    """The warehouse resource on this test's warehouse, for calling assets and checks directly."""
+def warehouse_from_env():
+    """The warehouse resource on the current test's warehouse (its DW_PG_* settings), for calling
+    assets and checks directly."""
     from dw_platform.lib.warehouse import PostgresWarehouse
 
     return PostgresWarehouse(
@@ -98,6 +98,12 @@ def warehouse_resource(databases):
         password=os.environ["DW_PG_PASSWORD"],
         database=os.environ["DW_PG_DATABASE"],
     )
+
+
+@pytest.fixture
+def warehouse_resource(databases):
+    """The warehouse resource on this test's warehouse."""
+    return warehouse_from_env()
 
 
 @pytest.fixture

@@ -6,13 +6,12 @@ from datetime import date, datetime
 
 import dagster as dg
 import pytest
-from conftest import run_job
+from conftest import run_job, warehouse_from_env
 
 from dw_platform.defs.customer.assets import customer_profile_raw
 from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
 from dw_platform.lib.dbt import DBT_PROJECT, DbtCli
 from dw_platform.lib.odbc import OdbcSource
-from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples import customer as customer_sample
 
 DAY1, DAY2, DAY3 = date(2026, 11, 10), date(2026, 11, 11), date(2026, 11, 12)
@@ -278,7 +277,7 @@ def test_an_unknown_loyalty_tier_fails_the_silver_accepted_values_test(definitio
 
 def test_the_source_version_check_run_on_its_own_fails_when_bronze_misses_a_source_row(definitions, crm, warehouse):
     assert run_job(definitions, DAY1).success
-    resources = {"warehouse": warehouse_resource(), "customer_source": source_resource()}
+    resources = {"warehouse": warehouse_from_env(), "customer_source": source_resource()}
     context = dg.build_asset_check_context()
     assert customer_profile_raw_holds_every_source_version(context, **resources).passed
 
@@ -301,7 +300,7 @@ def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_en
     result = dg.materialize(
         [customer_profile_raw],
         partition_key=DAY1.isoformat(),
-        resources={"warehouse": warehouse_resource(), "customer_source": broken},
+        resources={"warehouse": warehouse_from_env(), "customer_source": broken},
         raise_on_error=False,
     )
 
@@ -310,16 +309,6 @@ def test_an_unreachable_source_fails_with_a_clear_message_and_a_failed_ledger_en
     assert "cannot connect to customer_crm over ODBC" in failure.step_failure_data.user_failure_data.description
     assert warehouse.execute("select status, rows_loaded from bronze.batch_ledger").fetchall() == [("failed", 0)]
     assert warehouse.execute("select count(*) from bronze.customer_profile_raw").fetchone()[0] == 0
-
-
-def warehouse_resource() -> PostgresWarehouse:
-    return PostgresWarehouse(
-        host=os.environ["DW_PG_HOST"],
-        port=int(os.environ["DW_PG_PORT"]),
-        user=os.environ["DW_PG_USER"],
-        password=os.environ["DW_PG_PASSWORD"],
-        database=os.environ["DW_PG_DATABASE"],
-    )
 
 
 def source_resource() -> OdbcSource:

@@ -6,6 +6,7 @@ from datetime import date
 
 import dagster as dg
 import pytest
+from conftest import warehouse_from_env
 from cryptography.fernet import Fernet, InvalidToken
 
 from dw_platform.defs.sales.assets import sales
@@ -13,21 +14,10 @@ from dw_platform.defs.sales.checks import sales_expected_columns, sales_no_all_n
 from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.defs.sales.rotation import rotate_keys
 from dw_platform.lib.crypto import Cipher, FernetKeys
-from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples import sales as sample
 
 DAY = date(2026, 11, 20)
 GOOD = sample.to_csv(sample.HEADER, list(sample.rows(30, DAY)))
-
-
-def warehouse_resource() -> PostgresWarehouse:
-    return PostgresWarehouse(
-        host=os.environ["DW_PG_HOST"],
-        port=int(os.environ["DW_PG_PORT"]),
-        user=os.environ["DW_PG_USER"],
-        password=os.environ["DW_PG_PASSWORD"],
-        database=os.environ["DW_PG_DATABASE"],
-    )
 
 
 def ingest(storage, key: str, keys: str | None = None) -> dg.ExecuteInProcessResult:
@@ -35,7 +25,7 @@ def ingest(storage, key: str, keys: str | None = None) -> dg.ExecuteInProcessRes
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(sales_blobs.name, [key])
     resources = {
-        "warehouse": warehouse_resource(),
+        "warehouse": warehouse_from_env(),
         "sales_storage": storage,
         "sales_keys": FernetKeys(fernet_keys=keys or os.environ["DW_SALES_FERNET_KEYS"]),
     }
@@ -223,7 +213,7 @@ def test_the_reconcile_check_fails_when_bronze_lost_a_row_of_the_blob(storage, w
     warehouse.execute("delete from bronze.sales where source_line = 5")
 
     context = dg.build_asset_check_context()
-    result = sales_rows_reconcile_with_blob(context, warehouse=warehouse_resource(), sales_storage=storage)
+    result = sales_rows_reconcile_with_blob(context, warehouse=warehouse_from_env(), sales_storage=storage)
 
     assert not result.passed
     assert result.metadata["rows_loaded"].value == 29 and result.metadata["data_lines"].value == 30
@@ -448,5 +438,5 @@ def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(
     assert warehouse.execute("select order_date, quantity, unit_price from bronze.sales").fetchall() == [
         ("2026-11-20", "3", "2.50")
     ]
-    columns = sales_expected_columns(warehouse=warehouse_resource())
+    columns = sales_expected_columns(warehouse=warehouse_from_env())
     assert columns.passed, columns.metadata

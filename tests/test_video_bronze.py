@@ -14,13 +14,13 @@ from decimal import Decimal
 import dagster as dg
 import mongomock
 import pytest
+from conftest import warehouse_from_env
 
 from dw_platform.defs.video import checks as video_checks
 from dw_platform.defs.video.assets import content, video_users, video_viewing_sessions
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.landing import BlobLanding, LandingZone, LocalLanding
-from dw_platform.lib.warehouse import PostgresWarehouse
 from dw_platform.samples import video as sample
 
 DAY = "2026-11-20"
@@ -33,16 +33,6 @@ class StandInMongo(MongoDocuments):
 
     def client(self):
         return MOCK_MONGO
-
-
-def warehouse_resource() -> PostgresWarehouse:
-    return PostgresWarehouse(
-        host=os.environ["DW_PG_HOST"],
-        port=int(os.environ["DW_PG_PORT"]),
-        user=os.environ["DW_PG_USER"],
-        password=os.environ["DW_PG_PASSWORD"],
-        database=os.environ["DW_PG_DATABASE"],
-    )
 
 
 @pytest.fixture
@@ -80,7 +70,7 @@ def ingest(zone: LandingZone, day: str, assets=None, documents: MongoDocuments |
         raise_on_error=False,
         instance=dg.DagsterInstance.ephemeral(),
         resources={
-            "warehouse": warehouse_resource(),
+            "warehouse": warehouse_from_env(),
             "video_landing": zone,
             "video_documents": documents or MongoDocuments(),
         },
@@ -298,7 +288,7 @@ def test_the_file_check_fails_when_the_landed_file_no_longer_matches_bronze(fold
     land(folder, DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 9))})
 
     result = video_checks.video_users_file_readable(
-        dg.build_asset_check_context(), warehouse=warehouse_resource(), video_landing=folder
+        dg.build_asset_check_context(), warehouse=warehouse_from_env(), video_landing=folder
     )
 
     assert not result.passed and result.metadata["records_in_file"].value == 10
@@ -310,7 +300,7 @@ def test_the_file_check_fails_when_the_file_is_gone(folder, warehouse, tmp_path)
     (tmp_path / "landing" / DAY / "users.csv").unlink()
 
     result = video_checks.video_users_file_readable(
-        dg.build_asset_check_context(), warehouse=warehouse_resource(), video_landing=folder
+        dg.build_asset_check_context(), warehouse=warehouse_from_env(), video_landing=folder
     )
 
     assert not result.passed and "not in the landing zone" in result.metadata["problem"].value
@@ -338,7 +328,7 @@ def test_the_all_null_and_expected_columns_checks_fail_on_a_bad_table(folder, wa
 
     result = ingest(folder, DAY, [video_viewing_sessions])
     warehouse.execute("alter table bronze.video_viewing_sessions add column surprise text")
-    columns = video_checks.video_viewing_sessions_expected_columns(warehouse=warehouse_resource())
+    columns = video_checks.video_viewing_sessions_expected_columns(warehouse=warehouse_from_env())
 
     assert check_results(result)["video_viewing_sessions_no_all_null_rows"] is False
     assert not columns.passed and columns.metadata["unexpected_columns"].value == "surprise"

@@ -18,15 +18,8 @@ import dagster as dg
 from dw_platform.defs.replication.jobs import CDC_TAG
 from dw_platform.defs.replication.sources import ConfigError, SourceConfig, load_sources
 from dw_platform.lib.lakehouse import Lakehouse
+from dw_platform.lib.runs import IN_PROGRESS
 from dw_platform.lib.webhook import AlertWebhook
-
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 
 
 def build_cdc_sensor(source: SourceConfig) -> dg.SensorDefinition:

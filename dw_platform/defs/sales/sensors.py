@@ -25,6 +25,7 @@ import dagster as dg
 
 from dw_platform.defs.sales.partitions import INCOMING, blob_path, partition_key, sales_blobs
 from dw_platform.lib.blob import BlobStorage
+from dw_platform.lib.runs import IN_PROGRESS
 
 JOB = "sales_ingest"
 MAX_RUNS_PER_TICK = 1000
@@ -34,13 +35,6 @@ MAX_RETRY_AFTER_S = 3600.0
 ETAG_TAG = "dw/blob_etag"
 PARTITION_TAG = "dagster/partition"
 WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-IN_PROGRESS = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
 ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
