@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker, date.fromisoformat(args.window[0]), date.fromisoformat(args.window[1]))
 
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     # Always the benchmark's own embedded server: a configured server's source would be truncated.
     for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:
@@ -124,7 +124,7 @@ def pg_connect(dbname: str):
 
 def seed(db: str, rows: int) -> tuple[date, date]:
     """Exactly `rows` source rows (kept if already there); returns the first and last day modified."""
-    from dw_platform.lib.embedded import admin_connection
+    from dw_platform.devenv.embedded import admin_connection
     from dw_platform.samples import customer
 
     with admin_connection("postgres") as admin:

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker, args.table)
 
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:
         del os.environ[key]
@@ -141,8 +141,8 @@ def worker(method: str, table: str) -> int:
 def raw_copy(table: str) -> dict:
     import psycopg
 
-    from dw_platform.defs.replication.postgres import PostgresExtractor, select_statement
-    from dw_platform.defs.replication.sources import load_sources
+    from dw_platform.replication.postgres import PostgresExtractor, select_statement
+    from dw_platform.replication.sources import load_sources
 
     extractor = PostgresExtractor(load_sources()["source_app"])
     query = select_statement(next(t for t in extractor.discover() if t.name == table))
@@ -182,10 +182,10 @@ def dw_platform_asset(table: str) -> dict:
 
 
 def dw_platform_load(table: str) -> dict:
-    from dw_platform.defs.replication.bulk import BulkLoad
-    from dw_platform.defs.replication.extractor import extractor_for
-    from dw_platform.defs.replication.sources import load_sources
     from dw_platform.lib.lakehouse import lakehouse_from_env
+    from dw_platform.replication.bulk import BulkLoad
+    from dw_platform.replication.extractors import extractor_for
+    from dw_platform.replication.sources import load_sources
 
     source = load_sources()["source_app"]
     load = BulkLoad(

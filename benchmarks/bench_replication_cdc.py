@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=900)
     args = parser.parse_args(argv)
 
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:
         del os.environ[key]
@@ -194,7 +194,7 @@ class Workload:
 
 
 def start_daemon(home) -> subprocess.Popen:
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     workspace = str(embedded.PROJECT_ROOT / "workspace.yaml")
     bin_dir = os.path.dirname(sys.executable)
@@ -225,9 +225,9 @@ def stop(process: subprocess.Popen) -> None:
 
 def applied_everything() -> tuple[int, int]:
     """(events logged, events applied) over both tables."""
-    from dw_platform.defs.replication.apply import consumer_offsets
-    from dw_platform.defs.replication.status import ReplicationMeta
     from dw_platform.lib.lakehouse import lakehouse_from_env
+    from dw_platform.replication.apply import consumer_offsets
+    from dw_platform.replication.status import ReplicationMeta
 
     lakehouse = lakehouse_from_env()
     with lakehouse.connect() as conn:
@@ -263,10 +263,10 @@ def wait_runs_finished(instance, timeout: int) -> None:
 def report(instance, changes: int) -> None:
     import dagster as dg
 
-    from dw_platform.defs.replication.sources import load_sources
-    from dw_platform.defs.replication.status import ReplicationMeta
-    from dw_platform.defs.replication.validate import compare_table
     from dw_platform.lib.lakehouse import lakehouse_from_env
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
 
     lakehouse = lakehouse_from_env()
     runs = [r for r in instance.get_run_records(dg.RunsFilter(job_name=JOB)) if r.end_time]
@@ -314,8 +314,8 @@ def visibility_lags(lakehouse) -> list[float]:
     """Per change: when the Iceberg snapshot holding it was written minus when it committed."""
     import bisect
 
-    from dw_platform.defs.replication.iceberg import summary_value
-    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.replication.iceberg import summary_value
+    from dw_platform.replication.status import ReplicationMeta
 
     lags = []
     statuses = ReplicationMeta(lakehouse, "source_app").statuses()

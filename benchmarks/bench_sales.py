@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args.worker)
 
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     target = int(args.gb * 1024**3) if args.gb else args.mb * 1024**2
     for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:

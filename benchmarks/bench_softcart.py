@@ -37,7 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from benchmarks.workers import emit, peak_rss_mib, run_worker
-from dw_platform.lib.embedded import PROJECT_ROOT
+from dw_platform.devenv.embedded import PROJECT_ROOT
 
 SALES_TARGET = 0.75  # sales_data_asset must reach this fraction of raw_odbc_fetch
 LINES_TARGET = 150_000  # access_log_asset lines/s
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(result)
         return 0
 
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
 
     for key in [k for k in os.environ if k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))]:
         del os.environ[key]

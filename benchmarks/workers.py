@@ -7,7 +7,7 @@ import resource
 import subprocess
 import sys
 
-from dw_platform.lib.embedded import PROJECT_ROOT
+from dw_platform.devenv.embedded import PROJECT_ROOT
 
 
 def run_worker(module: str, method: str, *args: str, env: dict[str, str] | None = None) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from psycopg import sql
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 from dw_platform.lib.warehouse import server_connection
 
 
@@ -143,7 +143,7 @@ def demo(embedded_in_use: bool) -> int:
     import dagster as dg
 
     from dw_platform.definitions import defs
-    from dw_platform.lib.demo import run_all
+    from dw_platform.devenv.demo import run_all
 
     if not embedded_in_use:
         print(

@@ -18,7 +18,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 from dw_platform.lib.blob import BlobStorage, azurite_connection_string
 from dw_platform.lib.warehouse import server_connection
 

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime, timezone
 
 from dw_platform.cli import parser
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 
 
 def dw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

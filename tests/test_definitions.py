@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from dw_platform.devenv.embedded import PROJECT_ROOT
 from dw_platform.lib.dbt import DBT_PROJECT, prepare_manifest
-from dw_platform.lib.embedded import PROJECT_ROOT
 
 
 def test_the_code_location_has_every_customer_asset_check_job_and_schedule(definitions: dg.Definitions):
@@ -164,7 +164,7 @@ def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_t
 
 
 def test_every_asset_belongs_to_a_domain_with_its_tag_owner_and_kinds(definitions: dg.Definitions):
-    from dw_platform.lib.domains import OWNERS
+    from dw_platform.domains import OWNERS
 
     graph = definitions.resolve_asset_graph()
     for key in graph.get_all_asset_keys():

@@ -6,7 +6,7 @@ import socket
 import pytest
 from cryptography.fernet import Fernet
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 from dw_platform.lib.blob import BlobStorage
 
 

@@ -9,7 +9,7 @@ import sys
 import pyodbc
 import pytest
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def no_mariadb_settings(monkeypatch, tmp_path):
 
 SECOND_PROCESS = """
 import os
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 with embedded.services(env_file=None):
     print(os.environ["DW_SOFTCART_ODBC"])
 """

@@ -7,7 +7,7 @@ import stat
 import psycopg
 import pytest
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 
 
 def test_a_connection_without_the_password_is_refused(server):

@@ -79,9 +79,9 @@ def same(a, b) -> bool:
 def test_every_mapped_type_round_trips_exactly_through_the_bulk_load_and_the_change_text_path(
     replication_source, defs, instance, lakehouse
 ):
-    from dw_platform.defs.replication.postgres import PostgresExtractor
-    from dw_platform.defs.replication.sources import load_sources
-    from dw_platform.defs.replication.typemap import text_to_iceberg_array
+    from dw_platform.replication.postgres import PostgresExtractor
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.typemap import text_to_iceberg_array
 
     replication_source.execute(ALL_TYPES_DDL)
     assert load_all(defs, instance).success
@@ -125,7 +125,7 @@ def test_every_mapped_type_round_trips_exactly_through_the_bulk_load_and_the_cha
 def fast_retry_defs(tmp_path, monkeypatch):
     """The code location with the default sources.yaml but short lock waits and back-off."""
     from dw_platform.definitions import defs
-    from dw_platform.defs.replication.sources import DEFAULT_FILE
+    from dw_platform.replication.sources import DEFAULT_FILE
 
     text = (
         DEFAULT_FILE.read_text()
@@ -218,7 +218,7 @@ def test_the_copy_is_the_database_at_the_slot_position_not_what_commits_after(
 def test_a_failing_table_is_retried_the_others_complete_and_a_rerun_loads_only_what_is_not_completed(
     replication_source, warehouse, instance, tmp_path, monkeypatch, lakehouse
 ):
-    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.replication.status import ReplicationMeta
 
     defs = fast_retry_defs(tmp_path, monkeypatch)
     seed(replication_source, customer_count=200, product_count=50, order_count=300, audit_count=100)
@@ -267,7 +267,7 @@ def test_a_changed_source_schema_on_reload_is_recorded_notified_and_the_old_data
     replication_source, warehouse, instance, webhook, monkeypatch, lakehouse
 ):
     from dw_platform.definitions import defs as load_defs
-    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.replication.status import ReplicationMeta
 
     seed(replication_source, customer_count=50, product_count=40, order_count=60, audit_count=10)
     monkeypatch.setenv("DW_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/unreachable")

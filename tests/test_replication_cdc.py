@@ -28,9 +28,9 @@ def run_cdc(defs, instance, **config):
 
 def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
     """Every completed table compared with its source table (rows and content hash)."""
-    from dw_platform.defs.replication.sources import load_sources
-    from dw_platform.defs.replication.status import ReplicationMeta
-    from dw_platform.defs.replication.validate import compare_table
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
 
     source = load_sources()["source_app"]
     statuses = ReplicationMeta(lakehouse, "source_app").statuses()
@@ -108,7 +108,7 @@ def events_per_topic() -> dict[str, int]:
 
 
 def statuses(lakehouse) -> dict[str, dict]:
-    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.replication.status import ReplicationMeta
 
     return ReplicationMeta(lakehouse, "source_app").statuses()
 
@@ -116,9 +116,9 @@ def statuses(lakehouse) -> dict[str, dict]:
 def test_a_crash_between_the_log_commit_and_the_slot_advance_rereads_without_duplicating(
     loaded, defs, instance, lakehouse
 ):
-    from dw_platform.defs.replication import capture
-    from dw_platform.defs.replication.capture import Capture
-    from dw_platform.defs.replication.sources import load_sources
+    from dw_platform.replication import capture
+    from dw_platform.replication.capture import Capture
+    from dw_platform.replication.sources import load_sources
 
     loaded.execute(WORKLOAD)
     source = load_sources()["source_app"]
@@ -145,7 +145,7 @@ def test_a_crash_between_the_log_commit_and_the_slot_advance_rereads_without_dup
 KILL_SCRIPT = """
 import os, dagster as dg
 from dw_platform.definitions import defs
-from dw_platform.defs.replication import apply
+from dw_platform.replication import apply
 apply.AFTER_TABLE_COMMIT = lambda key: os._exit(137)  # killed right after the first table's Iceberg commit
 defs().resolve_job_def("replication_cdc_source_app").execute_in_process(instance=dg.DagsterInstance.ephemeral())
 """
@@ -201,7 +201,7 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     replication_source, warehouse, instance, lakehouse, webhook, monkeypatch
 ):
     from dw_platform.definitions import defs as load_defs
-    from dw_platform.defs.replication.status import ReplicationMeta
+    from dw_platform.replication.status import ReplicationMeta
 
     url, received = webhook
     monkeypatch.setenv("DW_ALERT_WEBHOOK_URL", url)
@@ -243,7 +243,7 @@ def sources_file(tmp_path, monkeypatch, **settings) -> None:
     """Use the default sources.yaml with some settings replaced."""
     import re
 
-    from dw_platform.defs.replication.sources import DEFAULT_FILE
+    from dw_platform.replication.sources import DEFAULT_FILE
 
     text = DEFAULT_FILE.read_text()
     for name, value in settings.items():
@@ -311,7 +311,7 @@ def sensor_context(instance, lakehouse, cursor=None):
 
 def test_the_sensor_requests_a_run_only_when_there_is_something_to_capture_or_apply(loaded, defs, instance, lakehouse):
     from dw_platform.defs.replication.sensors import evaluate
-    from dw_platform.defs.replication.sources import load_sources
+    from dw_platform.replication.sources import load_sources
 
     source = load_sources()["source_app"]
     assert definitions_sensor(defs).default_status == dg.DefaultSensorStatus.STOPPED
@@ -334,8 +334,8 @@ def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
     loaded, defs, instance, lakehouse, webhook, tmp_path, monkeypatch
 ):
     from dw_platform.defs.replication.sensors import watch
-    from dw_platform.defs.replication.sources import load_sources
     from dw_platform.lib.webhook import AlertWebhook
+    from dw_platform.replication.sources import load_sources
 
     sources_file(tmp_path, monkeypatch, lag_alert_mb=0, stall_alert_minutes=5)
     source = load_sources()["source_app"]
@@ -357,7 +357,7 @@ def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
 
 
 def test_a_second_capture_run_of_a_source_fails_at_once_instead_of_overlapping(loaded, defs, instance, lakehouse):
-    from dw_platform.defs.replication.cdc import exclusive
+    from dw_platform.replication.cdc import exclusive
 
     loaded.execute("update customers set full_name = 'z' where id = 3")
     with exclusive(lakehouse, "source_app"):  # a run in progress

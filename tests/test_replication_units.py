@@ -6,13 +6,13 @@ would send and the types it maps to, never against a live database (README says 
 
 import pytest
 
-from dw_platform.defs.replication import oracle
-from dw_platform.defs.replication.extractor import SourceTable
-from dw_platform.defs.replication.iceberg import iceberg_schema, plan_evolution
-from dw_platform.defs.replication.postgres import int_to_lsn, lsn_to_int, select_statement, tables_from_catalog
-from dw_platform.defs.replication.schema_changes import diff, message
-from dw_platform.defs.replication.sources import ConfigError, interpolate, load_sources, parse_sources
-from dw_platform.defs.replication.typemap import SourceColumn, numeric_precision_scale, postgres_column
+from dw_platform.replication import oracle
+from dw_platform.replication.extractor import SourceTable
+from dw_platform.replication.iceberg import iceberg_schema, plan_evolution
+from dw_platform.replication.postgres import int_to_lsn, lsn_to_int, select_statement, tables_from_catalog
+from dw_platform.replication.schema_changes import diff, message
+from dw_platform.replication.sources import ConfigError, interpolate, load_sources, parse_sources
+from dw_platform.replication.typemap import SourceColumn, numeric_precision_scale, postgres_column
 
 
 def test_references_resolve_from_the_environment_with_defaults_and_a_missing_one_is_named():
@@ -220,7 +220,7 @@ def test_tables_are_written_in_several_files_of_about_the_target_size_one_batch_
     import pyarrow as pa
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from dw_platform.defs.replication import iceberg
+    from dw_platform.replication import iceberg
 
     catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=tmp_path.as_uri())
     source = _table(SourceColumn("id", "bigint", "long", False), SourceColumn("name", "text", "string"))
@@ -284,10 +284,10 @@ def test_applying_the_same_batch_twice_leaves_the_same_table(tmp_path):
     """Idempotent by key and LSN: deleting the batch's keys and writing their latest images."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from dw_platform.defs.replication.apply import Apply, shape_table
-    from dw_platform.defs.replication.eventlog import LoggedEvent, RelationShape
-    from dw_platform.defs.replication.iceberg import load_or_create
     from dw_platform.lib.webhook import AlertWebhook
+    from dw_platform.replication.apply import Apply, shape_table
+    from dw_platform.replication.eventlog import LoggedEvent, RelationShape
+    from dw_platform.replication.iceberg import load_or_create
 
     shape = RelationShape(
         1,
@@ -355,7 +355,7 @@ def test_every_pgoutput_message_of_protocol_1_decodes():
     import struct
     from datetime import datetime, timezone
 
-    from dw_platform.defs.replication import pgoutput as p
+    from dw_platform.replication import pgoutput as p
 
     micros = int((datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc) - p.PG_EPOCH).total_seconds() * 1e6)
     begin = p.decode(b"B" + struct.pack("!qqI", 0x1875098, micros, 734))

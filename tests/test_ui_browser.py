@@ -22,8 +22,8 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from dw_platform.lib import embedded
-from dw_platform.lib.domains import OWNERS
+from dw_platform.devenv import embedded
+from dw_platform.domains import OWNERS
 from dw_platform.samples import customer as customer_sample
 from dw_platform.samples import sales as sales_sample
 

@@ -2,7 +2,7 @@
 
 Keys come from one environment variable, comma-separated, newest first: the newest encrypts,
 every listed key decrypts (MultiFernet). To rotate: put a new key in front, run the re-encrypt
-command (`dw rotate-keys sales`), then drop the old key.
+command (`dw rotate-keys DOMAIN`), then drop the old key.
 """
 
 from __future__ import annotations

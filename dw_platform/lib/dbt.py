@@ -8,7 +8,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timezone
 from functools import cached_property
@@ -21,9 +21,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
 
-from dw_platform.lib.domains import asset_attributes
-from dw_platform.lib.embedded import PROJECT_ROOT
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
+from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 
@@ -99,7 +98,7 @@ class DbtCli(DbtCliResource):
 
 def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
     """The medallion layer and domain of a dbt node, from its folder:
-    models/silver/customer/x.sql (fqn [project, silver, customer, x]) -> ('silver', 'customer')."""
+    models/silver/<domain>/x.sql (fqn [project, silver, <domain>, x]) -> ('silver', '<domain>')."""
     if len(fqn) > 3 and fqn[1] in ("silver", "gold"):
         return fqn[1], fqn[2]
     return None
@@ -121,12 +120,18 @@ def follows_upstream() -> dg.AutomationCondition:
 
 class DomainTranslator(DagsterDbtTranslator):
     """Models get the key [layer, name] (meeting the bronze assets' [bronze, name]) and their
-    domain's group, tag and owner, so a domain reads bronze -> silver -> gold in one group.
-    A model tagged with a key of `partitions` gets that partitions definition (the rest are
+    domain's group, tag and owner (`attributes(domain)`: the domain registry's), so a domain
+    reads bronze -> silver -> gold in one group. A model tagged with a key of `partitions` gets that partitions definition (the rest are
     unpartitioned), and every model follows its upstream (`follows_upstream`)."""
 
-    def __init__(self, partitions: Mapping[str, dg.PartitionsDefinition] | None = None, **kwargs):
+    def __init__(
+        self,
+        attributes: Callable[[str], dict[str, Any]],
+        partitions: Mapping[str, dg.PartitionsDefinition] | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        self.attributes = attributes
         self.partitions = dict(partitions or {})
 
     def get_partitions_def(self, dbt_resource_props: Mapping[str, Any]) -> dg.PartitionsDefinition | None:
@@ -160,7 +165,7 @@ class DomainTranslator(DagsterDbtTranslator):
         if placed is None:
             return spec
         layer, domain = placed
-        attributes = asset_attributes(domain)
+        attributes = self.attributes(domain)
         return spec.replace_attributes(
             key=dg.AssetKey([layer, node["name"]]), group_name=attributes["group_name"], owners=attributes["owners"]
         ).merge_attributes(tags=attributes["tags"], kinds={"seed"} if node["resource_type"] == "seed" else set())
@@ -279,7 +284,7 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
 
 def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
     """The run's partition window (or range) when it builds time-partitioned models; None otherwise,
-    e.g. a sales run, whose blob partition means nothing to dbt."""
+    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt."""
     specs = context.assets_def.specs_by_key
     if not any(
         isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition) for key in context.selected_asset_keys

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 if TYPE_CHECKING:
-    from dw_platform.lib.demo import DemoOutcome, DemoSession
+    from dw_platform.devenv.demo import DemoOutcome, DemoSession
 
 SOURCE_TABLE = "dbo.customer_profile"
 
@@ -242,8 +242,8 @@ def demo(session: DemoSession) -> DemoOutcome:
     versions: the SCD2 dimension and the audit fact show the history."""
     import os
 
-    from dw_platform.lib.demo import DemoOutcome, failure_reason
-    from dw_platform.lib.embedded import admin_connection
+    from dw_platform.devenv.demo import DemoOutcome, failure_reason
+    from dw_platform.devenv.embedded import admin_connection
     from dw_platform.lib.warehouse import server_connection
 
     with admin_connection("source_crm") as source:

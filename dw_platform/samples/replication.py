@@ -15,7 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 if TYPE_CHECKING:
-    from dw_platform.lib.demo import DemoOutcome, DemoSession
+    from dw_platform.devenv.demo import DemoOutcome, DemoSession
 
 DDL = """
 create table if not exists customers (
@@ -260,9 +260,9 @@ def demo(session: DemoSession) -> DemoOutcome:
     compare every table's rows and content hash with the source."""
     import os
 
-    from dw_platform.defs.replication.status import ReplicationMeta
-    from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.devenv.demo import DemoOutcome, failure_reason
     from dw_platform.lib.lakehouse import lakehouse_from_env
+    from dw_platform.replication.status import ReplicationMeta
 
     with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
         counts = seed(conn)
@@ -309,11 +309,11 @@ def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
     import dagster as dg
 
     from dw_platform.defs.replication.sensors import evaluate
-    from dw_platform.defs.replication.sources import load_sources
-    from dw_platform.defs.replication.status import ReplicationMeta
-    from dw_platform.defs.replication.validate import compare_table
-    from dw_platform.lib.demo import failure_reason
+    from dw_platform.devenv.demo import failure_reason
     from dw_platform.lib.lakehouse import lakehouse_from_env
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
 
     source, lakehouse = load_sources()["source_app"], lakehouse_from_env()
     with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:

@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dw_platform.lib.demo import DemoOutcome, DemoSession
+    from dw_platform.devenv.demo import DemoOutcome, DemoSession
 
 HEADER = [
     "order_id",
@@ -143,8 +143,8 @@ def demo(session: DemoSession) -> DemoOutcome:
 
     from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
     from dw_platform.defs.sales.sensors import scan
+    from dw_platform.devenv.demo import DemoOutcome, failure_reason
     from dw_platform.lib.blob import BlobStorage
-    from dw_platform.lib.demo import DemoOutcome, failure_reason
 
     storage = BlobStorage(
         container=os.environ.get("DW_SALES_CONTAINER", "sales"),

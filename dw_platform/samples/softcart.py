@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import dagster as dg
     import pyodbc
 
-    from dw_platform.lib.demo import DemoOutcome, DemoSession
+    from dw_platform.devenv.demo import DemoOutcome, DemoSession
 
 SOURCE_DDL = (
     """
@@ -289,7 +289,7 @@ def demo(session: DemoSession) -> DemoOutcome:
     from dw_platform.defs.softcart.partitions import INCOMING, weblog_files
     from dw_platform.defs.softcart.resources import weblogs_landing_zone
     from dw_platform.defs.softcart.sensors import scan_weblogs
-    from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.devenv.demo import DemoOutcome, failure_reason
 
     source_conn_string = os.environ["DW_SOFTCART_ODBC"]
 
@@ -343,7 +343,7 @@ def _metadata(result: dg.ExecuteInProcessResult, name: str) -> dict:
 
 
 def _sync_line(label: str, result: dg.ExecuteInProcessResult) -> str:
-    from dw_platform.lib.demo import failure_reason
+    from dw_platform.devenv.demo import failure_reason
 
     if not result.success:
         return f"{label}: FAILED: {failure_reason(result)}"

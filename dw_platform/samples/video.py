@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dw_platform.lib.demo import DemoOutcome, DemoSession
+    from dw_platform.devenv.demo import DemoOutcome, DemoSession
 
 USERS_HEADER = ["user_id", "email", "country", "subscription_tier", "signup_date", "updated_at"]
 SESSIONS_HEADER = [
@@ -131,7 +131,7 @@ def demo(session: DemoSession) -> DemoOutcome:
     import os
 
     from dw_platform.defs.video.resources import video_landing_zone
-    from dw_platform.lib.demo import DemoOutcome, failure_reason
+    from dw_platform.devenv.demo import DemoOutcome, failure_reason
 
     zone = video_landing_zone().process_config_and_initialize()  # the zone the code location uses
     landing = zone.landing()

@@ -12,7 +12,7 @@ import psutil
 
 START_THEN = textwrap.dedent("""
     import os, sys
-    from dw_platform.lib import embedded
+    from dw_platform.devenv import embedded
     with embedded.services(env_file=None):
         print(os.environ["DW_PG_HOST"], flush=True)
         if sys.argv[1] == "kill":

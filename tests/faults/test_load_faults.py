@@ -23,7 +23,7 @@ from faultkit import (
 )
 
 from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 
 KILLED_RUN = textwrap.dedent("""
     import os, sys

@@ -11,7 +11,7 @@ from datetime import date
 import dagster as dg
 from faultkit import ROWS, copying_backend, seed
 
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 
 DAY = date(2026, 11, 10)
 

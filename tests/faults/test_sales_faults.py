@@ -17,7 +17,7 @@ from faultkit import copying_backend, fast_retry_job, session_resources, start_c
 from dw_platform.defs.sales.assets import sales
 from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.defs.sales.sensors import scan
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 from dw_platform.lib.crypto import FernetKeys
 from dw_platform.samples import sales as sample
 

@@ -9,7 +9,7 @@ from faultkit import copying_backend, fast_retry_job, session_resources, wait_un
 
 from dw_platform.defs.video.assets import video_viewing_sessions
 from dw_platform.defs.video.sensors import scan
-from dw_platform.lib import embedded
+from dw_platform.devenv import embedded
 from dw_platform.lib.landing import LandingZone
 from dw_platform.samples import video as sample
 

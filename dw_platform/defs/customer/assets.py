@@ -12,9 +12,9 @@ import dagster as dg
 from pydantic import Field
 
 from dw_platform.defs.customer.partitions import customer_daily
+from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.warehouse import PostgresWarehouse

@@ -14,12 +14,14 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
 
 from dw_platform.defs.customer.partitions import customer_daily
+from dw_platform.domains import asset_attributes
 from dw_platform.lib.dbt import DBT_PROJECT, DomainTranslator, prepare_if_dev, run_build
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 prepare_if_dev()
 
 TRANSLATOR = DomainTranslator(
+    attributes=asset_attributes,
     partitions={"customer_daily": customer_daily},
     # enable_code_references: each model links to its .sql file in the UI.
     settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=True),

@@ -11,16 +11,22 @@
   captures the slot's pending changes into it and applies them to the Iceberg tables.
 """
 
+import time
 from collections.abc import Iterator
 
 import dagster as dg
 
 from dw_platform.defs.replication import checks
-from dw_platform.defs.replication.partitions import table_partitions
-from dw_platform.defs.replication.sources import SourceConfig, load_sources
-from dw_platform.lib.domains import asset_attributes
+from dw_platform.defs.replication.partitions import cdc_events_key, lakehouse_key, table_partitions
+from dw_platform.domains import asset_attributes
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
+from dw_platform.replication import cdc, schema_changes
+from dw_platform.replication.bulk import BulkLoad, is_transient, one_line
+from dw_platform.replication.capture import CaptureResult
+from dw_platform.replication.extractors import extractor_for
+from dw_platform.replication.iceberg import LINEAGE_COLUMNS
+from dw_platform.replication.sources import SourceConfig, load_sources
 
 
 class BulkLoadConfig(dg.Config):
@@ -33,16 +39,7 @@ class ChangeCaptureConfig(dg.Config):
     time_budget_s: float = 0  # stop capturing after this long (the sensor starts the next run); 0 = the source's
 
 
-def lakehouse_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["bronze", "lakehouse", source])
-
-
-def cdc_events_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["bronze", "cdc_events", source])
-
-
 def column_schema(result) -> dg.TableSchema:
-    from dw_platform.defs.replication.iceberg import LINEAGE_COLUMNS
 
     return dg.TableSchema(
         columns=[
@@ -87,7 +84,6 @@ def materialization(key: dg.AssetKey, result) -> dg.AssetMaterialization:
 def _reported(results: Iterator) -> Iterator:
     """`results`, with a failure of the run itself (the source unreachable, no logical decoding,
     no publication, another run in progress) turned into one Failure, retried only when transient."""
-    from dw_platform.defs.replication.bulk import is_transient, one_line
 
     try:
         yield from results
@@ -115,9 +111,6 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
     def lakehouse_tables(
         context: dg.AssetExecutionContext, config: BulkLoadConfig, lakehouse: Lakehouse, alert_webhook: AlertWebhook
     ) -> Iterator:
-        from dw_platform.defs.replication import schema_changes
-        from dw_platform.defs.replication.bulk import BulkLoad
-        from dw_platform.defs.replication.extractor import extractor_for
 
         keys = list(context.partition_keys)
         load = BulkLoad(
@@ -153,7 +146,6 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
 
 def applied_materialization(source: SourceConfig, batch) -> dg.AssetMaterialization:
     """The lakehouse table's materialization for one applied micro-batch."""
-    import time
 
     metadata = {
         "events_applied": batch.events,
@@ -198,9 +190,6 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
         lakehouse: Lakehouse,
         alert_webhook: AlertWebhook,
     ) -> Iterator:
-        from dw_platform.defs.replication import cdc
-        from dw_platform.defs.replication.capture import CaptureResult
-        from dw_platform.defs.replication.partitions import table_partitions
 
         partitions = table_partitions(source.name).name
 

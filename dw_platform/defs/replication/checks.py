@@ -19,11 +19,20 @@ On `bronze/cdc_events/<source>`, run after each capture+apply run (and on their 
 
 from __future__ import annotations
 
-import dagster as dg
+import time
+from datetime import timedelta
 
-from dw_platform.defs.replication.sources import SourceConfig, load_sources
-from dw_platform.defs.replication.status import ReplicationMeta
+import dagster as dg
+import pyarrow.compute as pc
+
+from dw_platform.defs.replication.partitions import cdc_events_key
 from dw_platform.lib.lakehouse import Lakehouse
+from dw_platform.replication import eventlog
+from dw_platform.replication.apply import consumer_offsets
+from dw_platform.replication.capture import Capture
+from dw_platform.replication.sources import SourceConfig, load_sources
+from dw_platform.replication.status import ReplicationMeta, now
+from dw_platform.replication.validate import compare_table
 
 ROWS_MATCH = "rows_match_snapshot"
 PK_UNIQUE = "primary_key_unique"
@@ -74,7 +83,6 @@ def rows_match_snapshot(lakehouse: Lakehouse, statuses: dict[str, dict], keys: l
 def duplicate_keys(table, key: list[str]) -> int:
     """Rows whose primary key value an earlier row already has, in the table's current data.
     Sorts the key columns (a third of the memory a hash grouping takes)."""
-    import pyarrow.compute as pc
 
     if table.current_snapshot() is None:
         return 0
@@ -140,8 +148,6 @@ def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> li
 
 
 def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
-    from dw_platform.defs.replication.apply import consumer_offsets
-    from dw_platform.defs.replication.assets import cdc_events_key
 
     key = cdc_events_key(source.name)
 
@@ -151,10 +157,6 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
         description=(f"WAL the slot has not confirmed stays under {source.lag_alert_mb} MiB (lag_alert_mb)."),
     )
     def replication_lag(lakehouse: Lakehouse) -> dg.AssetCheckResult:
-        import time
-
-        from dw_platform.defs.replication import eventlog
-        from dw_platform.defs.replication.capture import Capture
 
         state = Capture(source, lakehouse).slot_state()
         confirmed, lag_bytes = state.confirmed_lsn, state.lag_bytes
@@ -180,10 +182,6 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
         description=(f"No event in the log older than {source.stale_after_minutes:g} minutes is left unapplied."),
     )
     def no_stale_unapplied_events(lakehouse: Lakehouse) -> dg.AssetCheckResult:
-        from datetime import timedelta
-
-        from dw_platform.defs.replication import eventlog
-        from dw_platform.defs.replication.status import now
 
         with lakehouse.connect() as conn:
             eventlog.ensure_log(conn)
@@ -205,9 +203,6 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
         ),
     )
     def lakehouse_matches_source(lakehouse: Lakehouse) -> dg.AssetCheckResult:
-        from dw_platform.defs.replication import eventlog
-        from dw_platform.defs.replication.capture import Capture
-        from dw_platform.defs.replication.validate import compare_table
 
         meta = ReplicationMeta(lakehouse, source.name)
         with lakehouse.connect() as conn:

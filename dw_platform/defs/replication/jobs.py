@@ -15,10 +15,13 @@
 
 import dagster as dg
 
-from dw_platform.defs.replication.assets import cdc_events_key, lakehouse_key
-from dw_platform.defs.replication.partitions import table_partitions
-from dw_platform.defs.replication.sources import SourceConfig, load_sources
+from dw_platform.defs.replication.partitions import cdc_events_key, lakehouse_key, table_partitions
 from dw_platform.lib.lakehouse import Lakehouse
+from dw_platform.replication.bulk import cdc_mode
+from dw_platform.replication.extractors import extractor_for
+from dw_platform.replication.sources import SourceConfig, load_sources
+from dw_platform.replication.status import ReplicationMeta, now
+from dw_platform.replication.validate import validate_source
 
 
 def build_discover_op(source: SourceConfig) -> dg.OpDefinition:
@@ -28,9 +31,6 @@ def build_discover_op(source: SourceConfig) -> dg.OpDefinition:
         description=f"Discover the selected tables of {source.name}; add their partitions.",
     )
     def discover(context: dg.OpExecutionContext, lakehouse: Lakehouse) -> None:
-        from dw_platform.defs.replication.bulk import cdc_mode
-        from dw_platform.defs.replication.extractor import extractor_for
-        from dw_platform.defs.replication.status import ReplicationMeta, now
 
         extractor = extractor_for(source)
         tables = [t for t in extractor.discover() if "." not in t.schema]
@@ -84,7 +84,6 @@ def build_validate_op(sources: dict[str, SourceConfig]) -> dg.OpDefinition:
         description="Row counts of every lakehouse table; source tables missing from the lakehouse; failed tables.",
     )
     def validate(context: dg.OpExecutionContext, config: ValidateConfig, lakehouse: Lakehouse):
-        from dw_platform.defs.replication.validate import validate_source
 
         problems = []
         for source in sources.values():

@@ -14,12 +14,17 @@ import json
 import time
 
 import dagster as dg
+import psycopg
 
 from dw_platform.defs.replication.jobs import CDC_TAG
-from dw_platform.defs.replication.sources import ConfigError, SourceConfig, load_sources
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.runs import IN_PROGRESS
 from dw_platform.lib.webhook import AlertWebhook
+from dw_platform.replication import eventlog
+from dw_platform.replication.apply import consumer_offsets
+from dw_platform.replication.capture import Capture
+from dw_platform.replication.sources import ConfigError, SourceConfig, load_sources
+from dw_platform.replication.status import ReplicationMeta
 
 
 def build_cdc_sensor(source: SourceConfig) -> dg.SensorDefinition:
@@ -39,12 +44,6 @@ def build_cdc_sensor(source: SourceConfig) -> dg.SensorDefinition:
 
 
 def evaluate(context: dg.SensorEvaluationContext, source: SourceConfig, lakehouse: Lakehouse):
-    import psycopg
-
-    from dw_platform.defs.replication import eventlog
-    from dw_platform.defs.replication.apply import consumer_offsets
-    from dw_platform.defs.replication.capture import Capture
-    from dw_platform.defs.replication.status import ReplicationMeta
 
     job_name = f"replication_cdc_{source.name}"
     running = context.instance.get_runs(dg.RunsFilter(job_name=job_name, statuses=IN_PROGRESS), limit=1)
@@ -90,9 +89,6 @@ def watch(
 ):
     """One look at the slot; the cursor (JSON) remembers its position, since when, and whether an
     alert went out for the current episode."""
-    import psycopg
-
-    from dw_platform.defs.replication.capture import Capture
 
     seen = json.loads(context.cursor) if context.cursor else {}
     try:

@@ -7,11 +7,11 @@ from psycopg import sql
 
 from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
+from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import FernetKeys
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 

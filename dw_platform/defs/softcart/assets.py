@@ -22,9 +22,9 @@ from dw_platform.defs.softcart.ingest import (
     ensure_quarantine,
 )
 from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
+from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.prefetch import prefetch

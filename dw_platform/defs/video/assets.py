@@ -24,11 +24,11 @@ from dw_platform.defs.video.ingest import (
     existing_child_tables,
 )
 from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
+from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
-from dw_platform.lib.domains import asset_attributes
 from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.warehouse import PostgresWarehouse

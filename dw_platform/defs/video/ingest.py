@@ -26,7 +26,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dw_platform.lib.bronze import BronzeTable, Column
+from dw_platform.lib.bronze import BronzeTable, Column, ensure_bronze_objects
 from dw_platform.lib.csv_stream import CsvReader, CsvSchema
 from dw_platform.lib.json_flatten import DocumentError, TableShape, flatten
 
@@ -297,7 +297,6 @@ def existing_child_tables(conn: psycopg.Connection) -> list[str]:
 
 def apply_schema_changes(conn: psycopg.Connection, parsed: ContentFile) -> None:
     """Create new child tables and add new columns (recorded in bronze.video_schema_changes)."""
-    from dw_platform.lib.bronze import ensure_bronze_objects
 
     ensure_bronze_objects(conn, parsed.parent_table())
     for name in parsed.children:

@@ -24,8 +24,8 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.replication.extractor import Extractor, Snapshot, SourceTable
-from dw_platform.defs.replication.typemap import SourceColumn, postgres_column, to_iceberg_array
+from dw_platform.replication.extractor import Extractor, Snapshot, SourceTable
+from dw_platform.replication.typemap import SourceColumn, postgres_column, to_iceberg_array
 
 # One row per column of every ordinary or partitioned table outside the system schemas (partitions
 # are read through their root, so they are left out).

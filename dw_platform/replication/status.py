@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from dw_platform.defs.replication.typemap import SourceColumn, iceberg_type
 from dw_platform.lib.lakehouse import TIDY_METADATA, Lakehouse
+from dw_platform.replication.typemap import SourceColumn, iceberg_type
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -110,7 +110,7 @@ class ReplicationMeta:
     def _table(self, name: str) -> Table:
         from pyiceberg.exceptions import NoSuchTableError
 
-        from dw_platform.defs.replication.iceberg import ensure_namespace
+        from dw_platform.replication.iceberg import ensure_namespace
 
         catalog = self.lakehouse.catalog()
         try:
@@ -145,7 +145,7 @@ class ReplicationMeta:
     def _rewrite(table: Table, columns, rows: list[dict]) -> None:
         import pyarrow as pa
 
-        from dw_platform.defs.replication.iceberg import arrow_schema
+        from dw_platform.replication.iceberg import arrow_schema
 
         schema = arrow_schema(table.schema())
         data = pa.Table.from_pylist([{name: row.get(name) for name, _ in columns} for row in rows], schema=schema)

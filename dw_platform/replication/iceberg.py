@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from dw_platform.defs.replication.extractor import SourceTable
-from dw_platform.defs.replication.typemap import SourceColumn, iceberg_type, same_iceberg_type, widens
 from dw_platform.lib.lakehouse import TIDY_METADATA
+from dw_platform.replication.extractor import SourceTable
+from dw_platform.replication.typemap import SourceColumn, iceberg_type, same_iceberg_type, widens
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -20,8 +20,7 @@ from typing import TextIO
 
 import dagster as dg
 
-# The order the demo runs the domains in; each name is a module of dw_platform.samples.
-DOMAINS = ("customer", "sales", "video", "softcart", "replication")
+from dw_platform.domains import DOMAINS
 
 
 @dataclass

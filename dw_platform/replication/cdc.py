@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from dw_platform.defs.replication import eventlog
-from dw_platform.defs.replication.apply import AppliedBatch, Apply, consumer_offsets
-from dw_platform.defs.replication.capture import Capture, CaptureResult
-from dw_platform.defs.replication.sources import SourceConfig
-from dw_platform.defs.replication.status import now
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
+from dw_platform.replication import eventlog
+from dw_platform.replication.apply import AppliedBatch, Apply, consumer_offsets
+from dw_platform.replication.capture import Capture, CaptureResult
+from dw_platform.replication.sources import SourceConfig
+from dw_platform.replication.status import now
 
 
 class AlreadyRunning(RuntimeError):

@@ -30,11 +30,11 @@ from datetime import datetime, timezone
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.replication import eventlog, pgoutput
-from dw_platform.defs.replication.eventlog import CDC_EVENTS, RelationShape, lsn_text, topic_name
-from dw_platform.defs.replication.postgres import TEXT_OUTPUT_SETTINGS, PostgresExtractor
-from dw_platform.defs.replication.sources import SourceConfig
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.replication import eventlog, pgoutput
+from dw_platform.replication.eventlog import CDC_EVENTS, RelationShape, lsn_text, topic_name
+from dw_platform.replication.postgres import TEXT_OUTPUT_SETTINGS, PostgresExtractor
+from dw_platform.replication.sources import SourceConfig
 
 PEEK = (
     "select lsn - '0/0', data from pg_logical_slot_peek_binary_changes(%s, null, %s, 'proto_version', '1', "

@@ -20,12 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from dw_platform.defs.replication import iceberg, schema_changes
-from dw_platform.defs.replication.extractor import Extractor, Snapshot, SourceTable
-from dw_platform.defs.replication.sources import SourceConfig
-from dw_platform.defs.replication.status import ReplicationMeta, now
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.prefetch import prefetch
+from dw_platform.replication import iceberg, schema_changes
+from dw_platform.replication.extractor import Extractor, Snapshot, SourceTable
+from dw_platform.replication.sources import SourceConfig
+from dw_platform.replication.status import ReplicationMeta, now
 
 # SQLSTATE classes worth another attempt: connection lost (08), rollback/serialization (40),
 # out of resources (53), lock not available (55P03), cancelled/shut down (57), system error (58).
@@ -267,7 +267,7 @@ def cdc_mode(source: SourceConfig, table: SourceTable) -> str:
 def position_number(position: str) -> int:
     """A log position as a number (LSN X/Y -> 64-bit integer; SCN as is), for `_cdc_lsn`."""
     if "/" in position:
-        from dw_platform.defs.replication.postgres import lsn_to_int
+        from dw_platform.replication.postgres import lsn_to_int
 
         return lsn_to_int(position)
     return int(position)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
-from dw_platform.defs.replication.extractor import Extractor, Snapshot, SourceTable
-from dw_platform.defs.replication.typemap import MAX_DECIMAL_PRECISION, SourceColumn, to_iceberg_array
+from dw_platform.replication.extractor import Extractor, Snapshot, SourceTable
+from dw_platform.replication.typemap import MAX_DECIMAL_PRECISION, SourceColumn, to_iceberg_array
 
 SYSTEM_SCHEMAS = (
     "SYS",

@@ -43,7 +43,8 @@ import psycopg
 from dotenv import load_dotenv
 from psycopg import sql
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from dw_platform.lib.paths import PROJECT_ROOT
+
 PIPELINE_ROLE = "dw"
 # Databases the pipeline owns, and sample sources it may only read.
 OWNED_DATABASES = ("warehouse", "dagster")

@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dw_platform.defs.replication.sources import SourceConfig
-from dw_platform.defs.replication.typemap import SourceColumn
+from dw_platform.replication.sources import SourceConfig
+from dw_platform.replication.typemap import SourceColumn
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,13 +81,3 @@ class Extractor(abc.ABC):
 
     def prepare(self, tables: list[SourceTable], log) -> None:  # noqa: B027 - an optional hook
         """Make the source ready to capture changes of `tables` (e.g. replica identities); default: nothing."""
-
-
-def extractor_for(source: SourceConfig) -> Extractor:
-    if source.engine == "postgresql":
-        from dw_platform.defs.replication.postgres import PostgresExtractor
-
-        return PostgresExtractor(source)
-    from dw_platform.defs.replication.oracle import OracleExtractor
-
-    return OracleExtractor(source)

@@ -31,17 +31,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from dw_platform.defs.replication import eventlog, iceberg, schema_changes
-from dw_platform.defs.replication.bulk import table_lock
-from dw_platform.defs.replication.capture import UNAVAILABLE
-from dw_platform.defs.replication.eventlog import LoggedEvent, RelationShape, lsn_text
-from dw_platform.defs.replication.extractor import SourceTable
-from dw_platform.defs.replication.postgres import lsn_to_int
-from dw_platform.defs.replication.sources import SourceConfig
-from dw_platform.defs.replication.status import ReplicationMeta, now
-from dw_platform.defs.replication.typemap import SourceColumn, postgres_column, text_to_iceberg_array
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
+from dw_platform.replication import eventlog, iceberg, schema_changes
+from dw_platform.replication.bulk import table_lock
+from dw_platform.replication.capture import UNAVAILABLE
+from dw_platform.replication.eventlog import LoggedEvent, RelationShape, lsn_text
+from dw_platform.replication.extractor import SourceTable
+from dw_platform.replication.postgres import lsn_to_int
+from dw_platform.replication.sources import SourceConfig
+from dw_platform.replication.status import ReplicationMeta, now
+from dw_platform.replication.typemap import SourceColumn, postgres_column, text_to_iceberg_array
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -252,7 +252,7 @@ class Apply:
     def _create(self, key: str, events: list[LoggedEvent]) -> dict:
         """A table that appeared on the source after the bulk load: created from its relation
         message; its start position is its first change's commit LSN (every row came as a change)."""
-        from dw_platform.defs.replication.bulk import cdc_mode
+        from dw_platform.replication.bulk import cdc_mode
 
         shape = self._shapes[events[0].relation_id]
         table = shape_table(shape)
@@ -493,7 +493,7 @@ def images_schema(columns) -> pa.Schema:
     """The Arrow schema of row images of Iceberg `columns` (names as in the table, no field ids)."""
     import pyarrow as pa
 
-    from dw_platform.defs.replication.typemap import arrow_type
+    from dw_platform.replication.typemap import arrow_type
 
     return pa.schema([pa.field(f.name, arrow_type(iceberg.column_of(f))) for f in columns])
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dw_platform.defs.replication.extractor import extractor_for
-from dw_platform.defs.replication.sources import SourceConfig
-from dw_platform.defs.replication.status import ReplicationMeta
 from dw_platform.lib.lakehouse import Lakehouse
+from dw_platform.replication.extractors import extractor_for
+from dw_platform.replication.sources import SourceConfig
+from dw_platform.replication.status import ReplicationMeta
 
 
 @dataclass
@@ -95,8 +95,8 @@ def compare_table(source: SourceConfig, lakehouse: Lakehouse, key: str, status: 
     source's current columns (primary key first in the order)."""
     import pyarrow as pa
 
-    from dw_platform.defs.replication.bulk import split_key
-    from dw_platform.defs.replication.typemap import arrow_type
+    from dw_platform.replication.bulk import split_key
+    from dw_platform.replication.typemap import arrow_type
 
     table, batches = extractor_for(source).read(None, *split_key(key))
     source_data = pa.Table.from_batches(

@@ -15,8 +15,8 @@ import uuid
 from collections.abc import Callable
 from itertools import groupby
 
-from dw_platform.defs.replication.status import ReplicationMeta, now
 from dw_platform.lib.webhook import AlertWebhook
+from dw_platform.replication.status import ReplicationMeta, now
 
 
 def diff(before: list[dict] | None, after: list[dict]) -> list[tuple[str, str | None]]:
