@@ -138,22 +138,24 @@ def storage(server, monkeypatch):
 @pytest.fixture
 def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psycopg.Connection]:
     """A fresh database on the session's logical-decoding source server (see embedded.py), with
-    its own slot and publication names and lakehouse folder, wired into the environment; yields an
-    admin connection to it. Slots left in it are dropped with it."""
+    its own slot and publication names and lakehouse folder, readable by the replication role as a
+    DBA would set it up, wired into the environment; yields a superuser connection to it (the
+    pipeline only reads it). Slots left in it are dropped with it."""
     from urllib.parse import urlsplit, urlunsplit
 
     name = f"app_{uuid.uuid4().hex[:8]}"
-    admin_url = server["DW_REPLICATION_SOURCE_URL"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute(f'create database "{name}"')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    with embedded.source_admin_connection(name) as conn:
+        embedded.grant_replication_reads(conn, f"dw_{name}")
+    url = urlunsplit(urlsplit(server["DW_REPLICATION_SOURCE_URL"])._replace(path=f"/{name}"))
     monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", url)
     monkeypatch.setenv("DW_REPLICATION_SLOT", f"dw_{name}")
     monkeypatch.setenv("DW_REPLICATION_PUBLICATION", f"dw_{name}")
     monkeypatch.setenv("DW_LAKEHOUSE_PATH", (tmp_path / "lakehouse").as_uri())
-    with psycopg.connect(url, autocommit=True) as conn:
+    with embedded.source_admin_connection(name) as conn:
         yield conn
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
         for _ in range(50):  # a terminated backend lets go of its slot a moment later
             try:

@@ -374,7 +374,7 @@ def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retrie
 ):
     from dw_platform.definitions import defs as load_defs
 
-    sources_file(tmp_path, monkeypatch, publication_mode="existing")
+    sources_file(tmp_path, monkeypatch, publication_mode="existing", publication="dw_never_created")
     seed(replication_source, customer_count=5, product_count=5, order_count=5, audit_count=5)
     result = load_all(load_defs(), instance)
     assert not result.success
