@@ -136,6 +136,11 @@ class PostgresExtractor(Extractor):
                 is not None
             )
 
+    def drop_slot(self) -> None:
+        """Drop the source's slot (an unusable one, before a re-seed makes it again)."""
+        with self.connect() as conn:
+            conn.execute("select pg_drop_replication_slot(%s)", (self.source.slot,))
+
     def ensure_publication(self) -> None:
         with self.connect() as conn:
             if conn.execute("select 1 from pg_publication where pubname = %s", (self.source.publication,)).fetchone():
