@@ -197,6 +197,41 @@ def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None
     )
 
 
+def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
+    """Every completed table of source_app compared with its source table (rows and content hash)."""
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
+
+    source = load_sources()["source_app"]
+    statuses = ReplicationMeta(lakehouse, "source_app").statuses()
+    return {
+        k: compare_table(source, lakehouse, k, s)
+        for k, s in statuses.items()
+        if s["status"] == "completed" and (keys is None or k in keys)
+    }
+
+
+def all_equal(lakehouse) -> bool:
+    compared = equal_to_source(lakehouse)
+    assert compared and all(c["match"] for c in compared.values()), compared
+    return True
+
+
+def sources_file(tmp_path, monkeypatch, **settings) -> None:
+    """Use the default sources.yaml with some settings replaced."""
+    import re
+
+    from dw_platform.replication.sources import DEFAULT_FILE
+
+    text = DEFAULT_FILE.read_text()
+    for name, value in settings.items():
+        text = re.sub(rf"^(    {name}:).*$", rf"\g<1> {value}", text, flags=re.M)
+    path = tmp_path / "sources.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """Materialization metadata by partition."""
     return {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}

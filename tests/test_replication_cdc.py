@@ -7,7 +7,7 @@ import sys
 
 import dagster as dg
 import pytest
-from conftest import checks_of, load_all, materialized
+from conftest import all_equal, checks_of, equal_to_source, load_all, materialized, sources_file
 
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples.replication import seed
@@ -24,27 +24,6 @@ def run_cdc(defs, instance, **config):
     return defs.resolve_job_def("replication_cdc_source_app").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config
     )
-
-
-def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
-    """Every completed table compared with its source table (rows and content hash)."""
-    from dw_platform.replication.sources import load_sources
-    from dw_platform.replication.status import ReplicationMeta
-    from dw_platform.replication.validate import compare_table
-
-    source = load_sources()["source_app"]
-    statuses = ReplicationMeta(lakehouse, "source_app").statuses()
-    return {
-        k: compare_table(source, lakehouse, k, s)
-        for k, s in statuses.items()
-        if s["status"] == "completed" and (keys is None or k in keys)
-    }
-
-
-def all_equal(lakehouse) -> bool:
-    compared = equal_to_source(lakehouse)
-    assert compared and all(c["match"] for c in compared.values()), compared
-    return True
 
 
 @pytest.fixture
@@ -238,20 +217,6 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     past = customers.scan(snapshot_id=before.snapshot_id, row_filter="id = 1").to_arrow()
     assert "tier" not in past.column_names and past.column("full_name").to_pylist() == [old_name]
     assert customers.scan(row_filter="id = 1").to_arrow().column("full_name").to_pylist() == ["changed"]
-
-
-def sources_file(tmp_path, monkeypatch, **settings) -> None:
-    """Use the default sources.yaml with some settings replaced."""
-    import re
-
-    from dw_platform.replication.sources import DEFAULT_FILE
-
-    text = DEFAULT_FILE.read_text()
-    for name, value in settings.items():
-        text = re.sub(rf"^(    {name}:).*$", rf"\g<1> {value}", text, flags=re.M)
-    path = tmp_path / "sources.yaml"
-    path.write_text(text)
-    monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
 
 
 def test_a_type_change_iceberg_cannot_follow_re_copies_only_that_table_and_the_others_go_on(

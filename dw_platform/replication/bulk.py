@@ -161,8 +161,9 @@ class BulkLoad:
         left_out = sorted(k for k, s in statuses.items() if s.get("start_lsn") and k not in keys)
         if left_out:
             raise SlotUnusable(
-                f"{health.problem}. Loading only {', '.join(keys)} now would lose the changes of "
-                f"{', '.join(left_out)}: refused"
+                f"refused: the {health.name} {health.cause}, so loading only {', '.join(keys)} would lose the "
+                f"changes of the tables it leaves out; re-seed every table in ONE run (all partitions of "
+                f"bronze/lakehouse/{self.source.name}); left out: {', '.join(left_out)}"
             )
         self.warn(f"{health.problem}. Re-seeding {len(keys)} table(s) at a new slot's position")
         if health.slot is not None:

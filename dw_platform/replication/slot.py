@@ -28,10 +28,22 @@ class SlotUnusable(RuntimeError):
 
 @dataclass(frozen=True)
 class SlotHealth:
+    source: SourceConfig
     slot: SlotState | None  # as the source shows it; None: it does not exist
     mark: CaptureMark | None  # where the platform left it
     loaded: bool  # tables were loaded from the source's slot (a missing slot matters)
-    problem: str | None  # why it is unusable; None: usable (or not created yet)
+    cause: str | None  # what happened to it, when it is unusable; None: usable (or not created yet)
+
+    @property
+    def name(self) -> str:
+        return f"replication slot `{self.source.slot}` of `{self.source.name}`"
+
+    @property
+    def problem(self) -> str | None:
+        """The whole story for an operator: what happened, what it means, what to do."""
+        if self.cause is None:
+            return None
+        return f"{self.name} {self.cause}; {reseed_advice(self.source)}"
 
 
 def reseed_advice(source: SourceConfig) -> str:
@@ -53,30 +65,24 @@ def slot_health(source: SourceConfig, lakehouse: Lakehouse, meta: ReplicationMet
     if slot is None and not loaded:  # before change capture began: did a bulk load use the slot?
         statuses = (meta or ReplicationMeta(lakehouse, source.name)).statuses()
         loaded = any(s.get("start_lsn") and s.get("snapshot_kind") != "change_stream" for s in statuses.values())
-    return SlotHealth(slot, mark, loaded, slot_problem(source, slot, mark, loaded))
+    return SlotHealth(source, slot, mark, loaded, slot_cause(source, slot, mark, loaded))
 
 
-def slot_problem(source: SourceConfig, slot: SlotState | None, mark: CaptureMark | None, loaded: bool) -> str | None:
-    name = f"replication slot `{source.slot}` of `{source.name}`"
+def slot_cause(source: SourceConfig, slot: SlotState | None, mark: CaptureMark | None, loaded: bool) -> str | None:
     if slot is None:
         if not loaded:
             return None  # not created yet: the first bulk load makes it
         where = f" (this platform left it at {lsn_text(mark.slot_lsn)})" if mark and mark.slot_lsn is not None else ""
-        return (
-            f"{name} does not exist on the source any more{where}: it was dropped, and the changes made since "
-            f"are lost to capture; {reseed_advice(source)}"
-        )
+        return f"does not exist on the source any more{where}: it was dropped, and the changes made since are lost"
     if slot.wal_status == "lost":
         return (
-            f"{name} was invalidated by PostgreSQL (wal_status lost: the WAL it needed was removed, see "
-            f"max_slot_wal_keep_size): the changes since {slot.confirmed_lsn} are lost to capture; "
-            f"{reseed_advice(source)}"
+            "was invalidated by PostgreSQL (wal_status lost: the WAL it needed was removed, see "
+            f"max_slot_wal_keep_size): the changes since {slot.confirmed_lsn} are lost"
         )
     if mark and mark.slot_name == source.slot and mark.slot_lsn is not None and slot.confirmed_lsn:
         if lsn_to_int(slot.confirmed_lsn) > mark.slot_lsn:
             return (
-                f"{name} is at {slot.confirmed_lsn}, past {lsn_text(mark.slot_lsn)} where this platform left it: "
-                f"another consumer read it, or it was dropped and created again; the changes in between are lost "
-                f"to capture; {reseed_advice(source)}"
+                f"is at {slot.confirmed_lsn}, past {lsn_text(mark.slot_lsn)} where this platform left it (another "
+                "consumer read it, or it was dropped and created again): the changes in between are lost"
             )
     return None
