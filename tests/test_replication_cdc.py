@@ -346,3 +346,22 @@ def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retrie
         "does not exist on the source (publication_mode: existing)"
         in failure.step_failure_data.user_failure_data.description
     )
+
+
+def test_the_source_is_read_by_a_replication_role_that_is_not_a_superuser(loaded, defs, instance, lakehouse):
+    """The embedded default reads the source as `dw_replication` (REPLICATION, SELECT on the
+    published tables): the bulk load (the fixture) and change capture work with nothing more."""
+    import psycopg
+
+    with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
+        role = conn.execute(
+            "select rolname, rolsuper, rolreplication, rolcreatedb, rolcreaterole, rolbypassrls "
+            "from pg_roles where rolname = current_user"
+        ).fetchone()
+        assert role == ("dw_replication", False, True, False, False, False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create publication another for all tables")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("update customers set full_name = 'no' where id = 1")
+    loaded.execute(WORKLOAD)
+    assert run_cdc(defs, instance).success and all_equal(lakehouse)
