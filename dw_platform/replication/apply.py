@@ -90,7 +90,8 @@ class NeedsBackfill(Exception):
 
 
 class TableBlocked(Exception):
-    """The table cannot take these changes (incompatible type change): it waits for a re-seed."""
+    """The table cannot take these changes now (a type Iceberg cannot follow in place, a backfill
+    that failed): the other tables go on."""
 
 
 def takes_changes(status: dict | None) -> bool:

@@ -27,7 +27,6 @@ class Assessment:
     source: SourceConfig
     slot: SlotState | None  # None: the slot does not exist
     problem: str | None = None  # why the slot is unusable (capture and apply stopped)
-    loaded: bool = False  # tables were loaded from the source's slot
     oldest_in_slot: datetime | None = None  # commit time of the first transaction waiting in the slot
     backlog: list[Backlog] = field(default_factory=list)  # unapplied events of tables that can take them
     applied: dict[str, int] = field(default_factory=dict)  # consumer offset per topic
@@ -72,22 +71,22 @@ class Assessment:
         )
 
 
-def assess(source: SourceConfig, lakehouse: Lakehouse, peek: bool = True) -> Assessment:
-    """The slot's health, what waits and since when. `peek`: look into the slot for the first
-    waiting transaction (it decodes up to it; skipped while a run reads the slot)."""
+def assess(source: SourceConfig, lakehouse: Lakehouse) -> Assessment:
+    """The slot's health, what waits and since when. The slot's first waiting transaction is
+    peeked at (decoding up to it) unless a run reads the slot now."""
     meta = ReplicationMeta(lakehouse, source.name)
     health = slot_health(source, lakehouse, meta)  # reaches the source first: ConfigError without a URL
     with lakehouse.connect() as conn:
         statuses = meta.statuses()
         applied = consumer_offsets(meta, conn, statuses)
         backlog = eventlog.backlog(conn, source.name, applied)
-    found = Assessment(source, health.slot, health.problem, health.loaded, statuses=statuses, applied=applied)
+    found = Assessment(source, health.slot, health.problem, statuses=statuses, applied=applied)
     found.backlog = [b for b in backlog if takes_changes(statuses.get(backlog_key(b)))]
     progress = [health.mark.updated_at] if health.mark else []
     progress += [s[f] for s in statuses.values() for f in ("applied_at", "completed_at") if s.get(f)]
     found.last_progress = max(progress, default=None)
     slot = health.slot
-    if peek and health.problem is None and slot is not None and slot.lag_bytes > 0 and not slot.active:
+    if health.problem is None and slot is not None and slot.lag_bytes > 0 and not slot.active:
         found.oldest_in_slot = Capture(source, lakehouse).oldest_pending()
     return found
 
