@@ -248,7 +248,12 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
     with ui.step("the customer domain's lineage, saved for the docs"):
         ui.open("/locations/dw_platform/asset-groups/customer")
         page.get_by_text("fact_customer_profile_audit", exact=True).first.wait_for(timeout=60_000)
-        page.wait_for_timeout(2_000)  # the graph settles (zoom to fit, edges, statuses)
+        # Each node loads its latest materialization and checks after the graph is drawn.
+        loading = page.get_by_text(re.compile(r"^Loading"))
+        deadline = time.monotonic() + 120
+        while loading.count() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        page.wait_for_timeout(1_000)
         ASSET_GRAPH_PNG.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=ASSET_GRAPH_PNG)
 
