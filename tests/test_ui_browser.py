@@ -9,10 +9,12 @@ benchmark figure, not an assertion); finds the checks of a silver and a gold ass
 switches the sales sensor on, drops a file into incoming/ (`dw drop`) and follows the run the
 sensor launched to Success. A missing asset, a failed run or a red check fails it; the screenshot
 of every step so far is then written to test-results/ui-<time>/, named in the failure. At the end it
-saves the customer domain's lineage, as built, to docs/assets/asset-graph.png: the picture README
-and the docs show (commit it when the UI changed).
+saves the customer domain's lineage, as built, to test-results/asset-graph.png; with
+DW_UPDATE_DOCS_IMAGES=1 to docs/assets/asset-graph.png instead, the picture README and the docs
+show (run it so and commit the image when the UI changed; a plain `make test` leaves the tree clean).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -43,7 +45,11 @@ FLAGS = [
     "--disable-sync",
 ]
 RUN_TIMEOUT_S = 300
-ASSET_GRAPH_PNG = embedded.PROJECT_ROOT / "docs" / "assets" / "asset-graph.png"
+ASSET_GRAPH_PNG = (
+    embedded.PROJECT_ROOT
+    / ("docs/assets" if os.environ.get("DW_UPDATE_DOCS_IMAGES") == "1" else "test-results")
+    / "asset-graph.png"
+)
 
 
 @pytest.fixture(scope="session")
