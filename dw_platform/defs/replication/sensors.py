@@ -31,14 +31,12 @@ from dw_platform.defs.replication.checks import NOT_STALLED, not_stalled
 from dw_platform.defs.replication.jobs import CDC_TAG
 from dw_platform.defs.replication.partitions import cdc_events_key
 from dw_platform.lib.lakehouse import Lakehouse
-from dw_platform.lib.runs import IN_PROGRESS
+from dw_platform.lib.runs import ENDED_UNFINISHED, IN_PROGRESS, WILL_RETRY_TAG
 from dw_platform.lib.webhook import AlertWebhook
 from dw_platform.replication.health import Assessment, assess
 from dw_platform.replication.sources import ConfigError, SourceConfig, load_sources
 
 STATE_TAG = "dw/cdc_state"
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-ENDED_WITHOUT_SUCCESS = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 RETRY_AFTER_S = 30.0
 MAX_RETRY_AFTER_S = 600.0
 
@@ -103,7 +101,7 @@ def evaluate(
             f"run {run.run_id} started from this state and left it as it was: what waits is for tables "
             "that are not loaded (see _cdc_status)"
         )
-    if run.status not in ENDED_WITHOUT_SUCCESS or run.tags.get(WILL_RETRY_TAG) == "true":
+    if run.status not in ENDED_UNFINISHED or run.tags.get(WILL_RETRY_TAG) == "true":
         return dg.SkipReason(f"run {run.run_id} for this state is {run.status.value}: Dagster goes on with it")
     attempts = context.instance.get_runs_count(runs)
     wait = min(retry_after_s * 2 ** (attempts - 1), MAX_RETRY_AFTER_S)
