@@ -197,6 +197,9 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     replication_source.execute("update orders set total = 12345678901234.56 where order_id = 1")
     result = run_cdc(defs, instance)
     assert result.success and all_equal(lakehouse)
+    applied = materialized(result)
+    assert "backfill" not in applied["public.customers"]  # a column without a default: nothing to copy
+    assert "total changed type" in applied["public.orders"]["backfill"].value  # rows rewritten: copied again
     changes = [r for r in ReplicationMeta(lakehouse, "source_app").schema_changes() if r["schema_version"] == 2]
     assert {(r["table_name"], r["change_type"], r["column_name"]) for r in changes} == {
         ("public.customers", "column_added", "tier"),
