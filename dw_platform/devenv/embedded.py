@@ -35,14 +35,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import psycopg
 from dotenv import load_dotenv
 from psycopg import sql
 
+from dw_platform.domains import services_needed
 from dw_platform.lib.paths import PROJECT_ROOT
 
 PIPELINE_ROLE = "dw"
@@ -100,27 +101,33 @@ def embedded_env(socket_dir: str, port: int, home: Path, password: str) -> dict[
 
 
 @contextmanager
-def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
+def services(env_file: Path | None = PROJECT_ROOT / ".env", needs: Iterable[str] | None = None) -> Iterator[bool]:
     """Make every connection variable usable; yields True when the embedded server is in use.
 
-    Settings come from the environment, then `env_file` (the environment wins).
-    The embedded server stops when the last process that started it exits.
+    Settings come from the environment, then `env_file` (the environment wins). `needs` names
+    the servers wanted besides the warehouse PostgreSQL (`dw_platform.domains.SERVICES`; by
+    default what the registered domains need). The embedded server stops when the last process
+    that started it exits.
     """
     if env_file is not None:
         load_dotenv(env_file, override=False)
+    needs = services_needed() if needs is None else set(needs)
     home = state_dir()
     previous_umask = os.umask(0o077)  # what the services write under .dw/ is the owner's only
     try:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(_home_mode())
-        with _blob_emulator(home), _softcart_source(home):
+        with (
+            _blob_emulator(home) if "azurite" in needs else nullcontext(),
+            _softcart_source(home) if "mariadb" in needs else nullcontext(),
+        ):
             if os.environ.get("DW_PG_HOST"):
                 _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
                 yield False
                 return
             _start_postgres(home)
             _dev_fernet_keys(home)
-            if not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+            if "replication_source" in needs and not os.environ.get("DW_REPLICATION_SOURCE_URL"):
                 os.environ["DW_REPLICATION_SOURCE_URL"] = start_replication_source(home)
             os.environ.setdefault("DW_LAKEHOUSE_PATH", (home / "lakehouse").as_uri())
             yield True
