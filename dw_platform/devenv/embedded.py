@@ -135,6 +135,22 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env", needs: Iterable[str]
         os.umask(previous_umask)
 
 
+def start_postgres() -> str:
+    """Only the embedded PostgreSQL, for a Dagster instance started without `dw` (see
+    `dw_platform/devenv/instance.py`): started (or joined), the connection variables it fills in set
+    where unset; it stops when the last process using it exits. Returns DAGSTER_PG_URL."""
+    home = state_dir()
+    previous_umask = os.umask(0o077)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(_home_mode())
+        _start_postgres(home)
+        _dev_fernet_keys(home)
+    finally:
+        os.umask(previous_umask)
+    return os.environ["DAGSTER_PG_URL"]
+
+
 def _start_postgres(home: Path) -> None:
     # pgserver keeps its lock file in the user's runtime dir; give it one where none is set.
     os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
@@ -620,13 +636,11 @@ def _dev_fernet_keys(home: Path) -> None:
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
-INSTANCE_YAML = PROJECT_ROOT / "instance" / "dagster.yaml"
+INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
 
 
 def _prepare_dagster_home(home: Path) -> None:
-    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's
-    instance/dagster.yaml. (Not in the project root: `dagster dev` run there would read it and
-    need DAGSTER_PG_URL before it could start.)"""
+    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's."""
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if link.is_symlink() and link.resolve() != INSTANCE_YAML.resolve():
