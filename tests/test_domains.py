@@ -34,6 +34,11 @@ def test_every_registered_domain_has_its_definitions_demo_step_and_landing_zone(
     assert domains.services_needed() == set(domains.SERVICES)
 
 
+def test_the_walk_through_names_every_server_a_domain_can_ask_for():
+    text = WALK_THROUGH.read_text()
+    assert all(f"`{service}`" in text for service in domains.SERVICES)
+
+
 def test_the_registry_refuses_a_server_the_embedded_default_cannot_start():
     with pytest.raises(ValueError, match="unknown services"):
         domains.Domain("fleet", "team:fleet", ("postgres", "kafka"), "dw_platform.samples.fleet")

@@ -9,6 +9,8 @@ it starts the Azurite blob emulator (from `node_modules/`, installed by `npm ins
 127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
 `DW_SOFTCART_ODBC`, it starts a project-owned MariaDB (Debian's `mariadbd`) for the SoftCart
 source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port, stopped on exit.
+Each server besides the warehouse starts only when a domain that is wanted needs it (the
+`services` of its entry in `dw_platform/domains.py`): `dw drop sales` starts no MariaDB.
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
