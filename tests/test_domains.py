@@ -34,6 +34,13 @@ def test_every_registered_domain_has_its_definitions_demo_step_and_landing_zone(
     assert domains.services_needed() == set(domains.SERVICES)
 
 
+def test_every_registered_domain_has_its_page_in_the_docs():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for domain in domains.REGISTRY:
+        assert (ROOT / "docs" / "domains" / f"{domain.name}.md").is_file(), domain.name
+        assert f"domains/{domain.name}.md" in nav, domain.name
+
+
 def test_the_walk_through_names_every_server_a_domain_can_ask_for():
     text = WALK_THROUGH.read_text()
     assert all(f"`{service}`" in text for service in domains.SERVICES)
@@ -68,7 +75,9 @@ def project_copy(tmp_path: Path) -> Path:
     shutil.copytree(
         ROOT,
         copy,
-        ignore=shutil.ignore_patterns(".venv", ".dw", "node_modules", ".pytest-tmp", ".git", "__pycache__", "logs"),
+        ignore=shutil.ignore_patterns(
+            ".venv", ".dw", "node_modules", ".pytest-tmp", ".git", "__pycache__", "logs", "site", "test-results"
+        ),
     )
     return copy
 
