@@ -3,10 +3,11 @@
 The slot is read with `pg_logical_slot_peek_binary_changes` (pgoutput, protocol 1, the source's
 publication) over a plain SQL connection: peeking does not move the slot, so the changes of a
 batch stay in it until the log transaction that holds them has committed; only then does
-`pg_replication_slot_advance` move the slot past them (the log transaction records where it will be,
-`bronze.cdc_capture.slot_lsn`: a slot further on was moved by someone else). A crash between the two re-reads the same
-changes next time, and the log drops every change at or before its last logged position (commit
-LSN, sequence in the transaction): decoding is deterministic, so nothing is doubled or lost.
+`pg_replication_slot_advance` move the slot past them (the log transaction records where the slot
+will be, `bronze.cdc_capture.slot_lsn`: a slot further on was moved by someone else). A crash
+between the two re-reads the same changes next time, and the log drops every change at or before
+its last logged position (commit LSN, sequence in the transaction): decoding is deterministic, so
+nothing is doubled or lost.
 Why peek + advance rather than the streaming replication protocol: a capture run is a bounded
 batch job (Dagster launches it); peek gives exactly "read N changes, commit, then confirm" on the
 project's driver (psycopg 3) without a long-lived walsender, and `upto_nchanges` bounds a batch at
