@@ -32,14 +32,15 @@
   The customers the window changed in silver, each with its earliest changed version: versions
   modified in the window, and those the late loads added (silver keeps the bronze batch of a version).
 #}
-{% macro customer_changes() -%}
+{% macro customer_changes(silver=none) -%}
+    {%- set silver = silver or ref('customer_profile_standardized') -%}
     select customer_id, min(last_modified_ts) as changed_from
     from (
-        select customer_id, last_modified_ts from {{ ref('customer_profile_standardized') }}
+        select customer_id, last_modified_ts from {{ silver }}
         where last_modified_ts >= {{ window_start() }}
           and last_modified_ts < {{ window_end() }}
         union all
-        select customer_id, last_modified_ts from {{ ref('customer_profile_standardized') }}
+        select customer_id, last_modified_ts from {{ silver }}
         where {{ customer_late_range() }}
           and _bronze_batch_id in (select batch_id from ({{ customer_late_loads() }}) as late_loads)
     ) as changed_versions

@@ -22,13 +22,23 @@
 {%- endmacro %}
 
 {#
-  Test `where` configs may name the run's window: __window_start__ and __window_end__ become its
-  bounds when the test runs (dbt's documented way to give tests a dynamic where).
+  Test `where` configs may name what the run's window changed, so a test after a partition reads
+  only that (dbt's documented way to give tests a dynamic where): __window_start__ and
+  __window_end__ become the window's bounds, __changed_customers__ the customers it changed.
 #}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
     {%- if where -%}
-        {%- set where = where | replace('__window_start__', window_start()) | replace('__window_end__', window_end()) -%}
+        {%- set where = where
+            | replace('__window_start__', window_start())
+            | replace('__window_end__', window_end()) -%}
+        {%- if '__changed_customers__' in where -%}
+            {#- The silver table by name, not ref(): dbt allows a ref only where it was seen while parsing. -#}
+            {%- set silver = api.Relation.create(
+                database=target.database, schema='silver', identifier='customer_profile_standardized') -%}
+            {%- set changed = '(select customer_id from (' ~ customer_changes(silver) ~ ') as changed_customers)' -%}
+            {%- set where = where | replace('__changed_customers__', changed) -%}
+        {%- endif -%}
         (select * from {{ relation }} where {{ where }}) dbt_subquery
     {%- else -%}
         {{ relation }}

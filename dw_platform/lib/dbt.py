@@ -221,7 +221,26 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
         ]
         what = " ".join(comment) or f"Singular test {test['name']}."
         what += f" Its query (the failing rows): dbt_project/{test['original_file_path']}."
-    return f"{what} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
+    return f"{what}{_scope(test)} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
+
+
+# What a test's `where` placeholders stand for (dbt_project/macros/partition_window.sql).
+_WHERE_PLACEHOLDERS = {
+    "__changed_customers__": "the customers the run's window changed",
+    "__window_start__": "the window's start",
+    "__window_end__": "the window's end",
+}
+
+
+def _scope(test: Mapping[str, Any]) -> str:
+    """What rows a generic test reads when its `where` narrows it to the run's window (a singular
+    test's header comment says so itself)."""
+    where = (test.get("config") or {}).get("where")
+    if not where or not test.get("test_metadata"):
+        return ""
+    for placeholder, meaning in _WHERE_PLACEHOLDERS.items():
+        where = where.replace(placeholder, meaning)
+    return f" Reads only the rows where {where} (all of them in an unpartitioned run)."
 
 
 # The window an incremental model reads and replaces, [DW_MIN_DATE, DW_MAX_DATE), when a run has
