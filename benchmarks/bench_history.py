@@ -225,10 +225,18 @@ def worker(first: date, last: date) -> int:
         failures = [e.message for e in result.all_events if e.is_failure]
         print("\n".join(str(f) for f in failures)[-4000:], file=sys.stderr)
         return 1
-    steps: dict[str, float] = {}
+    steps = {"bronze": 0.0, "bronze checks": 0.0, "dbt (silver, gold, tests)": 0.0}
     for event in result.all_events:
         if event.event_type_value == "STEP_SUCCESS":
-            steps[event.step_key] = event.event_specific_data.duration_ms / 1000
+            key = event.step_key
+            step = (
+                "dbt (silver, gold, tests)"
+                if key.startswith("dbt")
+                else "bronze checks"
+                if "customer_profile_raw_" in key
+                else "bronze"
+            )
+            steps[step] += event.event_specific_data.duration_ms / 1000
     rows = sum(
         m.metadata["rows_read"].value
         for e in result.get_asset_materialization_events()

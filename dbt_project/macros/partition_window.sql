@@ -24,7 +24,8 @@
 {#
   Test `where` configs may name what the run's window changed, so a test after a partition reads
   only that (dbt's documented way to give tests a dynamic where): __window_start__ and
-  __window_end__ become the window's bounds, __changed_customers__ the customers it changed.
+  __window_end__ become the window's bounds, __changed_customers__ the customers it changed,
+  __web_log_files__ the run's access-log files, __web_changed_days__ the days of traffic they changed.
 #}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
@@ -32,6 +33,14 @@
         {%- set where = where
             | replace('__window_start__', window_start())
             | replace('__window_end__', window_end()) -%}
+        {%- if '__web_log_files__' in where -%}
+            {%- set files = '(select source from (' ~ run_partition_loads('bronze/web_access_log') ~ ') as loads)' -%}
+            {%- set where = where | replace('__web_log_files__', files) -%}
+        {%- endif -%}
+        {%- if '__web_changed_days__' in where -%}
+            {%- set silver = api.Relation.create(database=target.database, schema='silver', identifier='web_requests') -%}
+            {%- set where = where | replace('__web_changed_days__', '(' ~ web_changed_days(silver) ~ ')') -%}
+        {%- endif -%}
         {%- if '__changed_customers__' in where -%}
             {#- The silver table by name, not ref(): dbt allows a ref only where it was seen while parsing. -#}
             {%- set silver = api.Relation.create(
@@ -43,4 +52,21 @@
     {%- else -%}
         {{ relation }}
     {%- endif -%}
+{%- endmacro %}
+
+{#
+  The latest bronze load of each of the run's partitions of `asset_key` (e.g. 'bronze/sales'), for
+  assets partitioned by file or blob: a partition's rows are replaced as a whole, so they are the
+  rows of that load (`batch_id`) and carry its `source` as _bronze_source_file. The run's partition
+  keys come as a JSON list in DW_PARTITION_KEYS (dw_platform.lib.dbt.partition_keys_env); unset or
+  empty, every partition (an unpartitioned run).
+#}
+{% macro run_partition_loads(asset_key) -%}
+    {%- set keys = env_var('DW_PARTITION_KEYS', '') if execute else '' -%}
+    select source, batch_id
+    from bronze.partition_loads
+    where asset_key = '{{ asset_key }}'
+    {%- if keys %}
+      and partition_key in (select jsonb_array_elements_text('{{ keys | replace("'", "''") }}'::jsonb))
+    {%- endif %}
 {%- endmacro %}
