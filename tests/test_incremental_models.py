@@ -4,14 +4,17 @@ exactly what a full refresh of it builds from the same bronze (`dbt run --full-r
 import json
 import os
 import subprocess
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 
+import dagster as dg
 import pytest
 from conftest import run_job
 from test_customer_pipeline import add_customer
+from test_softcart_weblogs import ingest as ingest_log
 
 from dw_platform.lib.dbt import ALL_TIME, DBT_PROJECT
 from dw_platform.samples import customer as customer_sample
+from dw_platform.samples.softcart import access_log
 
 CUSTOMER_MODELS = [
     "silver.customer_profile_standardized",
@@ -19,9 +22,16 @@ CUSTOMER_MODELS = [
     "gold.bridge_customer_contact_channel",
     "gold.fact_customer_profile_audit",
 ]
+WEB_MODELS = [
+    "silver.web_requests",
+    "gold.web_traffic_daily",
+    "gold.web_traffic_hourly",
+    "gold.web_top_paths",
+]
 # Every incremental model of the project, with the test that compares it with a full refresh.
 COVERED = {
     **dict.fromkeys(CUSTOMER_MODELS, "test_customer_models_built_day_by_day_equal_a_full_refresh"),
+    **dict.fromkeys(WEB_MODELS, "test_web_traffic_built_file_by_file_equals_a_full_refresh"),
 }
 
 
@@ -104,6 +114,22 @@ def test_customer_models_built_day_by_day_equal_a_full_refresh(definitions, sour
     versions = warehouse.execute("select count(*) from gold.dim_customer_profile where customer_id = 1").fetchone()
     assert versions == (3,)
     assert_incremental_equals_full_refresh(warehouse, CUSTOMER_MODELS)
+
+
+def test_web_traffic_built_file_by_file_equals_a_full_refresh(weblogs, definitions, warehouse):
+    instance = dg.DagsterInstance.ephemeral()
+    day = datetime(2026, 11, 23, 8, tzinfo=timezone.utc)
+    # Two files sharing a day, then the first re-uploaded with other lines (a later hour).
+    for name, log in (
+        ("a.log", access_log(300, day)),
+        ("b.log", access_log(300, day + timedelta(hours=20))),
+        ("a.log", access_log(120, day + timedelta(hours=3))),
+    ):
+        weblogs.put(f"incoming/2026-11-23/{name}", log)
+        assert ingest_log(definitions, f"2026-11-23/{name}", instance=instance, whole_job=True).success
+
+    assert warehouse.execute("select count(distinct request_date) from gold.web_traffic_daily").fetchone() == (2,)
+    assert_incremental_equals_full_refresh(warehouse, WEB_MODELS)
 
 
 def test_every_incremental_model_is_compared_with_a_full_refresh():

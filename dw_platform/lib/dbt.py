@@ -326,11 +326,17 @@ def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
 
 
-def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
+def run_build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse, full_refresh: bool = False
+):
     """`dbt build` for the selected models (seeds, models and their tests in one invocation),
-    streaming asset and check events to Dagster."""
+    streaming asset and check events to Dagster. `full_refresh` rebuilds incremental models from
+    everything, whatever the run's partitions."""
     window = partition_window(context)
-    env = window_env(window) if window else partition_keys_env(context.run.tags)
+    if full_refresh:
+        env = ALL_TIME
+    else:
+        env = window_env(window) if window else partition_keys_env(context.run.tags)
     context.log.info(
         f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}"
         + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
@@ -340,7 +346,9 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
         with environment(env):
-            invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
+            invocation = dbt.cli(
+                BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False
+            )
         for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
             if isinstance(event, dg.Output):
                 event = _with_row_count(conn, invocation.manifest, event)
@@ -351,12 +359,26 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
         raise failure_from(invocation.get_artifact("run_results.json"))
 
 
+# Above this many rows (by the planner's statistics) an incremental table's row count is the
+# planner's estimate: counting every row after each partition would cost what the history costs.
+EXACT_COUNT_LIMIT = 1_000_000
+
+
 def _with_row_count(conn: psycopg.Connection, manifest: Mapping[str, Any], output: dg.Output) -> dg.Output:
-    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted)."""
+    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted);
+    for a large incremental table the planner's estimate, marked `row_count_estimated`."""
     node = manifest["nodes"].get(output.metadata["unique_id"].value, {})
-    if node.get("config", {}).get("materialized") not in ("table", "incremental", "seed"):
+    materialized = node.get("config", {}).get("materialized")
+    if materialized not in ("table", "incremental", "seed"):
         return output
     table = sql.Identifier(node["schema"], node["alias"])
+    if materialized == "incremental":
+        (estimate,) = conn.execute(
+            "select greatest(reltuples, 0)::bigint from pg_class where oid = %s::regclass",
+            (table.as_string(conn),),
+        ).fetchone()
+        if estimate > EXACT_COUNT_LIMIT:
+            return output.with_metadata({**output.metadata, "dagster/row_count": estimate, "row_count_estimated": True})
     (rows,) = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()
     return output.with_metadata({**output.metadata, "dagster/row_count": rows})
 
