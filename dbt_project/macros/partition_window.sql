@@ -55,7 +55,8 @@
 {%- endmacro %}
 
 {#
-  The latest bronze load of each of the run's partitions of `asset_key` (e.g. 'bronze/sales'), for
+  The latest bronze load of each of the run's partitions of `asset_key` (e.g. 'bronze/sales'; the
+  loader's ledger, dw_platform/lib/bronze.py), for
   assets partitioned by file or blob: a partition's rows are replaced as a whole, so they are the
   rows of that load (`batch_id`) and carry its `source` as _bronze_source_file. The run's partition
   keys come as a JSON list in DW_PARTITION_KEYS (dw_platform.lib.dbt.partition_keys_env); unset or
@@ -63,10 +64,12 @@
 #}
 {% macro run_partition_loads(asset_key) -%}
     {%- set keys = env_var('DW_PARTITION_KEYS', '') if execute else '' -%}
-    select source, batch_id
-    from bronze.partition_loads
+    select distinct on (partition_key) source, batch_id
+    from bronze.batch_ledger
     where asset_key = '{{ asset_key }}'
+      and status = 'succeeded'
     {%- if keys %}
       and partition_key in (select jsonb_array_elements_text('{{ keys | replace("'", "''") }}'::jsonb))
     {%- endif %}
+    order by partition_key, finished_at desc
 {%- endmacro %}
