@@ -38,7 +38,8 @@
             {%- set where = where | replace('__web_log_files__', files) -%}
         {%- endif -%}
         {%- if '__web_changed_days__' in where -%}
-            {%- set silver = api.Relation.create(database=target.database, schema='silver', identifier='web_requests') -%}
+            {%- set silver = api.Relation.create(
+                database=target.database, schema='silver', identifier='web_requests') -%}
             {%- set where = where | replace('__web_changed_days__', '(' ~ web_changed_days(silver) ~ ')') -%}
         {%- endif -%}
         {%- if '__changed_customers__' in where -%}
