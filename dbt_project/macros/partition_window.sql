@@ -25,14 +25,16 @@
   Test `where` configs may name what the run's window changed, so a test after a partition reads
   only that (dbt's documented way to give tests a dynamic where): __window_start__ and
   __window_end__ become the window's bounds, __changed_customers__ the customers it changed,
-  __web_log_files__ the run's access-log files, __web_changed_days__ the days of traffic they changed.
+  __web_log_files__ the run's access-log files, __web_changed_days__ the days of traffic they changed,
+  `_built_at >= __run_started_at__` the rows this dbt invocation built.
 #}
 {% macro get_where_subquery(relation) -%}
     {%- set where = config.get('where') -%}
     {%- if where -%}
         {%- set where = where
             | replace('__window_start__', window_start())
-            | replace('__window_end__', window_end()) -%}
+            | replace('__window_end__', window_end())
+            | replace('_built_at >= __run_started_at__', built_this_run()) -%}
         {%- if '__web_log_files__' in where -%}
             {%- set files = '(select source from (' ~ run_partition_loads('bronze/web_access_log') ~ ') as loads)' -%}
             {%- set where = where | replace('__web_log_files__', files) -%}
@@ -73,4 +75,9 @@
       and partition_key in (select jsonb_array_elements_text('{{ keys | replace("'", "''") }}'::jsonb))
     {%- endif %}
     order by partition_key, finished_at desc
+{%- endmacro %}
+
+{# Rows built by this dbt invocation: their `_built_at` is no earlier than its start. #}
+{% macro built_this_run(column='_built_at') -%}
+    {{ column }} >= '{{ run_started_at }}'::timestamptz
 {%- endmacro %}
