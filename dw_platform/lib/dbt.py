@@ -262,7 +262,7 @@ def window_env(window: dg.TimeWindow) -> dict[str, str]:
 
 
 def partition_keys_env(run_tags: Mapping[str, str]) -> dict[str, str]:
-    """The run's partition of a file- or blob-partitioned job (a sales blob, an access-log file) for
+    """The run's partition of a file- or blob-partitioned job (one blob, one log file) for
     the models incremental by file, as a JSON list; everything when the run has none or a range
     (a single-run backfill of many files rebuilds them all, as a full refresh would)."""
     key = run_tags.get("dagster/partition")

@@ -1,5 +1,6 @@
 -- Fails when an audit row records an attribute whose old and new values are the same.
 -- Looks at the customers the run's window changed (all of them in an unpartitioned run).
+{{ config(meta={'dagster': {'ref': {'name': 'fact_customer_profile_audit'}}}) }}
 select
     customer_sk,
     attribute_name,

@@ -1,5 +1,6 @@
 -- Fails when a customer version has more than one row for the same contact channel.
 -- Looks at the customers the run's window changed (all of them in an unpartitioned run).
+{{ config(meta={'dagster': {'ref': {'name': 'bridge_customer_contact_channel'}}}) }}
 select
     customer_sk,
     channel,

@@ -1,5 +1,6 @@
 -- Fails when two versions of the same customer have overlapping [valid_from, valid_to) windows.
 -- Looks at the customers the run's window changed (all of them in an unpartitioned run).
+{{ config(meta={'dagster': {'ref': {'name': 'dim_customer_profile'}}}) }}
 select
     earlier.customer_id,
     earlier.customer_sk as earlier_customer_sk,

@@ -1,5 +1,6 @@
 -- Fails when a closed version does not end strictly after it starts.
 -- Looks at the customers the run's window changed (all of them in an unpartitioned run).
+{{ config(meta={'dagster': {'ref': {'name': 'dim_customer_profile'}}}) }}
 select
     customer_sk,
     valid_from,
