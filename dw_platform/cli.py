@@ -120,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo" and (unknown := [d for d in args.domains if d not in domains.DOMAINS]):
         print(f"dw demo: unknown domain(s) {', '.join(unknown)}; known: {', '.join(domains.DOMAINS)}", file=sys.stderr)
         return 2
-    # `dw drop` and `dw demo DOMAIN...` start only the servers their domains need.
-    chosen = (args.domain,) if args.command == "drop" else tuple(getattr(args, "domains", None) or domains.DOMAINS)
+    if args.command == "backfill" and args.domain not in domains.DOMAINS:
+        print(f"dw backfill: unknown domain {args.domain}; known: {', '.join(domains.DOMAINS)}", file=sys.stderr)
+        return 2
+    # `dw drop`, `dw backfill` and `dw demo DOMAIN...` start only the servers their domains need.
+    single = args.command in ("drop", "backfill")
+    chosen = (args.domain,) if single else tuple(getattr(args, "domains", None) or domains.DOMAINS)
     with embedded.services(needs=domains.services_needed(chosen)) as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
