@@ -227,6 +227,9 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
 # What a test's `where` placeholders stand for (dbt_project/macros/partition_window.sql).
 _WHERE_PLACEHOLDERS = {
     "__changed_customers__": "the customers the run's window changed",
+    "__web_log_files__": "the run's log files",
+    "__web_changed_days__": "the days of traffic they changed",
+    "_built_at >= __run_started_at__": "this dbt invocation built them",
     "__window_start__": "the window's start",
     "__window_end__": "the window's end",
 }
@@ -238,9 +241,10 @@ def _scope(test: Mapping[str, Any]) -> str:
     where = (test.get("config") or {}).get("where")
     if not where or not test.get("test_metadata"):
         return ""
+    everything = "a full build" if "__run_started_at__" in where else "an unpartitioned run"
     for placeholder, meaning in _WHERE_PLACEHOLDERS.items():
         where = where.replace(placeholder, meaning)
-    return f" Reads only the rows where {where} (all of them in an unpartitioned run)."
+    return f" Reads only the rows where {where} (all of them in {everything})."
 
 
 # What an incremental model reads and replaces when a run has no partition: everything. The
