@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from psycopg import sql
@@ -84,6 +84,17 @@ def parser() -> argparse.ArgumentParser:
         help="the domain whose landing zone receives the file",
     )
     drop.add_argument("file", type=Path, help="the local file to upload")
+    backfill = sub.add_parser(
+        "backfill",
+        help="build a domain's days FROM..TO (bronze, silver, gold, checks) as one run",
+        description="Run the domain's daily job (<domain>_daily) for every day from FROM to TO, both included, as "
+        "ONE run on the Dagster instance (a single-run backfill, as the UI's Backfill button with a range launches "
+        "it): one bronze load of the range, one dbt build of its window. The run shows in the UI with its logs; "
+        "progress is printed here too. Exits 1 when the run fails.",
+    )
+    backfill.add_argument("domain", help="a domain with a daily job: customer, video")
+    backfill.add_argument("--from", dest="first", type=_day, required=True, help="first day (YYYY-MM-DD)")
+    backfill.add_argument("--to", dest="last", type=_day, required=True, help="last day, included (YYYY-MM-DD)")
     rotate = sub.add_parser(
         "rotate-keys",
         help="re-encrypt a domain's sensitive columns under its newest key",
@@ -109,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "demo" and (unknown := [d for d in args.domains if d not in domains.DOMAINS]):
         print(f"dw demo: unknown domain(s) {', '.join(unknown)}; known: {', '.join(domains.DOMAINS)}", file=sys.stderr)
         return 2
-    # `dw drop` and `dw demo DOMAIN...` start only the servers their domains need.
-    chosen = (args.domain,) if args.command == "drop" else tuple(getattr(args, "domains", None) or domains.DOMAINS)
+    if args.command == "backfill" and args.domain not in domains.DOMAINS:
+        print(f"dw backfill: unknown domain {args.domain}; known: {', '.join(domains.DOMAINS)}", file=sys.stderr)
+        return 2
+    # `dw drop`, `dw backfill` and `dw demo DOMAIN...` start only the servers their domains need.
+    single = args.command in ("drop", "backfill")
+    chosen = (args.domain,) if single else tuple(getattr(args, "domains", None) or domains.DOMAINS)
     with embedded.services(needs=domains.services_needed(chosen)) as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
@@ -123,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"dropped {args.file} into {domains.get(args.domain).drop(args.file)}")
             return 0
         prepare_dbt()
+        if args.command == "backfill":
+            return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
         # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
@@ -156,6 +173,53 @@ def run(args: argparse.Namespace) -> int:
             return 0
         finally:
             embedded.stop_process(dagster_dev, grace_s=30, group=True)
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a day (YYYY-MM-DD): {value!r}") from None
+
+
+def daily_job(name: str):
+    """The job `name` of the code location, for Dagster to rebuild in the run's process."""
+    from dw_platform.definitions import defs
+
+    return defs().resolve_job_def(name)
+
+
+def backfill(domain: str, first: date, last: date) -> int:
+    """The domain's daily job over first..last as one run (Dagster's range tags: the same run the
+    UI launches for a backfill of assets with a single-run backfill policy)."""
+    import dagster as dg
+
+    job_name = f"{domain}_daily"
+    try:
+        job = daily_job(job_name)
+    except dg.DagsterInvariantViolationError:
+        print(f"dw backfill: the {domain!r} domain has no daily job ({job_name})", file=sys.stderr)
+        return 2
+    keys = job.partitions_def.get_partition_keys()
+    missing = [day.isoformat() for day in (first, last) if day.isoformat() not in keys]
+    if first > last or missing:
+        print(
+            f"dw backfill: {job_name} has daily partitions from {keys[0]} to {keys[-1]}; "
+            f"{first}..{last} is not a range of them",
+            file=sys.stderr,
+        )
+        return 2
+    tags = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+        "dw/launched_by": "dw backfill",
+    }
+    print(f"dw backfill: {job_name} for {first}..{last} ({(last - first).days + 1} days) as one run", file=sys.stderr)
+    with dg.DagsterInstance.get() as instance:
+        recon = dg.build_reconstructable_job("dw_platform.cli", "daily_job", reconstructable_args=(job_name,))
+        with dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False) as result:
+            print(f"dw backfill: run {result.run_id} {'succeeded' if result.success else 'FAILED'}", file=sys.stderr)
+            return 0 if result.success else 1
 
 
 def prepare_dbt() -> None:
