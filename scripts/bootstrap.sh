@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what dw_platform needs on a fresh Debian/Ubuntu machine, and nothing twice:
 # the ODBC driver manager, PostgreSQL's and MariaDB's ODBC drivers and the MariaDB server (apt; the
-# project starts its own MariaDB process, no system service), chromium for the browser test (apt), a
+# project starts its own MariaDB process, no system service), Redis (the Celery broker when
+# DW_EXECUTOR=celery; again a project-owned process), chromium for the browser test (apt), a
 # virtualenv with the package, and the Node tools of package.json (the Azurite blob emulator) with npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ dpkg -s unixodbc >/dev/null 2>&1 || packages+=(unixodbc)
 dpkg -s odbc-postgresql >/dev/null 2>&1 || packages+=(odbc-postgresql)
 dpkg -s odbc-mariadb >/dev/null 2>&1 || packages+=(odbc-mariadb)
 dpkg -s mariadb-server >/dev/null 2>&1 || packages+=(mariadb-server)
+dpkg -s redis-server >/dev/null 2>&1 || packages+=(redis-server)
 python3 -c "import ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
