@@ -153,7 +153,10 @@ def workers(count: int, queues: tuple[str, ...]) -> int:
     from dw_platform.lib.executor import executor_name
 
     if executor_name() != "celery":
-        print("dw workers: steps run in process (DW_EXECUTOR is not celery): set DW_EXECUTOR=celery in .env", file=sys.stderr)
+        print(
+            "dw workers: steps run in process (DW_EXECUTOR is not celery): set DW_EXECUTOR=celery in .env",
+            file=sys.stderr,
+        )
         return 2
     return run_workers(count, queues)
 

@@ -5,6 +5,8 @@ tests and the benchmarks; `dw dev`'s runs take the same path through Dagster's r
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 
 import dagster as dg
@@ -15,13 +17,13 @@ from dw_platform.lib.paths import PROJECT_ROOT
 
 
 @cache
-def _definitions() -> dg.Definitions:
+def _definitions(executor: str) -> dg.Definitions:
     return defs()
 
 
 def code_location_job(name: str) -> dg.JobDefinition:
-    """The job `name` of the code location, loaded once per process (a worker runs many steps)."""
-    return _definitions().resolve_job_def(name)
+    """The job `name` of the code location, loaded once per process and executor (a worker runs many steps)."""
+    return _definitions(executor_name()).resolve_job_def(name)
 
 
 def run_job(
@@ -35,8 +37,12 @@ def run_job(
     """Run job `name` for `partition_key` (or the partition range in `tags`) on `instance` and wait
     for its end; failures are in the result, not raised."""
     if executor_name() == "in_process":
-        return (definitions or _definitions()).resolve_job_def(name).execute_in_process(
-            instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=False
+        return (
+            (definitions or _definitions("in_process"))
+            .resolve_job_def(name)
+            .execute_in_process(
+                instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=False
+            )
         )
     job = dg.build_reconstructable_job(
         __name__, code_location_job.__name__, (name,), reconstructor_working_directory=str(PROJECT_ROOT)
@@ -44,3 +50,18 @@ def run_job(
     all_tags = {**(tags or {}), **({"dagster/partition": partition_key} if partition_key else {})}
     with dg.execute_job(job, instance, run_config=run_config, tags=all_tags, raise_on_error=False) as result:
         return result
+
+
+def _run_in_worker(name: str, partition_key: str | None, tags: dict[str, str] | None) -> tuple[str, bool]:
+    with dg.DagsterInstance.get() as instance:
+        result = run_job(name, instance, partition_key=partition_key, tags=tags)
+        return result.run_id, result.success
+
+
+def run_jobs(requests: list[tuple[str, str | None, dict | None]], processes: int = 4) -> list[tuple[str, bool]]:
+    """Run each (job, partition key, tags) of `requests` on the instance in DAGSTER_HOME, `processes` at
+    a time, each in a run process of its own as the run queue launches them (one process runs one
+    run at a time: Python's logging set-up is not safe for runs on threads of one process); returns
+    (run id, success) in order."""
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_in_worker, *zip(*requests)))
