@@ -17,6 +17,7 @@ from psycopg import sql
 
 from dw_platform.devenv import embedded
 from dw_platform.devenv.workers import start_worker, stop_workers
+from dw_platform.lib.crypto import Cipher
 
 
 class Broker:
@@ -113,7 +114,13 @@ VOLATILE = re.compile(r"^_bronze_(load_ts|batch_id)$|_(at|ts|timestamp)$|^(dbt_|
 
 
 def snapshot(conn: psycopg.Connection, schemas=("bronze", "silver", "gold")) -> dict[str, list[tuple]]:
-    """Every table of `schemas` but the ledgers: its rows (sorted) without the volatile columns."""
+    """Every table of `schemas` but the ledgers: its rows (sorted) without the volatile columns,
+    encrypted values decrypted (a Fernet token differs at every encryption of the same value)."""
+    cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
+
+    def plain(value):
+        return cipher.decrypt(value) if isinstance(value, str) and value.startswith("gAAAAA") else value
+
     tables = conn.execute(
         "select table_schema, table_name from information_schema.tables where table_schema = any(%s) "
         "and table_type = 'BASE TABLE' and table_name not in ('batch_ledger', 'etl_watermarks') order by 1, 2",
@@ -136,5 +143,6 @@ def snapshot(conn: psycopg.Connection, schemas=("bronze", "silver", "gold")) -> 
                 sql.Identifier(schema, table),
             )
         ).fetchall()
+        rows = [tuple(plain(v) for v in row) for row in rows]
         result[f"{schema}.{table}"] = sorted(rows, key=lambda r: tuple("" if v is None else v for v in r))
     return result
