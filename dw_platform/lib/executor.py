@@ -58,7 +58,6 @@ def celery_settings(queue: str = DEFAULT_QUEUE) -> dict:
         "result_backend_always_retry": True,
         "result_backend_max_retries": 120,
         "result_backend_max_sleep_between_retries_ms": 2000,
-        "redis_backend_health_check_interval": 10,
         "result_expires": 7 * 24 * 3600,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

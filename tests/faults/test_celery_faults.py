@@ -21,7 +21,7 @@ from dw_platform.devenv.runs import run_jobs
 pytestmark = pytest.mark.integration
 
 DAY = date(2026, 11, 10)
-STEP = "customer_profile_raw"
+STEP = "bronze__customer_profile_raw"
 
 
 def start_run(pool: ProcessPoolExecutor, day: date) -> Future:
