@@ -20,7 +20,7 @@ from dw_platform.samples import sales as sales_sample
 pytestmark = pytest.mark.integration
 
 END = date(2026, 11, 17)
-BLOBS = 4
+BLOBS = 20
 BRONZE_SALES = dg.AssetKey(["bronze", "sales"])
 RANGE = {
     "dagster/asset_partition_range_start": "2026-11-10",

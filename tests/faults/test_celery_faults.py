@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from multiprocessing import get_context
 
 import dagster as dg
+import psutil
 import pytest
 from clusterkit import cluster, step_workers, wait_until
 from faultkit import ROWS, copying_backend, seed
@@ -73,6 +74,25 @@ def test_a_worker_killed_mid_step_ends_its_run_and_a_re_run_loads_the_day_exactl
         assert success
         bronze_is_exact(warehouse)
         the_queue_keeps_moving(instance)
+
+
+def test_a_whole_worker_lost_mid_step_hands_the_step_to_the_other_worker_and_the_run_succeeds(
+    source, warehouse, instance, tmp_path, monkeypatch
+):
+    """The worker and its step process killed together (its machine lost): the unacknowledged step
+    goes back to the queue after the visibility timeout (30 s here) and the other worker runs it."""
+    seed(source)
+    monkeypatch.setenv("DW_CELERY_VISIBILITY_TIMEOUT_S", "30")
+    with cluster(tmp_path, monkeypatch, workers=2), ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        run = start_run(pool, DAY)
+        run_id, pid = running_step_pid(instance)
+        worker = psutil.Process(pid).parent()
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker leads its process group (dw workers starts it so)
+        ((ended_id, success),) = run.result(timeout=600)
+        assert ended_id == run_id and success
+        hosts = step_workers(instance, [run_id])[run_id]
+        assert len(hosts) == 2, hosts  # the bronze step was executed by both: started on one, finished on the other
+        bronze_is_exact(warehouse)
 
 
 def test_redis_stopped_for_30_s_mid_step_is_waited_out_and_the_day_loads_exactly_once(
