@@ -44,3 +44,20 @@ def test_the_celery_executor_config_is_valid_for_dagster_celery_and_sends_steps_
         resolved = dg.validate_run_config(job)["execution"][name]  # dagster-celery's schema accepts it
         assert resolved["config_source"]["task_default_queue"] == queue
         assert resolved["broker"] == resolved["backend"] == "redis://:secret@127.0.0.1:6379/0"  # from DW_REDIS_URL
+
+
+def test_under_celery_every_job_keeps_its_retry_policy_and_replication_steps_go_to_their_own_queue(server, monkeypatch):
+    from dw_platform.definitions import defs
+
+    in_process = {job.name: job for job in defs().resolve_all_job_defs()}
+    monkeypatch.setenv("DW_EXECUTOR", "celery")
+    monkeypatch.setenv("DW_REDIS_URL", "redis://:secret@127.0.0.1:6379/0")
+    on_celery = {job.name: job for job in defs().resolve_all_job_defs()}
+
+    assert on_celery.keys() == in_process.keys()
+    for name, job in on_celery.items():
+        replication = name.startswith(("replication_", "validate_lakehouse"))
+        assert job.executor_def.name == ("celery_replication" if replication else "celery"), name
+        assert in_process[name].executor_def is dg.in_process_executor, name
+        assert job.op_retry_policy == in_process[name].op_retry_policy, name
+    assert on_celery["customer_daily"].op_retry_policy.max_retries == 3
