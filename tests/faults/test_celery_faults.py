@@ -19,7 +19,9 @@ from faultkit import ROWS, copying_backend, seed
 from dw_platform.devenv import embedded
 from dw_platform.devenv.runs import run_jobs
 
-pytestmark = pytest.mark.integration
+# Each test runs about three loads of 300,000 rows and their dbt builds: more than the default
+# limit when the machine's two cores are shared.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 DAY = date(2026, 11, 10)
 STEP = "bronze__customer_profile_raw"
