@@ -16,6 +16,7 @@ from psycopg import sql
 
 from dw_platform import domains
 from dw_platform.devenv import embedded
+from dw_platform.devenv.workers import QUEUES
 from dw_platform.lib.warehouse import server_connection
 
 
@@ -60,6 +61,19 @@ def parser() -> argparse.ArgumentParser:
         "on the embedded services or the configured servers. Ctrl-C stops everything.",
     )
     dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
+    workers = sub.add_parser(
+        "workers",
+        help="start N Celery workers for the runs' steps (DW_EXECUTOR=celery)",
+        description="N Celery workers, one step at a time each, for runs started with DW_EXECUTOR=celery "
+        "(set it in .env for `dw dev` too). A worker that dies is started again; Ctrl-C stops them.",
+    )
+    workers.add_argument("count", type=int, nargs="?", default=2, help="how many workers (default: %(default)s)")
+    workers.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="comma-separated queues to take steps from (default: %(default)s); e.g. `--queues replication` "
+        "for workers of the replication domain's own",
+    )
     sql = sub.add_parser(
         "sql",
         help="open psql on the warehouse (starting the embedded services if needed)",
@@ -142,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
+        if args.command == "workers":
+            return workers(args.count, tuple(q.strip() for q in args.queues.split(",") if q.strip()))
         # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
         workspace = embedded.PROJECT_ROOT / "workspace.yaml"
         # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
@@ -220,6 +236,17 @@ def backfill(domain: str, first: date, last: date) -> int:
         with dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False) as result:
             print(f"dw backfill: run {result.run_id} {'succeeded' if result.success else 'FAILED'}", file=sys.stderr)
             return 0 if result.success else 1
+def workers(count: int, queues: tuple[str, ...]) -> int:
+    from dw_platform.devenv.workers import run_workers
+    from dw_platform.lib.executor import executor_name
+
+    if executor_name() != "celery":
+        print(
+            "dw workers: steps run in process (DW_EXECUTOR is not celery): set DW_EXECUTOR=celery in .env",
+            file=sys.stderr,
+        )
+        return 2
+    return run_workers(count, queues)
 
 
 def prepare_dbt() -> None:

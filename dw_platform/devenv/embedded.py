@@ -26,6 +26,11 @@ counted as replication lag). It is closed the same way (password only, socket on
 pipeline reads it as the role `dw_replication`: REPLICATION and SELECT on the published tables, not
 a superuser (what a DBA grants, `grant_replication_reads`); set-up work there (creating databases,
 seeding the sample) uses `source_admin_connection`.
+
+With `DW_EXECUTOR=celery` and no `DW_REDIS_URL`, it starts Redis (Debian's `redis-server`) as the
+Celery broker and result backend: data under `.dw/redis` (append-only, so queued steps survive a
+restart), 127.0.0.1 only, a generated password (`.dw/redis_password`, mode 0600) in the 0600
+config file, stopped on exit. In process (the default), Redis is neither started nor needed.
 """
 
 from __future__ import annotations
@@ -126,6 +131,7 @@ def services(env_file: Path | None = PROJECT_ROOT / ".env", needs: Iterable[str]
         with (
             _blob_emulator(home) if "azurite" in needs else nullcontext(),
             _softcart_source(home) if "mariadb" in needs else nullcontext(),
+            _celery_broker(home),
         ):
             if os.environ.get("DW_PG_HOST"):
                 _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
@@ -700,3 +706,93 @@ def _prepare_dagster_home(home: Path) -> None:
         link.unlink()  # a link to where an earlier release kept the file
     if not link.exists():
         link.symlink_to(INSTANCE_YAML)
+
+
+def celery_wanted() -> bool:
+    """The Celery executor is chosen and no Redis is configured: the embedded Redis is needed."""
+    return os.environ.get("DW_EXECUTOR", "").strip() == "celery" and not os.environ.get("DW_REDIS_URL")
+
+
+@contextmanager
+def _celery_broker(home: Path) -> Iterator[None]:
+    """Redis (Debian's `redis-server`) as a child process when DW_EXECUTOR=celery and no DW_REDIS_URL
+    is set; stopped on exit. In process (the default), no Redis is started or needed. A second `dw`
+    process on the same state folder (`dw workers` beside `dw dev`) uses the running server."""
+    if not celery_wanted():
+        yield
+        return
+    location = home / "redis"
+    location.mkdir(parents=True, exist_ok=True)
+    password = _secret(home, "redis_password")
+    with _file_lock(location / "start.lock"):
+        port, process = running_redis(location), None
+        if port is None:
+            process, port = start_redis(location, password)
+            (location / "endpoint.json").write_text(json.dumps({"pid": process.pid, "port": port}))
+    os.environ["DW_REDIS_URL"] = redis_url(port, password)
+    try:
+        yield
+    finally:
+        os.environ.pop("DW_REDIS_URL", None)
+        if process is not None:
+            stop_process(process)  # SIGTERM: Redis writes its append-only file and exits
+            (location / "endpoint.json").unlink(missing_ok=True)
+
+
+def redis_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def running_redis(location: Path) -> int | None:
+    """The port of the Redis another process started on `location`, if it is still that server and
+    answers; a dead or foreign pid is pruned."""
+    try:
+        info = json.loads((location / "endpoint.json").read_text())
+        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+        if b"redis-server" in cmdline:
+            socket.create_connection(("127.0.0.1", info["port"]), timeout=0.5).close()
+            return int(info["port"])
+    except (OSError, ValueError, KeyError):
+        pass
+    (location / "endpoint.json").unlink(missing_ok=True)
+    return None
+
+
+def start_redis(
+    location: Path, password: str, port: int | None = None, timeout_s: float = 30
+) -> tuple[subprocess.Popen, int]:
+    """`redis-server` on 127.0.0.1:`port` (default: a free port) with its data in `location`: every
+    client authenticates with `password` (kept in the 0600 config file, not on the command line),
+    and what is queued survives a restart (append-only file, fsync every second)."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise RuntimeError(
+            "Redis is not installed: run scripts/bootstrap.sh (apt-get install redis-server), "
+            "or set DW_REDIS_URL to a real Redis (or set DW_EXECUTOR=in_process)"
+        )
+    location.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    config = location / "redis.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "# Written by dw_platform at every start.\n"
+            f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nrequirepass {password}\n"
+            f'dir "{location}"\nappendonly yes\nappendfsync everysec\nsave ""\n'
+            f'logfile "{location / "redis.log"}"\ndaemonize no\n'
+        )
+    process = subprocess.Popen(
+        [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {process.returncode}; see {location / 'redis.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"redis-server did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
+            time.sleep(0.05)
