@@ -236,6 +236,8 @@ def backfill(domain: str, first: date, last: date) -> int:
         with dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False) as result:
             print(f"dw backfill: run {result.run_id} {'succeeded' if result.success else 'FAILED'}", file=sys.stderr)
             return 0 if result.success else 1
+
+
 def workers(count: int, queues: tuple[str, ...]) -> int:
     from dw_platform.devenv.workers import run_workers
     from dw_platform.lib.executor import executor_name
