@@ -35,8 +35,10 @@ def land_day(zone, day: str, files=("users.csv", "viewing_sessions.csv", "conten
         zone.put(f"{day}/{name}", data)
 
 
-def tick(zone, cursor=None, now=NOW) -> dg.SensorResult:
-    return scan(dg.build_sensor_context(cursor=cursor), zone, now=now)
+def tick(zone, cursor=None, now=NOW, instance=None) -> dg.SensorResult:
+    return scan(
+        dg.build_sensor_context(cursor=cursor, instance=instance or dg.DagsterInstance.ephemeral()), zone, now=now
+    )
 
 
 def requested(result: dg.SensorResult) -> list[str]:

@@ -11,9 +11,13 @@ from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
+from dw_platform.lib.compression import CompressionError, decompressed
 from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+
+ACCEPT_IDENTICAL = "DW_SALES_ACCEPT_IDENTICAL_FILES"  # true: the same bytes may load under two blob names
 
 
 def source_name(partition_key: str) -> str:
@@ -44,10 +48,11 @@ def report_name(folder: str, partition_key: str) -> str:
 
 
 def bad_file(failure: dg.Failure) -> bool:
-    """The load failed because of the file itself (not CSV, not UTF-8, the wrong header): only such
-    a file goes to failed/. Storage, network, warehouse and configuration failures leave it where
-    it is, for a retry or the sensor's next request."""
-    return isinstance(failure.__cause__, CsvFormatError)
+    """The load failed because of the file itself (not CSV, not UTF-8, the wrong header, not the
+    compression its name claims, the same bytes as a blob loaded before): only such a file goes to
+    failed/. Storage, network, warehouse and configuration failures leave it where it is, for a
+    retry or the sensor's next request."""
+    return isinstance(failure.__cause__, (CsvFormatError, CompressionError, IdenticalFile))
 
 
 @dg.asset(
@@ -56,7 +61,8 @@ def bad_file(failure: dg.Failure) -> bool:
     kinds={"azure", "csv", "postgres"},
     partitions_def=sales_blobs,
     description=(
-        "Sales CSV files from the blob container's incoming/ folder, one partition per blob; "
+        "Sales CSV files (plain, .gz, .bz2 or .zst) from the blob container's incoming/ folder, one partition "
+        "per blob; "
         "validated against dw_platform/defs/sales/schema.yaml, sensitive columns Fernet-encrypted, "
         "bad rows in bronze.sales_quarantine with the reason."
     ),
@@ -73,6 +79,20 @@ def sales(
         )
     context.log.info(f"ingesting {sales_storage.container}/{blob.name} (etag {blob.etag}, {blob.size:,} bytes)")
     parsed = SalesFile(source_name(key), sales_keys.cipher())
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=SALES.qualified_name,
+            partition_key=key,
+            source=source_name(key),
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
     started = datetime.now(timezone.utc)
     try:
         with warehouse.connect() as conn:
@@ -80,27 +100,37 @@ def sales(
             result = bronze.load(
                 conn,
                 SALES,
-                parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
+                # download, decompression and hashing overlap parsing
+                parsed.batches(prefetch(content.through(decompressed(sales_storage.chunks(blob), blob.name)))),
                 asset_key=context.asset_key.to_user_string(),
                 scope=blob_scope(key),
                 source=source_name(key),
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=parsed.write_quarantine,
+                after_copy=after_copy,
+                content_sha256=content.hexdigest,
             )
     except dg.Failure as failure:
         if not bad_file(failure):
             raise
+        identical = isinstance(failure.__cause__, IdenticalFile)
         report = {
             "blob": blob.name,
             "etag": blob.etag,
-            "status": "failed",
+            "status": "identical" if identical else "failed",
             "error": failure.description,
             "rows_loaded": 0,
             "rows_quarantined": 0,
             "started_at": started,
             "finished_at": datetime.now(timezone.utc),
         }
+        if identical:
+            first = failure.__cause__.first
+            report["identical_to"] = {
+                "blob": first.source,
+                "batch_id": str(first.batch_id),
+                "loaded_at": first.finished_at,
+            }
         _finish(context, sales_storage, blob, key, FAILED, report, failure=failure)
         raise
     report = {
@@ -110,6 +140,7 @@ def sales(
         "error": None,
         **parsed.summary(),
         "batch_id": str(result.batch_id),
+        "content_sha256": content.hexdigest(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc),
     }

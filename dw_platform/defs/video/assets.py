@@ -1,7 +1,7 @@
 """Bronze for the video domain: each day's users, viewing sessions and content metadata files
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
 from psycopg import sql
@@ -20,18 +20,31 @@ from dw_platform.defs.video.ingest import (
     CsvFile,
     apply_schema_changes,
     current_shape,
+    day_chunks,
+    day_file,
     ensure_side_tables,
     existing_child_tables,
 )
-from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
+from dw_platform.defs.video.partitions import (
+    CONTENT_FILE,
+    FAILED,
+    SESSIONS_FILE,
+    USERS_FILE,
+    landed_path,
+    video_daily,
+)
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
+from dw_platform.lib.compression import CompressionError
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandingZone
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, move, put_report
 from dw_platform.lib.warehouse import PostgresWarehouse
+
+ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
 
 
 def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
@@ -41,15 +54,45 @@ def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
 
 def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_name: str):
     zone = landing.landing()
-    path = landed_path(context.partition_key, file_name)
-    found = zone.find(path)
+    try:
+        found = day_file(zone, context.partition_key, file_name)
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
     if found is None:
         raise dg.Failure(
-            f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
+            f"{landed_path(context.partition_key, file_name)} has not arrived in the landing zone "
+            f"({landing.local_folder or landing.container})",
             allow_retries=False,
         )
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes, version {found.version})")
     return zone, found
+
+
+BAD_FILE = (CsvFormatError, CompressionError, DocumentError, IdenticalFile)
+
+
+def file_failed(context, zone: Landing, found: LandedFile, error: Exception) -> dg.Failure:
+    """A file that cannot be loaded (one of BAD_FILE) goes to failed/, as it arrived, with its
+    report beside it; returns the run's failure, which names it. Other failures (storage,
+    warehouse) leave it where it is, for a retry or the sensor's next request."""
+    report = {
+        "file": found.path,
+        "version": found.version,
+        "status": "identical" if isinstance(error, IdenticalFile) else "failed",
+        "error": str(error),
+        "failed_at": datetime.now(timezone.utc),
+    }
+    if isinstance(error, IdenticalFile):
+        first = error.first
+        report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
+    destination = FAILED + found.path
+    try:
+        move(zone, found, destination)
+        put_report(zone, destination + ".report.json", report)
+    except Exception as exc:
+        return dg.Failure(f"{found.uri}: {error}; and then could not move it to {FAILED}: {exc}", allow_retries=True)
+    context.log.info(f"moved {found.path} to {destination} with its report")
+    return dg.Failure(f"{found.uri}: {error} (moved to {destination})", allow_retries=False)
 
 
 def _load_csv(
@@ -57,24 +100,39 @@ def _load_csv(
 ) -> dg.MaterializeResult:
     zone, found = find_landed(context, landing, file_name)
     parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=table.qualified_name,
+            partition_key=context.partition_key,
+            source=found.uri,
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
     with warehouse.connect() as conn:
         ensure_side_tables(conn)
         try:
             result = bronze.load(
                 conn,
                 table,
-                parsed.batches(zone.chunks(found)),
+                parsed.batches(content.through(day_chunks(zone, found))),
                 asset_key=context.asset_key.to_user_string(),
                 scope=day_scope(context),
                 source=found.uri,
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=parsed.write_quarantine,
+                after_copy=after_copy,
+                content_sha256=content.hexdigest,
             )
         except dg.Failure as failure:
-            if isinstance(failure.__cause__, CsvFormatError):
-                failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
-            raise failure
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__) from failure
+            raise
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
     return dg.MaterializeResult(
         metadata={
@@ -121,9 +179,11 @@ def load_content(
     run_id: str | None,
     documents: MongoDocuments,
     log=lambda _m: None,
+    content: ContentDigest | None = None,
 ) -> bronze.LoadResult:
     """bronze.content, its child tables, the quarantine and (without MongoDB) the raw JSONB rows,
-    replaced for the partition in one transaction."""
+    replaced for the partition in one transaction; refused (`IdenticalFile`) when `content` (the
+    file's digest) is that of a file already loaded for another day."""
     apply_schema_changes(conn, parsed)
     if not documents.configured:
         ensure_bronze_objects(conn, CONTENT_RAW)
@@ -154,6 +214,16 @@ def load_content(
                 source,
             )
         parsed.quarantine.write(conn, batch_id, load_ts)
+        if content is not None:
+            refuse_identical(
+                conn,
+                content,
+                table=f"bronze.{PARENT}",
+                partition_key=scope.label,
+                source=source,
+                records=len(parsed.rows) + len(parsed.quarantine.rows),
+                setting=ACCEPT_IDENTICAL,
+            )
 
     return bronze.load(
         conn,
@@ -165,6 +235,7 @@ def load_content(
         run_id=run_id,
         log=log,
         after_copy=after_copy,
+        content_sha256=content.hexdigest if content is not None else None,
     )
 
 
@@ -220,24 +291,30 @@ def content(
     video_documents: MongoDocuments,
 ):
     zone, found = find_landed(context, video_landing, CONTENT_FILE)
-    data = b"".join(zone.chunks(found))
     arrival_date = date.fromisoformat(context.partition_key)
+    content = ContentDigest()
     with warehouse.connect() as conn:
         ensure_side_tables(conn)
         try:
+            data = b"".join(content.through(day_chunks(zone, found)))
             parsed = parse_content(conn, found.uri, arrival_date, data)
-        except DocumentError as exc:
-            raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
-        result = load_content(
-            conn,
-            parsed,
-            day_scope(context),
-            found.uri,
-            "bronze/content",
-            context.run.run_id,
-            video_documents,
-            context.log.info,
-        )
+            result = load_content(
+                conn,
+                parsed,
+                day_scope(context),
+                found.uri,
+                "bronze/content",
+                context.run.run_id,
+                video_documents,
+                context.log.info,
+                content,
+            )
+        except (CompressionError, DocumentError) as exc:
+            raise file_failed(context, zone, found, exc) from exc
+        except dg.Failure as failure:
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__) from failure
+            raise
         array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
     raw_target = "bronze.content_raw"
     if video_documents.configured:
