@@ -231,7 +231,10 @@ class CsvReader:
             self.header = next(csv.reader([text], delimiter=self.schema.delimiter, strict=True))
         except csv.Error as exc:
             raise CsvFormatError(f"line {block.lines[0]}: the header is not valid CSV ({exc})") from None
-        self._positions = self.schema.bind(self.header)
+        try:
+            self._positions = self.schema.bind(self.header)
+        except CsvFormatError as exc:
+            raise CsvFormatError(f"line {block.lines[0]}: {exc}") from None
         self._validator = _Validator(self.schema, self._positions)
         return block.drop_first()
 

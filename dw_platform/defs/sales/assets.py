@@ -1,8 +1,10 @@
 """Bronze for the sales domain: one CSV blob per dynamic partition, into bronze.sales."""
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 import dagster as dg
+import psycopg
 from psycopg import sql
 
 from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
@@ -12,7 +14,7 @@ from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.compression import CompressionError, decompressed
-from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.crypto import Cipher, FernetKeys
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -55,6 +57,49 @@ def bad_file(failure: dg.Failure) -> bool:
     return isinstance(failure.__cause__, (CsvFormatError, CompressionError, IdenticalFile))
 
 
+def load_blob(
+    conn: psycopg.Connection,
+    chunks: Iterable[bytes],
+    key: str,
+    cipher: Cipher,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> tuple[bronze.LoadResult, SalesFile, ContentDigest]:
+    """One blob (`chunks`: its content) into bronze.sales as partition `key`: its rows, its
+    quarantine and its ledger entry with the content's hash, in one transaction, refused
+    (`IdenticalFile`) when another blob with the same content is loaded."""
+    parsed = SalesFile(source_name(key), cipher)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=SALES.qualified_name,
+            partition_key=key,
+            source=source_name(key),
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_quarantine(conn)
+    result = bronze.load(
+        conn,
+        SALES,
+        parsed.batches(prefetch(content.through(chunks))),  # reading, decompressing, hashing overlap parsing
+        asset_key="bronze/sales",
+        scope=blob_scope(key),
+        source=source_name(key),
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
+
+
 @dg.asset(
     key=["bronze", "sales"],
     **asset_attributes("sales"),
@@ -78,37 +123,16 @@ def sales(
             allow_retries=False,
         )
     context.log.info(f"ingesting {sales_storage.container}/{blob.name} (etag {blob.etag}, {blob.size:,} bytes)")
-    parsed = SalesFile(source_name(key), sales_keys.cipher())
-    content = ContentDigest()
-
-    def after_copy(conn, batch_id, load_ts):
-        parsed.write_quarantine(conn, batch_id, load_ts)
-        refuse_identical(
-            conn,
-            content,
-            table=SALES.qualified_name,
-            partition_key=key,
-            source=source_name(key),
-            records=parsed.data_lines,
-            setting=ACCEPT_IDENTICAL,
-        )
-
     started = datetime.now(timezone.utc)
     try:
         with warehouse.connect() as conn:
-            ensure_quarantine(conn)
-            result = bronze.load(
+            result, parsed, content = load_blob(
                 conn,
-                SALES,
-                # download, decompression and hashing overlap parsing
-                parsed.batches(prefetch(content.through(decompressed(sales_storage.chunks(blob), blob.name)))),
-                asset_key=context.asset_key.to_user_string(),
-                scope=blob_scope(key),
-                source=source_name(key),
+                decompressed(sales_storage.chunks(blob), blob.name),
+                key,
+                sales_keys.cipher(),
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=after_copy,
-                content_sha256=content.hexdigest,
             )
     except dg.Failure as failure:
         if not bad_file(failure):

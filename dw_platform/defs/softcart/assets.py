@@ -8,7 +8,7 @@ its lock, so two runs at once take turns and the second reads only what the firs
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -235,6 +235,51 @@ def max_line_bytes() -> int:
     return int(os.environ.get("DW_SOFTCART_MAX_LINE_BYTES", MAX_LINE_BYTES))
 
 
+def load_log(
+    conn: psycopg.Connection,
+    chunks: Iterable[bytes],
+    key: str,
+    source: str,
+    *,
+    name: str,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+    max_line: int = MAX_LINE_BYTES,
+) -> tuple[bronze.LoadResult, AccessLogFile, ContentDigest]:
+    """One access-log file (`chunks`: its lines' bytes; `name`: where it lies) into bronze as
+    partition `key`: its lines, its quarantine and its ledger entry with the content's hash, in one
+    transaction, refused (`IdenticalFile`) when another file with the same content is loaded."""
+    parsed = AccessLogFile(source, max_line)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=WEB_ACCESS_LOG.qualified_name,
+            partition_key=key,
+            source=name,
+            records=parsed.lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_quarantine(conn)
+    result = bronze.load(
+        conn,
+        WEB_ACCESS_LOG,
+        parsed.batches(prefetch(content.through(chunks))),  # download and decompression overlap parsing
+        asset_key="bronze/web_access_log",
+        scope=file_scope(source, key),
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
+
+
 @dg.asset(
     key=["bronze", "web_access_log"],
     **asset_attributes("softcart"),
@@ -259,36 +304,18 @@ def web_access_log(
         )
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes)")
     source = source_file(zone, key)
-    parsed = AccessLogFile(source, max_line_bytes())
-    content = ContentDigest()
-
-    def after_copy(conn, batch_id, load_ts):
-        parsed.write_quarantine(conn, batch_id, load_ts)
-        refuse_identical(
-            conn,
-            content,
-            table=WEB_ACCESS_LOG.qualified_name,
-            partition_key=key,
-            source=found.path,
-            records=parsed.lines,
-            setting=ACCEPT_IDENTICAL,
-        )
-
     started = datetime.now(timezone.utc)
     try:
         with warehouse.connect() as conn:
-            ensure_quarantine(conn)
-            result = bronze.load(
+            result, parsed, content = load_log(
                 conn,
-                WEB_ACCESS_LOG,
-                parsed.batches(prefetch(content.through(log_chunks(zone, found)))),
-                asset_key=context.asset_key.to_user_string(),
-                scope=file_scope(source, key),
-                source=source,
+                log_chunks(zone, found),
+                key,
+                source,
+                name=found.path,
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=after_copy,
-                content_sha256=content.hexdigest,
+                max_line=max_line_bytes(),
             )
     except dg.Failure as failure:
         if bad_file(failure) and not found.path.startswith(ARCHIVE):
@@ -298,11 +325,9 @@ def web_access_log(
     if not found.path.startswith(ARCHIVE):  # committed: now (and only now) the file is archived
         try:
             archive(zone, found, archived)
-            for stale in (failed_path(key), report_path(key)):  # an earlier version that failed
-                if (old := zone.find(stale)) is not None and old.path != found.path:
+            for stale in (failed_path(key), report_path(key)):  # what an earlier version that failed left
+                if (old := zone.find(stale)) is not None:
                     zone.delete(old)
-            if (report := zone.find(report_path(key))) is not None:
-                zone.delete(report)
         except Exception as exc:
             # The lines are committed; a retry re-reads the file (replacing its rows) and archives it.
             raise dg.Failure(

@@ -1,6 +1,7 @@
 """Bronze for the video domain: each day's users, viewing sessions and content metadata files
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
+from collections.abc import Callable, Iterable
 from datetime import date, datetime, timezone
 
 import dagster as dg
@@ -95,11 +96,21 @@ def file_failed(context, zone: Landing, found: LandedFile, error: Exception) -> 
     return dg.Failure(f"{found.uri}: {error} (moved to {destination})", allow_retries=False)
 
 
-def _load_csv(
-    context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
-) -> dg.MaterializeResult:
-    zone, found = find_landed(context, landing, file_name)
-    parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
+def load_csv(
+    conn,
+    chunks: Iterable[bytes],
+    table: BronzeTable,
+    schema: CsvSchema,
+    scope: LoadScope,
+    source: str,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> tuple[bronze.LoadResult, CsvFile, ContentDigest]:
+    """One day's CSV file (`chunks`: its content) into `table` for `scope` (the day): its rows, its
+    quarantine and its ledger entry with the content's hash, in one transaction, refused
+    (`IdenticalFile`) when the same content is loaded for another day."""
+    parsed = CsvFile(source, date.fromisoformat(scope.partition_keys[0]), schema)
     content = ContentDigest()
 
     def after_copy(conn, batch_id, load_ts):
@@ -108,26 +119,43 @@ def _load_csv(
             conn,
             content,
             table=table.qualified_name,
-            partition_key=context.partition_key,
-            source=found.uri,
+            partition_key=scope.label,
+            source=source,
             records=parsed.data_lines,
             setting=ACCEPT_IDENTICAL,
         )
 
+    ensure_side_tables(conn)
+    result = bronze.load(
+        conn,
+        table,
+        parsed.batches(content.through(chunks)),
+        asset_key=f"bronze/{table.name}",
+        scope=scope,
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
+
+
+def _load_csv(
+    context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
+) -> dg.MaterializeResult:
+    zone, found = find_landed(context, landing, file_name)
     with warehouse.connect() as conn:
-        ensure_side_tables(conn)
         try:
-            result = bronze.load(
+            result, parsed, _ = load_csv(
                 conn,
+                day_chunks(zone, found),
                 table,
-                parsed.batches(content.through(day_chunks(zone, found))),
-                asset_key=context.asset_key.to_user_string(),
-                scope=day_scope(context),
-                source=found.uri,
+                schema,
+                day_scope(context),
+                found.uri,
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=after_copy,
-                content_sha256=content.hexdigest,
             )
         except dg.Failure as failure:
             if isinstance(failure.__cause__, BAD_FILE):

@@ -194,7 +194,7 @@ def documents(data: bytes) -> Iterator[tuple[int, bytes, Any, str | None]]:
         return
     for line_no, line in enumerate(text.split("\n"), start=1):
         line = line.removesuffix("\r")
-        if not line.strip():
+        if _WHITESPACE.fullmatch(line):  # blank: nothing but JSON's whitespace
             continue
         try:
             doc = _DECODER.decode(line)
