@@ -160,7 +160,7 @@ def test_an_access_log_with_any_damage_loads_every_line_or_quarantines_it(
     key = f"fuzz/{hash((data, repr(case))) & 0xFFFFFFFF:08x}.log"
     with warehouse_resource.connect() as conn:
         try:
-            load_log(conn, [data[i : i + 997] for i in range(0, len(data), 997)], key, key, name=key)
+            load_log(conn, [data[i : i + 997] for i in range(0, len(data), 997)], key, key)
         except dg.Failure as failure:
             assert_clear(failure)
             return

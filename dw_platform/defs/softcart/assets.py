@@ -241,12 +241,11 @@ def load_log(
     key: str,
     source: str,
     *,
-    name: str,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     max_line: int = MAX_LINE_BYTES,
 ) -> tuple[bronze.LoadResult, AccessLogFile, ContentDigest]:
-    """One access-log file (`chunks`: its lines' bytes; `name`: where it lies) into bronze as
+    """One access-log file (`chunks`: its lines' bytes; `source`: where it arrived) into bronze as
     partition `key`: its lines, its quarantine and its ledger entry with the content's hash, in one
     transaction, refused (`IdenticalFile`) when another file with the same content is loaded."""
     parsed = AccessLogFile(source, max_line)
@@ -259,7 +258,7 @@ def load_log(
             content,
             table=WEB_ACCESS_LOG.qualified_name,
             partition_key=key,
-            source=name,
+            source=source,
             records=parsed.lines,
             setting=ACCEPT_IDENTICAL,
         )
@@ -312,7 +311,6 @@ def web_access_log(
                 log_chunks(zone, found),
                 key,
                 source,
-                name=found.path,
                 run_id=context.run.run_id,
                 log=context.log.info,
                 max_line=max_line_bytes(),
