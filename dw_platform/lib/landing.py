@@ -44,6 +44,13 @@ class LandedFile:
         return f"{self.location.rstrip('/')}/{self.path}"
 
 
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A local file's bytes, CHUNK_BYTES at a time."""
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
+
+
 class Landing(Protocol):
     def location(self) -> str: ...
 
@@ -101,9 +108,7 @@ class LocalLanding:
                 yield found
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
-        with open(self._resolve(file.path), "rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                yield chunk
+        return file_chunks(self._resolve(file.path))
 
     def put(self, path: str, data: bytes | Iterable[bytes]) -> LandedFile:
         """Write through a hidden temporary file renamed into place: readers never see half a file."""
