@@ -6,6 +6,7 @@ pymongo API (no MongoDB server can be had on this machine): the asset's code pat
 runs the same path against a real server when DW_MONGODB_URI is set.
 """
 
+import gzip
 import json
 import os
 import uuid
@@ -387,6 +388,11 @@ def test_a_file_that_cannot_be_loaded_goes_to_failed_with_its_report_and_its_day
     assert [f.path for f in landing.list()] == [f"failed/{DAY}/users.csv.gz", f"failed/{DAY}/users.csv.gz.report.json"]
     assert report(folder, f"failed/{DAY}/users.csv.gz.report.json")["status"] == "failed"
 
+    users = sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 3))
+    land(folder, DAY, {"users.csv.gz": gzip.compress(users)})  # sent again, compressed
+    assert ingest(folder, DAY, [video_users]).success
+    assert [f.path for f in landing.list()] == [f"{DAY}/users.csv.gz"]  # the failed copy and its report are gone
+
 
 def test_a_content_array_whose_syntax_breaks_fails_naming_the_line_and_goes_to_failed(folder, warehouse):
     land(folder, DAY, {"content.json": b'[\n  {"content_id": "C1"},\n  {"content_id": "C2",}\n]\n'})
@@ -418,8 +424,11 @@ def test_the_same_file_landed_for_a_second_day_is_refused_unless_identical_files
     assert not check.passed and check.metadata["files_refused"].value == 1
 
     monkeypatch.setenv("DW_VIDEO_ACCEPT_IDENTICAL_FILES", "true")
-    land(folder, NEXT_DAY, {"users.csv": users})
-    assert ingest(folder, NEXT_DAY, [video_users]).success
+    rerun = ingest(folder, NEXT_DAY, [video_users])  # reads it from failed/, and puts it back
+    assert rerun.success
+    assert [name for name, ok in check_results(rerun).items() if not ok] == ["video_users_no_identical_files"]
+    assert folder.landing().find(f"{NEXT_DAY}/users.csv") is not None
+    assert folder.landing().find(f"failed/{NEXT_DAY}/users.csv.report.json") is None
 
 
 def test_a_day_file_waiting_too_long_without_a_load_is_reported(folder, warehouse, monkeypatch):

@@ -20,6 +20,7 @@ from dw_platform.defs.video.ingest import (
     ContentFile,
     CsvFile,
     apply_schema_changes,
+    arrived_uri,
     current_shape,
     day_chunks,
     day_file,
@@ -86,14 +87,27 @@ def file_failed(context, zone: Landing, found: LandedFile, error: Exception) -> 
     if isinstance(error, IdenticalFile):
         first = error.first
         report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
-    destination = FAILED + found.path
+    destination = FAILED + found.path.removeprefix(FAILED)
     try:
-        move(zone, found, destination)
+        if found.path != destination:
+            move(zone, found, destination)
         put_report(zone, destination + ".report.json", report)
     except Exception as exc:
         return dg.Failure(f"{found.uri}: {error}; and then could not move it to {FAILED}: {exc}", allow_retries=True)
     context.log.info(f"moved {found.path} to {destination} with its report")
     return dg.Failure(f"{found.uri}: {error} (moved to {destination})", allow_retries=False)
+
+
+def tidy_failed(context, zone: Landing, found: LandedFile) -> None:
+    """After a load that committed: a file re-run from failed/ goes back to its day's folder; what
+    an earlier version that failed left in failed/ (the file, its report) is removed."""
+    day_path = found.path.removeprefix(FAILED)
+    if found.path != day_path:
+        move(zone, found, day_path)
+        context.log.info(f"moved {found.path} back to {day_path}")
+    for stale in (FAILED + day_path, FAILED + day_path + ".report.json"):
+        if (old := zone.find(stale)) is not None:
+            zone.delete(old)
 
 
 def load_csv(
@@ -153,7 +167,7 @@ def _load_csv(
                 table,
                 schema,
                 day_scope(context),
-                found.uri,
+                arrived_uri(found),
                 run_id=context.run.run_id,
                 log=context.log.info,
             )
@@ -161,11 +175,12 @@ def _load_csv(
             if isinstance(failure.__cause__, BAD_FILE):
                 raise file_failed(context, zone, found, failure.__cause__) from failure
             raise
+    tidy_failed(context, zone, found)
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
-            "source_file": found.uri,
+            "source_file": arrived_uri(found),
             "data_lines": parsed.data_lines,
             "rows_quarantined": len(parsed.quarantine.rows),
         }
@@ -325,12 +340,12 @@ def content(
         ensure_side_tables(conn)
         try:
             data = b"".join(content.through(day_chunks(zone, found)))
-            parsed = parse_content(conn, found.uri, arrival_date, data)
+            parsed = parse_content(conn, arrived_uri(found), arrival_date, data)
             result = load_content(
                 conn,
                 parsed,
                 day_scope(context),
-                found.uri,
+                arrived_uri(found),
                 "bronze/content",
                 context.run.run_id,
                 video_documents,
@@ -344,6 +359,7 @@ def content(
                 raise file_failed(context, zone, found, failure.__cause__) from failure
             raise
         array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
+    tidy_failed(context, zone, found)
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
@@ -357,7 +373,7 @@ def content(
         asset_key=["bronze", "content"],
         metadata={
             **result.metadata(),
-            "source_file": found.uri,
+            "source_file": arrived_uri(found),
             "documents_quarantined": len(parsed.quarantine.rows),
             "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
             "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
@@ -370,7 +386,7 @@ def content(
             metadata={
                 "dagster/row_count": rows,
                 "dagster/table_name": f"bronze.content_{field}",
-                "source_file": found.uri,
+                "source_file": arrived_uri(found),
                 "batch_id": str(result.batch_id),
             },
         )

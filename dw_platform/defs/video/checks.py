@@ -19,6 +19,7 @@ from dw_platform.defs.video.ingest import (
     SESSIONS_SCHEMA,
     USERS,
     USERS_SCHEMA,
+    arrived_uri,
     day_chunks,
     day_file,
     documents,
@@ -81,10 +82,10 @@ def file_readable(
     except (CsvFormatError, CompressionError, DocumentError, OSError) as exc:
         return dg.AssetCheckResult(passed=False, metadata={"file": found.uri, "problem": f"unreadable: {exc}"})
     loaded = conn.execute(
-        sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(table.ident), (found.uri,)
+        sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(table.ident), (arrived_uri(found),)
     ).fetchone()[0]
     quarantined = conn.execute(
-        "select count(*) from bronze.video_quarantine where source_file = %s", (found.uri,)
+        "select count(*) from bronze.video_quarantine where source_file = %s", (arrived_uri(found),)
     ).fetchone()[0]
     return dg.AssetCheckResult(
         passed=loaded + quarantined == lines,

@@ -32,7 +32,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dw_platform.defs.video.partitions import landed_path
+from dw_platform.defs.video.partitions import FAILED, landed_path
 from dw_platform.lib.bronze import BronzeTable, Column, ensure_bronze_objects
 from dw_platform.lib.compression import FORMATS, decompressed
 from dw_platform.lib.csv_stream import CsvReader, CsvSchema
@@ -86,11 +86,23 @@ SESSIONS = csv_table(SESSIONS_SCHEMA)
 
 def day_file(zone: Landing, day: str, file_name: str) -> LandedFile | None:
     """A day's file as it landed: `<day>/<file_name>`, or compressed (`users.csv.gz`, `.bz2`,
-    `.zst`). Raises ValueError when more than one of them landed."""
-    found = [f for suffix in ("", *FORMATS) if (f := zone.find(landed_path(day, file_name + suffix))) is not None]
-    if len(found) > 1:
-        raise ValueError(f"{' and '.join(f.path for f in found)} both landed: which one is meant? Remove the other.")
-    return found[0] if found else None
+    `.zst`); else (a re-run after it failed) its copy in failed/. Raises ValueError when more than
+    one of them landed."""
+    for folder in ("", FAILED):
+        paths = [folder + landed_path(day, file_name + suffix) for suffix in ("", *FORMATS)]
+        found = [f for path in paths if (f := zone.find(path)) is not None]
+        if len(found) > 1:
+            raise ValueError(
+                f"{' and '.join(f.path for f in found)} both landed: which one is meant? Remove the other."
+            )
+        if found:
+            return found[0]
+    return None
+
+
+def arrived_uri(file: LandedFile) -> str:
+    """Where a day's file arrived (its lineage), also while it lies in failed/."""
+    return LandedFile(file.path.removeprefix(FAILED), "", 0, file.location).uri
 
 
 def day_chunks(zone: Landing, file: LandedFile) -> Iterator[bytes]:
