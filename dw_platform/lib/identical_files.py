@@ -9,7 +9,8 @@ replaced no longer counts): if there is one, the load is rolled back with `Ident
 the ledger records as `identical`, naming the first load. Files that hold no record (an empty
 log, a header alone) are never refused: they have nothing to duplicate. A domain whose source
 legitimately sends identical files (a full snapshot that did not change) turns this off with
-its `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting.
+its `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting: `true` for all its files, or a comma-separated
+list of file names (`content.json`) for those only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from datetime import datetime
 from uuid import UUID
 
 import psycopg
+
+from dw_platform.lib.compression import plain_name
 
 
 class ContentDigest:
@@ -67,9 +70,11 @@ class IdenticalFile(Exception):
         )
 
 
-def accepted(setting: str) -> bool:
-    """Whether a domain's `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting lets identical files load."""
-    return os.environ.get(setting, "").strip().lower() in ("1", "true", "yes", "on")
+def accepted(setting: str, name: str = "") -> bool:
+    """Whether a domain's `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting lets identical files (called
+    `name`, compression suffix aside) load."""
+    value = os.environ.get(setting, "").strip().lower()
+    return value in ("1", "true", "yes", "on") or bool(name) and plain_name(name).lower() in value.split(",")
 
 
 def first_load(conn: psycopg.Connection, table: str, sha256: str, partition_key: str) -> FirstLoad | None:
@@ -104,7 +109,7 @@ def refuse_identical(
     loaded already under another partition. A lock on the hash makes two loads of the same
     content at once take turns, so the second sees the first."""
     sha256 = digest.hexdigest()
-    if sha256 is None or records == 0 or accepted(setting):
+    if sha256 is None or records == 0 or accepted(setting, source.rsplit("/", 1)[-1]):
         return
     conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"dw_platform.content:{sha256}",))
     first = first_load(conn, table, sha256, partition_key)
