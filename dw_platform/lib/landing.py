@@ -229,6 +229,22 @@ def put_report(zone: Landing, path: str, report: dict) -> LandedFile:
     return zone.put(path, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
 
 
+def failure_report(file: LandedFile, error: Exception, started: datetime) -> dict:
+    """The report filed beside a file that cannot be loaded: why, and for a file refused as
+    identical to one loaded before (`identical_files.IdenticalFile`), which load it repeats."""
+    report = {
+        "file": file.path,
+        "version": file.version,
+        "status": getattr(error, "ledger_status", "failed"),
+        "error": str(error),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc),
+    }
+    if (first := getattr(error, "first", None)) is not None:
+        report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
+    return report
+
+
 def waiting_files(
     files: Iterable[LandedFile], max_wait: timedelta, now: datetime, loaded: Callable[[LandedFile], bool] | None = None
 ) -> list[tuple[str, timedelta]]:

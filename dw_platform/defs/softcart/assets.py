@@ -38,7 +38,7 @@ from dw_platform.lib.access_log import MAX_LINE_BYTES
 from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
 from dw_platform.lib.compression import CompressionError, decompressed
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
-from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive, move, put_report
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive, failure_report, move, put_report
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -348,21 +348,10 @@ def web_access_log(
 
 def _file_failed(context, zone: Landing, found: LandedFile, key: str, failure: dg.Failure, started: datetime) -> None:
     """File a file that cannot be loaded in failed/, as it arrived, with its report beside it."""
-    report = {
-        "file": found.path,
-        "version": found.version,
-        "status": "identical" if isinstance(failure.__cause__, IdenticalFile) else "failed",
-        "error": str(failure.__cause__),
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc),
-    }
-    if isinstance(failure.__cause__, IdenticalFile):
-        first = failure.__cause__.first
-        report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
     try:
         if found.path != failed_path(key):
             move(zone, found, failed_path(key))
-        put_report(zone, report_path(key), report)
+        put_report(zone, report_path(key), failure_report(found, failure.__cause__, started))
     except Exception as exc:
         raise dg.Failure(
             f"{failure.description}; and then could not move it to {FAILED} with its report: {exc}",

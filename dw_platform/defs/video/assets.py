@@ -43,7 +43,7 @@ from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandedFile, Landing, LandingZone, move, put_report
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
@@ -73,25 +73,15 @@ def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_na
 BAD_FILE = (CsvFormatError, CompressionError, DocumentError, IdenticalFile)
 
 
-def file_failed(context, zone: Landing, found: LandedFile, error: Exception) -> dg.Failure:
+def file_failed(context, zone: Landing, found: LandedFile, error: Exception, started: datetime) -> dg.Failure:
     """A file that cannot be loaded (one of BAD_FILE) goes to failed/, as it arrived, with its
     report beside it; returns the run's failure, which names it. Other failures (storage,
     warehouse) leave it where it is, for a retry or the sensor's next request."""
-    report = {
-        "file": found.path,
-        "version": found.version,
-        "status": "identical" if isinstance(error, IdenticalFile) else "failed",
-        "error": str(error),
-        "failed_at": datetime.now(timezone.utc),
-    }
-    if isinstance(error, IdenticalFile):
-        first = error.first
-        report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
     destination = FAILED + found.path.removeprefix(FAILED)
     try:
         if found.path != destination:
             move(zone, found, destination)
-        put_report(zone, destination + ".report.json", report)
+        put_report(zone, destination + ".report.json", failure_report(found, error, started))
     except Exception as exc:
         return dg.Failure(f"{found.uri}: {error}; and then could not move it to {FAILED}: {exc}", allow_retries=True)
     context.log.info(f"moved {found.path} to {destination} with its report")
@@ -159,6 +149,7 @@ def _load_csv(
     context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
 ) -> dg.MaterializeResult:
     zone, found = find_landed(context, landing, file_name)
+    started = datetime.now(timezone.utc)
     with warehouse.connect() as conn:
         try:
             result, parsed, _ = load_csv(
@@ -173,7 +164,7 @@ def _load_csv(
             )
         except dg.Failure as failure:
             if isinstance(failure.__cause__, BAD_FILE):
-                raise file_failed(context, zone, found, failure.__cause__) from failure
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
             raise
     tidy_failed(context, zone, found)
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
@@ -334,6 +325,7 @@ def content(
     video_documents: MongoDocuments,
 ):
     zone, found = find_landed(context, video_landing, CONTENT_FILE)
+    started = datetime.now(timezone.utc)
     arrival_date = date.fromisoformat(context.partition_key)
     content = ContentDigest()
     with warehouse.connect() as conn:
@@ -353,10 +345,10 @@ def content(
                 content,
             )
         except (CompressionError, DocumentError) as exc:
-            raise file_failed(context, zone, found, exc) from exc
+            raise file_failed(context, zone, found, exc, started) from exc
         except dg.Failure as failure:
             if isinstance(failure.__cause__, BAD_FILE):
-                raise file_failed(context, zone, found, failure.__cause__) from failure
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
             raise
         array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
     tidy_failed(context, zone, found)
