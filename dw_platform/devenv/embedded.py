@@ -22,8 +22,10 @@ services write there is readable by its owner only.
 With no `DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second
 pgserver PostgreSQL under `.dw/source_pg` with `wal_level = logical`, holding the database
 `source_app` (a separate server, so the warehouse's own writes are never decoded by the slot nor
-counted as replication lag). It is closed the same way (password only, socket only); the
-replication connection uses its superuser, whose generated password is in the URL (a secret).
+counted as replication lag). It is closed the same way (password only, socket only). The
+pipeline reads it as the role `dw_replication`: REPLICATION and SELECT on the published tables, not
+a superuser (what a DBA grants, `grant_replication_reads`); set-up work there (creating databases,
+seeding the sample) uses `source_admin_connection`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from dw_platform.domains import services_needed
 from dw_platform.lib.paths import PROJECT_ROOT
 
 PIPELINE_ROLE = "dw"
+# The replication source's reader: LOGIN REPLICATION, SELECT on the published tables, nothing more.
+REPLICATION_ROLE = "dw_replication"
 # Databases the pipeline owns, and sample sources it may only read.
 OWNED_DATABASES = ("warehouse", "dagster")
 SOURCE_DATABASES = ("source_crm",)
@@ -175,9 +179,10 @@ def _start_postgres(home: Path) -> None:
 
 def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
     """The replication source server (`home`/source_pg) running with logical decoding, with
-    `database` in it; returns its URL (superuser, unix socket, password). Stops when the last
-    process using it exits. A new server starts with `wal_level = replica`: the settings are
-    written with ALTER SYSTEM and it is restarted once (later starts read postgresql.auto.conf)."""
+    `database` in it, readable by the replication role and published (`grant_replication_reads`);
+    returns the role's URL (unix socket, password). Stops when the last process using it exits. A
+    new server starts with `wal_level = replica`: the settings are written with ALTER SYSTEM and it
+    is restarted once (later starts read postgresql.auto.conf)."""
     import pgserver
 
     pgdata = home / "source_pg"
@@ -186,6 +191,7 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     home.chmod(_home_mode())
     password = _secret(home, "pg_source_admin_password")
+    reader_password = _secret(home, "pg_source_replication_password")
 
     def connect(dbname: str = "postgres") -> psycopg.Connection:
         info = server.get_postmaster_info()
@@ -208,14 +214,59 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
         conn.execute("select pg_reload_conf()")
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (REPLICATION_ROLE,)).fetchone()
+        conn.execute(
+            sql.SQL(
+                ("alter" if exists else "create")
+                + " role {} login replication nosuperuser nocreatedb nocreaterole password {}"
+            ).format(sql.Identifier(REPLICATION_ROLE), sql.Literal(reader_password))
+        )
         if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    with connect(database) as conn:
+        grant_replication_reads(conn, os.environ.get("DW_REPLICATION_PUBLICATION") or f"dw_{database}")
     if restart:  # wal_level and friends: stop (pgserver's own pg_ctl stop, as the last handle), start
         server.cleanup()
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
         home.chmod(_home_mode())
     info = server.get_postmaster_info()
-    return f"postgresql://postgres:{password}@/{database}?host={info.socket_dir}&port={info.port}"
+    return f"postgresql://{REPLICATION_ROLE}:{reader_password}@/{database}?host={info.socket_dir}&port={info.port}"
+
+
+def grant_replication_reads(conn: psycopg.Connection, publication: str, schema: str = "public") -> None:
+    """What a DBA does in a source database for the replication role (`conn`: its owner or a
+    superuser): SELECT on the schema's tables, now and as they are created, and the publication of
+    every table (FOR ALL TABLES needs a superuser, so the pipeline cannot create it itself)."""
+    role, schema_id = sql.Identifier(REPLICATION_ROLE), sql.Identifier(schema)
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema_id, role))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(schema_id, role))
+    conn.execute(sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(schema_id, role))
+    if not conn.execute("select 1 from pg_publication where pubname = %s", (publication,)).fetchone():
+        conn.execute(
+            sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)").format(
+                sql.Identifier(publication)
+            )
+        )
+
+
+def source_admin_connection(dbname: str | None = None) -> psycopg.Connection:
+    """An autocommit connection as the embedded replication source's superuser, for set-up work
+    only (creating databases, seeding the sample, granting); `dbname` defaults to the database of
+    DW_REPLICATION_SOURCE_URL. Only the embedded default has one."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    secret = state_dir() / "pg_source_admin_password"
+    if not secret.exists() or not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+        raise RuntimeError("no embedded replication source is running: its admin connection exists only for it")
+    reader = conninfo_to_dict(os.environ["DW_REPLICATION_SOURCE_URL"])
+    return psycopg.connect(
+        host=reader["host"],
+        port=reader["port"],
+        user="postgres",
+        password=secret.read_text().strip(),
+        dbname=dbname or reader["dbname"],
+        autocommit=True,
+    )
 
 
 def _home_mode() -> int:

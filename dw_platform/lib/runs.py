@@ -13,9 +13,12 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+# A run that ended in one of these did not finish its work: a sensor may request it again, unless
+# Dagster's run retries will (the tag below, "true", set on the failed run).
+ENDED_UNFINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+WILL_RETRY_TAG = "dagster/will_retry"
 PARTITION_TAG = "dagster/partition"
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 RETRY_AFTER_S = 300.0
 MAX_RETRY_AFTER_S = 3600.0
 
@@ -45,7 +48,7 @@ def stranded(
             continue
         runs = dg.RunsFilter(job_name=job, tags={PARTITION_TAG: key, version_tag: version})
         latest = next(iter(instance.get_run_records(runs, limit=1)), None)
-        if latest is None or latest.dagster_run.status not in ENDED_WITHOUT_LOAD:
+        if latest is None or latest.dagster_run.status not in ENDED_UNFINISHED:
             continue  # not run yet (the daemon creates it after the tick), or loaded
         if latest.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
             continue
