@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
+import hypothesis  # noqa: F401  (imported now: see below)
 import psycopg
 import pytest
 
@@ -25,6 +26,10 @@ from dw_platform.lib.warehouse import server_connection
 if TYPE_CHECKING:
     from dagster_graphql import DagsterGraphQLClient
 
+# hypothesis is imported above, at the start of every session: otherwise its pytest plugin imports
+# it at the end of a session that ran no fuzz test, where pytest's assertion rewriting compiles it,
+# and a CPython 3.11.7 bug (gh-106905, fixed in 3.11.8) was seen to fail that compile ("SystemError:
+# AST constructor recursion depth mismatch") after every test had passed.
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
 
 

@@ -255,10 +255,15 @@ alter table bronze.batch_ledger
     add column if not exists last_id bigint,
     add column if not exists backend_pid integer,
     add column if not exists backend_start timestamptz,
+    add column if not exists content_sha256 text,
     alter column finished_at drop not null,
     drop constraint if exists batch_ledger_status_check;
 alter table bronze.batch_ledger add constraint batch_ledger_status_check
-    check (status in ('running', 'succeeded', 'failed', 'abandoned'));
+    check (status in ('running', 'succeeded', 'failed', 'abandoned', 'identical'));
+comment on column bronze.batch_ledger.content_sha256 is
+    'SHA-256 of the file a load read (its content after decompression), to recognise a file sent again under another name';
+create index if not exists batch_ledger_content_sha256 on bronze.batch_ledger (content_sha256)
+    where content_sha256 is not null;
 create index if not exists batch_ledger_asset_partition
     on bronze.batch_ledger (asset_key, partition_key, finished_at);
 create index if not exists batch_ledger_running on bronze.batch_ledger (batch_id) where status = 'running';
@@ -278,13 +283,13 @@ comment on column bronze.etl_watermarks.records_extracted is
 create or replace view bronze.partition_loads as
     select distinct on (asset_key, partition_key)
         asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,
-        window_start, window_end, read_start, read_end, first_id, last_id, started_at, finished_at
+        window_start, window_end, read_start, read_end, first_id, last_id, started_at, finished_at, content_sha256
     from bronze.batch_ledger where status = 'succeeded'
     order by asset_key, partition_key, finished_at desc;
 """
 _LEDGER_VERSION_PROBE = (
-    "select count(*) = 2 from information_schema.columns where table_schema = 'bronze' and "
-    "((table_name = 'batch_ledger' and column_name = 'backend_pid') or "
+    "select count(*) = 3 from information_schema.columns where table_schema = 'bronze' and "
+    "((table_name = 'batch_ledger' and column_name in ('backend_pid', 'content_sha256')) or "
     "(table_name = 'etl_watermarks' and column_name = 'last_partition_key'))"
 )
 
@@ -421,12 +426,16 @@ def load(
     run_id: str | None = None,
     log: Callable[[str], None] = lambda _msg: None,
     after_copy: Callable[[psycopg.Connection, uuid.UUID, datetime], None] | None = None,
+    content_sha256: Callable[[], str | None] | None = None,
 ) -> LoadResult:
     """Load the rows of `rows` for `scope` into `table`, exactly once (see the module docstring).
 
     `conn` must be in autocommit mode (each step opens its own transaction).
     `after_copy(conn, batch_id, load_ts)` runs inside the same transaction after the rows, for
     side tables that must change together with them (e.g. a quarantine table).
+    `content_sha256()`, asked once the rows are read, gives the hash of the file read, for the ledger.
+    An exception with a `ledger_status` attribute closes the ledger entry with that status
+    instead of `failed` (a file refused as identical to one loaded before).
     Raises `dg.Failure` with a one-line reason; nothing of a failed load is committed. Lost or
     timed-out connections may be retried; configuration, authentication, bad data and bad SQL
     fail at once.
@@ -471,10 +480,10 @@ def load(
                 after_copy(conn, batch_id, started_at)
             newest = _advance_watermark(conn, table, scope, watermark, progress.rows) if watermark else None
             seconds = time.perf_counter() - t0
-            ledger.succeed(conn, progress.rows, loaded, replaced, id_range)
+            ledger.succeed(conn, progress.rows, loaded, replaced, id_range, content_sha256 and content_sha256())
     except Exception as exc:
         message = _describe(exc, table, scope, progress.rows)
-        ledger.fail(conn, message)
+        ledger.fail(conn, message, getattr(exc, "ledger_status", "failed"), content_sha256 and content_sha256())
         raise dg.Failure(
             description=message, metadata={"batch_id": str(batch_id)}, allow_retries=is_transient(exc)
         ) from exc
@@ -556,19 +565,20 @@ class _Ledger:
             (self.batch_id,),
         )
 
-    def succeed(self, conn, rows_read: int, rows_loaded: int, rows_replaced: int, id_range) -> None:
+    def succeed(self, conn, rows_read: int, rows_loaded: int, rows_replaced: int, id_range, sha256) -> None:
         """Inside the load's transaction: the entry commits with the rows. finished_at is the
         time of this statement, the last before the commit (not the transaction's start)."""
         conn.execute(
             """
             update bronze.batch_ledger set status = 'succeeded', rows_read = %s, rows_loaded = %s,
-                rows_replaced = %s, first_id = %s, last_id = %s, finished_at = clock_timestamp()
+                rows_replaced = %s, first_id = %s, last_id = %s, content_sha256 = %s,
+                finished_at = clock_timestamp()
             where batch_id = %s
             """,
-            (rows_read, rows_loaded, rows_replaced, *id_range, self.batch_id),
+            (rows_read, rows_loaded, rows_replaced, *id_range, sha256, self.batch_id),
         )
 
-    def fail(self, conn: psycopg.Connection, message: str) -> None:
+    def fail(self, conn: psycopg.Connection, message: str, status: str = "failed", sha256: str | None = None) -> None:
         """Record the failure on a fresh connection: the load's own may be what broke. If the
         warehouse cannot be reached at all, the entry stays `running` until a later load
         marks it `abandoned`."""
@@ -578,12 +588,12 @@ class _Ledger:
                     """
                     insert into bronze.batch_ledger (batch_id, asset_key, target_table, partition_key, source,
                         window_start, window_end, read_start, read_end, status, error, dagster_run_id,
-                        started_at, finished_at)
-                    values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'failed', %s, %s, %s, clock_timestamp())
-                    on conflict (batch_id) do update set status = 'failed', error = excluded.error,
-                        finished_at = excluded.finished_at
+                        started_at, finished_at, content_sha256)
+                    values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s)
+                    on conflict (batch_id) do update set status = excluded.status, error = excluded.error,
+                        finished_at = excluded.finished_at, content_sha256 = excluded.content_sha256
                     """,
-                    (*self._identity(), message, self.run_id, self.started_at),
+                    (*self._identity(), status, message, self.run_id, self.started_at, sha256),
                 )
         except psycopg.Error:
             pass  # the warehouse is gone: the `running` entry (if any) tells the story later

@@ -3,6 +3,9 @@
 Run on their own (not in a run), the web log checks look at the file loaded last.
 """
 
+import os
+from datetime import timedelta
+
 import dagster as dg
 from psycopg import sql
 
@@ -24,6 +27,7 @@ from dw_platform.defs.softcart.ingest import (
     WEB_ACCESS_LOG,
     ensure_quarantine,
 )
+from dw_platform.defs.softcart.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.access_log import count_lines
 from dw_platform.lib.bronze import BronzeTable, ensure_bronze_objects
@@ -182,8 +186,30 @@ def web_access_log_lines_reconcile_with_file(
     located = locate_log(zone, key)
     if located is None:
         return dg.AssetCheckResult(passed=False, metadata={"file": key, "problem": "file not found in storage"})
-    lines = count_lines(log_chunks(zone, *located))
+    lines = count_lines(log_chunks(zone, located))
     return dg.AssetCheckResult(
         passed=loaded + quarantined == lines,
-        metadata={"file": located[0].uri, "lines_loaded": loaded, "lines_quarantined": quarantined, "lines": lines},
+        metadata={"file": located.uri, "lines_loaded": loaded, "lines_quarantined": quarantined, "lines": lines},
     )
+
+
+@dg.asset_check(
+    asset=WEB_ASSET,
+    blocking=False,
+    description="No access log has waited in incoming/ longer than DW_SOFTCART_MAX_WAIT_MINUTES (default 60): a "
+    "file that stays there was never loaded (sensor stopped, runs failing or queued behind others).",
+)
+def web_access_log_incoming_not_stale(softcart_weblogs: LandingZone) -> dg.AssetCheckResult:
+    max_wait = timedelta(minutes=float(os.environ.get("DW_SOFTCART_MAX_WAIT_MINUTES", "60")))
+    return bronze_checks.files_not_waiting(softcart_weblogs.landing().list(INCOMING), max_wait)
+
+
+@dg.asset_check(
+    asset=WEB_ASSET,
+    blocking=False,
+    description="No access log was refused in the last 24 hours for holding the same bytes as a file loaded before "
+    "(a source that sent a file twice under two names; the refused file is in failed/ with its report).",
+)
+def web_access_log_no_identical_files(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        return bronze_checks.no_identical_files(conn, WEB_ACCESS_LOG)

@@ -1,7 +1,8 @@
 """Bronze for the video domain: each day's users, viewing sessions and content metadata files
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
-from datetime import date
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timezone
 
 import dagster as dg
 from psycopg import sql
@@ -19,19 +20,33 @@ from dw_platform.defs.video.ingest import (
     ContentFile,
     CsvFile,
     apply_schema_changes,
+    arrived_uri,
     current_shape,
+    day_chunks,
+    day_file,
     ensure_side_tables,
     existing_child_tables,
 )
-from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
+from dw_platform.defs.video.partitions import (
+    CONTENT_FILE,
+    FAILED,
+    SESSIONS_FILE,
+    USERS_FILE,
+    landed_path,
+    video_daily,
+)
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
+from dw_platform.lib.compression import CompressionError
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandingZone
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
 from dw_platform.lib.warehouse import PostgresWarehouse
+
+ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
 
 
 def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
@@ -41,45 +56,122 @@ def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
 
 def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_name: str):
     zone = landing.landing()
-    path = landed_path(context.partition_key, file_name)
-    found = zone.find(path)
+    try:
+        found = day_file(zone, context.partition_key, file_name)
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
     if found is None:
         raise dg.Failure(
-            f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
+            f"{landed_path(context.partition_key, file_name)} has not arrived in the landing zone "
+            f"({landing.local_folder or landing.container})",
             allow_retries=False,
         )
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes, version {found.version})")
     return zone, found
 
 
+BAD_FILE = (CsvFormatError, CompressionError, DocumentError, IdenticalFile)
+
+
+def file_failed(context, zone: Landing, found: LandedFile, error: Exception, started: datetime) -> dg.Failure:
+    """A file that cannot be loaded (one of BAD_FILE) goes to failed/, as it arrived, with its
+    report beside it; returns the run's failure, which names it. Other failures (storage,
+    warehouse) leave it where it is, for a retry or the sensor's next request."""
+    destination = FAILED + found.path.removeprefix(FAILED)
+    try:
+        if found.path != destination:
+            move(zone, found, destination)
+        put_report(zone, destination + ".report.json", failure_report(found, error, started))
+    except Exception as exc:
+        return dg.Failure(f"{found.uri}: {error}; and then could not move it to {FAILED}: {exc}", allow_retries=True)
+    context.log.info(f"moved {found.path} to {destination} with its report")
+    return dg.Failure(f"{found.uri}: {error} (moved to {destination})", allow_retries=False)
+
+
+def tidy_failed(context, zone: Landing, found: LandedFile) -> None:
+    """After a load that committed: a file re-run from failed/ goes back to its day's folder; what
+    an earlier version that failed left in failed/ (the file, its report) is removed."""
+    day_path = found.path.removeprefix(FAILED)
+    if found.path != day_path:
+        move(zone, found, day_path)
+        context.log.info(f"moved {found.path} back to {day_path}")
+    for stale in (FAILED + day_path, FAILED + day_path + ".report.json"):
+        if (old := zone.find(stale)) is not None:
+            zone.delete(old)
+
+
+def load_csv(
+    conn,
+    chunks: Iterable[bytes],
+    table: BronzeTable,
+    schema: CsvSchema,
+    scope: LoadScope,
+    source: str,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> tuple[bronze.LoadResult, CsvFile, ContentDigest]:
+    """One day's CSV file (`chunks`: its content) into `table` for `scope` (the day): its rows, its
+    quarantine and its ledger entry with the content's hash, in one transaction, refused
+    (`IdenticalFile`) when the same content is loaded for another day."""
+    parsed = CsvFile(source, date.fromisoformat(scope.partition_keys[0]), schema)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=table.qualified_name,
+            partition_key=scope.label,
+            source=source,
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_side_tables(conn)
+    result = bronze.load(
+        conn,
+        table,
+        parsed.batches(content.through(chunks)),
+        asset_key=f"bronze/{table.name}",
+        scope=scope,
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
+
+
 def _load_csv(
     context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
 ) -> dg.MaterializeResult:
     zone, found = find_landed(context, landing, file_name)
-    parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
+    started = datetime.now(timezone.utc)
     with warehouse.connect() as conn:
-        ensure_side_tables(conn)
         try:
-            result = bronze.load(
+            result, parsed, _ = load_csv(
                 conn,
+                day_chunks(zone, found),
                 table,
-                parsed.batches(zone.chunks(found)),
-                asset_key=context.asset_key.to_user_string(),
-                scope=day_scope(context),
-                source=found.uri,
+                schema,
+                day_scope(context),
+                arrived_uri(found),
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=parsed.write_quarantine,
             )
         except dg.Failure as failure:
-            if isinstance(failure.__cause__, CsvFormatError):
-                failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
-            raise failure
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
+            raise
+    tidy_failed(context, zone, found)
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
-            "source_file": found.uri,
+            "source_file": arrived_uri(found),
             "data_lines": parsed.data_lines,
             "rows_quarantined": len(parsed.quarantine.rows),
         }
@@ -121,9 +213,11 @@ def load_content(
     run_id: str | None,
     documents: MongoDocuments,
     log=lambda _m: None,
+    content: ContentDigest | None = None,
 ) -> bronze.LoadResult:
     """bronze.content, its child tables, the quarantine and (without MongoDB) the raw JSONB rows,
-    replaced for the partition in one transaction."""
+    replaced for the partition in one transaction; refused (`IdenticalFile`) when `content` (the
+    file's digest) is that of a file already loaded for another day."""
     apply_schema_changes(conn, parsed)
     if not documents.configured:
         ensure_bronze_objects(conn, CONTENT_RAW)
@@ -154,6 +248,16 @@ def load_content(
                 source,
             )
         parsed.quarantine.write(conn, batch_id, load_ts)
+        if content is not None:
+            refuse_identical(
+                conn,
+                content,
+                table=f"bronze.{PARENT}",
+                partition_key=scope.label,
+                source=source,
+                records=len(parsed.rows) + len(parsed.quarantine.rows),
+                setting=ACCEPT_IDENTICAL,
+            )
 
     return bronze.load(
         conn,
@@ -165,6 +269,7 @@ def load_content(
         run_id=run_id,
         log=log,
         after_copy=after_copy,
+        content_sha256=content.hexdigest if content is not None else None,
     )
 
 
@@ -220,25 +325,33 @@ def content(
     video_documents: MongoDocuments,
 ):
     zone, found = find_landed(context, video_landing, CONTENT_FILE)
-    data = b"".join(zone.chunks(found))
+    started = datetime.now(timezone.utc)
     arrival_date = date.fromisoformat(context.partition_key)
+    content = ContentDigest()
     with warehouse.connect() as conn:
         ensure_side_tables(conn)
         try:
-            parsed = parse_content(conn, found.uri, arrival_date, data)
-        except DocumentError as exc:
-            raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
-        result = load_content(
-            conn,
-            parsed,
-            day_scope(context),
-            found.uri,
-            "bronze/content",
-            context.run.run_id,
-            video_documents,
-            context.log.info,
-        )
+            data = b"".join(content.through(day_chunks(zone, found)))
+            parsed = parse_content(conn, arrived_uri(found), arrival_date, data)
+            result = load_content(
+                conn,
+                parsed,
+                day_scope(context),
+                arrived_uri(found),
+                "bronze/content",
+                context.run.run_id,
+                video_documents,
+                context.log.info,
+                content,
+            )
+        except (CompressionError, DocumentError) as exc:
+            raise file_failed(context, zone, found, exc, started) from exc
+        except dg.Failure as failure:
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
+            raise
         array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
+    tidy_failed(context, zone, found)
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
@@ -252,7 +365,7 @@ def content(
         asset_key=["bronze", "content"],
         metadata={
             **result.metadata(),
-            "source_file": found.uri,
+            "source_file": arrived_uri(found),
             "documents_quarantined": len(parsed.quarantine.rows),
             "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
             "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
@@ -265,7 +378,7 @@ def content(
             metadata={
                 "dagster/row_count": rows,
                 "dagster/table_name": f"bronze.content_{field}",
-                "source_file": found.uri,
+                "source_file": arrived_uri(found),
                 "batch_id": str(result.batch_id),
             },
         )
