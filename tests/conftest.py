@@ -55,7 +55,7 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
         conn.execute('drop database if exists "warehouse" with (force)')
         # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
         conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
-        conn.execute(f'create database "{names["source"]}"')
+    embedded.create_source_database(names["source"])
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",

@@ -12,8 +12,8 @@ source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port,
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
-as the role `dw`, which owns the warehouse and Dagster databases and may read the sample
-sources, nothing more. The superuser's password is never put in the environment: set-up work
+as the role `dw`, which owns the warehouse and Dagster databases and may read the tables of the
+sample sources, nothing more (no other database's tables: it is no member of `pg_read_all_data`). The superuser's password is never put in the environment: set-up work
 (creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
 services write there is readable by its owner only.
 
@@ -254,8 +254,9 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 sql.Identifier(PIPELINE_ROLE), sql.Literal(password)
             )
         )
-        # The sample sources stand in for systems the pipeline only reads.
-        conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(PIPELINE_ROLE)))
+        # Least privilege: the role reads the sample sources' tables (below), not every table on
+        # the server as an earlier release let it (pg_read_all_data).
+        conn.execute(sql.SQL("revoke pg_read_all_data from {}").format(sql.Identifier(PIPELINE_ROLE)))
         for name, value in SERVER_SETTINGS.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
@@ -269,11 +270,39 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 conn.execute(
                     sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner))
                 )
-        for name in OWNED_DATABASES:
+        for name in OWNED_DATABASES + SOURCE_DATABASES:
             with psycopg.connect(
                 host=socket_dir, port=port, user="postgres", password=admin_password, dbname=name, autocommit=True
             ) as db:
-                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
+                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE) if name in OWNED_DATABASES else SOURCE_READS)
+
+
+# What the pipeline role may do in a sample source database: read the tables the set-up role
+# (postgres) creates there, now and later (default privileges), and nothing else.
+SOURCE_READS = sql.SQL(
+    """
+do $$
+declare r record;
+begin
+    for r in select nspname from pg_namespace where nspname !~ '^pg_' and nspname <> 'information_schema' loop
+        execute format('grant usage on schema %I to {role}', r.nspname);
+        execute format('grant select on all tables in schema %I to {role}', r.nspname);
+    end loop;
+end $$;
+alter default privileges for role postgres grant usage on schemas to {role};
+alter default privileges for role postgres grant select on tables to {role};
+"""
+).format(role=sql.Identifier(PIPELINE_ROLE))
+
+
+def create_source_database(name: str) -> None:
+    """A database standing in for a source system the pipeline reads (embedded default only):
+    owned by the superuser; the pipeline role may read the tables created in it, nothing more."""
+    with admin_connection("postgres") as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    with admin_connection(name) as conn:
+        conn.execute(SOURCE_READS)
 
 
 # Gives the pipeline role what an older state folder created as the superuser in its databases:
