@@ -26,6 +26,7 @@ replication connection uses its superuser, whose generated password is in the UR
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -138,6 +139,7 @@ def _start_postgres(home: Path) -> None:
     pgdata.mkdir(parents=True, exist_ok=True)
     _prune_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    _stop_a_restarted_server_too(server)
     home.chmod(_home_mode())  # pgserver opens the folders above its data for reading
     info = server.get_postmaster_info()
     password = _secret(home, "pg_dw_password")
@@ -212,6 +214,21 @@ def _prune_dead_handles(pgdata: Path) -> None:
         alive = [pid for pid in handles.get() if psutil.pid_exists(pid)]
         if alive != handles.get():
             handles.put(alive)
+
+
+def _stop_a_restarted_server_too(server) -> None:
+    """pgserver's exit hook stops the server (when this process holds the last handle) only if
+    the postmaster it found at start still runs: a server killed and started again meanwhile (by
+    `dw sql` or another `dw` process, or by `dw dev` itself) would be left running. Just before
+    that hook (atexit runs the last registered first), point it at the postmaster running now."""
+    from pgserver.utils import PostmasterInfo
+
+    def follow_restart() -> None:
+        running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if running is not None and running.is_running():
+            server._postmaster_info = running
+
+    atexit.register(follow_restart)
 
 
 def _secret(home: Path, name: str) -> str:
