@@ -150,6 +150,23 @@ def _start_postgres(home: Path) -> None:
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
 
 
+def restart_postgres_if_gone() -> bool:
+    """Start the embedded PostgreSQL again when its postmaster is gone (killed, crashed), on the
+    same data, socket and port, so every process's connection settings stay right; True when it
+    did. A killed postmaster that its parent has not reaped yet counts as still there."""
+    import pgserver
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = (state_dir() / "pg").resolve()
+    running = PostmasterInfo.read_from_pgdata(pgdata)
+    if running is not None and running.is_running():
+        return False
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # this process's handle
+    with pgserver.PostgresServer._lock:
+        server.ensure_postgres_running()
+    return True
+
+
 def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
     """The replication source server (`home`/source_pg) running with logical decoding, with
     `database` in it; returns its URL (superuser, unix socket, password). Stops when the last

@@ -21,6 +21,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
 
+from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stopped_with_the_step
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -304,18 +305,20 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     window = partition_window(context)
     env = window_env(window) if window else ALL_TIME
     context.log.info(f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}")
+    prune_invocation_folders(DBT_PROJECT.project_dir / DBT_PROJECT.target_path)
     # Typed columns and column-level lineage of every table built, fetched by dagster-dbt as it
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
-        with environment(env):
+        with environment({**env, **parent_env()}):
             invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
-        for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
-            if isinstance(event, dg.Output):
-                event = _with_row_count(conn, invocation.manifest, event)
-                if window:
-                    _record_partition_rows(context, conn, invocation.manifest, event)
-            yield event
+        with stopped_with_the_step(invocation.process):
+            for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
+                if isinstance(event, dg.Output):
+                    event = _with_row_count(conn, invocation.manifest, event)
+                    if window:
+                        _record_partition_rows(context, conn, invocation.manifest, event)
+                yield event
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
 
