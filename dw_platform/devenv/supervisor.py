@@ -272,7 +272,7 @@ class Supervisor(threading.Thread):
             if embedded.restart_postgres_if_gone():
                 self.say("the embedded PostgreSQL was gone: started it again")
         except Exception as error:  # noqa: BLE001 (anything: the next second tries again)
-            self.say(f"starting the embedded PostgreSQL again failed ({error}); trying again")
+            self.say(f"starting the embedded PostgreSQL again failed ({type(error).__name__}); trying again")
 
     def _keep_code_server(self) -> None:
         why = self.code_server.gone()

@@ -96,16 +96,19 @@ def test_after_the_instance_database_is_killed_mid_load_a_run_killed_later_is_st
     databases, source, warehouse, dagster_dev
 ):
     """kill -9 of the PostgreSQL postmaster mid-COPY (the warehouse and the Dagster instance live
-    there): `dw dev` starts it again, the run ends with the partition loaded exactly once, and a run
-    whose worker is killed after the outage is failed within seconds, as before it."""
+    there), and of the run's worker while the server is down (the code server's own check of dead
+    runs stops at that database error): `dw dev` starts the server again, the run ends with the
+    partition loaded exactly once, and a run whose worker is killed after the outage is failed
+    within seconds, as before it."""
     seed(source)
     client, instance = dagster_dev.client, dagster_dev.instance
     run_id = wait_for(lambda: submit(client), 180, "the code location to load and take the run")
-    wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
+    worker = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
     with embedded.admin_connection("postgres") as admin:
         copying_backend(admin, databases["warehouse"], timeout_s=300)
     postmaster = psutil.Process(int((embedded.state_dir() / "pg" / "postmaster.pid").read_text().split()[0]))
     postmaster.kill()
+    os.kill(worker, signal.SIGKILL)
 
     def answers() -> bool:
         try:
@@ -134,7 +137,3 @@ def test_after_the_instance_database_is_killed_mid_load_a_run_killed_later_is_st
     wait_for(lambda: instance.get_run_by_id(later).is_finished, 120, "the later run to be marked failed")
     assert instance.get_run_by_id(later).status == dg.DagsterRunStatus.FAILURE
     assert time.monotonic() - killed_at < 30
-    retried = wait_for(
-        lambda: (r := latest_attempt(instance, later)).run_id != later and r.is_finished and r, 600, "its retry"
-    )
-    assert retried.status == dg.DagsterRunStatus.SUCCESS
