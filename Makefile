@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup lock demo test dev bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
+.PHONY: setup lock demo test dev docs bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -21,6 +21,10 @@ test: setup
 
 dev: setup
 	.venv/bin/dw dev
+
+# The docs site (docs/, mkdocs.yml) into site/; `make test` builds it with --strict (scripts/lint.sh).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build
 
 bench: setup
 	.venv/bin/python -m benchmarks.bench_customer $(ARGS)

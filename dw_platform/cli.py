@@ -14,6 +14,7 @@ from pathlib import Path
 
 from psycopg import sql
 
+from dw_platform import domains
 from dw_platform.devenv import embedded, supervisor
 from dw_platform.lib.warehouse import server_connection
 
@@ -34,19 +35,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from dw_platform.lib.drop import droppable_domains
-
     top = argparse.ArgumentParser(
         prog="dw",
         description=__doc__,
         epilog="Settings come from the environment or .env (see .env.example); `dw COMMAND -h` explains a command.",
     )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser(
+    demo = sub.add_parser(
         "demo",
         help="seed the sample sources, materialize the whole graph, print a summary",
         description="Seed every domain's sample source, run its jobs (Dagster's and dbt's detail goes to "
         "a log under .dw/logs/) and print a summary per domain. Embedded default only.",
+    )
+    demo.add_argument(
+        "domains",
+        nargs="*",
+        metavar="DOMAIN",
+        help=f"only these domains, in this order (default: all of {', '.join(domains.DOMAINS)})",
     )
     dev = sub.add_parser(
         "dev",
@@ -73,7 +78,11 @@ def parser() -> argparse.ArgumentParser:
         description="Upload FILE where the domain's sensor or job looks for it (the sales sensor "
         "picks it up on its next tick once switched on).",
     )
-    drop.add_argument("domain", choices=droppable_domains(), help="the domain whose landing zone receives the file")
+    drop.add_argument(
+        "domain",
+        choices=[d.name for d in domains.REGISTRY if d.landing_zone],
+        help="the domain whose landing zone receives the file",
+    )
     drop.add_argument("file", type=Path, help="the local file to upload")
     rotate = sub.add_parser(
         "rotate-keys",
@@ -82,23 +91,40 @@ def parser() -> argparse.ArgumentParser:
         "DW_SALES_FERNET_KEYS; the older keys can be removed afterwards.",
     )
     rotate.add_argument("domain", choices=["sales"], help="the domain whose sensitive columns are re-encrypted")
+    new = sub.add_parser(
+        "new-domain",
+        help="add a domain from the template (docs/adding-a-domain.md)",
+        description="Copy templates/domain/ into a new domain: its Dagster definitions, sample data and demo "
+        "step, dbt sources, silver and gold models and a singular test; register it in dw_platform/domains.py "
+        "and add its settings to .env.example. Prints the files it wrote.",
+    )
+    new.add_argument("name", help="the domain's name: a lower-case word (letters and digits, 3-30)")
+    new.add_argument("--owner", required=True, help="the owning team (team:<name>) or an email address")
     return top
 
 
 def run(args: argparse.Namespace) -> int:
-    with embedded.services() as embedded_in_use:
+    if args.command == "new-domain":
+        return new_domain(args.name, args.owner)
+    if args.command == "demo" and (unknown := [d for d in args.domains if d not in domains.DOMAINS]):
+        print(f"dw demo: unknown domain(s) {', '.join(unknown)}; known: {', '.join(domains.DOMAINS)}", file=sys.stderr)
+        return 2
+    # `dw drop` and `dw demo DOMAIN...` start only the servers their domains need.
+    chosen = (args.domain,) if args.command == "drop" else tuple(getattr(args, "domains", None) or domains.DOMAINS)
+    with embedded.services(needs=domains.services_needed(chosen)) as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
         if args.command == "sql":
             return psql(args.psql_args)
         if args.command == "drop":
-            from dw_platform.lib.drop import drop
-
-            print(f"dropped {args.file} into {drop(args.domain, args.file)}")
+            if not args.file.is_file():
+                print(f"dw drop: {args.file} is not a file", file=sys.stderr)
+                return 2
+            print(f"dropped {args.file} into {domains.get(args.domain).drop(args.file)}")
             return 0
         prepare_dbt()
         if args.command == "demo":
-            return demo(embedded_in_use)
+            return demo(embedded_in_use, chosen)
         # The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py).
         with supervisor.dagster_dev(args.port, embedded_postgres=embedded_in_use) as stack:
             print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
@@ -116,7 +142,7 @@ def prepare_dbt() -> None:
     prepare_manifest()
 
 
-def demo(embedded_in_use: bool) -> int:
+def demo(embedded_in_use: bool, names: tuple[str, ...]) -> int:
     import dagster as dg
 
     from dw_platform.definitions import defs
@@ -130,7 +156,7 @@ def demo(embedded_in_use: bool) -> int:
         )
         return 2
     log_path = embedded.state_dir() / "logs" / f"demo-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
-    status = run_all(defs(), dg.DagsterInstance.get(), log_path)
+    status = run_all(defs(), dg.DagsterInstance.get(), log_path, names)
     _print_tables()
     print(f"full log (Dagster and dbt output): {log_path}")
     print(
@@ -138,6 +164,21 @@ def demo(embedded_in_use: bool) -> int:
         "`.venv/bin/dw sql` opens psql on the warehouse."
     )
     return status
+
+
+def new_domain(name: str, owner: str) -> int:
+    from dw_platform.devenv.new_domain import create
+
+    try:
+        written = create(name, owner)
+    except ValueError as exc:
+        print(f"dw new-domain: {exc}", file=sys.stderr)
+        return 2
+    print(f"domain {name} created from templates/domain/ ({len(written)} files):")
+    for path in written:
+        print(f"  {path.relative_to(embedded.PROJECT_ROOT)}")
+    print("next: docs/adding-a-domain.md (try it: `dw demo " + name + "`)")
+    return 0
 
 
 def psql(arguments: list[str]) -> int:

@@ -1,7 +1,7 @@
 """`dw demo`: each domain's demo step, run in order, with one progress line per stage.
 
-A domain owns its step (`demo(session)` in `dw_platform/samples/<domain>.py`, beside its sample
-data): it seeds its sample source, runs its jobs through `session.run_job` and returns a
+A domain owns its step (`demo(session)` in its samples module, named in the domain registry
+`dw_platform/domains.py`, beside its sample data): it seeds its sample source, runs its jobs through `session.run_job` and returns a
 `DemoOutcome` with its summary lines. The detail (Dagster's and dbt's logs, tracebacks of the
 failures a demo causes on purpose) goes to a log file under `.dw/`; the console shows progress and
 the summary, which names the log.
@@ -9,7 +9,6 @@ the summary, which names the log.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import TextIO
 
 import dagster as dg
 
-from dw_platform.domains import DOMAINS
+from dw_platform import domains
 
 
 @dataclass
@@ -100,16 +99,16 @@ def output_to(log_path: Path) -> Iterator[TextIO]:
 
 
 def run_all(
-    definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, domains: tuple[str, ...] = DOMAINS
+    definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, names: tuple[str, ...] = domains.DOMAINS
 ) -> int:
-    """Run every domain's demo step in order; print the summary; 0 when all went as intended."""
+    """Run the demo step of each domain in `names`, in that order (by default every registered
+    domain); print the summary; 0 when all went as intended."""
     outcomes: dict[str, DemoOutcome] = {}
     with output_to(log_path) as console:
         session = DemoSession(definitions, instance, log_path, console)
-        for domain in domains:
-            step = importlib.import_module(f"dw_platform.samples.{domain}").demo
+        for domain in names:
             try:
-                outcomes[domain] = step(session)
+                outcomes[domain] = domains.get(domain).demo_step()(session)
             except Exception as exc:  # one domain's broken demo must not hide the others' results
                 import traceback
 

@@ -9,6 +9,8 @@ it starts the Azurite blob emulator (from `node_modules/`, installed by `npm ins
 127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
 `DW_SOFTCART_ODBC`, it starts a project-owned MariaDB (Debian's `mariadbd`) for the SoftCart
 source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port, stopped on exit.
+Each server besides the warehouse starts only when a domain that is wanted needs it (the
+`services` of its entry in `dw_platform/domains.py`): `dw drop sales` starts no MariaDB.
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
@@ -36,14 +38,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import psycopg
 from dotenv import load_dotenv
 from psycopg import sql
 
+from dw_platform.domains import services_needed
 from dw_platform.lib.paths import PROJECT_ROOT
 
 PIPELINE_ROLE = "dw"
@@ -101,32 +104,54 @@ def embedded_env(socket_dir: str, port: int, home: Path, password: str) -> dict[
 
 
 @contextmanager
-def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
+def services(env_file: Path | None = PROJECT_ROOT / ".env", needs: Iterable[str] | None = None) -> Iterator[bool]:
     """Make every connection variable usable; yields True when the embedded server is in use.
 
-    Settings come from the environment, then `env_file` (the environment wins).
-    The embedded server stops when the last process that started it exits.
+    Settings come from the environment, then `env_file` (the environment wins). `needs` names
+    the servers wanted besides the warehouse PostgreSQL (`dw_platform.domains.SERVICES`; by
+    default what the registered domains need). The embedded server stops when the last process
+    that started it exits.
     """
     if env_file is not None:
         load_dotenv(env_file, override=False)
+    needs = services_needed() if needs is None else set(needs)
     home = state_dir()
     previous_umask = os.umask(0o077)  # what the services write under .dw/ is the owner's only
     try:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(_home_mode())
-        with _blob_emulator(home), _softcart_source(home):
+        with (
+            _blob_emulator(home) if "azurite" in needs else nullcontext(),
+            _softcart_source(home) if "mariadb" in needs else nullcontext(),
+        ):
             if os.environ.get("DW_PG_HOST"):
                 _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
                 yield False
                 return
             _start_postgres(home)
             _dev_fernet_keys(home)
-            if not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+            if "replication_source" in needs and not os.environ.get("DW_REPLICATION_SOURCE_URL"):
                 os.environ["DW_REPLICATION_SOURCE_URL"] = start_replication_source(home)
             os.environ.setdefault("DW_LAKEHOUSE_PATH", (home / "lakehouse").as_uri())
             yield True
     finally:
         os.umask(previous_umask)
+
+
+def start_postgres() -> str:
+    """Only the embedded PostgreSQL, for a Dagster instance started without `dw` (see
+    `dw_platform/devenv/instance.py`): started (or joined), the connection variables it fills in set
+    where unset; it stops when the last process using it exits. Returns DAGSTER_PG_URL."""
+    home = state_dir()
+    previous_umask = os.umask(0o077)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(_home_mode())
+        _start_postgres(home)
+        _dev_fernet_keys(home)
+    finally:
+        os.umask(previous_umask)
+    return os.environ["DAGSTER_PG_URL"]
 
 
 def _start_postgres(home: Path) -> None:
@@ -676,13 +701,11 @@ def _dev_fernet_keys(home: Path) -> None:
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
-INSTANCE_YAML = PROJECT_ROOT / "instance" / "dagster.yaml"
+INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
 
 
 def _prepare_dagster_home(home: Path) -> None:
-    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's
-    instance/dagster.yaml. (Not in the project root: `dagster dev` run there would read it and
-    need DAGSTER_PG_URL before it could start.)"""
+    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's."""
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if link.is_symlink() and link.resolve() != INSTANCE_YAML.resolve():
