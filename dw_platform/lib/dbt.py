@@ -17,11 +17,12 @@ from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
+from pydantic import PrivateAttr
 
-from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stopped_with_the_step
+from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -90,11 +91,28 @@ class DbtCli(DbtCliResource):
     dbt executable for its version before every command, and dbt answers only after asking PyPI
     for the latest release (two requests, 1 s timeout each): 1.4 s of every run here, and a
     network call from every production run. The version is the installed dbt-core's, which is
-    the dbt this resource runs (dbt is installed beside the interpreter, see above)."""
+    the dbt this resource runs (dbt is installed beside the interpreter, see above).
+
+    And no dbt it starts outlives its run (`dbt_invocations`): with `dbt_executable="dw-dbt"` the
+    kernel kills dbt with the process that started it, and a dbt still running when the run's
+    resources are torn down (an interrupted step: Dagster's terminate) is stopped then, before
+    the run is marked canceled or failed."""
+
+    _processes: list[subprocess.Popen] = PrivateAttr(default_factory=list)
 
     @cached_property
     def _cli_version(self) -> Version:
         return Version(importlib.metadata.version("dbt-core"))
+
+    def cli(self, args, **kwargs) -> DbtCliInvocation:
+        with environment(parent_env()):
+            invocation = super().cli(args, **kwargs)
+        self._processes.append(invocation.process)
+        return invocation
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for process in self._processes:
+            stop(process)
 
 
 def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
@@ -310,15 +328,14 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
-        with environment({**env, **parent_env()}):
+        with environment(env):
             invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
-        with stopped_with_the_step(invocation.process):
-            for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
-                if isinstance(event, dg.Output):
-                    event = _with_row_count(conn, invocation.manifest, event)
-                    if window:
-                        _record_partition_rows(context, conn, invocation.manifest, event)
-                yield event
+        for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
+            if isinstance(event, dg.Output):
+                event = _with_row_count(conn, invocation.manifest, event)
+                if window:
+                    _record_partition_rows(context, conn, invocation.manifest, event)
+            yield event
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
 

@@ -4,10 +4,11 @@ target folder is kept only among the latest.
 dbt runs as a child process of the run's step (dagster-dbt). Killed with its run, a dbt process
 would keep writing to the warehouse: the run worker killed with -9 (its dbt is reparented and
 goes on), or interrupted by Dagster's terminate (dagster-dbt forwards SIGINT, waits 25 s, then
-gives up on it). So dbt is started through `dw-dbt`, which asks the kernel to kill it with
-SIGKILL the moment the process that started it dies (PR_SET_PDEATHSIG) and then becomes dbt
-(exec); and the step stops a dbt still running when it ends in any way (`stopped_with_the_step`)
-before the run can be marked failed or canceled.
+gives up on it; or the interrupt lands outside the step's code, which is then never resumed).
+So dbt is started through `dw-dbt`, which asks the kernel to kill it with SIGKILL the moment the
+process that started it dies (PR_SET_PDEATHSIG) and then becomes dbt (exec); and the dbt resource
+stops (`stop`) a dbt still running when the run's resources are torn down, which Dagster does
+before it marks the run canceled or failed (`dw_platform.lib.dbt.DbtCli`).
 
 dagster-dbt gives every invocation a target folder of its own (`target/<op>-<run id>-<random>`:
 artifacts, compiled SQL, dbt.log; 3-4 MB a run). `prune_invocation_folders` keeps the newest and
@@ -24,8 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 # The pid of the process starting dbt, so `dw-dbt` can tell it died before the kernel watched it.
@@ -53,21 +52,15 @@ def parent_env() -> dict[str, str]:
     return {PARENT_PID_VARIABLE: str(os.getpid())}
 
 
-@contextmanager
-def stopped_with_the_step(process: subprocess.Popen, grace_s: float = 10) -> Iterator[None]:
-    """Whatever ends the block (dbt done, an error, Dagster's terminate, the generator closed),
-    a dbt process still running is stopped before it returns: SIGINT (dbt cancels its queries on
-    the server), SIGKILL after `grace_s`."""
-    try:
-        yield
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def stop(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """Stop a dbt still running: SIGINT (dbt cancels its queries on the server), SIGKILL after `grace_s`."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # dagster-dbt names an invocation's target folder <op name>-<first 7 of the run id>-<7 random hex>.
