@@ -15,8 +15,9 @@ Each server besides the warehouse starts only when a domain that is wanted needs
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
 as the role `dw`, which owns the warehouse and Dagster databases and may read the tables of the
-sample sources, nothing more (no other database's tables: it is no member of `pg_read_all_data`). The superuser's password is never put in the environment: set-up work
-(creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
+sample sources, nothing more (no other database's tables: it is no member of `pg_read_all_data`).
+The superuser's password is never put in the environment: set-up work (creating databases,
+seeding sample sources) uses `admin_connection`. `.dw/` and everything the
 services write there is readable by its owner only.
 
 With no `DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second

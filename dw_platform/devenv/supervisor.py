@@ -306,10 +306,9 @@ class Supervisor(threading.Thread):
 
 
 class DevStack:
-    def __init__(self, dagster_dev: subprocess.Popen, code_server: CodeServer, supervisor: Supervisor):
+    def __init__(self, dagster_dev: subprocess.Popen, code_server: CodeServer):
         self.dagster_dev = dagster_dev
         self.code_server = code_server
-        self.supervisor = supervisor
 
     def wait(self) -> int:
         return self.dagster_dev.wait()
@@ -317,17 +316,16 @@ class DevStack:
 
 @contextmanager
 def dagster_dev(port: int, embedded_postgres: bool, output: IO | None = None) -> Iterator[DevStack]:
-    """The code server, `dagster dev` (webserver and daemon, warnings and errors only: at info the
-    daemon logs two lines per sensor tick) on 127.0.0.1:`port`, and the supervisor; all stopped
-    on exit (supervisor first, code server last)."""
+    """The code server, then `dagster dev` (webserver and daemon, warnings and errors only: at info
+    the daemon logs two lines per sensor tick) on 127.0.0.1:`port`, and the supervisor; all stopped
+    on exit (the supervisor first, the code server last)."""
     dagster_home = Path(os.environ["DAGSTER_HOME"])
     socket_path = code_server_socket(dagster_home)
     code_server = CodeServer(socket_path, output)
-    code_server.start()
-    code_server.wait_serving()
     dev = None
-    supervisor = None
     try:
+        code_server.start()
+        code_server.wait_serving()
         # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to
         # ours); its own process group, so the webserver and the daemon stop with it.
         dev = subprocess.Popen(
@@ -354,7 +352,7 @@ def dagster_dev(port: int, embedded_postgres: bool, output: IO | None = None) ->
         supervisor = Supervisor(code_server, RunWorkers(instance, socket_path), embedded_postgres, output)
         supervisor.start()
         try:
-            yield DevStack(dev, code_server, supervisor)
+            yield DevStack(dev, code_server)
         finally:
             supervisor.stop()
             instance.dispose()

@@ -13,7 +13,7 @@ import psutil
 START_THEN = textwrap.dedent("""
     import os, sys
     from dw_platform.devenv import embedded
-    with embedded.services(env_file=None):
+    with embedded.services(env_file=None, needs=()):  # the warehouse PostgreSQL only
         print(os.environ["DW_PG_HOST"], flush=True)
         if sys.argv[1] == "kill":
             os.kill(os.getpid(), 9)
@@ -24,7 +24,7 @@ START_THEN = textwrap.dedent("""
 
 def dw_process_env(home) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))}
-    env.update(DW_HOME=str(home), DW_BLOB_CONNECTION_STRING="BlobEndpoint=http://127.0.0.1:9/x;")
+    env["DW_HOME"] = str(home)
     return env
 
 
