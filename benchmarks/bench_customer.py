@@ -124,12 +124,10 @@ def pg_connect(dbname: str):
 
 def seed(db: str, rows: int) -> tuple[date, date]:
     """Exactly `rows` source rows (kept if already there); returns the first and last day modified."""
-    from dw_platform.devenv.embedded import admin_connection
+    from dw_platform.devenv.embedded import admin_connection, create_source_database
     from dw_platform.samples import customer
 
-    with admin_connection("postgres") as admin:
-        if not admin.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
-            admin.execute(f'create database "{db}"')
+    create_source_database(db)
     with admin_connection(db) as conn:  # a source: the pipeline role only reads it
         conn.execute(customer.DDL)
         if conn.execute("select count(*) from dbo.customer_profile").fetchone()[0] != rows:
