@@ -12,12 +12,21 @@ Three ways a load treats what bronze already holds, chosen by the table:
   sources whose unit is immutable (a blob version, a day's file);
 - keep versions (`BronzeTable.version_key`): nothing is deleted; the rows are staged, and only
   versions bronze does not hold yet are appended. A version is identified by its business key +
-  modification time + a hash of every source column (`_bronze_row_hash`, unique), so a re-run or a
-  backfill adds what is new and never drops or duplicates a version captured earlier;
+  modification time + a hash of every source column (`_bronze_row_hash`, unique — with the
+  partition column in front for a partitioned table), so a re-run or a backfill adds what is new
+  and never drops or duplicates a version captured earlier. The stage is flushed into the table
+  every `STAGE_ROWS` rows, while the reader goes on fetching (it runs ahead by `READ_AHEAD`
+  batches), so the append overlaps the read instead of following it. Version-keeping loads of a
+  table take turns (one lock for the table): their reads may overlap (a lookback re-reads the
+  day before), and appending the same version from two loads at once could deadlock;
 - append by key (`BronzeTable.append_key`): for immutable source rows with an increasing key (an
   auto-increment rowid), read strictly above bronze's highest key under the partition's lock.
   Nothing is deleted or staged: the rows are copied straight into the table, whose unique index
   on the key rejects — and so fails the whole load — a key loaded before.
+
+A table that grows by time can be range-partitioned (`BronzeTable.partitions`, see
+`bronze_partitions`): a load first creates the partitions its read window needs, and touches only
+those.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -35,6 +44,8 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import PyFormat
 
+from dw_platform.lib import bronze_partitions
+from dw_platform.lib.bronze_partitions import RangePartitions
 from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 
@@ -89,6 +100,7 @@ class BronzeTable:
     only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
     `append_key` (an integer column, unique in bronze) makes loads append every row they read,
     which must lie above the highest key bronze held when the load took its lock.
+    `partitions` range-partitions the table by one of its columns (loads need a read window).
     """
 
     schema: str
@@ -97,10 +109,15 @@ class BronzeTable:
     index_columns: tuple[str, ...] = ()
     version_key: tuple[str, ...] = ()
     append_key: str | None = None
+    partitions: RangePartitions | None = None
 
     def __post_init__(self):
         if self.version_key and self.append_key:
             raise ValueError(f"{self.qualified_name}: a table keeps versions or appends by key, not both")
+        if self.partitions and self.partitions.column not in self.source_column_names:
+            raise ValueError(f"{self.qualified_name}: partition column {self.partitions.column} is not a column")
+        if self.partitions and self.append_key:
+            raise ValueError(f"{self.qualified_name}: an append key is unique over the whole table, not partitioned")
 
     @property
     def ident(self) -> sql.Identifier:
@@ -158,15 +175,23 @@ class LoadScope:
         params = {"window_start": _naive_utc(start), "window_end": _naive_utc(end)}
         return cls(tuple(partition_keys), where, params, start, end, start - lookback, end)
 
+    def with_history(self, column: str) -> LoadScope:
+        """This scope widened to everything before it and to rows whose `column` is NULL: the
+        read of a history load (the first partition's, which takes what no partition holds)."""
+        where = sql.SQL("({col} < %(window_end)s or {col} is null)").format(col=sql.Identifier(column))
+        return LoadScope(
+            self.partition_keys, where, self.params, self.window_start, self.window_end, None, self.read_end
+        )
+
     @property
     def label(self) -> str:
         keys = self.partition_keys
         return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
     @property
-    def read_params(self) -> tuple[datetime, datetime]:
+    def read_params(self) -> tuple[datetime | None, datetime | None]:
         """The read window as naive UTC timestamps, for a source query's parameters."""
-        return _naive_utc(self.read_start), _naive_utc(self.read_end)
+        return tuple(None if t is None else _naive_utc(t) for t in (self.read_start, self.read_end))
 
 
 @dataclass(frozen=True)
@@ -222,6 +247,8 @@ class LoadResult:
             meta["window_end"] = self.scope.window_end.isoformat()
         if self.scope.read_start is not None and self.scope.read_start != self.scope.window_start:
             meta["read_start"] = self.scope.read_start.isoformat()
+        if self.scope.read_start is None and self.scope.read_end is not None:
+            meta["history"] = "every row before the window, and every row without a value"
         if self.watermark is not None:
             meta["watermark"] = self.watermark if isinstance(self.watermark, int) else self.watermark.isoformat()
         return meta
@@ -291,49 +318,111 @@ _LEDGER_VERSION_PROBE = (
 
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
     """Create (or bring up to date) the ledger, the watermark table and `table` (with its
-    version identity or unique append key).
+    version identity or unique append key, range-partitioned if it says so).
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
     if all(_bronze_objects_present(conn, table)):
         return
-    cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
-    )
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        conn.execute(bronze_partitions.DDL_LOCK)
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
         ledger_ok, table_ok, identity_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
-        if not table_ok:
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
-            conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
-            for column in table.index_columns:
-                conn.execute(
-                    sql.SQL("create index if not exists {} on {} ({})").format(
-                        sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
-                    )
-                )
-        if table.keeps_versions and not identity_ok:
-            _ensure_row_hash(conn, table)
-        if table.append_key and not identity_ok:
+        exists = conn.execute("select to_regclass(%s) is not null", (table.ident.as_string(conn),)).fetchone()[0]
+        if exists and table.keeps_versions and not _has_column(conn, table, ROW_HASH.name):
+            _ensure_row_hash(conn, table)  # a table from before bronze kept versions
+        if exists and table.append_key and not identity_ok:
             _ensure_append_key(conn, table)
+        if exists and not table_ok:
+            _partition_existing_table(conn, table)
+        elif not exists:
+            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
+            _create_table(conn, table)
+            _create_indexes(conn, table)
+        elif table.keeps_versions and not identity_ok:
+            conn.execute(_version_index(table))
+
+
+def _create_table(conn: psycopg.Connection, table: BronzeTable) -> None:
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
+    )
+    if table.partitions:
+        bronze_partitions.create_partitioned(conn, table.schema, table.name, cols, table.partitions)
+    else:
+        conn.execute(sql.SQL("create table {} ({})").format(table.ident, cols))
+
+
+def _create_indexes(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The declared indexes and the table's identity: the version index, or the append key's."""
+    for column in table.index_columns:
+        conn.execute(
+            sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
+            )
+        )
+    if table.keeps_versions:
+        conn.execute(_version_index(table))
+    if table.append_key:
+        _ensure_append_key(conn, table)
+
+
+def _partition_existing_table(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """SHAPE MIGRATION (one-time, recorded in bronze.shape_migrations; a partitioned table is never
+    touched again): a table created before bronze partitioned it becomes the partitioned table, its
+    rows moved as they are, in the caller's transaction: all of it happens or none."""
+    old = bronze_partitions.set_aside_unpartitioned(conn, table.schema, table.name)
+    _create_table(conn, table)
+    bronze_partitions.move_into_partitions(
+        conn, old, table.schema, table.name, table.partitions, [c.name for c in table.all_columns]
+    )
+    _create_indexes(conn, table)
+
+
+def _version_index_name(table: BronzeTable) -> str:
+    return f"{table.name}_version_key" if table.partitions else f"{table.name}_row_hash_key"
+
+
+def _version_index(table: BronzeTable) -> sql.Composable:
+    """The unique index a version-keeping load appends through (`on conflict do nothing`): the row
+    hash, behind the partition column when there is one (PostgreSQL's unique indexes on a
+    partitioned table include it; rows without a value count as one partition, hence NULLS NOT
+    DISTINCT). Its leading column also serves every scan of a window of the partition column."""
+    return sql.SQL("create unique index if not exists {} on {} ({}){}").format(
+        sql.Identifier(_version_index_name(table)),
+        table.ident,
+        sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table)),
+        sql.SQL(" nulls not distinct" if table.partitions else ""),
+    )
+
+
+def _version_columns(table: BronzeTable) -> list[str]:
+    return ([table.partitions.column] if table.partitions else []) + [ROW_HASH.name]
 
 
 def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
-    """(ledger up to date, table exists, its identity is in place: the row hash of a
-    version-keeping table, the unique key index and no row hash of an append-by-key table)."""
-    ledger_ok, table_ok, key_index = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null",
-        (table.ident.as_string(conn), sql.Identifier(table.schema, _append_key_index(table)).as_string(conn)),
+    """(ledger up to date, table exists in its shape — partitioned if it says so —, its identity
+    is in place: the version index of a version-keeping table, the unique key index and no row
+    hash of an append-by-key table)."""
+    ledger_ok, table_ok, version_index, key_index = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null,"
+        " to_regclass(%s) is not null",
+        (
+            table.ident.as_string(conn),
+            sql.Identifier(table.schema, _version_index_name(table)).as_string(conn),
+            sql.Identifier(table.schema, _append_key_index(table)).as_string(conn),
+        ),
     ).fetchone()
     if not table_ok:
         return ledger_ok, False, False
+    if table.partitions and not bronze_partitions.is_partitioned(conn, table.schema, table.name):
+        return ledger_ok, False, False
     if table.keeps_versions:
-        return ledger_ok, True, _has_column(conn, table, ROW_HASH.name)
+        return ledger_ok, True, version_index and _has_column(conn, table, ROW_HASH.name)
     if table.append_key:
         return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
     return ledger_ok, True, True
@@ -348,9 +437,9 @@ def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bo
 
 
 def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """The version identity of a version-keeping table. A table loaded before it kept versions
-    gets the column filled once from its rows (a lineage column, not a change of the data); of
-    identical versions loaded twice by the old replace loads, the first loaded stays."""
+    """The row hash of a table loaded before it kept versions, filled once from its rows (a lineage
+    column, not a change of the data); of identical versions loaded twice by the old replace
+    loads, the first loaded stays. Its version index follows (`ensure_bronze_objects`)."""
     conn.execute(
         sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
     )
@@ -364,11 +453,6 @@ def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
         sql.SQL(
             "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
         ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
-    )
-    conn.execute(
-        sql.SQL("create unique index if not exists {} on {} ({})").format(
-            sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)
-        )
     )
 
 
@@ -438,10 +522,21 @@ def load(
     ledger = _Ledger(batch_id, asset_key, table, scope, source, run_id, started_at)
     try:
         ensure_bronze_objects(conn, table)
+        if table.partitions:
+            if scope.read_end is None:
+                raise ValueError(f"{table.qualified_name} is partitioned: a load needs a read window")
+            start, end = scope.read_params
+            history_until = _naive_utc(scope.window_start) if start is None and scope.window_start else None
+            created = bronze_partitions.ensure_partitions(
+                conn, table.schema, table.name, table.partitions, start, end, history_until
+            )
+            if created:
+                log(f"{table.qualified_name}: created partition(s) {', '.join(created)}")
         ledger.begin(conn)
         ledger.close_abandoned(conn)
         with conn.transaction():
-            for key in sorted(scope.partition_keys):
+            # Version-keeping loads take turns for the whole table (see the module docstring).
+            for key in ["versions"] if table.keeps_versions else sorted(scope.partition_keys):
                 conn.execute(
                     "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
                     (f"{table.qualified_name}:{key}",),
@@ -449,11 +544,11 @@ def load(
             batches = rows(conn) if callable(rows) else rows
             lineage = (started_at, batch_id, source)
             id_range = (None, None)
+            newest = None
             if table.keeps_versions:
                 replaced = 0
-                numeric = watermark is not None and _is_integer(table, watermark.column)
-                loaded, *id_range = _append_new_versions(
-                    conn, table, batches, lineage, progress, log, watermark.column if numeric else None
+                loaded, id_range, newest = _append_new_versions(
+                    conn, table, batches, lineage, progress, log, watermark.column if watermark else None
                 )
             elif table.append_key:
                 replaced = 0
@@ -469,7 +564,8 @@ def load(
                 loaded = progress.rows
             if after_copy is not None:
                 after_copy(conn, batch_id, started_at)
-            newest = _advance_watermark(conn, table, scope, watermark, progress.rows) if watermark else None
+            if watermark:
+                newest = _advance_watermark(conn, table, scope, watermark, progress.rows, newest)
             seconds = time.perf_counter() - t0
             ledger.succeed(conn, progress.rows, loaded, replaced, id_range)
     except Exception as exc:
@@ -656,6 +752,7 @@ def _copy(
 
 
 _BIG_ENDIAN = {
+    "boolean": "u1",
     "bigint": ">i8",
     "integer": ">i4",
     "smallint": ">i2",
@@ -670,7 +767,7 @@ _MICROS_1970_TO_2000 = _DAYS_1970_TO_2000 * 86_400_000_000
 def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     """An Arrow batch's columns plus the lineage values as binary COPY tuples, built a whole
     column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
-    bigint/integer/smallint/date/timestamp as big-endian numbers, numeric from a decimal as
+    boolean as one byte, bigint/integer/smallint/date/timestamp as big-endian numbers, numeric from a decimal as
     fixed-width base-10000 digits (`_fixed_values`) — and the lineage values, the same on every
     row, are dumped once by psycopg. Without text columns every row has the same layout, so the
     tuples are one numpy record array (`_fixed_width_tuples`); with text, Arrow joins the fields."""
@@ -683,7 +780,7 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
             raise ValueError(f"the Arrow batch lacks column {column.name}")
         if column.pg_type not in _BIG_ENDIAN and column.pg_type not in ("text", "numeric"):
             raise ValueError(
-                f"column {column.name}: Arrow batches load text, bigint, integer, smallint, date, "
+                f"column {column.name}: Arrow batches load text, boolean, bigint, integer, smallint, date, "
                 f"timestamp, timestamptz and numeric columns, not {column.pg_type}"
             )
     tail = b"".join(
@@ -804,49 +901,89 @@ def _copy_text_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+STAGE_ROWS = 100_000  # rows staged before they are appended (memory on the server, not here)
+READ_AHEAD = 12  # batches a reader may fetch ahead while the stage is appended; see the module docstring
+
+
 def _append_new_versions(
-    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, id_column: str | None
-) -> tuple[int, int | None, int | None]:
-    """Stage the source columns in a temporary table, then append the versions bronze does not
-    hold yet with the load's lineage (each once, however often it was read; in hash order, so
-    concurrent loads whose reads overlap wait for each other instead of deadlocking). Returns
-    the rows appended and, given `id_column`, the lowest and highest value of it among them."""
+    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, watermark: str | None
+) -> tuple[int, tuple, Any]:
+    """Stage the source columns in a temporary table, `STAGE_ROWS` at a time, and append the
+    versions bronze does not hold yet with the load's lineage (each once, however often it was
+    read). Returns the rows appended, the lowest and highest value of an integer `watermark`
+    column among them, and the newest `watermark` value read."""
     stage = sql.Identifier("_bronze_stage")
     conn.execute(
         sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(stage, table.ident)
     )
-    _copy(conn, table, stage, table.columns, batches, (), progress, log)
     _set_hash_settings(conn)
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    lineage_names = sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS)
-    track = sql.Identifier(id_column) if id_column else sql.NULL
-    return conn.execute(
-        sql.SQL(
-            """
+    integer = watermark is not None and _is_integer(table, watermark)
+    track = sql.Identifier(watermark) if integer else sql.NULL
+    append = sql.SQL(
+        """
         with appended as (
             insert into {table} ({names}, {lineage_names}, {hash})
-            select {names}, %s, %s, %s, {expr} as {hash} from {stage} s order by {hash}
-            on conflict ({hash}) do nothing
+            select {names}, %s, %s, %s, {expr} from {stage} s
+            on conflict ({identity}) do nothing
             returning {track} as id
         )
-        select count(*), min(id), max(id) from appended
+        select count(*), min(id), max(id), (select max({newest}) from {stage}) from appended
         """
-        ).format(
-            table=table.ident,
-            names=names,
-            lineage_names=lineage_names,
-            hash=sql.Identifier(ROW_HASH.name),
-            stage=stage,
-            track=track,
-            expr=_row_hash_expr(table, sql.Identifier("s")),
-        ),
-        lineage,
-    ).fetchone()
+    ).format(
+        table=table.ident,
+        names=names,
+        lineage_names=sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS),
+        hash=sql.Identifier(ROW_HASH.name),
+        expr=_row_hash_expr(table, sql.Identifier("s")),
+        stage=stage,
+        identity=sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table)),
+        track=track,
+        newest=sql.Identifier(watermark) if watermark else sql.NULL,
+    )
+    loaded, ids, newest = 0, [], []
+    for chunk in _stage_chunks(batches):
+        _copy(conn, table, stage, table.columns, chunk, (), progress, log)
+        count, low, high, latest = conn.execute(append, lineage).fetchone()
+        conn.execute(sql.SQL("truncate {}").format(stage))
+        loaded += count
+        ids += [v for v in (low, high) if v is not None]
+        newest += [latest] if latest is not None else []
+    return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
+
+
+def _stage_chunks(batches) -> Iterator[Iterator]:
+    """`batches` cut into chunks of at least `STAGE_ROWS` rows (the last may hold fewer), each
+    staged by its own COPY; a chunk must be consumed whole before the next is asked for. CopyData
+    is one binary stream (its header in the first batch, its trailer in the last), so it stays one
+    chunk; an empty source is one empty chunk."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None or isinstance(first, CopyData):
+        yield itertools.chain([first] if first is not None else [], batches)
+        return
+    head = [first]
+
+    def chunk() -> Iterator:
+        rows, batch = 0, head.pop()
+        while batch is not None:
+            yield batch
+            rows += batch.rows if isinstance(batch, CopyText) else getattr(batch, "num_rows", None) or len(batch)
+            if rows >= STAGE_ROWS:
+                return
+            batch = next(batches, None)
+
+    while head:
+        yield chunk()
+        following = next(batches, None)
+        if following is not None:
+            head.append(following)
 
 
 def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
     """How many of the source rows in `batches` are versions the version-keeping `table` does
-    not hold: (rows read, rows missing). Stages them like a load does, commits nothing."""
+    not hold: (rows read, rows missing). Stages them like a load does, commits nothing; each row
+    is one probe of the version index (in its partition, for a partitioned table)."""
     with conn.transaction(force_rollback=True):
         stage = sql.Identifier("_bronze_stage")
         conn.execute(
@@ -855,15 +992,25 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         progress = _Progress()
         _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
         _set_hash_settings(conn)
+        same = sql.SQL(" and ").join(
+            sql.SQL("b.{c} = staged.{c}").format(c=sql.Identifier(c)) for c in _version_columns(table)
+        )
+        if table.partitions:  # undated rows: NULLS NOT DISTINCT in the index, not in `=`
+            column = sql.Identifier(table.partitions.column)
+            same = sql.SQL("(({same}) or (staged.{c} is null and b.{c} is null and b.{h} = staged.{h}))").format(
+                same=same, c=column, h=sql.Identifier(ROW_HASH.name)
+            )
         missing = conn.execute(
             sql.SQL(
-                "select count(*) from (select {expr} as h from {stage} s) staged"
-                " where not exists (select from {table} b where b.{hash} = staged.h)"
+                "select count(*) from (select {names}, {expr} as {h} from {stage} s) staged"
+                " where not exists (select from {table} b where {same})"
             ).format(
+                names=sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
                 expr=_row_hash_expr(table, sql.Identifier("s")),
+                h=sql.Identifier(ROW_HASH.name),
                 stage=stage,
                 table=table.ident,
-                hash=sql.Identifier(ROW_HASH.name),
+                same=same,
             )
         ).fetchone()[0]
     return progress.rows, missing
@@ -900,19 +1047,18 @@ def _is_integer(table: BronzeTable, column: str) -> bool:
 
 
 def _advance_watermark(
-    conn, table: BronzeTable, scope: LoadScope, watermark: Watermark, rows_read: int
+    conn, table: BronzeTable, scope: LoadScope, watermark: Watermark, rows_read: int, newest=None
 ) -> datetime | int | None:
     """Advance the watermark to the newest value this load read (never backwards) and record
-    the window read; returns the newest value read."""
+    the window read; returns the newest value read (`newest` when the caller saw it: the
+    version-keeping append, whose stage is gone)."""
     col = sql.Identifier(watermark.column)
-    if table.keeps_versions:  # everything read is in the stage
-        newest = conn.execute(sql.SQL("select max({}) from _bronze_stage").format(col)).fetchone()[0]
-    else:
+    if not table.keeps_versions:
         newest = conn.execute(
             sql.SQL("select max({}) from {} where ").format(col, table.ident) + scope.where, scope.params
         ).fetchone()[0]
     target = sql.Identifier("last_watermark_id" if _is_integer(table, watermark.column) else "last_watermark_ts")
-    read_start, read_end = scope.read_params if scope.read_start is not None else (None, None)
+    read_start, read_end = scope.read_params
     conn.execute(
         sql.SQL("""
         insert into bronze.etl_watermarks (watermark_key, {target}, last_run_ts, records_extracted,
