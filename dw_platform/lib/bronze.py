@@ -183,6 +183,19 @@ class LoadScope:
             self.partition_keys, where, self.params, self.window_start, self.window_end, None, self.read_end
         )
 
+    def resumed_from(self, since: datetime | None) -> LoadScope:
+        """This scope, reading back to `since` (where the previous load stopped: its watermark)
+        when that lies before the read: a run after skipped or failed runs reads what they did
+        not. A later `since` (a backfill of old partitions) changes nothing."""
+        if since is None or self.read_start is None:
+            return self
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        if since >= self.read_start:
+            return self
+        return LoadScope(
+            self.partition_keys, self.where, self.params, self.window_start, self.window_end, since, self.read_end
+        )
+
     @property
     def label(self) -> str:
         keys = self.partition_keys
@@ -302,6 +315,15 @@ alter table bronze.etl_watermarks
     add column if not exists last_partition_key text;
 comment on column bronze.etl_watermarks.records_extracted is
     'rows read from the source under this watermark key by all successful loads (per load: bronze.batch_ledger.rows_read)';
+create table if not exists bronze.shape_migrations (
+    table_name  text not null,
+    migration   text not null,
+    rows_moved  bigint not null,
+    applied_at  timestamptz not null default now(),
+    primary key (table_name, migration)
+);
+comment on table bronze.shape_migrations is
+    'one-time changes of a bronze table''s shape or lineage columns, applied by the loader (dw_platform/lib/bronze.py)';
 create or replace view bronze.partition_loads as
     select distinct on (asset_key, partition_key)
         asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,
@@ -310,9 +332,10 @@ create or replace view bronze.partition_loads as
     order by asset_key, partition_key, finished_at desc;
 """
 _LEDGER_VERSION_PROBE = (
-    "select count(*) = 2 from information_schema.columns where table_schema = 'bronze' and "
+    "select count(*) = 3 from information_schema.columns where table_schema = 'bronze' and "
     "((table_name = 'batch_ledger' and column_name = 'backend_pid') or "
-    "(table_name = 'etl_watermarks' and column_name = 'last_partition_key'))"
+    "(table_name = 'etl_watermarks' and column_name = 'last_partition_key') or "
+    "(table_name = 'shape_migrations' and column_name = 'rows_moved'))"
 )
 
 
@@ -333,18 +356,20 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         exists = conn.execute("select to_regclass(%s) is not null", (table.ident.as_string(conn),)).fetchone()[0]
-        if exists and table.keeps_versions and not _has_column(conn, table, ROW_HASH.name):
-            _ensure_row_hash(conn, table)  # a table from before bronze kept versions
-        if exists and table.append_key and not identity_ok:
-            _ensure_append_key(conn, table)
-        if exists and not table_ok:
-            _partition_existing_table(conn, table)
-        elif not exists:
+        if not exists:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
             _create_table(conn, table)
             _create_indexes(conn, table)
+            if table.keeps_versions:
+                _record(conn, table, HASH_MIGRATION)
+            if table.partitions:
+                _record(conn, table, bronze_partitions.PARTITION_MIGRATION)
+        elif not table_ok:
+            _partition_existing_table(conn, table)
         elif table.keeps_versions and not identity_ok:
-            conn.execute(_version_index(table))
+            _rehash_versions(conn, table)
+        elif table.append_key and not identity_ok:
+            _ensure_append_key(conn, table)
 
 
 def _create_table(conn: psycopg.Connection, table: BronzeTable) -> None:
@@ -371,16 +396,64 @@ def _create_indexes(conn: psycopg.Connection, table: BronzeTable) -> None:
         _ensure_append_key(conn, table)
 
 
+# ---- SHAPE MIGRATIONS: one-time, recorded in bronze.shape_migrations, each in the caller's
+# transaction (all of it happens or none). A table created by this code never needs them.
+
+
 def _partition_existing_table(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """SHAPE MIGRATION (one-time, recorded in bronze.shape_migrations; a partitioned table is never
-    touched again): a table created before bronze partitioned it becomes the partitioned table, its
-    rows moved as they are, in the caller's transaction: all of it happens or none."""
+    """A table created before bronze partitioned it becomes the partitioned table: its rows move
+    as they are, except that a version-keeping table's row hashes are computed again (the
+    current definition, `_row_hash_expr`) and a version held twice (loads from before bronze kept
+    versions) is moved once, the first loaded. Both migrations are recorded."""
     old = bronze_partitions.set_aside_unpartitioned(conn, table.schema, table.name)
     _create_table(conn, table)
-    bronze_partitions.move_into_partitions(
-        conn, old, table.schema, table.name, table.partitions, [c.name for c in table.all_columns]
+    names = [c.name for c in table.all_columns]
+    select = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    if table.keeps_versions:
+        row_hash = sql.SQL("{} as {}").format(_row_hash_expr(table, old), sql.Identifier(ROW_HASH.name))
+        select = sql.SQL(", ").join(
+            row_hash if n == ROW_HASH.name else sql.SQL("{}.{}").format(old, sql.Identifier(n)) for n in names
+        )
+        first = sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table))
+        source = sql.SQL(
+            "(select distinct on ({first}) * from (select {select} from {old}) v order by {first}, {lineage})"
+        ).format(first=first, select=select, old=old, lineage=sql.SQL("_bronze_load_ts, _bronze_batch_id::text"))
+        select = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    else:
+        source = old
+    moved = bronze_partitions.move_into_partitions(
+        conn, old, source, select, table.schema, table.name, table.partitions, names
     )
     _create_indexes(conn, table)
+    _record(conn, table, bronze_partitions.PARTITION_MIGRATION, moved)
+    if table.keeps_versions:
+        _record(conn, table, HASH_MIGRATION, moved)
+
+
+def _rehash_versions(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The row hashes of a version-keeping table from before the current definition (or before it
+    kept versions) computed again from its rows — a lineage column, not the data —, a version
+    held twice kept once (the first loaded), and the version index built. Recorded."""
+    index = sql.Identifier(table.schema, _version_index_name(table))
+    conn.execute(sql.SQL("drop index if exists {}").format(index))
+    conn.execute(
+        sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
+    )
+    rows = conn.execute(
+        sql.SQL("update {t} set {h} = {expr}").format(
+            t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)
+        )
+    ).rowcount
+    conn.execute(
+        sql.SQL(
+            "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
+        ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
+    )
+    conn.execute(_version_index(table))
+    _record(conn, table, HASH_MIGRATION, rows)
+
+
+# ---- end of the shape migrations
 
 
 def _version_index_name(table: BronzeTable) -> str:
@@ -388,10 +461,10 @@ def _version_index_name(table: BronzeTable) -> str:
 
 
 def _version_index(table: BronzeTable) -> sql.Composable:
-    """The unique index a version-keeping load appends through (`on conflict do nothing`): the row
-    hash, behind the partition column when there is one (PostgreSQL's unique indexes on a
-    partitioned table include it; rows without a value count as one partition, hence NULLS NOT
-    DISTINCT). Its leading column also serves every scan of a window of the partition column."""
+    """The unique index a version-keeping load appends through: the row hash, behind the
+    partition column when there is one (PostgreSQL's unique indexes on a partitioned table
+    include it; rows without a value count as one partition, hence NULLS NOT DISTINCT). Its
+    leading column also serves every scan of a window of the partition column."""
     return sql.SQL("create unique index if not exists {} on {} ({}){}").format(
         sql.Identifier(_version_index_name(table)),
         table.ident,
@@ -406,8 +479,8 @@ def _version_columns(table: BronzeTable) -> list[str]:
 
 def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
     """(ledger up to date, table exists in its shape — partitioned if it says so —, its identity
-    is in place: the version index of a version-keeping table, the unique key index and no row
-    hash of an append-by-key table)."""
+    is in place: the version index and current row hash of a version-keeping table, the unique
+    key index and no row hash of an append-by-key table)."""
     ledger_ok, table_ok, version_index, key_index = conn.execute(
         f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null,"
         " to_regclass(%s) is not null",
@@ -422,7 +495,14 @@ def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tup
     if table.partitions and not bronze_partitions.is_partitioned(conn, table.schema, table.name):
         return ledger_ok, False, False
     if table.keeps_versions:
-        return ledger_ok, True, version_index and _has_column(conn, table, ROW_HASH.name)
+        rehashed = (
+            ledger_ok
+            and conn.execute(
+                "select exists (select from bronze.shape_migrations where table_name = %s and migration = %s)",
+                (table.qualified_name, HASH_MIGRATION),
+            ).fetchone()[0]
+        )
+        return ledger_ok, True, version_index and rehashed
     if table.append_key:
         return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
     return ledger_ok, True, True
@@ -434,26 +514,6 @@ def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bo
         " and column_name = %s)",
         (table.schema, table.name, column),
     ).fetchone()[0]
-
-
-def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """The row hash of a table loaded before it kept versions, filled once from its rows (a lineage
-    column, not a change of the data); of identical versions loaded twice by the old replace
-    loads, the first loaded stays. Its version index follows (`ensure_bronze_objects`)."""
-    conn.execute(
-        sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
-    )
-    _set_hash_settings(conn)
-    conn.execute(
-        sql.SQL("update {t} set {h} = {expr} where {h} is null").format(
-            t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)
-        )
-    )
-    conn.execute(
-        sql.SQL(
-            "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
-        ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
-    )
 
 
 def _append_key_index(table: BronzeTable) -> str:
@@ -478,18 +538,45 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
     )
 
 
+# A version's row hash: md5 over its source columns as binary COPY fields (each a 4-byte length,
+# -1 for NULL, then the value in PostgreSQL's binary form), in table order. The loader computes it
+# from the fields it sends (`_arrow_fields`), SQL from the stored values with these send functions:
+# the same bytes whatever the session's date style or time zone.
+_SEND = {
+    "text": "textsend",
+    "integer": "int4send",
+    "bigint": "int8send",
+    "smallint": "int2send",
+    "boolean": "boolsend",
+    "date": "date_send",
+    "timestamp": "timestamp_send",
+    "timestamptz": "timestamptz_send",
+    "numeric": "numeric_send",
+    "double precision": "float8send",
+    "uuid": "uuid_send",
+}
+# Types whose binary fields the loader builds from Arrow exactly as the send function writes them
+# (not numeric: PostgreSQL normalizes the digits it is sent), so a load can hash them itself.
+_HASHED_FROM_ARROW = {"text", "integer", "bigint", "smallint", "boolean", "date", "timestamp", "timestamptz"}
+HASH_MIGRATION = "row hash of binary fields"
+
+
 def _row_hash_expr(table: BronzeTable, alias: sql.Composable) -> sql.Composable:
-    """md5 over the text of every source column (null-safe, column order fixed by the table)."""
-    return sql.SQL("md5(row({})::text)").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c.name)) for c in table.columns)
-    )
+    """The row hash in SQL (see `_SEND`), of the columns of `alias`."""
+    fields = []
+    for c in table.columns:
+        if c.pg_type not in _SEND:
+            raise ValueError(f"{table.qualified_name}: a version-keeping table cannot hash {c.pg_type} ({c.name})")
+        value = sql.SQL("{}({}.{})").format(sql.SQL(_SEND[c.pg_type]), alias, sql.Identifier(c.name))
+        fields.append(sql.SQL("coalesce(int4send(octet_length({v})) || {v}, '\\xffffffff'::bytea)").format(v=value))
+    return sql.SQL("md5({})").format(sql.SQL(" || ").join(fields))
 
 
-def _set_hash_settings(conn: psycopg.Connection) -> None:
-    """Fix how values print, so a row hashes the same from any session (set for the transaction)."""
+def _record(conn: psycopg.Connection, table: BronzeTable, migration: str, rows: int = 0) -> None:
     conn.execute(
-        "set local datestyle = 'ISO, YMD'; set local timezone = 'UTC'; set local extra_float_digits = 1;"
-        " set local intervalstyle = 'postgres'; set local bytea_output = 'hex'"
+        "insert into bronze.shape_migrations (table_name, migration, rows_moved) values (%s, %s, %s)"
+        " on conflict do nothing",
+        (table.qualified_name, migration, rows),
     )
 
 
@@ -547,8 +634,18 @@ def load(
             newest = None
             if table.keeps_versions:
                 replaced = 0
-                loaded, id_range, newest = _append_new_versions(
-                    conn, table, batches, lineage, progress, log, watermark.column if watermark else None
+                batches = iter(batches)
+                first = next(batches, None)
+                hashed_here = hasattr(first, "num_rows") and all(c.pg_type in _HASHED_FROM_ARROW for c in table.columns)
+                append = _append_arrow_versions if hashed_here else _append_new_versions
+                loaded, id_range, newest = append(
+                    conn,
+                    table,
+                    itertools.chain([first] if first is not None else [], batches),
+                    lineage,
+                    progress,
+                    log,
+                    watermark.column if watermark else None,
                 )
             elif table.append_key:
                 replaced = 0
@@ -775,6 +872,15 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     import pyarrow.compute as pc
 
     source = columns[: len(columns) - len(lineage)]
+    _check_arrow_columns(batch, source)
+    tail = _lineage_bytes(conn, lineage)
+    if all(c.pg_type != "text" for c in source):
+        return _fixed_width_tuples(batch, source, len(columns), tail)
+    count = pa.scalar(len(columns).to_bytes(2, "big"))
+    return _joined(pc.binary_join_element_wise(count, *_arrow_field_parts(batch, source), pa.scalar(tail), b""))
+
+
+def _check_arrow_columns(batch, source: Sequence[Column]) -> None:
     for column in source:
         if column.name not in batch.schema.names:
             raise ValueError(f"the Arrow batch lacks column {column.name}")
@@ -783,13 +889,23 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
                 f"column {column.name}: Arrow batches load text, boolean, bigint, integer, smallint, date, "
                 f"timestamp, timestamptz and numeric columns, not {column.pg_type}"
             )
-    tail = b"".join(
+
+
+def _lineage_bytes(conn, lineage: tuple) -> bytes:
+    """The lineage values as binary COPY fields, dumped once by psycopg (the same on every row)."""
+    return b"".join(
         len(d).to_bytes(4, "big") + d
         for d in (bytes(conn.adapters.get_dumper(type(v), PyFormat.BINARY)(type(v), conn).dump(v)) for v in lineage)
     )
-    if all(c.pg_type != "text" for c in source):
-        return _fixed_width_tuples(batch, source, len(columns), tail)
-    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
+
+
+def _arrow_field_parts(batch, source: Sequence[Column]) -> list:
+    """Each column of `source` as two Arrow arrays of a row's binary COPY field: its 4-byte length
+    (-1 for NULL) and its bytes; `pc.binary_join_element_wise` joins them into rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
     for column in source:
         values = batch.column(column.name)
         if column.pg_type == "text":
@@ -802,8 +918,11 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
             payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
         lengths = pc.fill_null(pc.binary_length(payload).cast(pa.int32()), -1).to_numpy().astype(">i4")
         parts += [pa.array(lengths.view("S4"), pa.binary(4)).cast(pa.binary()), pc.fill_null(payload, b"")]
-    parts.append(pa.scalar(tail))
-    rows = pc.binary_join_element_wise(*parts, b"")
+    return parts
+
+
+def _joined(rows) -> memoryview:
+    """The bytes of an Arrow binary array's values, end to end."""
     import numpy as np
 
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
@@ -901,8 +1020,8 @@ def _copy_text_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-STAGE_ROWS = 100_000  # rows staged before they are appended (memory on the server, not here)
-READ_AHEAD = 12  # batches a reader may fetch ahead while the stage is appended; see the module docstring
+STAGE_ROWS = 50_000  # rows appended at a time (held in memory by the loader or the server)
+READ_AHEAD = 6  # batches a reader may fetch ahead while a chunk is appended; see the module docstring
 
 
 def _append_new_versions(
@@ -911,44 +1030,171 @@ def _append_new_versions(
     """Stage the source columns in a temporary table, `STAGE_ROWS` at a time, and append the
     versions bronze does not hold yet with the load's lineage (each once, however often it was
     read). Returns the rows appended, the lowest and highest value of an integer `watermark`
-    column among them, and the newest `watermark` value read."""
+    column among them, and the newest `watermark` value read.
+
+    Each chunk's rows are hashed once, sorted by the version index's columns (duplicates dropped)
+    and appended where one probe of that index finds no such version: sorted, the index grows at
+    few places at a time, and a plain INSERT costs less than ON CONFLICT's speculative one (the
+    table-wide lock of version-keeping loads means no other load appends meanwhile; the unique
+    index stays the guard). Probes, not a join over the table: a merge or hash join would read
+    all of bronze's versions for every chunk, so hash and merge joins are off for the append."""
     stage = sql.Identifier("_bronze_stage")
     conn.execute(
         sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(stage, table.ident)
     )
-    _set_hash_settings(conn)
-    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    conn.execute("set local work_mem = '64MB'; set local enable_hashjoin = off; set local enable_mergejoin = off")
     integer = watermark is not None and _is_integer(table, watermark)
-    track = sql.Identifier(watermark) if integer else sql.NULL
-    append = sql.SQL(
+    statements = [
+        _append_statement(table, stage, kind, watermark if integer else None)
+        for kind in _APPEND_KINDS[bool(table.partitions)]
+    ]
+    newest_read = sql.SQL("select max({}) from {}").format(sql.Identifier(watermark), stage) if watermark else None
+    loaded, ids, newest = 0, [], []
+    for chunk in _stage_chunks(batches):
+        _copy(conn, table, stage, table.columns, chunk, (), progress, log)
+        for statement in statements:
+            count, low, high = conn.execute(statement, lineage).fetchone()
+            loaded += count
+            ids += [v for v in (low, high) if v is not None]
+        if newest_read is not None:
+            newest.append(conn.execute(newest_read).fetchone()[0])
+        conn.execute(sql.SQL("truncate {}").format(stage))
+    conn.execute("reset work_mem; reset enable_hashjoin; reset enable_mergejoin")
+    newest = [n for n in newest if n is not None]
+    return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
+
+
+# The appends of one staged chunk: the whole stage by row hash (a table without partitions), or
+# the dated rows by (partition column, row hash) and the undated ones by row hash among the
+# undated (`=` never matches NULL; the index's IS NULL condition does).
+_APPEND_KINDS = {False: ("all",), True: ("dated", "undated")}
+
+
+def _append_statement(table: BronzeTable, stage: sql.Identifier, kind: str, track: str | None) -> sql.Composed:
+    """INSERT of the staged rows of `kind` that are versions bronze does not hold, with the load's
+    lineage (three parameters); returns the rows appended and the lowest and highest `track`."""
+    names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
+    row_hash = sql.Identifier(ROW_HASH.name)
+    identity = sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table))
+    column = sql.Identifier(table.partitions.column) if table.partitions else None
+    staged, probe = {
+        "all": (sql.SQL(""), sql.SQL("b.{h} = x.{h}")),
+        "dated": (sql.SQL("where s.{c} is not null"), sql.SQL("b.{c} = x.{c} and b.{h} = x.{h}")),
+        "undated": (sql.SQL("where s.{c} is null"), sql.SQL("b.{c} is null and b.{h} = x.{h}")),
+    }[kind]
+    return sql.SQL(
         """
         with appended as (
-            insert into {table} ({names}, {lineage_names}, {hash})
-            select {names}, %s, %s, %s, {expr} from {stage} s
-            on conflict ({identity}) do nothing
+            insert into {table} ({names}, {lineage_names}, {h})
+            select {names}, %s, %s, %s, {h} from (
+                select distinct on ({identity}) {names}, {expr} as {h} from {stage} s {staged}
+                order by {identity} offset 0
+            ) x
+            where not exists (select from {table} b where {probe})
             returning {track} as id
         )
-        select count(*), min(id), max(id), (select max({newest}) from {stage}) from appended
+        select count(*), min(id), max(id) from appended
         """
     ).format(
         table=table.ident,
         names=names,
         lineage_names=sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS),
-        hash=sql.Identifier(ROW_HASH.name),
+        h=row_hash,
+        identity=identity,
         expr=_row_hash_expr(table, sql.Identifier("s")),
         stage=stage,
-        identity=sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table)),
-        track=track,
-        newest=sql.Identifier(watermark) if watermark else sql.NULL,
+        staged=staged.format(c=column),
+        probe=probe.format(c=column, h=row_hash),
+        track=sql.Identifier(track) if track else sql.NULL,
     )
-    loaded, ids, newest = 0, [], []
+
+
+def _append_arrow_versions(
+    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, watermark: str | None
+) -> tuple[int, tuple, Any]:
+    """The version-keeping append of Arrow batches, without a stage: `_append_new_versions` for
+    sources the loader can hash itself (every column in `_HASHED_FROM_ARROW`). For each chunk of
+    `STAGE_ROWS` rows, it builds the rows' binary COPY fields a column at a time, hashes each
+    row's fields (md5, the definition SQL computes in `_row_hash_expr`), sorts the rows by the
+    version index's columns and drops a version read twice, asks the version index which of the
+    rest bronze holds (one index probe each, through a small temporary table of keys), and COPYs
+    the others, sorted, straight into the table with their hash and the load's lineage. The
+    rows cross to PostgreSQL once, and COPY writes them in batches; the table-wide lock of
+    version-keeping loads keeps the answer of the probe true until the COPY."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = table.partitions.column if table.partitions else None
+    probe = sql.Identifier("_bronze_probe")
+    probe_columns = [Column("i", "integer"), Column("h", "text")] + [c for c in table.columns if c.name == key]
+    conn.execute(
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            probe,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in probe_columns
+            ),
+        )
+    )
+    conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")  # probes, not joins
+    held = sql.SQL("select p.i from {p} p where exists (select from {t} b where b.{h} = p.h)")
+    if key:
+        held = sql.SQL(
+            "select p.i from {p} p where p.{k} is not null and exists (select from {t} b where b.{k} = p.{k} and b.{h} = p.h)"
+            " union all select p.i from {p} p where p.{k} is null and exists (select from {t} b where b.{k} is null and b.{h} = p.h)"
+        )
+    held = held.format(p=probe, t=table.ident, h=sql.Identifier(ROW_HASH.name), k=sql.Identifier(key or "i"))
+    target = [*table.columns, ROW_HASH, *LINEAGE_COLUMNS]
+    copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+        table.ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in target)
+    )
+    head, tail = pa.scalar(len(target).to_bytes(2, "big")), pa.scalar(_lineage_bytes(conn, lineage))
+    hash_length = pa.scalar((32).to_bytes(4, "big"))
+    sort_keys = [("k", "ascending"), ("h", "ascending")] if key else [("h", "ascending")]
+    integer = watermark is not None and _is_integer(table, watermark)
+    loaded, ids, newest, next_report = 0, [], [], 100_000
     for chunk in _stage_chunks(batches):
-        _copy(conn, table, stage, table.columns, chunk, (), progress, log)
-        count, low, high, latest = conn.execute(append, lineage).fetchone()
-        conn.execute(sql.SQL("truncate {}").format(stage))
-        loaded += count
-        ids += [v for v in (low, high) if v is not None]
-        newest += [latest] if latest is not None else []
+        batch = pa.concat_batches(list(chunk) or [pa.record_batch([])])
+        progress.rows += batch.num_rows
+        if not batch.num_rows:
+            continue
+        _check_arrow_columns(batch, table.columns)
+        fields = pc.binary_join_element_wise(*_arrow_field_parts(batch, table.columns), b"")
+        hashes = pa.array([hashlib.md5(f).hexdigest() for f in fields.to_pylist()], pa.string())
+        keys = pa.table({"h": hashes, **({"k": batch.column(key)} if key else {})})
+        order = pc.sort_indices(keys, sort_keys=sort_keys, null_placement="at_end")
+        in_order = hashes.take(order)
+        order = order.filter(pa.concat_arrays([pa.array([True]), pc.not_equal(in_order[1:], in_order[:-1])]))
+        probe_rows = pa.record_batch(
+            {"i": pa.array(np.arange(len(order), dtype=np.int32)), "h": hashes.take(order)}
+            | ({key: batch.column(key).take(order)} if key else {})
+        )
+        _copy(conn, table, probe, probe_columns, [probe_rows], (), _Progress(), lambda _msg: None)
+        new = np.ones(len(order), dtype=bool)
+        new[[i for (i,) in conn.execute(held)]] = False
+        conn.execute(sql.SQL("truncate {}").format(probe))
+        order = order.filter(pa.array(new))
+        if len(order):
+            rows = pc.binary_join_element_wise(
+                head, fields.take(order), hash_length, hashes.take(order).cast(pa.binary()), tail, b""
+            )
+            with conn.cursor().copy(copy) as out:
+                out.write(COPY_SIGNATURE)
+                out.write(_joined(rows))
+                out.write(COPY_TRAILER)
+        loaded += len(order)
+        if watermark:
+            newest.append(pc.max(batch.column(watermark)).as_py())
+            if integer and len(order):
+                low_high = pc.min_max(batch.column(watermark).take(order))
+                ids += [v for v in (low_high["min"].as_py(), low_high["max"].as_py()) if v is not None]
+        if progress.rows >= next_report:
+            log(f"{table.qualified_name}: {progress.rows:,} rows read, {loaded:,} new versions")
+            next_report = (progress.rows // 100_000 + 1) * 100_000
+    conn.execute("reset enable_hashjoin; reset enable_mergejoin")
+    newest = [n for n in newest if n is not None]
     return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
 
 
@@ -991,7 +1237,6 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         )
         progress = _Progress()
         _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
-        _set_hash_settings(conn)
         same = sql.SQL(" and ").join(
             sql.SQL("b.{c} = staged.{c}").format(c=sql.Identifier(c)) for c in _version_columns(table)
         )
@@ -1075,6 +1320,17 @@ def _advance_watermark(
         (watermark.key, newest, rows_read, read_start, read_end, scope.label),
     )
     return newest
+
+
+def last_watermark(conn: psycopg.Connection, watermark: Watermark) -> datetime | int | None:
+    """Where the loads of `watermark` stand: the newest value committed (None before the first)."""
+    if conn.execute("select to_regclass('bronze.etl_watermarks')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        "select last_watermark_ts, last_watermark_id from bronze.etl_watermarks where watermark_key = %s",
+        (watermark.key,),
+    ).fetchone()
+    return None if row is None else (row[0] if row[0] is not None else row[1])
 
 
 def _describe(exc: Exception, table: BronzeTable, scope: LoadScope, rows: int) -> str:

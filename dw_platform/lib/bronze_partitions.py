@@ -13,8 +13,8 @@ attaching a partition never has to scan it; a dated row outside every partition 
 A load, a check or a dbt model that filters on the column touches only its partitions (plan-time
 pruning), so a day's cost does not grow with the years before it.
 
-`partition_existing_table` is the one-time move of a table of the earlier, unpartitioned shape:
-it is recorded in `bronze.shape_migrations` and does nothing once the table is partitioned.
+`set_aside_unpartitioned` and `move_into_partitions` are the two steps of the one-time move of a
+table of the earlier, unpartitioned shape (the loader runs and records it, see bronze.py).
 """
 
 from __future__ import annotations
@@ -27,15 +27,6 @@ import psycopg
 from psycopg import sql
 
 DDL_LOCK = "select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))"
-MIGRATIONS_DDL = """
-create table if not exists bronze.shape_migrations (
-    table_name  text not null,
-    migration   text not null,
-    rows_moved  bigint not null,
-    applied_at  timestamptz not null default now(),
-    primary key (table_name, migration)
-)
-"""
 PARTITION_MIGRATION = "range partitions"
 
 
@@ -177,54 +168,51 @@ def set_aside_unpartitioned(conn: psycopg.Connection, schema: str, name: str) ->
     """Step one of the move of an unpartitioned table (inside the caller's transaction, under
     the DDL lock): lock it, rename it to `<name>_unpartitioned` and drop its indexes (their names
     belong to the new table now). Returns its new name."""
-    old = sql.Identifier(schema, f"{name}_unpartitioned")
+    aside = f"{name}_unpartitioned"
     conn.execute(sql.SQL("lock table {} in access exclusive mode").format(sql.Identifier(schema, name)))
-    conn.execute(
-        sql.SQL("alter table {} rename to {}").format(sql.Identifier(schema, name), sql.Identifier(old.obj[1]))
-    )
+    conn.execute(sql.SQL("alter table {} rename to {}").format(sql.Identifier(schema, name), sql.Identifier(aside)))
     for (index,) in conn.execute(
-        "select indexname from pg_indexes where schemaname = %s and tablename = %s", (schema, f"{name}_unpartitioned")
+        "select indexname from pg_indexes where schemaname = %s and tablename = %s", (schema, aside)
     ).fetchall():
         conn.execute(sql.SQL("drop index {}").format(sql.Identifier(schema, index)))
-    return old
+    return sql.Identifier(schema, aside)
 
 
 def move_into_partitions(
     conn: psycopg.Connection,
     old: sql.Identifier,
+    source: sql.Composable,
+    select: sql.Composable,
     schema: str,
     name: str,
     spec: RangePartitions,
     columns: list[str],
 ) -> int:
     """Step two (same transaction, the new partitioned table created meanwhile): partitions for
-    every interval the old rows fall in, the rows moved as they are (lineage and row hash
-    included), counted on both sides, the old table dropped and the move recorded. Returns the
-    rows moved. A count that differs fails the move, and with it the whole transaction."""
-    low, high, count = conn.execute(
-        sql.SQL("select min({c}), max({c}), count(*) from {t}").format(c=sql.Identifier(spec.column), t=old)
+    every interval the old rows fall in, then `select` of `source` (the old table, or a query over
+    it) into `columns` of the new table, counted on both sides, and the old table dropped. Returns
+    the rows moved; a count that differs fails the move, and with it the whole transaction."""
+    low, high = conn.execute(
+        sql.SQL("select min({c}), max({c}) from {t}").format(c=sql.Identifier(spec.column), t=old)
     ).fetchone()
     if low is not None:
-        for start, end in missing_partitions(
-            bounds(conn, schema, name), spec, spec.floor(low), spec.following(spec.floor(high))
-        ):
-            part = sql.Identifier(schema, f"{name}_{spec.suffix(start)}")
+        wanted = missing_partitions(bounds(conn, schema, name), spec, spec.floor(low), spec.following(spec.floor(high)))
+        for start, end in wanted:
             conn.execute(
                 sql.SQL("create table {} partition of {} for values from ({}) to ({})").format(
-                    part, sql.Identifier(schema, name), sql.Literal(start), sql.Literal(end)
+                    sql.Identifier(schema, f"{name}_{spec.suffix(start)}"),
+                    sql.Identifier(schema, name),
+                    sql.Literal(start),
+                    sql.Literal(end),
                 )
             )
-    names = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    expected = conn.execute(sql.SQL("select count(*) from {} s").format(source)).fetchone()[0]
     moved = conn.execute(
-        sql.SQL("insert into {} ({}) select {} from {}").format(sql.Identifier(schema, name), names, names, old)
+        sql.SQL("insert into {} ({}) select {} from {} s").format(
+            sql.Identifier(schema, name), sql.SQL(", ").join(sql.Identifier(c) for c in columns), select, source
+        )
     ).rowcount
-    if moved != count:
-        raise RuntimeError(f"moving {old.as_string(conn)} into partitions: {count} rows, {moved} moved")
+    if moved != expected:
+        raise RuntimeError(f"moving {old.as_string(conn)} into partitions: {expected} rows, {moved} moved")
     conn.execute(sql.SQL("drop table {}").format(old))
-    conn.execute(MIGRATIONS_DDL)
-    conn.execute(
-        "insert into bronze.shape_migrations (table_name, migration, rows_moved) values (%s, %s, %s)"
-        " on conflict do nothing",
-        (f"{schema}.{name}", PARTITION_MIGRATION, moved),
-    )
     return moved

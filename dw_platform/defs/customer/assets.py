@@ -92,19 +92,25 @@ def customer_profile_raw(
     customer_source: OdbcSource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    scope = read_scope(context.partition_keys, window.start, window.end, timedelta(hours=config.lookback_hours))
-    query, params = source_query(scope, customer_source.dialect)
-    if scope.read_start is None:
-        context.log.info(
-            f"extracting {SOURCE_TABLE} rows modified before {scope.read_end} or never (history load: the run "
-            f"holds the first partition, {START_DATE})"
-        )
-    else:
-        context.log.info(
-            f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) "
-            f"(partition window from {window.start}, {config.lookback_hours} h lookback)"
-        )
+    watermark = Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN)
     with warehouse.connect() as conn:
+        # Where the last load stopped (the watermark, committed with its rows): a run after skipped
+        # or failed ones reads back to it, so what they did not read arrives now.
+        stopped = bronze.last_watermark(conn, watermark)
+        scope = read_scope(
+            context.partition_keys, window.start, window.end, timedelta(hours=config.lookback_hours)
+        ).resumed_from(stopped)
+        query, params = source_query(scope, customer_source.dialect)
+        if scope.read_start is None:
+            context.log.info(
+                f"extracting {SOURCE_TABLE} rows modified before {scope.read_end} or never (history load: the run "
+                f"holds the first partition, {START_DATE})"
+            )
+        else:
+            context.log.info(
+                f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) (partition "
+                f"window from {window.start}, {config.lookback_hours} h lookback, last load stopped at {stopped})"
+            )
         result = bronze.load(
             conn,
             CUSTOMER_PROFILE_RAW,
@@ -112,7 +118,7 @@ def customer_profile_raw(
             asset_key=context.asset_key.to_user_string(),
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",
-            watermark=Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN),
+            watermark=watermark,
             run_id=context.run.run_id,
             log=context.log.info,
         )
