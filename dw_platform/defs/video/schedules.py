@@ -1,7 +1,5 @@
 """At 03:00 UTC, load every arrival day of the video landing zone not loaded yet (starts stopped)."""
 
-import dagster as dg
-
 from dw_platform.defs.video.jobs import VIDEO_BRONZE, video_daily_job
 from dw_platform.lib.catch_up import catch_up_schedule
 
