@@ -8,7 +8,8 @@ without a start (a history load: everything before the first partition) gets one
 partition from MINVALUE up to the lowest partition there is. Rows whose column is NULL go to the
 default partition, `_undated`, whose CHECK (column is null) keeps every dated row out of it, so
 attaching a partition never has to scan it; a dated row outside every partition fails its load
-("no partition of relation ... found for row") instead of landing where it would block one.
+(`violates check constraint "<table>_undated_holds_only_rows_without_<column>"`) instead of
+landing where it would block one.
 
 A load, a check or a dbt model that filters on the column touches only its partitions (plan-time
 pruning), so a day's cost does not grow with the years before it.
@@ -62,7 +63,7 @@ def create_partitioned(
         sql.SQL("create table {} partition of {} (constraint {} check ({} is null)) default").format(
             sql.Identifier(schema, f"{name}_undated"),
             table,
-            sql.Identifier(f"{name}_undated_only"),
+            sql.Identifier(f"{name}_undated_holds_only_rows_without_{spec.column}"),
             sql.Identifier(spec.column),
         )
     )
