@@ -138,22 +138,24 @@ def storage(server, monkeypatch):
 @pytest.fixture
 def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psycopg.Connection]:
     """A fresh database on the session's logical-decoding source server (see embedded.py), with
-    its own slot and publication names and lakehouse folder, wired into the environment; yields an
-    admin connection to it. Slots left in it are dropped with it."""
+    its own slot and publication names and lakehouse folder, readable by the replication role as a
+    DBA would set it up, wired into the environment; yields a superuser connection to it (the
+    pipeline only reads it). Slots left in it are dropped with it."""
     from urllib.parse import urlsplit, urlunsplit
 
     name = f"app_{uuid.uuid4().hex[:8]}"
-    admin_url = server["DW_REPLICATION_SOURCE_URL"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute(f'create database "{name}"')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    with embedded.source_admin_connection(name) as conn:
+        embedded.grant_replication_reads(conn, f"dw_{name}")
+    url = urlunsplit(urlsplit(server["DW_REPLICATION_SOURCE_URL"])._replace(path=f"/{name}"))
     monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", url)
     monkeypatch.setenv("DW_REPLICATION_SLOT", f"dw_{name}")
     monkeypatch.setenv("DW_REPLICATION_PUBLICATION", f"dw_{name}")
     monkeypatch.setenv("DW_LAKEHOUSE_PATH", (tmp_path / "lakehouse").as_uri())
-    with psycopg.connect(url, autocommit=True) as conn:
+    with embedded.source_admin_connection(name) as conn:
         yield conn
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
         for _ in range(50):  # a terminated backend lets go of its slot a moment later
             try:
@@ -193,6 +195,41 @@ def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None
         run_config=run_config or {},
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
     )
+
+
+def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
+    """Every completed table of source_app compared with its source table (rows and content hash)."""
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
+
+    source = load_sources()["source_app"]
+    statuses = ReplicationMeta(lakehouse, "source_app").statuses()
+    return {
+        k: compare_table(source, lakehouse, k, s)
+        for k, s in statuses.items()
+        if s["status"] == "completed" and (keys is None or k in keys)
+    }
+
+
+def all_equal(lakehouse) -> bool:
+    compared = equal_to_source(lakehouse)
+    assert compared and all(c["match"] for c in compared.values()), compared
+    return True
+
+
+def sources_file(tmp_path, monkeypatch, **settings) -> None:
+    """Use the default sources.yaml with some settings replaced."""
+    import re
+
+    from dw_platform.replication.sources import DEFAULT_FILE
+
+    text = DEFAULT_FILE.read_text()
+    for name, value in settings.items():
+        text = re.sub(rf"^(    {name}:).*$", rf"\g<1> {value}", text, flags=re.M)
+    path = tmp_path / "sources.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
+import dagster as dg
+
 from dw_platform.cli import parser
 from dw_platform.devenv import embedded
 
@@ -71,3 +73,38 @@ def test_dw_drop_puts_an_access_log_where_the_weblogs_sensor_looks(weblogs, tmp_
 def test_dw_drop_refuses_a_missing_file_and_an_unknown_domain(storage, tmp_path):
     assert "is not a file" in dw("drop", "sales", str(tmp_path / "nothing.csv")).stderr
     assert "invalid choice" in dw("drop", "nowhere", str(tmp_path)).stderr
+
+
+def test_dw_backfill_builds_a_range_of_days_as_one_run_on_the_instance(source, warehouse, instance):
+    from test_customer_pipeline import add_customer
+
+    from dw_platform.samples import customer as customer_sample
+
+    source.execute(customer_sample.DDL)
+    for cid, day in ((1, 10), (2, 10), (3, 11), (4, 13)):
+        add_customer(source, cid, datetime(2026, 11, day, 9), email=f"c{cid}@example.com")
+
+    result = dw("backfill", "customer", "--from", "2026-11-10", "--to", "2026-11-12")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids = [r[0] for r in warehouse.execute("select customer_id from gold.dim_customer_profile order by 1")]
+    assert ids == [1, 2, 3]  # customer 4 is on a later day
+    (run,) = instance.get_runs(dg.RunsFilter(tags={"dw/launched_by": "dw backfill"}))
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "customer_daily"
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        "2026-11-10",
+        "2026-11-12",
+    )
+    assert f"run {run.run_id} succeeded" in result.stderr
+
+
+def test_dw_backfill_refuses_days_that_are_not_partitions_and_domains_without_a_daily_job(databases):
+    before = dw("backfill", "customer", "--from", "1999-01-01", "--to", "1999-01-31")
+    assert before.returncode == 2 and "has daily partitions from" in before.stderr
+    backwards = dw("backfill", "customer", "--from", "2026-11-12", "--to", "2026-11-10")
+    assert backwards.returncode == 2
+    assert (
+        dw("backfill", "sales", "--from", "2026-11-10", "--to", "2026-11-12")
+        .stderr.strip()
+        .endswith("has no daily job (sales_daily)")
+    )

@@ -1,13 +1,19 @@
 """The whole code location loads, with the assets, checks, job and schedule the domain promises."""
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from dw_platform.devenv.embedded import PROJECT_ROOT
+from dw_platform.devenv.embedded import PROJECT_ROOT, stop_process
 from dw_platform.lib.dbt import DBT_PROJECT, prepare_manifest
 
 
@@ -244,16 +250,24 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
     assert weblogs.partitions_def == graph.get(dg.AssetKey(["bronze", "web_access_log"])).partitions_def
 
 
-def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv():
-    """As `dagster dev` on a fresh clone: no DAGSTER_HOME, no DW_* settings, .venv/bin not on PATH;
-    DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest (`dbt parse`) on load."""
-    DBT_PROJECT.manifest_path.with_name("manifest_inputs.json").unlink(missing_ok=True)  # as on a fresh clone
-    env = {
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory) -> dict[str, str]:
+    """The environment of a fresh clone: no DAGSTER_HOME, no DW_* or DAGSTER_* settings, .venv/bin
+    not on PATH, and no state yet (DW_HOME, where the embedded servers keep it, is empty)."""
+    return {
         "HOME": os.environ.get("HOME", "/tmp"),
         "LANG": "C.UTF-8",
         "PATH": "/usr/bin:/bin",
-        "DAGSTER_IS_DEV_CLI": "1",
+        "DW_HOME": str(tmp_path_factory.mktemp("fresh_clone") / "dw"),
     }
+
+
+def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv(fresh_clone):
+    """As `dagster dev` on a fresh clone: it reads the project's dagster.yaml, whose storage starts
+    the embedded PostgreSQL; DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest
+    (`dbt parse`) on load."""
+    DBT_PROJECT.manifest_path.with_name("manifest_inputs.json").unlink(missing_ok=True)  # as on a fresh clone
+    env = {**fresh_clone, "DAGSTER_IS_DEV_CLI": "1"}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
         cwd=PROJECT_ROOT,
@@ -265,6 +279,65 @@ def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "dbt parse" in result.stdout and "All code locations passed validation" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["dagster", "dev"], ["dg", "dev"]])
+def test_dagster_dev_and_dg_dev_in_the_project_root_run_on_the_embedded_postgresql_of_a_fresh_clone(
+    fresh_clone, command, tmp_path
+):
+    """The UI answers with the code location loaded and the instance on PostgreSQL (dagster-postgres,
+    as under `dw dev`); Ctrl-C stops Dagster and the PostgreSQL it started."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / command[0]), *command[1:], "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=fresh_clone,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        location = None
+        while location is None or location["locationOrLoadError"] is None:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+            try:
+                data = graphql(
+                    url,
+                    "{ instance { info } workspaceOrError { ... on Workspace { locationEntries "
+                    "{ name locationOrLoadError { __typename ... on PythonError { message } } } } } }",
+                )
+            except OSError:
+                continue
+            location = (data["workspaceOrError"]["locationEntries"] or [None])[0]
+        assert location["name"] == "dw_platform"
+        assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
+        storage = [line for line in data["instance"]["info"].splitlines() if line.startswith("run_storage")]
+        assert storage == ["run_storage: PostgresRunStorage"]
+
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
+        assert process.wait(timeout=180) == 0, log.read_text()[-3000:]
+        postmaster = Path(fresh_clone["DW_HOME"]) / "pg" / "postmaster.pid"
+        deadline = time.monotonic() + 60
+        while postmaster.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not postmaster.exists(), "the embedded PostgreSQL outlived dagster dev"
+    finally:
+        stop_process(process, grace_s=30, group=True)
+
+
+def graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/graphql", json.dumps({"query": query}).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
 
 
 def test_the_dbt_manifest_is_parsed_again_only_when_a_project_file_or_a_connection_setting_changed(server, monkeypatch):

@@ -8,9 +8,13 @@ Materialize dialog, each followed to the run page's Success (click-to-Success is
 benchmark figure, not an assertion); finds the checks of a silver and a gold asset, all passed;
 switches the sales sensor on, drops a file into incoming/ (`dw drop`) and follows the run the
 sensor launched to Success. A missing asset, a failed run or a red check fails it; the screenshot
-of every step so far is then written to test-results/ui-<time>/, named in the failure.
+of every step so far is then written to test-results/ui-<time>/, named in the failure. At the end it
+saves the customer domain's lineage, as built, to test-results/asset-graph.png; with
+DW_UPDATE_DOCS_IMAGES=1 to docs/assets/asset-graph.png instead, the picture README and the docs
+show (run it so and commit the image when the UI changed; a plain `make test` leaves the tree clean).
 """
 
+import os
 import re
 import subprocess
 import sys
@@ -41,6 +45,11 @@ FLAGS = [
     "--disable-sync",
 ]
 RUN_TIMEOUT_S = 300
+ASSET_GRAPH_PNG = (
+    embedded.PROJECT_ROOT
+    / ("docs/assets" if os.environ.get("DW_UPDATE_DOCS_IMAGES") == "1" else "test-results")
+    / "asset-graph.png"
+)
 
 
 @pytest.fixture(scope="session")
@@ -241,6 +250,18 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
         run_link.wait_for(timeout=120_000)  # the sensor ticks every 30 s
         run_link.click()
         ui.wait_for_run_success()
+
+    with ui.step("the customer domain's lineage, saved for the docs"):
+        ui.open("/locations/dw_platform/asset-groups/customer")
+        page.get_by_text("fact_customer_profile_audit", exact=True).first.wait_for(timeout=60_000)
+        # Each node loads its latest materialization and checks after the graph is drawn.
+        loading = page.get_by_text(re.compile(r"^Loading"))
+        deadline = time.monotonic() + 120
+        while loading.count() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        page.wait_for_timeout(1_000)
+        ASSET_GRAPH_PNG.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=ASSET_GRAPH_PNG)
 
     with capsys.disabled():
         print(

@@ -1,6 +1,7 @@
 """Pure helpers: identifier quoting, source queries, partition windows, dbt arguments."""
 
 import importlib.metadata
+import json
 import os
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
@@ -11,7 +12,16 @@ from dagster_dbt import DbtCliResource
 from packaging.version import Version
 
 from dw_platform.lib.bronze import LoadScope
-from dw_platform.lib.dbt import DBT_PROJECT, DbtCli, environment, failure_from, layer_and_domain, window_env
+from dw_platform.lib.dbt import (
+    ALL_TIME,
+    DBT_PROJECT,
+    DbtCli,
+    environment,
+    failure_from,
+    layer_and_domain,
+    partition_keys_env,
+    window_env,
+)
 from dw_platform.lib.odbc import quote_ident, quote_table, window_query
 from dw_platform.samples import customer as customer_sample
 
@@ -72,7 +82,19 @@ def test_a_lookback_widens_what_is_read_but_not_the_partition_window():
 def test_the_dbt_window_is_utc_timestamps_with_an_exclusive_end():
     berlin = timezone(timedelta(hours=1))
     window = dg.TimeWindow(datetime(2026, 11, 20, 1, tzinfo=berlin), datetime(2026, 11, 21, 1, tzinfo=berlin))
-    assert window_env(window) == {"DW_MIN_DATE": "2026-11-20 00:00:00", "DW_MAX_DATE": "2026-11-21 00:00:00"}
+    assert window_env(window) == {
+        "DW_MIN_DATE": "2026-11-20 00:00:00",
+        "DW_MAX_DATE": "2026-11-21 00:00:00",
+        "DW_PARTITION_KEYS": "",
+    }
+
+
+def test_a_blob_or_file_partition_reaches_dbt_as_a_json_list_and_a_range_as_everything():
+    one = partition_keys_env({"dagster/partition": "2026-11-23/it's.csv"})
+    assert json.loads(one["DW_PARTITION_KEYS"]) == ["2026-11-23/it's.csv"]
+    assert one["DW_MIN_DATE"].startswith("1900")  # no time window narrows a file-partitioned run
+    ranged = {"dagster/asset_partition_range_start": "a.csv", "dagster/asset_partition_range_end": "b.csv"}
+    assert partition_keys_env(ranged) == ALL_TIME and ALL_TIME["DW_PARTITION_KEYS"] == ""
 
 
 def test_the_dbt_window_is_set_for_the_invocation_only(monkeypatch):

@@ -221,24 +221,56 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
         ]
         what = " ".join(comment) or f"Singular test {test['name']}."
         what += f" Its query (the failing rows): dbt_project/{test['original_file_path']}."
-    return f"{what} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
+    return f"{what}{_scope(test)} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
 
 
-# The window an incremental model reads and replaces, [DW_MIN_DATE, DW_MAX_DATE), when a run has
-# no time partition: everything (the models' own defaults, stated here so a value left in the
-# caller's environment cannot narrow it).
-ALL_TIME = {"DW_MIN_DATE": "1900-01-01 00:00:00", "DW_MAX_DATE": "9999-12-31 00:00:00"}
+# What a test's `where` placeholders stand for (dbt_project/macros/partition_window.sql).
+_WHERE_PLACEHOLDERS = {
+    "__changed_customers__": "the customers the run's window changed",
+    "__web_log_files__": "the run's log files",
+    "__web_changed_days__": "the days of traffic they changed",
+    "_built_at >= __run_started_at__": "this dbt invocation built them",
+    "__window_start__": "the window's start",
+    "__window_end__": "the window's end",
+}
+
+
+def _scope(test: Mapping[str, Any]) -> str:
+    """What rows a generic test reads when its `where` narrows it to the run's window (a singular
+    test's header comment says so itself)."""
+    where = (test.get("config") or {}).get("where")
+    if not where or not test.get("test_metadata"):
+        return ""
+    everything = "a full build" if "__run_started_at__" in where else "an unpartitioned run"
+    for placeholder, meaning in _WHERE_PLACEHOLDERS.items():
+        where = where.replace(placeholder, meaning)
+    return f" Reads only the rows where {where} (all of them in {everything})."
+
+
+# What an incremental model reads and replaces when a run has no partition: everything. The
+# window [DW_MIN_DATE, DW_MAX_DATE) is all time and DW_PARTITION_KEYS empty (every file or blob);
+# stated here so a value left in the caller's environment cannot narrow it.
+ALL_TIME = {"DW_MIN_DATE": "1900-01-01 00:00:00", "DW_MAX_DATE": "9999-12-31 00:00:00", "DW_PARTITION_KEYS": ""}
 
 
 def window_env(window: dg.TimeWindow) -> dict[str, str]:
     """A partition window for dbt, as environment variables rather than --vars: dbt re-parses the
-    whole project when --vars change (3-4 s on every partition here); a changed environment
-    variable re-parses only the models that read it."""
+    whole project when --vars change (3-4 s on every partition here); the models read these only
+    when they execute (dbt_project/macros/partition_window.sql), so a new window re-parses nothing."""
     fmt = "%Y-%m-%d %H:%M:%S"
     return {
+        **ALL_TIME,
         "DW_MIN_DATE": window.start.astimezone(timezone.utc).strftime(fmt),
         "DW_MAX_DATE": window.end.astimezone(timezone.utc).strftime(fmt),
     }
+
+
+def partition_keys_env(run_tags: Mapping[str, str]) -> dict[str, str]:
+    """The run's partition of a file- or blob-partitioned job (one blob, one log file) for
+    the models incremental by file, as a JSON list; everything when the run has none or a range
+    (a single-run backfill of many files rebuilds them all, as a full refresh would)."""
+    key = run_tags.get("dagster/partition")
+    return {**ALL_TIME, "DW_PARTITION_KEYS": json.dumps([key]) if key else ""}
 
 
 @contextmanager
@@ -298,18 +330,29 @@ def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
 
 
-def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
+def run_build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse, full_refresh: bool = False
+):
     """`dbt build` for the selected models (seeds, models and their tests in one invocation),
-    streaming asset and check events to Dagster."""
+    streaming asset and check events to Dagster. `full_refresh` rebuilds incremental models from
+    everything, whatever the run's partitions."""
     window = partition_window(context)
-    env = window_env(window) if window else ALL_TIME
-    context.log.info(f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}")
+    if full_refresh:
+        env = ALL_TIME
+    else:
+        env = window_env(window) if window else partition_keys_env(context.run.tags)
+    context.log.info(
+        f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}"
+        + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
+    )
     # Typed columns and column-level lineage of every table built, fetched by dagster-dbt as it
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
         with environment(env):
-            invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
+            invocation = dbt.cli(
+                BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False
+            )
         for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
             if isinstance(event, dg.Output):
                 event = _with_row_count(conn, invocation.manifest, event)
@@ -320,12 +363,26 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
         raise failure_from(invocation.get_artifact("run_results.json"))
 
 
+# Above this many rows (by the planner's statistics) an incremental table's row count is the
+# planner's estimate: counting every row after each partition would cost what the history costs.
+EXACT_COUNT_LIMIT = 1_000_000
+
+
 def _with_row_count(conn: psycopg.Connection, manifest: Mapping[str, Any], output: dg.Output) -> dg.Output:
-    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted)."""
+    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted);
+    for a large incremental table the planner's estimate, marked `row_count_estimated`."""
     node = manifest["nodes"].get(output.metadata["unique_id"].value, {})
-    if node.get("config", {}).get("materialized") not in ("table", "incremental", "seed"):
+    materialized = node.get("config", {}).get("materialized")
+    if materialized not in ("table", "incremental", "seed"):
         return output
     table = sql.Identifier(node["schema"], node["alias"])
+    if materialized == "incremental":
+        (estimate,) = conn.execute(
+            "select greatest(reltuples, 0)::bigint from pg_class where oid = %s::regclass",
+            (table.as_string(conn),),
+        ).fetchone()
+        if estimate > EXACT_COUNT_LIMIT:
+            return output.with_metadata({**output.metadata, "dagster/row_count": estimate, "row_count_estimated": True})
     (rows,) = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()
     return output.with_metadata({**output.metadata, "dagster/row_count": rows})
 

@@ -10,3 +10,8 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+# A run that ended in one of these did not finish its work: a sensor may request it again, unless
+# Dagster's run retries will (the tag below, "true", set on the failed run).
+ENDED_UNFINISHED = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+WILL_RETRY_TAG = "dagster/will_retry"

@@ -170,6 +170,8 @@ def applied_materialization(source: SourceConfig, batch) -> dg.AssetMaterializat
         )
     if batch.created:
         metadata["created_from_change_stream"] = True
+    if batch.backfill:
+        metadata.update({"backfill": batch.backfill, "start_lsn": batch.start_lsn})
     return dg.AssetMaterialization(asset_key=lakehouse_key(source.name), partition=batch.key, metadata=metadata)
 
 

@@ -25,7 +25,7 @@ import dagster as dg
 
 from dw_platform.defs.sales.partitions import INCOMING, blob_path, partition_key, sales_blobs
 from dw_platform.lib.blob import BlobStorage
-from dw_platform.lib.runs import IN_PROGRESS
+from dw_platform.lib.runs import ENDED_UNFINISHED, IN_PROGRESS, WILL_RETRY_TAG
 
 JOB = "sales_ingest"
 MAX_RUNS_PER_TICK = 1000
@@ -34,8 +34,6 @@ RETRY_AFTER_S = 300.0
 MAX_RETRY_AFTER_S = 3600.0
 ETAG_TAG = "dw/blob_etag"
 PARTITION_TAG = "dagster/partition"
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def run_key(key: str, etag: str) -> str:
@@ -129,7 +127,7 @@ def stranded(
             continue
         runs = dg.RunsFilter(job_name=JOB, tags={PARTITION_TAG: key, ETAG_TAG: etag})
         latest = next(iter(instance.get_run_records(runs, limit=1)), None)
-        if latest is None or latest.dagster_run.status not in ENDED_WITHOUT_LOAD:
+        if latest is None or latest.dagster_run.status not in ENDED_UNFINISHED:
             continue  # not run yet (the daemon creates it after the tick), or loaded
         if latest.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
             continue
