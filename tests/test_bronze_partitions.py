@@ -199,3 +199,53 @@ def test_a_table_of_the_earlier_shape_moves_into_partitions_once_with_every_row_
         == migrations
     )  # once
     assert warehouse.execute("select to_regclass('bronze.events_unpartitioned')").fetchone()[0] is None
+
+
+def _growing_tables():
+    """Each bronze table that grows by day or by file, its filling (50,000 rows over 200 days or
+    files), and the scope of one day or file as its loads and checks select it."""
+    from dw_platform.defs.sales.assets import blob_scope
+    from dw_platform.defs.sales.ingest import SALES
+    from dw_platform.defs.softcart.assets import file_scope
+    from dw_platform.defs.softcart.ingest import SALES_DATA, WEB_ACCESS_LOG
+    from dw_platform.defs.video.assets import day_scope
+    from dw_platform.defs.video.ingest import SESSIONS, USERS
+
+    by_file = "insert into {t} ({c}, _bronze_source_file) select 'x', 'incoming/2026-11-20/file_' || f from generate_series(1, 200) f, generate_series(1, 250)"
+    by_day = "insert into {t} ({c}, arrival_date) select 'x', date '2026-06-01' + f from generate_series(1, 200) f, generate_series(1, 250)"
+    by_key = "insert into {t} (rowid, product_id) select g, 1 from generate_series(1, 50000) g"
+    rowids = LoadScope(
+        ("latest load",),
+        sql.SQL("rowid >= %(first_id)s and rowid <= %(last_id)s"),
+        {"first_id": 49001, "last_id": 49500},
+    )
+    return [
+        pytest.param(SALES, by_file, blob_scope("2026-11-20/file_7"), id="sales by blob"),
+        pytest.param(
+            WEB_ACCESS_LOG, by_file, file_scope("incoming/2026-11-20/file_7", "2026-11-20/file_7"), id="web log by file"
+        ),
+        pytest.param(USERS, by_day, day_scope("2026-11-20"), id="video users by day"),
+        pytest.param(SESSIONS, by_day, day_scope("2026-11-20"), id="video sessions by day"),
+        pytest.param(SALES_DATA, by_key, rowids, id="softcart sales_data by the latest load's rowids"),
+    ]
+
+
+@pytest.mark.parametrize("table, fill, scope", _growing_tables())
+def test_a_day_or_file_of_a_growing_bronze_table_is_replaced_and_checked_through_its_index(
+    warehouse, table, fill, scope
+):
+    bronze.ensure_bronze_objects(warehouse, table)
+    text = next(c.name for c in table.columns if c.pg_type == "text") if "{c}" in fill else None
+    warehouse.execute(sql.SQL(fill).format(t=table.ident, c=sql.Identifier(text) if text else sql.SQL("")))
+    warehouse.execute(sql.SQL("analyze {}").format(table.ident))
+    nonnull = sql.SQL(", ").join(sql.Identifier(c) for c in table.source_column_names)
+    queries = {
+        "a load's replace": sql.SQL("delete from {} where ").format(table.ident) + scope.where,
+        "the all-null check": sql.SQL("select count(*) from {} where num_nonnulls({}) = 0 and ").format(
+            table.ident, nonnull
+        )
+        + scope.where,
+    }
+    for what, query in queries.items():
+        plan = "\n".join(r[0] for r in warehouse.execute(sql.SQL("explain ") + query, scope.params).fetchall())
+        assert "Seq Scan" not in plan and "Index" in plan, f"{what}:\n{plan}"

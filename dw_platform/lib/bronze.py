@@ -487,7 +487,7 @@ def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tup
         (
             table.ident.as_string(conn),
             sql.Identifier(table.schema, _version_index_name(table)).as_string(conn),
-            sql.Identifier(table.schema, _append_key_index(table)).as_string(conn),
+            sql.Identifier(table.schema, append_key_index(table)).as_string(conn),
         ),
     ).fetchone()
     if not table_ok:
@@ -516,7 +516,8 @@ def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bo
     ).fetchone()[0]
 
 
-def _append_key_index(table: BronzeTable) -> str:
+def append_key_index(table: BronzeTable) -> str:
+    """The name of the unique index on an append-by-key table's key."""
     return f"{table.name}_{table.append_key}_key"
 
 
@@ -528,7 +529,7 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
     conn.execute(sql.SQL("alter table {} drop column if exists {}").format(table.ident, sql.Identifier(ROW_HASH.name)))
     conn.execute(
         sql.SQL("create unique index if not exists {} on {} ({})").format(
-            sql.Identifier(_append_key_index(table)), table.ident, sql.Identifier(table.append_key)
+            sql.Identifier(append_key_index(table)), table.ident, sql.Identifier(table.append_key)
         )
     )
     conn.execute(
@@ -722,8 +723,11 @@ class _Ledger:
         self.begun = True
 
     def _identity(self) -> tuple:
-        """The entry's batch, asset, table, partition, source and windows, in the ledger's column order."""
+        """The entry's batch, asset, table, partition, source and windows, in the ledger's column
+        order. A history load's read (no start) is recorded as reading from the earliest time
+        there is, so that "read from before its window" holds for it too."""
         s = self.scope
+        history = s.read_start is None and s.read_end is not None
         return (
             self.batch_id,
             self.asset_key,
@@ -732,7 +736,7 @@ class _Ledger:
             self.source,
             s.window_start,
             s.window_end,
-            s.read_start,
+            datetime.min.replace(tzinfo=timezone.utc) if history else s.read_start,
             s.read_end,
         )
 
