@@ -10,13 +10,14 @@ fresh connection (the load's own may be the thing that broke).
 Three ways a load treats what bronze already holds, chosen by the table:
 - replace (the default): the rows the scope owned are deleted and the new rows copied in — for
   sources whose unit is immutable (a blob version, a day's file);
-- keep versions (`BronzeTable.version_key`): nothing is deleted; the rows are staged, and only
-  versions bronze does not hold yet are appended. A version is identified by its business key +
-  modification time + a hash of every source column (`_bronze_row_hash`, unique — with the
-  partition column in front for a partitioned table), so a re-run or a backfill adds what is new
-  and never drops or duplicates a version captured earlier. The stage is flushed into the table
-  every `STAGE_ROWS` rows, while the reader goes on fetching (it runs ahead by `READ_AHEAD`
-  batches), so the append overlaps the read instead of following it. Version-keeping loads of a
+- keep versions (`BronzeTable.version_key`): nothing is deleted; only versions bronze does not
+  hold yet are appended. A version is identified by its business key + modification time + a
+  hash of every source column (`_bronze_row_hash`, unique — with the partition column in front
+  for a partitioned table), so a re-run or a backfill adds what is new and never drops or
+  duplicates a version captured earlier. Rows are appended `STAGE_ROWS` at a time, while the
+  reader goes on fetching (it runs ahead by `READ_AHEAD` batches): Arrow batches are hashed here
+  and copied straight in after a probe of the version index (`_append_arrow_versions`), other
+  batches go through a temporary stage (`_append_new_versions`). Version-keeping loads of a
   table take turns (one lock for the table): their reads may overlap (a lookback re-reads the
   day before), and appending the same version from two loads at once could deadlock;
 - append by key (`BronzeTable.append_key`): for immutable source rows with an increasing key (an
@@ -541,7 +542,7 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
 
 # A version's row hash: md5 over its source columns as binary COPY fields (each a 4-byte length,
 # -1 for NULL, then the value in PostgreSQL's binary form), in table order. The loader computes it
-# from the fields it sends (`_arrow_fields`), SQL from the stored values with these send functions:
+# from the fields it sends (`_arrow_field_parts`), SQL from the stored values with these send functions:
 # the same bytes whatever the session's date style or time zone.
 _SEND = {
     "text": "textsend",
@@ -1080,12 +1081,7 @@ def _append_statement(table: BronzeTable, stage: sql.Identifier, kind: str, trac
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     row_hash = sql.Identifier(ROW_HASH.name)
     identity = sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table))
-    column = sql.Identifier(table.partitions.column) if table.partitions else None
-    staged, probe = {
-        "all": (sql.SQL(""), sql.SQL("b.{h} = x.{h}")),
-        "dated": (sql.SQL("where s.{c} is not null"), sql.SQL("b.{c} = x.{c} and b.{h} = x.{h}")),
-        "undated": (sql.SQL("where s.{c} is null"), sql.SQL("b.{c} is null and b.{h} = x.{h}")),
-    }[kind]
+    staged, probe = _kind_sql(table, kind)
     return sql.SQL(
         """
         with appended as (
@@ -1107,10 +1103,22 @@ def _append_statement(table: BronzeTable, stage: sql.Identifier, kind: str, trac
         identity=identity,
         expr=_row_hash_expr(table, sql.Identifier("s")),
         stage=stage,
-        staged=staged.format(c=column),
-        probe=probe.format(c=column, h=row_hash),
+        staged=staged,
+        probe=probe,
         track=sql.Identifier(track) if track else sql.NULL,
     )
+
+
+def _kind_sql(table: BronzeTable, kind: str) -> tuple[sql.Composable, sql.Composable]:
+    """The staged rows `s` of `kind` (see `_APPEND_KINDS`), and the probe of the version index
+    for a row `x` of them in bronze `b`."""
+    column = sql.Identifier(table.partitions.column) if table.partitions else None
+    staged, probe = {
+        "all": (sql.SQL(""), sql.SQL("b.{h} = x.{h}")),
+        "dated": (sql.SQL("where s.{c} is not null"), sql.SQL("b.{c} = x.{c} and b.{h} = x.{h}")),
+        "undated": (sql.SQL("where s.{c} is null"), sql.SQL("b.{c} is null and b.{h} = x.{h}")),
+    }[kind]
+    return staged.format(c=column), probe.format(c=column, h=sql.Identifier(ROW_HASH.name))
 
 
 def _append_arrow_versions(
@@ -1241,27 +1249,24 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         )
         progress = _Progress()
         _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
-        same = sql.SQL(" and ").join(
-            sql.SQL("b.{c} = staged.{c}").format(c=sql.Identifier(c)) for c in _version_columns(table)
-        )
-        if table.partitions:  # undated rows: NULLS NOT DISTINCT in the index, not in `=`
-            column = sql.Identifier(table.partitions.column)
-            same = sql.SQL("(({same}) or (staged.{c} is null and b.{c} is null and b.{h} = staged.{h}))").format(
-                same=same, c=column, h=sql.Identifier(ROW_HASH.name)
-            )
-        missing = conn.execute(
-            sql.SQL(
-                "select count(*) from (select {names}, {expr} as {h} from {stage} s) staged"
-                " where not exists (select from {table} b where {same})"
-            ).format(
-                names=sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
-                expr=_row_hash_expr(table, sql.Identifier("s")),
-                h=sql.Identifier(ROW_HASH.name),
-                stage=stage,
-                table=table.ident,
-                same=same,
-            )
-        ).fetchone()[0]
+        conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")  # probes, not joins
+        missing = 0
+        for kind in _APPEND_KINDS[bool(table.partitions)]:
+            staged, probe = _kind_sql(table, kind)
+            missing += conn.execute(
+                sql.SQL(
+                    "select count(*) from (select {names}, {expr} as {h} from {stage} s {staged} offset 0) x"
+                    " where not exists (select from {table} b where {probe})"
+                ).format(
+                    names=sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+                    expr=_row_hash_expr(table, sql.Identifier("s")),
+                    h=sql.Identifier(ROW_HASH.name),
+                    stage=stage,
+                    staged=staged,
+                    table=table.ident,
+                    probe=probe,
+                )
+            ).fetchone()[0]
     return progress.rows, missing
 
 
