@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -335,13 +335,22 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
 
 def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
     """The run's partition window (or range) when it builds time-partitioned models; None otherwise,
-    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt."""
+    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt. A window that
+    holds the first partition starts at the beginning of time: a first partition's bronze load is
+    the history load of everything before it (`LoadScope.with_history`), which its models take too."""
     specs = context.assets_def.specs_by_key
-    if not any(
-        isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition) for key in context.selected_asset_keys
-    ):
+    time_partitions = [
+        specs[key].partitions_def
+        for key in context.selected_asset_keys
+        if isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition)
+    ]
+    if not time_partitions:
         return None
-    return context.partition_time_window
+    window = context.partition_time_window
+    if window.start <= time_partitions[0].start:
+        history = datetime.fromisoformat(ALL_TIME["DW_MIN_DATE"]).replace(tzinfo=timezone.utc)
+        return dg.TimeWindow(history, window.end)
+    return window
 
 
 # dbt's unit tests check the models' SQL on fixed rows, not the data: the test suite runs them
