@@ -356,6 +356,11 @@ def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
 # dbt's unit tests check the models' SQL on fixed rows, not the data: the test suite runs them
 # (`dbt test --select test_type:unit`), a run does not (dbt's advice for production runs).
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
+# A test runs when every model it reads is built by the run or upstream of it (dbt's default,
+# `eager`, runs a test when any of them is: building silver alone ran the singular tests of the
+# gold dimension, which also read silver, before the dimension existed). dagster-dbt still turns
+# this to `empty` when the run excludes some checks of its assets.
+INDIRECT_SELECTION = "buildable"
 
 
 def run_build(
@@ -378,7 +383,7 @@ def run_build(
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
-        with environment(env):
+        with environment({**env, "DBT_INDIRECT_SELECTION": INDIRECT_SELECTION}):
             invocation = dbt.cli(
                 BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False
             )
