@@ -82,9 +82,21 @@ ROW_HASH = Column("_bronze_row_hash", "text")
 
 
 @dataclass(frozen=True)
+class ExpressionIndex:
+    """An index on an SQL expression over a bronze table's columns, named `<table>_<name>_idx`:
+    for readers that look rows up by a cleaned value (silver's `btrim(user_id)`), which an index
+    on the column cannot answer. The expression must be written as the readers write it."""
+
+    name: str
+    expression: str
+
+
+@dataclass(frozen=True)
 class BronzeTable:
     """A bronze landing table: the source's columns plus the lineage columns.
 
+    `index_columns` and `expression_indexes` are created with the table, and added to a table
+    that lacks them on its next load (once; a plain CREATE INDEX, which holds off writes meanwhile).
     `version_key` (business key + modification time) makes the table keep versions: loads append
     only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
     `append_key` (an integer column, unique in bronze) makes loads append every row they read,
@@ -97,6 +109,7 @@ class BronzeTable:
     index_columns: tuple[str, ...] = ()
     version_key: tuple[str, ...] = ()
     append_key: str | None = None
+    expression_indexes: tuple[ExpressionIndex, ...] = ()
 
     def __post_init__(self):
         if self.version_key and self.append_key:
@@ -124,6 +137,12 @@ class BronzeTable:
 
     def table_schema(self) -> dg.TableSchema:
         return dg.TableSchema(columns=[dg.TableColumn(c.name, c.pg_type) for c in self.all_columns])
+
+    def declared_indexes(self) -> list[tuple[str, sql.Composable]]:
+        """(name, indexed column or expression) of `index_columns` and `expression_indexes`."""
+        return [(f"{self.name}_{c.strip('_')}_idx", sql.Identifier(c)) for c in self.index_columns] + [
+            (f"{self.name}_{i.name}_idx", sql.SQL("({})").format(sql.SQL(i.expression))) for i in self.expression_indexes
+        ]
 
 
 @dataclass(frozen=True)
@@ -305,38 +324,46 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
-        ledger_ok, table_ok, identity_ok = _bronze_objects_present(conn, table)
+        ledger_ok, table_ok, identity_ok, _indexes_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         if not table_ok:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
             conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
-            for column in table.index_columns:
-                conn.execute(
-                    sql.SQL("create index if not exists {} on {} ({})").format(
-                        sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
-                    )
-                )
+        for name, indexed in table.declared_indexes():
+            conn.execute(
+                sql.SQL("create index if not exists {} on {} ({})").format(sql.Identifier(name), table.ident, indexed)
+            )
         if table.keeps_versions and not identity_ok:
             _ensure_row_hash(conn, table)
         if table.append_key and not identity_ok:
             _ensure_append_key(conn, table)
 
 
-def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool, bool]:
     """(ledger up to date, table exists, its identity is in place: the row hash of a
-    version-keeping table, the unique key index and no row hash of an append-by-key table)."""
-    ledger_ok, table_ok, key_index = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null",
-        (table.ident.as_string(conn), sql.Identifier(table.schema, _append_key_index(table)).as_string(conn)),
+    version-keeping table, the unique key index and no row hash of an append-by-key table;
+    every declared index exists)."""
+    names = [name for name, _ in table.declared_indexes()]
+    ledger_ok, table_ok, key_index, indexes_ok = conn.execute(
+        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null,"
+        " (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        "  where n.nspname = %s and c.relname = any(%s) and c.relkind in ('i', 'I')) = %s",
+        (
+            table.ident.as_string(conn),
+            sql.Identifier(table.schema, _append_key_index(table)).as_string(conn),
+            table.schema,
+            names,
+            len(names),
+        ),
     ).fetchone()
     if not table_ok:
-        return ledger_ok, False, False
+        return ledger_ok, False, False, False
     if table.keeps_versions:
-        return ledger_ok, True, _has_column(conn, table, ROW_HASH.name)
+        return ledger_ok, True, _has_column(conn, table, ROW_HASH.name), indexes_ok
     if table.append_key:
-        return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
-    return ledger_ok, True, True
+        return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name), indexes_ok
+    return ledger_ok, True, True, indexes_ok
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:
