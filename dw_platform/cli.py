@@ -15,7 +15,8 @@ from pathlib import Path
 from psycopg import sql
 
 from dw_platform import domains
-from dw_platform.devenv import embedded
+from dw_platform.devenv import embedded, supervisor
+from dw_platform.devenv.workers import QUEUES
 from dw_platform.lib.warehouse import server_connection
 
 
@@ -60,6 +61,19 @@ def parser() -> argparse.ArgumentParser:
         "on the embedded services or the configured servers. Ctrl-C stops everything.",
     )
     dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
+    workers = sub.add_parser(
+        "workers",
+        help="start N Celery workers for the runs' steps (DW_EXECUTOR=celery)",
+        description="N Celery workers, one step at a time each, for runs started with DW_EXECUTOR=celery "
+        "(set it in .env for `dw dev` too). A worker that dies is started again; Ctrl-C stops them.",
+    )
+    workers.add_argument("count", type=int, nargs="?", default=2, help="how many workers (default: %(default)s)")
+    workers.add_argument(
+        "--queues",
+        default=",".join(QUEUES),
+        help="comma-separated queues to take steps from (default: %(default)s); e.g. `--queues replication` "
+        "for workers of the replication domain's own",
+    )
     sql = sub.add_parser(
         "sql",
         help="open psql on the warehouse (starting the embedded services if needed)",
@@ -142,37 +156,14 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
-        # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
-        workspace = embedded.PROJECT_ROOT / "workspace.yaml"
-        # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
-        # stop together, in order, before the embedded services do. Warnings and errors only: at
-        # info the daemon logs two lines per sensor tick (every 30 s) even when there is nothing to do.
-        dagster_dev = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(args.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=os.environ["DAGSTER_HOME"],
-            start_new_session=True,
-        )
-        print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
-        try:
-            return dagster_dev.wait()
-        except (KeyboardInterrupt, SystemExit):
-            print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
-            return 0
-        finally:
-            embedded.stop_process(dagster_dev, grace_s=30, group=True)
+        # The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py).
+        with supervisor.dagster_dev(args.port, embedded_postgres=embedded_in_use) as stack:
+            print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
+            try:
+                return stack.wait()
+            except (KeyboardInterrupt, SystemExit):
+                print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
+                return 0
 
 
 def _day(value: str) -> date:
@@ -220,6 +211,19 @@ def backfill(domain: str, first: date, last: date) -> int:
         with dg.execute_job(recon, instance=instance, tags=tags, raise_on_error=False) as result:
             print(f"dw backfill: run {result.run_id} {'succeeded' if result.success else 'FAILED'}", file=sys.stderr)
             return 0 if result.success else 1
+
+
+def workers(count: int, queues: tuple[str, ...]) -> int:
+    from dw_platform.devenv.workers import run_workers
+    from dw_platform.lib.executor import executor_name
+
+    if executor_name() != "celery":
+        print(
+            "dw workers: steps run in process (DW_EXECUTOR is not celery): set DW_EXECUTOR=celery in .env",
+            file=sys.stderr,
+        )
+        return 2
+    return run_workers(count, queues)
 
 
 def prepare_dbt() -> None:

@@ -88,10 +88,9 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
     def checks_of(job_name: str) -> set[str]:
         return {k.name for k in definitions.resolve_job_def(job_name).asset_layer.asset_graph.asset_check_keys}
 
-    assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale"}
-    assert "sales_incoming_not_stale" not in checks_of("sales_ingest") and "sales_expected_columns" in checks_of(
-        "sales_ingest"
-    )
+    assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale", "sales_no_identical_files"}
+    assert not checks_of("sales_incoming_watch") & checks_of("sales_ingest")
+    assert "sales_expected_columns" in checks_of("sales_ingest")
 
 
 def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(definitions: dg.Definitions):
@@ -109,6 +108,18 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
     assert job.op_retry_policy.max_retries == 3
     assert definitions.resolve_sensor_def("video_landing_sensor").job_name == "video_daily"
     assert ("silver/video_users", "assert_video_users_dates_parse") in checks
+    # The landing zone's checks run on their own schedule, not inside every day's run.
+    watch = definitions.resolve_schedule_def("video_landing_watch_schedule")
+    assert watch.job_name == "video_landing_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+    watched = {
+        k.name for k in definitions.resolve_job_def("video_landing_watch").asset_layer.asset_graph.asset_check_keys
+    }
+    assert watched == {
+        f"{asset}_{check}"
+        for asset in ("video_users", "video_viewing_sessions", "content")
+        for check in ("files_not_waiting", "no_identical_files")
+    }
+    assert not watched & {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     for model in (
         "silver/video_users",
         "silver/video_viewing_sessions",
@@ -248,6 +259,13 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
     assert sensor.job_name == "softcart_weblogs" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
     weblogs = definitions.resolve_job_def("softcart_weblogs")
     assert weblogs.partitions_def == graph.get(dg.AssetKey(["bronze", "web_access_log"])).partitions_def
+    watch = definitions.resolve_schedule_def("softcart_weblogs_watch_schedule")
+    assert watch.job_name == "softcart_weblogs_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+    watched = {
+        k.name for k in definitions.resolve_job_def("softcart_weblogs_watch").asset_layer.asset_graph.asset_check_keys
+    }
+    assert watched == {"web_access_log_incoming_not_stale", "web_access_log_no_identical_files"}
+    assert not watched & {k.name for k in weblogs.asset_layer.asset_graph.asset_check_keys}
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from typing import TextIO
 import dagster as dg
 
 from dw_platform import domains
+from dw_platform.devenv.runs import run_job
 
 
 @dataclass
@@ -58,11 +59,13 @@ class DemoSession:
         print(f"== {text}", flush=True)
 
     def run_job(self, name: str, **kwargs) -> dg.ExecuteInProcessResult:
-        """Run a job of the code location in this process, its logs going to the log file."""
-        return self.definitions.resolve_job_def(name).execute_in_process(
-            instance=self.instance,
-            raise_on_error=False,
+        """Run a job of the code location through the executor DW_EXECUTOR chooses (in this
+        process, or its steps on Celery workers), its logs going to the log file."""
+        return run_job(
+            name,
+            self.instance,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            definitions=self.definitions,
             **kwargs,
         )
 
