@@ -369,7 +369,6 @@ class ContentFile:
             PARENT,
             (*CONTENT_BASE, *(Column(c, t) for c, t in self.parent.columns.items())),
             index_columns=("arrival_date",),
-            expression_indexes=(key_index(CONTENT_KEY),),
         )
 
     def child_table(self, name: str) -> BronzeTable:
@@ -378,7 +377,6 @@ class ContentFile:
             name,
             (*CHILD_BASE, *(Column(c, t) for c, t in self.children[name].columns.items())),
             index_columns=("arrival_date",),
-            expression_indexes=(key_index(CONTENT_KEY),),
         )
 
     def parent_batches(self) -> Iterator[list[tuple]]:
