@@ -160,7 +160,8 @@ class BronzeTable:
     def declared_indexes(self) -> list[tuple[str, sql.Composable]]:
         """(name, indexed column or expression) of `index_columns` and `expression_indexes`."""
         return [(f"{self.name}_{c.strip('_')}_idx", sql.Identifier(c)) for c in self.index_columns] + [
-            (f"{self.name}_{i.name}_idx", sql.SQL("({})").format(sql.SQL(i.expression))) for i in self.expression_indexes
+            (f"{self.name}_{i.name}_idx", sql.SQL("({})").format(sql.SQL(i.expression)))
+            for i in self.expression_indexes
         ]
 
 

@@ -83,7 +83,9 @@ def csv_table(schema: CsvSchema, key: str) -> BronzeTable:
         Column("arrival_date", "date"),
         Column("source_line", "bigint"),
     )
-    return BronzeTable(table_schema, name, columns, index_columns=("arrival_date",), expression_indexes=(key_index(key),))
+    return BronzeTable(
+        table_schema, name, columns, index_columns=("arrival_date",), expression_indexes=(key_index(key),)
+    )
 
 
 USERS = csv_table(USERS_SCHEMA, "user_id")
