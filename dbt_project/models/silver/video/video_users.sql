@@ -14,7 +14,7 @@
             "{{ replace_changed_keys('user_id', video_changed_keys(source('bronze', 'video_users'), 'user_id')) }}",
         ],
         indexes=[
-            {'columns': ['user_id'], 'unique': true},
+            {'columns': ['user_id']},
             {'columns': ['arrival_date']},
             {'columns': ['_built_at']},
         ],

@@ -14,7 +14,7 @@
             "{{ replace_changed_keys('session_id', video_changed_keys(source('bronze', 'video_viewing_sessions'), 'session_id'), replaced={'session_date': 'date'}) }}",
         ],
         indexes=[
-            {'columns': ['session_id'], 'unique': true},
+            {'columns': ['session_id']},
             {'columns': ['arrival_date']},
             {'columns': ['session_date']},
             {'columns': ['_built_at']},
