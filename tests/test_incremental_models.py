@@ -13,9 +13,13 @@ from conftest import run_job
 from test_customer_pipeline import add_customer
 from test_softcart_star_schema import sync as sync_softcart
 from test_softcart_weblogs import ingest as ingest_log
+from test_video_pipeline import SESSIONS_DAY1, SESSIONS_DAY2, USERS_DAY1, USERS_DAY2, land, landing  # noqa: F401
+from test_video_pipeline import run as run_video_day
 
+from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.lib.dbt import ALL_TIME, DBT_PROJECT
 from dw_platform.samples import customer as customer_sample
+from dw_platform.samples import sales as sales_sample
 from dw_platform.samples.softcart import access_log, insert_sales, sales_rows, seed_reference_data
 
 CUSTOMER_MODELS = [
@@ -31,11 +35,20 @@ WEB_MODELS = [
     "gold.web_top_paths",
 ]
 SOFTCART_MODELS = ["silver.softcart_sales", "gold.fact_sales", "gold.softcart_sales_monthly"]
+SALES_MODELS = ["silver.sales_cleaned", "gold.sales_daily_summary"]
+VIDEO_MODELS = [
+    "silver.video_users",
+    "silver.video_viewing_sessions",
+    "gold.video_user_engagement",
+    "gold.video_viewing_statistics",
+]
 # Every incremental model of the project, with the test that compares it with a full refresh.
 COVERED = {
     **dict.fromkeys(CUSTOMER_MODELS, "test_customer_models_built_day_by_day_equal_a_full_refresh"),
     **dict.fromkeys(WEB_MODELS, "test_web_traffic_built_file_by_file_equals_a_full_refresh"),
     **dict.fromkeys(SOFTCART_MODELS, "test_softcart_star_schema_built_sync_by_sync_equals_a_full_refresh"),
+    **dict.fromkeys(SALES_MODELS, "test_sales_built_blob_by_blob_equals_a_full_refresh"),
+    **dict.fromkeys(VIDEO_MODELS, "test_video_built_day_by_day_equals_a_full_refresh"),
 }
 
 
@@ -172,6 +185,68 @@ def test_softcart_star_schema_built_sync_by_sync_equals_a_full_refresh(definitio
         "select count(distinct category) from silver.softcart_sales where product_id = 101"
     ).fetchone() == (1,)
     assert_incremental_equals_full_refresh(warehouse, SOFTCART_MODELS)
+
+
+def test_sales_built_blob_by_blob_equals_a_full_refresh(storage, warehouse):
+    from dw_platform.definitions import defs  # after the storage fixture named the container
+
+    day = date(2026, 11, 20)
+    instance = dg.DagsterInstance.ephemeral()
+    job = defs().resolve_job_def("sales_ingest")
+
+    def ingest_blob(name: str, rows: list[list[str]]) -> None:
+        storage.upload(f"incoming/{name}", sales_sample.to_csv(sales_sample.HEADER, rows))
+        instance.add_dynamic_partitions(sales_blobs.name, [name])
+        assert job.execute_in_process(instance=instance, partition_key=name, raise_on_error=False).success
+
+    a = list(sales_sample.rows(20, day))
+    ingest_blob("a.csv", a)
+    # b.csv: new orders; a correction of a.csv's order 5 (the latest load wins), with spaces
+    # around its id (silver's key is the trimmed id); a correction of order 6 to another day.
+    corrected = [" " + a[4][0] + " ", *a[4][1:7], "5", *a[4][8:]]
+    moved = [a[5][0], (day + timedelta(days=3)).isoformat(), *a[5][2:]]
+    ingest_blob("b.csv", [*sales_sample.rows(10, day, seed=5, first_id=101), corrected, moved])
+    # a.csv sent again: orders 15-20 gone (their days lose them), order 3 on a new day; its
+    # order 5 and 6 are now the latest again.
+    again = [r if r[0] != a[2][0] else [r[0], (day + timedelta(days=5)).isoformat(), *r[2:]] for r in a[:14]]
+    ingest_blob("a.csv", again)
+    ingest_blob("c.csv", list(sales_sample.rows(5, day + timedelta(days=1), seed=9, first_id=201)))
+
+    assert warehouse.execute("select count(*) from silver.sales_cleaned").fetchone() == (14 + 10 + 5,)
+    assert warehouse.execute(
+        "select source_blob like '%%a.csv' from silver.sales_cleaned where order_id = %s", (a[4][0],)
+    ).fetchone() == (True,)
+    assert_incremental_equals_full_refresh(warehouse, SALES_MODELS)
+
+
+def test_video_built_day_by_day_equals_a_full_refresh(landing, warehouse):  # noqa: F811
+    day1, day2, day3 = "2026-11-20", "2026-11-21", "2026-11-22"
+    land(landing, day1, USERS_DAY1, SESSIONS_DAY1)
+    # Day 2 corrects S1 to the day before (its day 1 row moves to 2026-11-19).
+    moved = ["S1", "U1", "C1", "mobile", "US", "2026-11-19 23:00:00", "660", "100"]
+    land(landing, day2, USERS_DAY2, [*SESSIONS_DAY2[:1], moved])
+    land(
+        landing,
+        day3,
+        [["U4", "dee@example.com", "fr", "free", "2026-11-22", "2026-11-22T01:00:00+00:00"]],
+        [
+            ["S5", "U4", "C3", "tablet", "fr", "2026-11-22 08:00:00", "120", "20"],
+            ["S6", "U2", "C1", "tv", "de", "2026-11-20 21:00:00", "30", "5"],
+        ],
+    )
+    s1_day = "select session_date from silver.video_viewing_sessions where session_id = 'S1'"
+    for day in (day1, day2, day3):
+        assert run_video_day(day).success, day
+    assert warehouse.execute(s1_day).fetchone() == (date(2026, 11, 19),)
+    # Day 1 sent again after day 3: S3 and U3 gone (S3's day loses it); its S1 is now the latest
+    # load and moves back (2026-11-19 loses it); U2's day 1 row stays older than day 2's.
+    land(landing, day1, USERS_DAY1[:2] + USERS_DAY1[3:], SESSIONS_DAY1[:2])
+    assert run_video_day(day1).success
+
+    assert warehouse.execute("select count(*) from silver.video_viewing_sessions").fetchone() == (5,)
+    assert warehouse.execute("select count(*) from silver.video_users").fetchone() == (3,)
+    assert warehouse.execute(s1_day).fetchone() == (date(2026, 11, 20),)
+    assert_incremental_equals_full_refresh(warehouse, VIDEO_MODELS)
 
 
 def test_every_incremental_model_is_compared_with_a_full_refresh():

@@ -16,9 +16,14 @@
   One incremental model at a time (per `name`) from here to the end of its transaction: a model that
   reads its own table to decide what to replace (an SCD2 dimension, delete+insert on a key) must not
   interleave with the same model of another run. A pre-hook: it runs inside the model's transaction.
+  `reads`: models whose changes this one reads by time (`_built_at`): they cannot commit meanwhile
+  (each statement then sees the same rows of them), while other readers may read them too.
 #}
-{% macro serialize(name) -%}
+{% macro serialize(name, reads=[]) -%}
     select pg_advisory_xact_lock(hashtextextended('dw_platform.dbt.{{ name }}', 0))
+    {%- for model in reads %},
+        pg_advisory_xact_lock_shared(hashtextextended('dw_platform.dbt.{{ model }}', 0))
+    {%- endfor %}
 {%- endmacro %}
 
 {#

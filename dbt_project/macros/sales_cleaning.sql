@@ -14,3 +14,15 @@
 {% macro sales_trim(column) -%}
     regexp_replace({{ column }}, '^[\s\u00a0]+|[\s\u00a0]+$', '', 'g')
 {%- endmacro %}
+
+{#
+  The orders a run of sales_cleaned rebuilds: those of its blobs' rows in bronze, and those whose
+  silver row came from its blobs (a re-loaded blob may no longer hold them).
+#}
+{% macro sales_changed_orders() -%}
+    {%- set blobs = '(select source from (' ~ run_partition_loads('bronze/sales') ~ ') as loads)' -%}
+    select {{ sales_value('order_id') }} as key from {{ source('bronze', 'sales') }}
+    where _bronze_source_file in {{ blobs }}
+    union all
+    select order_id from {{ this }} where source_blob in {{ blobs }}
+{%- endmacro %}

@@ -94,8 +94,21 @@ ROW_HASH = Column("_bronze_row_hash", "text")
 
 
 @dataclass(frozen=True)
+class ExpressionIndex:
+    """An index on an SQL expression over a bronze table's columns, named `<table>_<name>_idx`:
+    for readers that look rows up by a cleaned value (silver's trimmed order_id), which an index
+    on the column cannot answer. The expression must be written as the readers write it."""
+
+    name: str
+    expression: str
+
+
+@dataclass(frozen=True)
 class BronzeTable:
     """A bronze landing table: the source's columns plus the lineage columns.
+
+    `index_columns` and `expression_indexes` are created with the table, and added to a table
+    that lacks them on its next load (once; a plain CREATE INDEX, which holds off writes meanwhile).
 
     `version_key` (business key + modification time) makes the table keep versions: loads append
     only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
@@ -111,6 +124,7 @@ class BronzeTable:
     version_key: tuple[str, ...] = ()
     append_key: str | None = None
     partitions: RangePartitions | None = None
+    expression_indexes: tuple[ExpressionIndex, ...] = ()
 
     def __post_init__(self):
         if self.version_key and self.append_key:
@@ -142,6 +156,13 @@ class BronzeTable:
 
     def table_schema(self) -> dg.TableSchema:
         return dg.TableSchema(columns=[dg.TableColumn(c.name, c.pg_type) for c in self.all_columns])
+
+    def declared_indexes(self) -> list[tuple[str, sql.Composable]]:
+        """(name, indexed column or expression) of `index_columns` and `expression_indexes`."""
+        return [(f"{self.name}_{c.strip('_')}_idx", sql.Identifier(c)) for c in self.index_columns] + [
+            (f"{self.name}_{i.name}_idx", sql.SQL("({})").format(sql.SQL(i.expression)))
+            for i in self.expression_indexes
+        ]
 
 
 @dataclass(frozen=True)
@@ -358,7 +379,7 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         conn.execute(bronze_partitions.DDL_LOCK)
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
-        ledger_ok, table_ok, identity_ok = _bronze_objects_present(conn, table)
+        ledger_ok, table_ok, identity_ok, indexes_ok = _bronze_objects_present(conn, table)
         if not ledger_ok:
             conn.execute(LEDGER_DDL)
         exists = conn.execute("select to_regclass(%s) is not null", (table.ident.as_string(conn),)).fetchone()[0]
@@ -376,6 +397,8 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
             _rehash_versions(conn, table)
         elif table.append_key and not identity_ok:
             _ensure_append_key(conn, table)
+        if exists and table_ok and not indexes_ok:
+            _create_declared_indexes(conn, table)
 
 
 def _create_table(conn: psycopg.Connection, table: BronzeTable) -> None:
@@ -390,12 +413,7 @@ def _create_table(conn: psycopg.Connection, table: BronzeTable) -> None:
 
 def _create_indexes(conn: psycopg.Connection, table: BronzeTable) -> None:
     """The declared indexes and the table's identity: the version index, or the append key's."""
-    for column in table.index_columns:
-        conn.execute(
-            sql.SQL("create index if not exists {} on {} ({})").format(
-                sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
-            )
-        )
+    _create_declared_indexes(conn, table)
     if table.keeps_versions:
         conn.execute(_version_index(table))
     if table.append_key:
@@ -479,27 +497,48 @@ def _version_index(table: BronzeTable) -> sql.Composable:
     )
 
 
+def _create_declared_indexes(conn: psycopg.Connection, table: BronzeTable) -> None:
+    for name, indexed in table.declared_indexes():
+        conn.execute(
+            sql.SQL("create index if not exists {} on {} ({})").format(sql.Identifier(name), table.ident, indexed)
+        )
+
+
 def _version_columns(table: BronzeTable) -> list[str]:
     return ([table.partitions.column] if table.partitions else []) + [ROW_HASH.name]
 
 
-def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool, bool]:
     """(ledger up to date, table exists in its shape — partitioned if it says so —, its identity
     is in place: the version index and current row hash of a version-keeping table, the unique
-    key index and no row hash of an append-by-key table)."""
-    ledger_ok, table_ok, version_index, key_index = conn.execute(
+    key index and no row hash of an append-by-key table; every declared index exists)."""
+    names = [name for name, _ in table.declared_indexes()]
+    ledger_ok, table_ok, version_index, key_index, indexes_ok = conn.execute(
         f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null,"
-        " to_regclass(%s) is not null",
+        " to_regclass(%s) is not null,"
+        " (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        "  where n.nspname = %s and c.relname = any(%s) and c.relkind in ('i', 'I')) = %s",
         (
             table.ident.as_string(conn),
             sql.Identifier(table.schema, _version_index_name(table)).as_string(conn),
             sql.Identifier(table.schema, append_key_index(table)).as_string(conn),
+            table.schema,
+            names,
+            len(names),
         ),
     ).fetchone()
+    identity_ok = _identity_present(conn, table, ledger_ok, table_ok, version_index, key_index)
+    return ledger_ok, identity_ok[0], identity_ok[1], indexes_ok
+
+
+def _identity_present(
+    conn: psycopg.Connection, table: BronzeTable, ledger_ok: bool, table_ok: bool, version_index: bool, key_index: bool
+) -> tuple[bool, bool]:
+    """(table exists in its shape, its identity is in place) for `_bronze_objects_present`."""
     if not table_ok:
-        return ledger_ok, False, False
+        return False, False
     if table.partitions and not bronze_partitions.is_partitioned(conn, table.schema, table.name):
-        return ledger_ok, False, False
+        return False, False
     if table.keeps_versions:
         rehashed = (
             ledger_ok
@@ -508,10 +547,10 @@ def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tup
                 (table.qualified_name, HASH_MIGRATION),
             ).fetchone()[0]
         )
-        return ledger_ok, True, version_index and rehashed
+        return True, version_index and rehashed
     if table.append_key:
-        return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
-    return ledger_ok, True, True
+        return True, key_index and not _has_column(conn, table, ROW_HASH.name)
+    return True, True
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:

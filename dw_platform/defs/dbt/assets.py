@@ -2,11 +2,12 @@
 (seeds, silver, gold, their tests) in one `dbt build`.
 
 Models tagged `customer_daily` (the customer silver and gold, incremental) are partitioned like
-the bronze they read and replace only what their window changed; the web traffic models are
-incremental by access-log file (the run's partition reaches dbt as DW_PARTITION_KEYS); the rest
-is unpartitioned and rebuilt whole. One multi-asset rather than one per materialization: a run
-builds its seeds, silver, gold and tests in ONE dbt invocation (each invocation costs seconds of
-start-up), and the translator gives each model its own partitions. Run config `full_refresh`
+the bronze they read and replace only what their window changed; the web traffic, sales and
+video models are incremental by access-log file, blob or arrival day (the run's partition reaches
+dbt as DW_PARTITION_KEYS; docs/operations/history-and-backfills.md says which model rebuilds
+what). One multi-asset rather than one per materialization: a run builds its seeds, silver,
+gold and tests in ONE dbt invocation (each invocation costs seconds of start-up), and the
+translator gives each model its own partitions. Run config `full_refresh`
 rebuilds the incremental models from all of bronze.
 dbt tests become asset checks; an error-severity failure stops dbt building what depends on it.
 Every model follows its upstream (declarative automation, `dw_platform.lib.dbt.follows_upstream`).

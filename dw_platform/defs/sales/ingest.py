@@ -21,7 +21,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dw_platform.lib.bronze import BronzeTable, Column
+from dw_platform.lib.bronze import BronzeTable, Column, ExpressionIndex
 from dw_platform.lib.crypto import Cipher
 from dw_platform.lib.csv_stream import CsvFormatError, CsvReader, CsvSchema, Rejected, count_records
 from dw_platform.lib.fernet_batch import encrypt_columns
@@ -29,12 +29,21 @@ from dw_platform.lib.fernet_batch import encrypt_columns
 SCHEMA = CsvSchema.from_yaml(Path(__file__).with_name("schema.yaml"))
 
 
+# Silver's order key: order_id trimmed of whitespace, NBSP too (dbt macro sales_trim, written the
+# same way so that the index answers silver's lookups of an order's rows in every blob).
+ORDER_KEY = ExpressionIndex("order_key", r"regexp_replace(order_id, '^[\s\u00a0]+|[\s\u00a0]+$', '', 'g')")
+
+
 def bronze_table(schema: CsvSchema = SCHEMA) -> BronzeTable:
     """Every source column is text (values as they arrived; silver types them), plus the line."""
     table_schema, name = schema.table.split(".")
     columns = tuple(Column(c.name, "text") for c in schema.columns)
     return BronzeTable(
-        table_schema, name, (*columns, Column("source_line", "bigint")), index_columns=("_bronze_source_file",)
+        table_schema,
+        name,
+        (*columns, Column("source_line", "bigint")),
+        index_columns=("_bronze_source_file",),
+        expression_indexes=(ORDER_KEY,),
     )
 
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from dw_platform.defs.video.partitions import FAILED, landed_path
-from dw_platform.lib.bronze import BronzeTable, Column, ensure_bronze_objects
+from dw_platform.lib.bronze import BronzeTable, Column, ExpressionIndex, ensure_bronze_objects
 from dw_platform.lib.compression import FORMATS, decompressed
 from dw_platform.lib.csv_stream import CsvReader, CsvSchema
 from dw_platform.lib.json_flatten import DocumentError, TableShape, flatten
@@ -70,18 +70,26 @@ create table if not exists bronze.video_schema_changes (
 """
 
 
-def csv_table(schema: CsvSchema) -> BronzeTable:
+def key_index(column: str) -> ExpressionIndex:
+    """Silver keeps the latest row per trimmed key, and a run rebuilds the keys its days touched
+    from every day's rows of them: looked up by `btrim(key)`."""
+    return ExpressionIndex(f"{column}_key", f"btrim({column})")
+
+
+def csv_table(schema: CsvSchema, key: str) -> BronzeTable:
     table_schema, name = schema.table.split(".")
     columns = (
         *(Column(c.name, "text") for c in schema.columns),
         Column("arrival_date", "date"),
         Column("source_line", "bigint"),
     )
-    return BronzeTable(table_schema, name, columns, index_columns=("arrival_date",))
+    return BronzeTable(
+        table_schema, name, columns, index_columns=("arrival_date",), expression_indexes=(key_index(key),)
+    )
 
 
-USERS = csv_table(USERS_SCHEMA)
-SESSIONS = csv_table(SESSIONS_SCHEMA)
+USERS = csv_table(USERS_SCHEMA, "user_id")
+SESSIONS = csv_table(SESSIONS_SCHEMA, "session_id")
 
 
 def day_file(zone: Landing, day: str, file_name: str) -> LandedFile | None:

@@ -15,7 +15,8 @@ video_daily_job = dg.define_asset_job(
     - dg.AssetSelection.checks(*WATCH_CHECKS),
     partitions_def=video_daily,
     description="Load one arrival day of users, viewing sessions and content metadata into bronze, then the "
-    "video silver and gold models (rebuilt from all days) and their dbt tests.",
+    "video silver and gold models (users, sessions and their gold rebuilt for that day's keys and session days; a "
+    "range of days rebuilds every day) and their dbt tests.",
     # A day's load replaces itself, so retrying is safe; bad files and failing dbt tests are not retried.
     op_retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )

@@ -7,13 +7,34 @@
 --   total_amount: quantity * unit_price, rounded to cents
 -- Sensitive columns stay Fernet tokens (cleaned before encryption by the rules declared in
 -- dw_platform/defs/sales/schema.yaml); dbt never sees the keys.
-{{ config(materialized='table', indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['order_date']}]) }}
+-- Incremental by blob (the run's partition, DW_PARTITION_KEYS): the orders of the run's blobs, and
+-- those whose row came from them, are rebuilt from every blob's rows of them (macros/changed_keys.sql;
+-- bronze's index on the trimmed order_id, dw_platform/defs/sales/ingest.py ORDER_KEY).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook=[
+            "{{ serialize('sales_cleaned') }}",
+            "{{ replace_changed_keys('order_id', sales_changed_orders(), replaced={'order_date': 'date'}) }}",
+        ],
+        indexes=[
+            {'columns': ['order_id'], 'unique': true},
+            {'columns': ['order_date']},
+            {'columns': ['source_blob']},
+            {'columns': ['_built_at']},
+        ],
+    )
+}}
 
 with
 
 source as (
 
     select * from {{ source('bronze', 'sales') }}
+    {% if is_incremental() %}
+    where {{ sales_trim('order_id') }} in (select key from {{ changed_keys() }})
+    {% endif %}
 
 ),
 
@@ -62,5 +83,6 @@ derived as (
 
 select
     order_id, order_date, customer_email_encrypted, customer_name_encrypted, product, category, region,
-    quantity, unit_price, currency, total_amount, source_blob, source_line, loaded_at, batch_id
+    quantity, unit_price, currency, total_amount, source_blob, source_line, loaded_at, batch_id,
+    clock_timestamp() as _built_at
 from derived

@@ -1,13 +1,34 @@
 -- One row per user: the latest version wins (updated_at, then the newest load, then the
 -- later line). Dates typed, categories normalized; missing values made explicit:
 -- country and subscription tier 'unknown', email and dates null.
-{{ config(materialized='table', pre_hook="{{ create_video_safe_casts() }}") }}
+-- Incremental by arrival day (a one-day run's DW_PARTITION_KEYS; every day otherwise): the users of
+-- the run's days' rows, and those whose row arrived on them, are rebuilt from every day's rows of
+-- them (macros/changed_keys.sql, macros/video_window.sql).
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook=[
+            "{{ serialize('video_users') }}",
+            "{{ create_video_safe_casts() }}",
+            "{{ replace_changed_keys('user_id', video_changed_keys(source('bronze', 'video_users'), 'user_id')) }}",
+        ],
+        indexes=[
+            {'columns': ['user_id']},
+            {'columns': ['arrival_date']},
+            {'columns': ['_built_at']},
+        ],
+    )
+}}
 
 with
 
 source as (
 
     select * from {{ source('bronze', 'video_users') }}
+    {% if is_incremental() %}
+    where btrim(user_id) in (select key from {{ changed_keys() }})
+    {% endif %}
 
 ),
 
@@ -49,6 +70,6 @@ ranked as (
 
 select
     user_id, email, country_code, subscription_tier, signup_date, updated_at, arrival_date, source_file, source_line,
-    loaded_at
+    loaded_at, clock_timestamp() as _built_at
 from ranked
 where version_rank = 1
