@@ -235,21 +235,32 @@ class DagsterDev(NamedTuple):
 
 
 @pytest.fixture
-def dagster_dev(databases, tmp_path, monkeypatch):
-    """`dagster dev` (webserver, daemon, code server) on the session's services, this test's
-    databases and a Dagster instance of its own (runs, sensor states), as a user runs it; yields
-    a GraphQL client, the instance and the UI's address. Stopped afterwards."""
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    from dagster_graphql import DagsterGraphQLClient
-
+def dagster_instance(databases, monkeypatch) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of the test's own (runs, event log, sensor states) in a database of its
+    own on the session's PostgreSQL, named in DAGSTER_PG_URL so child processes use it too."""
     instance_db = f"dg_{uuid.uuid4().hex[:8]}"
     with embedded.admin_connection("postgres") as conn:
         conn.execute(f'create database "{instance_db}" owner {embedded.PIPELINE_ROLE}')
     monkeypatch.setenv("DAGSTER_PG_URL", os.environ["DAGSTER_PG_URL"].replace("/dagster?", f"/{instance_db}?"))
+    instance = dg.DagsterInstance.get()
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+        with embedded.admin_connection("postgres") as conn:
+            conn.execute(f'drop database if exists "{instance_db}" with (force)')
+
+
+@pytest.fixture
+def dagster_dev(dagster_instance, tmp_path):
+    """`dagster dev` (webserver, daemon, code server) on the session's services, this test's
+    databases and Dagster instance, as a user runs it; yields a GraphQL client, the instance and
+    the UI's address. Stopped afterwards."""
+    import socket
+    import sys
+
+    from dagster_graphql import DagsterGraphQLClient
+
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -286,17 +297,13 @@ def dagster_dev(databases, tmp_path, monkeypatch):
                     f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}"
                 ) from None
             time.sleep(0.5)
-    instance = dg.DagsterInstance.get()
     try:
-        yield DagsterDev(client, instance, f"http://127.0.0.1:{port}")
+        yield DagsterDev(client, dagster_instance, f"http://127.0.0.1:{port}")
     finally:
         # The whole process group: a code server can outlive `dagster dev` (and hold ~350 MB and
         # its CPU share through the tests that follow).
         embedded.stop_process(process, grace_s=60, group=True)
         log.close()
-        instance.dispose()
-        with embedded.admin_connection("postgres") as conn:
-            conn.execute(f'drop database if exists "{instance_db}" with (force)')
 
 
 @pytest.fixture

@@ -109,9 +109,15 @@ def follows_upstream() -> dg.AutomationCondition:
     upstream partition it reads was updated (a fresh bronze partition -> its silver partition and
     the gold tables on silver), once every upstream holds data. A table built on a partitioned
     parent waits for some partition of it, not for all (most days of a daily source may be empty).
-    A run that updates the parent and the model together (a domain job) triggers nothing more."""
+    A run that updates the parent and the model together (a domain job) triggers nothing more,
+    and nothing waits for or repeats what a queued or running run will build.
+
+    A dbt seed (kind `seed`, a reference list) rebuilt is not an update: every domain job rebuilds
+    its seeds, so each run would otherwise rebuild every other partition built on them. A changed
+    seed is a code change: rebuild what reads it with its domain job."""
+    updated = dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.kind("seed"))
     return (
-        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        (dg.AutomationCondition.newly_missing() | updated).since_last_handled()
         & dg.AutomationCondition.all_deps_match(~dg.AutomationCondition.missing())
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()

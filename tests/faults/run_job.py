@@ -1,5 +1,6 @@
-"""Child process of the fault tests: run one job of the code location for one partition on the
-instance in DAGSTER_HOME, as a run worker would. Usage: run_job.py <job> <partition key> <tags JSON>."""
+"""Child process of the fault and automation tests: run one job of the code location for one
+partition on the instance in DAGSTER_HOME, as a run worker would. Usage: run_job.py <job>
+<partition key> <tags JSON>; an empty partition key runs the range the tags name."""
 
 import json
 import sys
@@ -14,6 +15,6 @@ if __name__ == "__main__":
         result = (
             defs()
             .resolve_job_def(job)
-            .execute_in_process(instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False)
+            .execute_in_process(instance=instance, partition_key=partition_key or None, tags=tags, raise_on_error=False)
         )
     sys.exit(0 if result.success else 1)
