@@ -182,6 +182,20 @@ def lakehouse(replication_source, warehouse):
     return lakehouse_from_env()
 
 
+def assert_column_lineage(result: dg.ExecuteInProcessResult) -> None:
+    """Every dbt model the run built carries column lineage (`dagster/column_lineage`) tracing its
+    columns to the upstream assets' columns they are computed from."""
+    lineage = {
+        m.asset_key.to_user_string(): m.metadata.get("dagster/column_lineage")
+        for e in result.get_asset_materialization_events()
+        for m in [e.materialization]
+        if str(getattr(m.metadata.get("unique_id"), "value", "")).startswith("model.")
+    }
+    assert lineage, "the run built no dbt model"
+    untraced = [key for key, value in lineage.items() if not value or not any(value.value.deps_by_column.values())]
+    assert not untraced, f"dbt models without column lineage: {untraced}"
+
+
 def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None) -> dg.ExecuteInProcessResult:
     """The replication discovery job, then the bulk load of every partition as one run."""
     discovered = defs.resolve_job_def("replication_discover").execute_in_process(instance=instance)

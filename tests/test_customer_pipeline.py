@@ -6,7 +6,7 @@ from datetime import date, datetime
 
 import dagster as dg
 import pytest
-from conftest import run_job, warehouse_from_env
+from conftest import assert_column_lineage, run_job, warehouse_from_env
 
 from dw_platform.defs.customer.assets import customer_profile_raw
 from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
@@ -104,6 +104,7 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
     assert dim["dagster/row_count"].value == 3
     columns = {c.name: c.type for c in dim["dagster/column_schema"].value.columns}
     assert columns["valid_from"].startswith("timestamp") and columns["customer_id"] == "integer"
+    assert_column_lineage(result)
     email_from = dim["dagster/column_lineage"].value.deps_by_column["email"]
     assert (dg.AssetKey(["silver", "customer_profile_standardized"]), "email") in {
         (dep.asset_key, dep.column_name) for dep in email_from

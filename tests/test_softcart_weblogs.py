@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
+from conftest import assert_column_lineage
 
 from dw_platform.defs.softcart.checks import web_access_log_lines_reconcile_with_file
 from dw_platform.defs.softcart.partitions import weblog_files
@@ -133,7 +134,9 @@ def test_silver_is_typed_and_gold_counts_traffic_per_day_and_hour(weblogs, defin
     ]
     weblogs.put("incoming/typed.log", "\n".join(lines).encode())
 
-    assert ingest(definitions, "typed.log", whole_job=True).success
+    result = ingest(definitions, "typed.log", whole_job=True)
+    assert result.success
+    assert_column_lineage(result)
 
     rows = warehouse.execute(
         "select host(client_ip), client, remote_user, requested_at, status, bytes_sent, user_agent, is_bot, is_error,"

@@ -21,6 +21,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
 
+from dw_platform.lib.dbt_lineage import with_column_lineage
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -310,14 +311,21 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
     window = partition_window(context)
     env = window_env(window) if window else ALL_TIME
     context.log.info(f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}")
-    # Typed columns and column-level lineage of every table built, fetched by dagster-dbt as it
-    # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
-    # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
+    # Typed columns of every table built, fetched by dagster-dbt as it finishes; column lineage
+    # (lib/dbt_lineage.py) and row count on one connection here (dagster-dbt's fetch_row_counts
+    # connects once per table, from a thread of its own: ~3 s of a one-partition run here).
     with warehouse.connect() as conn:
         with environment(env):
             invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
-        for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
+
+        def asset_key_of(unique_id: str) -> dg.AssetKey:
+            return invocation.dagster_dbt_translator.get_asset_spec(invocation.manifest, unique_id, DBT_PROJECT).key
+
+        for event in invocation.stream().fetch_column_metadata(with_column_lineage=False):
             if isinstance(event, dg.Output):
+                event = with_column_lineage(
+                    event, conn, invocation.manifest, invocation.target_path, asset_key_of, context.log.warning
+                )
                 event = _with_row_count(conn, invocation.manifest, event)
                 if window:
                     _record_partition_rows(context, conn, invocation.manifest, event)
