@@ -9,13 +9,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from psycopg import sql
 
 from dw_platform.devenv import embedded
+from dw_platform.devenv.console import port_taken
 from dw_platform.lib.warehouse import server_connection
+
+HOST = "127.0.0.1"  # the UI listens on this machine only
+UI_START_TIMEOUT_S = 300
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +57,15 @@ def parser() -> argparse.ArgumentParser:
         "dev",
         help="start the Dagster UI and daemon on the same services",
         description="The Dagster webserver, daemon (schedules, sensors, automation) and code server, "
-        "on the embedded services or the configured servers. Ctrl-C stops everything.",
+        "on the embedded services or the configured servers. The console shows warnings and errors; "
+        "everything Dagster and its runs print goes to .dw/logs/dev-<time>.log. Ctrl-C stops everything.",
     )
-    dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=3000,
+        help="port of the UI on 127.0.0.1 (default: %(default)s; `make dev PORT=3001`); dw dev stops at once if it is taken",
+    )
     sql = sub.add_parser(
         "sql",
         help="open psql on the warehouse (starting the embedded services if needed)",
@@ -86,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "dev" and port_taken(HOST, args.port):  # before anything starts
+        print(
+            f"dw dev: port {args.port} on {HOST} is already in use (another `make dev`, or another program), "
+            f"so the Dagster UI cannot start there. Stop what holds it, or choose another port: "
+            f"make dev PORT={args.port + 1} (or dw dev --port {args.port + 1}).",
+            file=sys.stderr,
+        )
+        return 2
     with embedded.services() as embedded_in_use:
         if args.command == "rotate-keys":
             return rotate_keys(args.domain)
@@ -99,37 +118,65 @@ def run(args: argparse.Namespace) -> int:
         prepare_dbt()
         if args.command == "demo":
             return demo(embedded_in_use)
-        # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
-        workspace = embedded.PROJECT_ROOT / "workspace.yaml"
-        # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
-        # stop together, in order, before the embedded services do. Warnings and errors only: at
-        # info the daemon logs two lines per sensor tick (every 30 s) even when there is nothing to do.
-        dagster_dev = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(args.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=os.environ["DAGSTER_HOME"],
-            start_new_session=True,
-        )
-        print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
+        return dev(args.port)
+
+
+def dev(port: int) -> int:
+    """`dagster dev` on 127.0.0.1:`port` with the code location; its output (and its runs') goes
+    to a log file, warnings and errors to the console (dw_platform/devenv/console.py)."""
+    from dw_platform.devenv import console
+
+    log_path = embedded.state_dir() / "logs" / f"dev-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
+    # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers stop
+    # together, in order, before the embedded services do. At info the daemon logs two lines per
+    # sensor tick (every 30 s) even when there is nothing to do: warnings and errors only.
+    dagster_dev = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(embedded.PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=os.environ["DAGSTER_HOME"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    with open(log_path, "ab") as log:
+        output = console.start_splitting(dagster_dev.stdout, log, sys.stderr)
         try:
+            deadline = time.monotonic() + UI_START_TIMEOUT_S
+            while not console.answers(HOST, port):
+                if dagster_dev.poll() is not None:
+                    output.join(timeout=5)
+                    print(f"dw dev: Dagster stopped before the UI came up; its output: {log_path}", file=sys.stderr)
+                    return dagster_dev.returncode or 1
+                if time.monotonic() > deadline:
+                    print(f"dw dev: no UI on port {port} after {UI_START_TIMEOUT_S} s; see {log_path}", file=sys.stderr)
+                    return 1
+                time.sleep(0.5)
+            print(
+                f"dw dev: Dagster UI at http://{HOST}:{port} (Ctrl-C stops). Warnings and errors show here; "
+                f"everything, runs included, in {log_path} (and each run's logs in the UI).",
+                file=sys.stderr,
+            )
             return dagster_dev.wait()
         except (KeyboardInterrupt, SystemExit):
             print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
             return 0
         finally:
             embedded.stop_process(dagster_dev, grace_s=30, group=True)
+            output.join(timeout=5)
 
 
 def prepare_dbt() -> None:
