@@ -176,11 +176,19 @@ def test_a_date_range_backfills_in_one_run_and_keeps_the_window_end_exclusive(de
     assert warehouse.execute("select partition_key, rows_loaded from bronze.batch_ledger").fetchall() == [
         ("2026-11-10...2026-11-11", 5)
     ]
-    # Each partition of the range shows its own row count, not the range's total.
+    # Each partition of the range shows its own rows beside the whole table's.
     for asset in ("bronze/customer_profile_raw", "silver/customer_profile_standardized"):
-        assert metadata_of(result, asset, "2026-11-10")["dagster/row_count"].value == 3, asset
-        assert metadata_of(result, asset, "2026-11-11")["dagster/row_count"].value == 2, asset
+        for day, rows in (("2026-11-10", 3), ("2026-11-11", 2)):
+            metadata = metadata_of(result, asset, day)
+            assert metadata["dagster/partition_row_count"].value == rows, asset
+            assert metadata["dagster/row_count"].value == 5, asset
     assert metadata_of(result, "bronze/customer_profile_raw", "2026-11-11")["rows_loaded"].value == 2
+
+    # A day without changes: nothing in its partition, and the table still holds its rows.
+    empty = run_job(definitions, date(2026, 11, 15))
+    for asset in ("bronze/customer_profile_raw", "silver/customer_profile_standardized"):
+        metadata = metadata_of(empty, asset, "2026-11-15")
+        assert (metadata["dagster/partition_row_count"].value, metadata["dagster/row_count"].value) == (0, 5), asset
 
 
 def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, crm, warehouse):

@@ -24,6 +24,7 @@ from dw_platform.lib.webhook import AlertWebhook
 from dw_platform.replication import cdc, schema_changes
 from dw_platform.replication.bulk import BulkLoad, is_transient, one_line
 from dw_platform.replication.capture import CaptureResult
+from dw_platform.replication.eventlog import CDC_EVENTS
 from dw_platform.replication.extractors import extractor_for
 from dw_platform.replication.iceberg import LINEAGE_COLUMNS
 from dw_platform.replication.sources import SourceConfig, load_sources
@@ -178,6 +179,7 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
         key=cdc_events_key(source.name),
         **asset_attributes("replication"),
         kinds={"postgres", source.engine},
+        metadata={"dagster/column_schema": CDC_EVENTS.table_schema(), "dagster/table_name": "bronze.cdc_events"},
         description=(
             f"The Debezium-shaped change event log of `{source.name}` in bronze.cdc_events (one topic per "
             f"table, {source.name}.<schema>.<table>). A run captures the slot's pending changes into it, "

@@ -12,6 +12,7 @@ from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -88,6 +89,7 @@ def sales(
                 log=context.log.info,
                 after_copy=parsed.write_quarantine,
             )
+            rows = partition_and_table_rows(conn, SALES.qualified_name, result.rows_loaded)
     except dg.Failure as failure:
         if not bad_file(failure):
             raise
@@ -120,6 +122,7 @@ def sales(
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
+            **rows,
             "blob": blob.name,
             "etag": blob.etag,
             "rows_quarantined": parsed.rows_quarantined,

@@ -27,6 +27,7 @@ from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -245,6 +246,7 @@ def web_access_log(
             log=context.log.info,
             after_copy=parsed.write_quarantine,
         )
+        rows = partition_and_table_rows(conn, WEB_ACCESS_LOG.qualified_name, result.rows_loaded)
     archived = archive_path(key)
     if incoming:  # committed: now (and only now) the file leaves incoming/
         try:
@@ -259,6 +261,7 @@ def web_access_log(
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
+            **rows,
             "source_file": source,
             "lines": parsed.lines,
             "lines_quarantined": parsed.lines_quarantined,

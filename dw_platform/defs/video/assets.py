@@ -31,6 +31,7 @@ from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandingZone
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 
@@ -75,10 +76,12 @@ def _load_csv(
             if isinstance(failure.__cause__, CsvFormatError):
                 failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
             raise failure
+        rows = partition_and_table_rows(conn, table.qualified_name, result.rows_loaded)
     context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
+            **rows,
             "source_file": found.uri,
             "data_lines": parsed.data_lines,
             "rows_quarantined": len(parsed.quarantine.rows),
@@ -238,7 +241,13 @@ def content(
             video_documents,
             context.log.info,
         )
-        array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
+        rows = partition_and_table_rows(conn, "bronze.content", result.rows_loaded)
+        array_rows = {
+            field: partition_and_table_rows(
+                conn, f"bronze.content_{field}", _rows_of_day(conn, f"content_{field}", arrival_date)
+            )
+            for field in CONTENT_ARRAYS
+        }
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
@@ -252,6 +261,7 @@ def content(
         asset_key=["bronze", "content"],
         metadata={
             **result.metadata(),
+            **rows,
             "source_file": found.uri,
             "documents_quarantined": len(parsed.quarantine.rows),
             "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
@@ -259,11 +269,11 @@ def content(
             "raw_documents": raw_target,
         },
     )
-    for field, rows in array_rows.items():
+    for field, counts in array_rows.items():
         yield dg.MaterializeResult(
             asset_key=["bronze", f"content_{field}"],
             metadata={
-                "dagster/row_count": rows,
+                **counts,
                 "dagster/table_name": f"bronze.content_{field}",
                 "source_file": found.uri,
                 "batch_id": str(result.batch_id),
