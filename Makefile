@@ -1,5 +1,5 @@
 # The commands README promises. Each installs what it needs first (scripts/bootstrap.sh).
-.PHONY: setup lock demo test dev docs bench bench-sales bench-softcart bench-replication bench-replication-cdc clean
+.PHONY: setup lock demo test dev docs bench bench-sales bench-softcart bench-replication bench-replication-cdc bench-history bench-cluster clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -46,6 +46,16 @@ bench-replication: setup
 # 200,000 changes captured and applied with the CDC sensor running in the Dagster daemon.
 bench-replication-cdc: setup
 	.venv/bin/python -m benchmarks.bench_replication_cdc $(ARGS)
+
+# One customer day's whole job on 30 days vs 5 years of history (10,000 changed customers a day),
+# side by side, after each history was backfilled as one run (the 5-year backfill's rows/s and peak
+# RSS). ARGS="--years 1 --repeat 1" for a shorter run; the warehouses are kept (--rebuild starts over).
+bench-history: setup
+	.venv/bin/python -m benchmarks.bench_history $(ARGS)
+# A burst of 20 sales blobs and a 7-day customer backfill in process, on 1 and on 2 Celery
+# workers, side by side, with each process's CPU.
+bench-cluster: setup
+	.venv/bin/python -m benchmarks.bench_cluster $(ARGS)
 
 # Removes the embedded servers' state (.dw/); stop `make dev` first.
 clean:

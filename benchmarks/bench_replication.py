@@ -75,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def seed(table: str, rows: int) -> None:
-    import psycopg
+    """The table, created and filled by the source's owner (the pipeline's role only reads it)."""
+    from dw_platform.devenv import embedded
+    from dw_platform.replication.sources import load_sources
 
-    url = os.environ["DW_REPLICATION_SOURCE_URL"]
-    admin = url.replace(f"/{DATABASE}?", "/postgres?")
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         if not conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
             conn.execute(f'create database "{DATABASE}"')
-    with psycopg.connect(url, autocommit=True) as conn:
+    with embedded.source_admin_connection(DATABASE) as conn:
+        embedded.grant_replication_reads(conn, load_sources()["source_app"].publication)
         conn.execute(f"""create table if not exists {table} (
             id bigint primary key, customer_id integer, amount numeric(12,2), status text,
             created_at timestamptz, note text, quantity integer, price double precision)""")

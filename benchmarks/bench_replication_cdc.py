@@ -104,16 +104,20 @@ def warehouse_wal() -> int:
 
 
 def connect(database: str = DATABASE):
-    import psycopg
+    """The source as its owner (the workload plays the application; the pipeline's role only reads)."""
+    from dw_platform.devenv import embedded
 
-    url = os.environ["DW_REPLICATION_SOURCE_URL"]
-    return psycopg.connect(url.replace(f"/{DATABASE}?", f"/{database}?"), autocommit=True)
+    return embedded.source_admin_connection(database)
 
 
 def seed() -> None:
+    from dw_platform.devenv import embedded
+    from dw_platform.replication.sources import load_sources
+
     with connect("postgres") as conn:
         conn.execute(f'create database "{DATABASE}"')
     with connect() as conn:
+        embedded.grant_replication_reads(conn, load_sources()["source_app"].publication)
         conn.execute("""
             create table accounts (id bigint primary key, owner text not null, balance numeric(14,2),
                 status text, updated_at timestamptz not null, note text);

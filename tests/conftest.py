@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import dagster as dg
+import hypothesis  # noqa: F401  (imported now: see below)
 import psycopg
 import pytest
 
@@ -24,6 +25,13 @@ from dw_platform.lib.warehouse import server_connection
 
 if TYPE_CHECKING:
     from dagster_graphql import DagsterGraphQLClient
+
+    from dw_platform.devenv.supervisor import DevStack
+
+# hypothesis is imported above, at the start of every session: otherwise its pytest plugin imports
+# it at the end of a session that ran no fuzz test, where pytest's assertion rewriting compiles it,
+# and a CPython 3.11.7 bug (gh-106905, fixed in 3.11.8) was seen to fail that compile ("SystemError:
+# AST constructor recursion depth mismatch") after every test had passed.
 
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
 
@@ -55,7 +63,7 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
         conn.execute('drop database if exists "warehouse" with (force)')
         # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
         conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
-        conn.execute(f'create database "{names["source"]}"')
+    embedded.create_source_database(names["source"])
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",
@@ -138,22 +146,24 @@ def storage(server, monkeypatch):
 @pytest.fixture
 def replication_source(server, databases, monkeypatch, tmp_path) -> Iterator[psycopg.Connection]:
     """A fresh database on the session's logical-decoding source server (see embedded.py), with
-    its own slot and publication names and lakehouse folder, wired into the environment; yields an
-    admin connection to it. Slots left in it are dropped with it."""
+    its own slot and publication names and lakehouse folder, readable by the replication role as a
+    DBA would set it up, wired into the environment; yields a superuser connection to it (the
+    pipeline only reads it). Slots left in it are dropped with it."""
     from urllib.parse import urlsplit, urlunsplit
 
     name = f"app_{uuid.uuid4().hex[:8]}"
-    admin_url = server["DW_REPLICATION_SOURCE_URL"]
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute(f'create database "{name}"')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+    with embedded.source_admin_connection(name) as conn:
+        embedded.grant_replication_reads(conn, f"dw_{name}")
+    url = urlunsplit(urlsplit(server["DW_REPLICATION_SOURCE_URL"])._replace(path=f"/{name}"))
     monkeypatch.setenv("DW_REPLICATION_SOURCE_URL", url)
     monkeypatch.setenv("DW_REPLICATION_SLOT", f"dw_{name}")
     monkeypatch.setenv("DW_REPLICATION_PUBLICATION", f"dw_{name}")
     monkeypatch.setenv("DW_LAKEHOUSE_PATH", (tmp_path / "lakehouse").as_uri())
-    with psycopg.connect(url, autocommit=True) as conn:
+    with embedded.source_admin_connection(name) as conn:
         yield conn
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with embedded.source_admin_connection("postgres") as conn:
         conn.execute("select pg_terminate_backend(active_pid) from pg_replication_slots where database = %s", (name,))
         for _ in range(50):  # a terminated backend lets go of its slot a moment later
             try:
@@ -209,6 +219,41 @@ def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None
     )
 
 
+def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
+    """Every completed table of source_app compared with its source table (rows and content hash)."""
+    from dw_platform.replication.sources import load_sources
+    from dw_platform.replication.status import ReplicationMeta
+    from dw_platform.replication.validate import compare_table
+
+    source = load_sources()["source_app"]
+    statuses = ReplicationMeta(lakehouse, "source_app").statuses()
+    return {
+        k: compare_table(source, lakehouse, k, s)
+        for k, s in statuses.items()
+        if s["status"] == "completed" and (keys is None or k in keys)
+    }
+
+
+def all_equal(lakehouse) -> bool:
+    compared = equal_to_source(lakehouse)
+    assert compared and all(c["match"] for c in compared.values()), compared
+    return True
+
+
+def sources_file(tmp_path, monkeypatch, **settings) -> None:
+    """Use the default sources.yaml with some settings replaced."""
+    import re
+
+    from dw_platform.replication.sources import DEFAULT_FILE
+
+    text = DEFAULT_FILE.read_text()
+    for name, value in settings.items():
+        text = re.sub(rf"^(    {name}:).*$", rf"\g<1> {value}", text, flags=re.M)
+    path = tmp_path / "sources.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
+
+
 def materialized(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     """Materialization metadata by partition."""
     return {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()}
@@ -246,6 +291,7 @@ class DagsterDev(NamedTuple):
     client: "DagsterGraphQLClient"
     instance: dg.DagsterInstance
     url: str
+    stack: "DevStack"
 
 
 @pytest.fixture
@@ -267,57 +313,31 @@ def dagster_instance(databases, monkeypatch) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def dagster_dev(dagster_instance, tmp_path):
-    """`dagster dev` (webserver, daemon, code server) on the session's services, this test's
-    databases and Dagster instance, as a user runs it; yields a GraphQL client, the instance and
-    the UI's address. Stopped afterwards."""
+    """What `dw dev` runs (webserver, daemon, the supervised code server) on the session's
+    services, this test's databases and Dagster instance, as a user runs it; yields a GraphQL
+    client, the instance, the UI's address and the stack (its processes). Stopped afterwards."""
     import socket
-    import sys
 
     from dagster_graphql import DagsterGraphQLClient
+
+    from dw_platform.devenv import supervisor
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = open(tmp_path / "dagster_dev.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(embedded.PROJECT_ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=os.environ["DAGSTER_HOME"],
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                raise RuntimeError(
-                    f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}"
-                ) from None
-            time.sleep(0.5)
-    try:
-        yield DagsterDev(client, dagster_instance, f"http://127.0.0.1:{port}")
-    finally:
-        # The whole process group: a code server can outlive `dagster dev` (and hold ~350 MB and
-        # its CPU share through the tests that follow).
-        embedded.stop_process(process, grace_s=60, group=True)
-        log.close()
+    log_path = tmp_path / "dagster_dev.log"
+    with open(log_path, "w") as log, supervisor.dagster_dev(port, embedded_postgres=True, output=log) as stack:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if stack.dagster_dev.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dagster dev did not start: {log_path.read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        yield DagsterDev(client, dagster_instance, f"http://127.0.0.1:{port}", stack)
 
 
 @pytest.fixture

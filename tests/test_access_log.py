@@ -5,12 +5,13 @@ import gzip
 import pytest
 
 from dw_platform.lib.access_log import FIELDS, BadLine, count_lines, parse
-from dw_platform.lib.landing import gunzip_chunks, gzip_chunks
+from dw_platform.lib.compression import CompressionError, decompressed
+from dw_platform.lib.landing import gzip_chunks
 
 
-def parsed(data: bytes, chunk: int = 1 << 20) -> list:
+def parsed(data: bytes, chunk: int = 1 << 20, **options) -> list:
     chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
-    return [row for batch in parse(chunks) for row in batch]
+    return [row for batch in parse(chunks, **options) for row in batch]
 
 
 def fields(row: tuple) -> dict:
@@ -139,16 +140,46 @@ def test_crlf_line_ends_a_missing_final_newline_and_lines_split_across_chunks_pa
             "unexpected text after the size (neither Common nor Combined Log Format)",
         ),
         (b"", "empty line"),
-        (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xff HTTP/1.1" 200 1', "not UTF-8 (byte 50)"),
-        (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\x00 HTTP/1.1" 200 1', "NUL byte in the line"),
+        (b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xff HTTP/1.1" 200 1', "not UTF-8 (byte 0xff at byte 50)"),
+        (
+            b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\x00 HTTP/1.1" 200 1',
+            "NUL byte (at byte 50; servers write control characters escaped, as \\xHH)",
+        ),
+        (
+            b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xc3\xa9\x1b[31m HTTP/1.1" 200 1',
+            "control character 0x1b (at byte 52; servers write control characters escaped, as \\xHH)",
+        ),
+        (
+            b"192.0.2.1 - - bare\rcarriage return",
+            "control character 0x0d (at byte 19; servers write control characters escaped, as \\xHH)",
+        ),
     ],
 )
-def test_lines_that_do_not_parse_come_back_with_their_number_and_reason(line, reason):
+@pytest.mark.parametrize("chunk", [1 << 20, 5])
+def test_lines_that_do_not_parse_come_back_with_their_number_exact_bytes_and_reason(line, reason, chunk):
     data = COMBINED + line + b"\n" + COMBINED
-    rows = parsed(data)
+    rows = parsed(data, chunk)
     assert len(rows) == 3 and not isinstance(rows[0], BadLine) and not isinstance(rows[2], BadLine)
-    assert rows[1] == BadLine(2, line.decode("utf-8", "backslashreplace").replace("\x00", "\\x00"), reason)
+    assert rows[1] == BadLine(2, line, reason)
     assert rows[2][0] == 3
+
+
+def test_a_line_holding_invalid_utf8_and_a_nul_is_quarantined_and_every_other_line_loads():
+    hostile = b'192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /\xff\xfe\x00 HTTP/1.1" 200 1 "-" "x"'
+    data = COMBINED * 5000 + hostile + b"\n" + COMBINED * 4999
+    rows = parsed(data, 64 << 10)
+    bad = [r for r in rows if isinstance(r, BadLine)]
+    assert len(rows) == 10_000 and bad == [BadLine(5001, hostile, "not UTF-8 (byte 0xff at byte 50)")]
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 1000, 7])
+def test_a_line_longer_than_the_limit_is_quarantined_cut_to_the_limit_with_flat_memory(chunk):
+    long = b"192.0.2.1 - - [" + b"x" * 5000
+    data = COMBINED + long + b"\n" + COMBINED + long + b"\r\n" + COMBINED + long  # the last without a line end
+    rows = parsed(data, chunk, max_line_bytes=1000)
+    reason = "the line is longer than max_line_bytes (1,000): 5,015 bytes, kept cut to its first 1,000 bytes"
+    assert rows[1::2] == [BadLine(n, long[:1000], reason) for n in (2, 4, 6)]
+    assert [r[0] for r in rows[0::2]] == [1, 3, 5] and count_lines([data]) == 6
 
 
 def test_an_empty_file_has_no_lines():
@@ -159,12 +190,14 @@ def test_gzip_chunks_round_trip_and_are_a_real_gzip_file():
     data = COMBINED * 5000
     packed = b"".join(gzip_chunks([data[i : i + 1000] for i in range(0, len(data), 1000)]))
     assert gzip.decompress(packed) == data
-    assert b"".join(gunzip_chunks([packed[i : i + 77] for i in range(0, len(packed), 77)])) == data
-    with pytest.raises(ValueError, match="truncated"):
-        b"".join(gunzip_chunks([packed[:-20]]))
+    assert b"".join(decompressed([packed[i : i + 77] for i in range(0, len(packed), 77)])) == data
+    with pytest.raises(CompressionError, match="cut short"):
+        b"".join(decompressed([packed[:-20]]))
 
 
-def test_tabs_backslashes_and_odd_separators_in_fields_survive_the_copy_text_format():
-    line = '192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /a\\\\b HTTP/1.1" 200 1 "-" "UA\twith tab \x0c\u2028 end"\n'
+def test_backslashes_and_odd_separators_in_fields_survive_the_copy_text_format_and_raw_tabs_are_quarantined():
+    line = '192.0.2.1 - - [01/Jan/2026:00:00:00 +0000] "GET /a\\\\b HTTP/1.1" 200 1 "-" "UA\\twith tab \u2028 end"\n'
     row = fields(parsed(line.encode())[0])
-    assert row["path"] == "/a\\\\b" and row["user_agent"] == "UA\twith tab \x0c\u2028 end"
+    assert row["path"] == "/a\\\\b" and row["user_agent"] == "UA\\twith tab \u2028 end"
+    raw_tab = line.replace("\\t", "\t").encode()
+    assert parsed(raw_tab)[0].reason.startswith("control character 0x09 (at byte")

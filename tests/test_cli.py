@@ -11,6 +11,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import dagster as dg
+
 from dw_platform.cli import parser
 from dw_platform.devenv import embedded
 from dw_platform.devenv.console import split_output
@@ -109,6 +111,7 @@ def test_the_dev_console_shows_warnings_and_errors_with_their_tracebacks_and_not
         "2026-11-23 10:15:36 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor: automation",
         "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 3000): address already in use",
         "INFO:     Started server process [4242]",
+        "dw dev: the code server exited (code -9); starting it again (the runs it ran are failed once it serves)",
     ]
     log, console = io.BytesIO(), io.StringIO()
 
@@ -120,4 +123,40 @@ def test_the_dev_console_shows_warnings_and_errors_with_their_tracebacks_and_not
         output[5],
         *output[7:12],
         output[13],
+        output[15],
     ], shown
+
+
+def test_dw_backfill_builds_a_range_of_days_as_one_run_on_the_instance(source, warehouse, instance):
+    from test_customer_pipeline import add_customer
+
+    from dw_platform.samples import customer as customer_sample
+
+    source.execute(customer_sample.DDL)
+    for cid, day in ((1, 10), (2, 10), (3, 11), (4, 13)):
+        add_customer(source, cid, datetime(2026, 11, day, 9), email=f"c{cid}@example.com")
+
+    result = dw("backfill", "customer", "--from", "2026-11-10", "--to", "2026-11-12")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    ids = [r[0] for r in warehouse.execute("select customer_id from gold.dim_customer_profile order by 1")]
+    assert ids == [1, 2, 3]  # customer 4 is on a later day
+    (run,) = instance.get_runs(dg.RunsFilter(tags={"dw/launched_by": "dw backfill"}))
+    assert run.status == dg.DagsterRunStatus.SUCCESS and run.job_name == "customer_daily"
+    assert (run.tags["dagster/asset_partition_range_start"], run.tags["dagster/asset_partition_range_end"]) == (
+        "2026-11-10",
+        "2026-11-12",
+    )
+    assert f"run {run.run_id} succeeded" in result.stderr
+
+
+def test_dw_backfill_refuses_days_that_are_not_partitions_and_domains_without_a_daily_job(databases):
+    before = dw("backfill", "customer", "--from", "1999-01-01", "--to", "1999-01-31")
+    assert before.returncode == 2 and "has daily partitions from" in before.stderr
+    backwards = dw("backfill", "customer", "--from", "2026-11-12", "--to", "2026-11-10")
+    assert backwards.returncode == 2
+    assert (
+        dw("backfill", "sales", "--from", "2026-11-10", "--to", "2026-11-12")
+        .stderr.strip()
+        .endswith("has no daily job (sales_daily)")
+    )

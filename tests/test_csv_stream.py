@@ -128,7 +128,7 @@ def test_gzip_files_are_read_directly_even_in_several_members():
     data = gzip.compress(b"a,b,c\n1,x,y\n") + gzip.compress(b"2,z,z\n")
     rows, _ = read(data, size=5)
     assert [r["a"] for r in rows] == ["1", "2"]
-    with pytest.raises(CsvFormatError, match="gzip file is cut short"):
+    with pytest.raises(CsvFormatError, match="gzip stream is cut short"):
         read(gzip.compress(b"a,b,c\n1,x,y\n")[:-12])
 
 

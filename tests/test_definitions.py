@@ -1,13 +1,19 @@
 """The whole code location loads, with the assets, checks, job and schedule the domain promises."""
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from dw_platform.devenv.embedded import PROJECT_ROOT
+from dw_platform.devenv.embedded import PROJECT_ROOT, stop_process
 from dw_platform.lib.dbt import DBT_PROJECT, prepare_manifest
 
 
@@ -82,10 +88,9 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
     def checks_of(job_name: str) -> set[str]:
         return {k.name for k in definitions.resolve_job_def(job_name).asset_layer.asset_graph.asset_check_keys}
 
-    assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale"}
-    assert "sales_incoming_not_stale" not in checks_of("sales_ingest") and "sales_expected_columns" in checks_of(
-        "sales_ingest"
-    )
+    assert checks_of("sales_incoming_watch") == {"sales_incoming_not_stale", "sales_no_identical_files"}
+    assert not checks_of("sales_incoming_watch") & checks_of("sales_ingest")
+    assert "sales_expected_columns" in checks_of("sales_ingest")
 
 
 def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(definitions: dg.Definitions):
@@ -103,6 +108,18 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
     assert job.op_retry_policy.max_retries == 3
     assert definitions.resolve_sensor_def("video_landing_sensor").job_name == "video_daily"
     assert ("silver/video_users", "assert_video_users_dates_parse") in checks
+    # The landing zone's checks run on their own schedule, not inside every day's run.
+    watch = definitions.resolve_schedule_def("video_landing_watch_schedule")
+    assert watch.job_name == "video_landing_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+    watched = {
+        k.name for k in definitions.resolve_job_def("video_landing_watch").asset_layer.asset_graph.asset_check_keys
+    }
+    assert watched == {
+        f"{asset}_{check}"
+        for asset in ("video_users", "video_viewing_sessions", "content")
+        for check in ("files_not_waiting", "no_identical_files")
+    }
+    assert not watched & {k.name for k in job.asset_layer.asset_graph.asset_check_keys}
     for model in (
         "silver/video_users",
         "silver/video_viewing_sessions",
@@ -163,7 +180,7 @@ def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_t
     assert references.code_references[0].file_path.endswith("models/gold/customer/dim_customer_profile.sql")
 
 
-def test_every_asset_links_to_its_code_and_every_table_asset_describes_its_columns(definitions: dg.Definitions):
+def test_every_asset_links_to_its_code_and_every_python_asset_describes_its_columns(definitions: dg.Definitions):
     graph = definitions.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
@@ -171,8 +188,10 @@ def test_every_asset_links_to_its_code_and_every_table_asset_describes_its_colum
             continue
         references = node.metadata["dagster/code_references"].code_references
         assert references and all(Path(r.file_path).exists() for r in references), key
-        if key.path[:2] == ["bronze", "lakehouse"]:
-            continue  # a partition per source table: each materialization describes its table's columns
+        if "dagster/kind/dbt" in node.tags or key.path[:2] == ["bronze", "lakehouse"]:
+            # dbt models: the columns their .yml documents; the lakehouse: a partition per source
+            # table, each materialization describes its table's columns.
+            continue
         columns = node.metadata["dagster/column_schema"].columns
         undescribed = [c.name for c in columns if not c.description]
         assert columns and not undescribed, f"{key.to_user_string()}: undescribed columns {undescribed}"
@@ -277,18 +296,33 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
     assert sensor.job_name == "softcart_weblogs" and sensor.default_status == dg.DefaultSensorStatus.STOPPED
     weblogs = definitions.resolve_job_def("softcart_weblogs")
     assert weblogs.partitions_def == graph.get(dg.AssetKey(["bronze", "web_access_log"])).partitions_def
+    watch = definitions.resolve_schedule_def("softcart_weblogs_watch_schedule")
+    assert watch.job_name == "softcart_weblogs_watch" and watch.default_status == dg.DefaultScheduleStatus.RUNNING
+    watched = {
+        k.name for k in definitions.resolve_job_def("softcart_weblogs_watch").asset_layer.asset_graph.asset_check_keys
+    }
+    assert watched == {"web_access_log_incoming_not_stale", "web_access_log_no_identical_files"}
+    assert not watched & {k.name for k in weblogs.asset_layer.asset_graph.asset_check_keys}
 
 
-def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv():
-    """As `dagster dev` on a fresh clone: no DAGSTER_HOME, no DW_* settings, .venv/bin not on PATH;
-    DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest (`dbt parse`) on load."""
-    DBT_PROJECT.manifest_path.with_name("manifest_inputs.json").unlink(missing_ok=True)  # as on a fresh clone
-    env = {
+@pytest.fixture(scope="module")
+def fresh_clone(tmp_path_factory) -> dict[str, str]:
+    """The environment of a fresh clone: no DAGSTER_HOME, no DW_* or DAGSTER_* settings, .venv/bin
+    not on PATH, and no state yet (DW_HOME, where the embedded servers keep it, is empty)."""
+    return {
         "HOME": os.environ.get("HOME", "/tmp"),
         "LANG": "C.UTF-8",
         "PATH": "/usr/bin:/bin",
-        "DAGSTER_IS_DEV_CLI": "1",
+        "DW_HOME": str(tmp_path_factory.mktemp("fresh_clone") / "dw"),
     }
+
+
+def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or_an_activated_venv(fresh_clone):
+    """As `dagster dev` on a fresh clone: it reads the project's dagster.yaml, whose storage starts
+    the embedded PostgreSQL; DAGSTER_IS_DEV_CLI makes the code location prepare the dbt manifest
+    (`dbt parse`) on load."""
+    DBT_PROJECT.manifest_path.with_name("manifest_inputs.json").unlink(missing_ok=True)  # as on a fresh clone
+    env = {**fresh_clone, "DAGSTER_IS_DEV_CLI": "1"}
     result = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate"],
         cwd=PROJECT_ROOT,
@@ -300,6 +334,65 @@ def test_dagster_in_the_project_root_loads_the_code_location_without_settings_or
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "dbt parse" in result.stdout and "All code locations passed validation" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["dagster", "dev"], ["dg", "dev"]])
+def test_dagster_dev_and_dg_dev_in_the_project_root_run_on_the_embedded_postgresql_of_a_fresh_clone(
+    fresh_clone, command, tmp_path
+):
+    """The UI answers with the code location loaded and the instance on PostgreSQL (dagster-postgres,
+    as under `dw dev`); Ctrl-C stops Dagster and the PostgreSQL it started."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / command[0]), *command[1:], "-h", "127.0.0.1", "-p", str(port)],
+            cwd=PROJECT_ROOT,
+            env=fresh_clone,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        location = None
+        while location is None or location["locationOrLoadError"] is None:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+            try:
+                data = graphql(
+                    url,
+                    "{ instance { info } workspaceOrError { ... on Workspace { locationEntries "
+                    "{ name locationOrLoadError { __typename ... on PythonError { message } } } } } }",
+                )
+            except OSError:
+                continue
+            location = (data["workspaceOrError"]["locationEntries"] or [None])[0]
+        assert location["name"] == "dw_platform"
+        assert location["locationOrLoadError"]["__typename"] == "RepositoryLocation", location
+        storage = [line for line in data["instance"]["info"].splitlines() if line.startswith("run_storage")]
+        assert storage == ["run_storage: PostgresRunStorage"]
+
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in its terminal
+        assert process.wait(timeout=180) == 0, log.read_text()[-3000:]
+        postmaster = Path(fresh_clone["DW_HOME"]) / "pg" / "postmaster.pid"
+        deadline = time.monotonic() + 60
+        while postmaster.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not postmaster.exists(), "the embedded PostgreSQL outlived dagster dev"
+    finally:
+        stop_process(process, grace_s=30, group=True)
+
+
+def graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/graphql", json.dumps({"query": query}).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
 
 
 def test_the_dbt_manifest_is_parsed_again_only_when_a_project_file_or_a_connection_setting_changed(server, monkeypatch):

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from conftest import checks_of, load_all, materialized
 
+from dw_platform.devenv import embedded
 from dw_platform.samples.replication import seed
 
 
@@ -223,7 +224,8 @@ def test_a_failing_table_is_retried_the_others_complete_and_a_rerun_loads_only_w
     defs = fast_retry_defs(tmp_path, monkeypatch)
     seed(replication_source, customer_count=200, product_count=50, order_count=300, audit_count=100)
     replication_source.execute("update customers set balance = 'NaN' where id = 7")  # no decimal can hold it
-    blocker = psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"])  # an ALTER TABLE in progress on orders
+    blocker = embedded.source_admin_connection()  # an ALTER TABLE in progress on orders (its owner's)
+    blocker.autocommit = False
     with holding_table_lock(warehouse, "public.orders"):
         thread, outcome = in_background(lambda: load_all(defs, instance))
         wait_for(lambda: a_worker_waits(warehouse))  # after the slot was made, before orders is read

@@ -7,7 +7,7 @@ import sys
 
 import dagster as dg
 import pytest
-from conftest import checks_of, load_all, materialized
+from conftest import all_equal, checks_of, equal_to_source, load_all, materialized, sources_file
 
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples.replication import seed
@@ -24,27 +24,6 @@ def run_cdc(defs, instance, **config):
     return defs.resolve_job_def("replication_cdc_source_app").execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config
     )
-
-
-def equal_to_source(lakehouse, keys=None) -> dict[str, dict]:
-    """Every completed table compared with its source table (rows and content hash)."""
-    from dw_platform.replication.sources import load_sources
-    from dw_platform.replication.status import ReplicationMeta
-    from dw_platform.replication.validate import compare_table
-
-    source = load_sources()["source_app"]
-    statuses = ReplicationMeta(lakehouse, "source_app").statuses()
-    return {
-        k: compare_table(source, lakehouse, k, s)
-        for k, s in statuses.items()
-        if s["status"] == "completed" and (keys is None or k in keys)
-    }
-
-
-def all_equal(lakehouse) -> bool:
-    compared = equal_to_source(lakehouse)
-    assert compared and all(c["match"] for c in compared.values()), compared
-    return True
 
 
 @pytest.fixture
@@ -85,6 +64,7 @@ def test_every_operation_lands_in_the_log_and_the_lakehouse_equals_the_source(lo
         "replication_lag": True,
         "no_stale_unapplied_events": True,
         "lakehouse_matches_source": True,
+        "changes_not_stalled": True,
     }
     assert all_equal(lakehouse)
     with server_connection(os.environ["DW_PG_DATABASE"]) as wh:
@@ -217,6 +197,9 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     replication_source.execute("update orders set total = 12345678901234.56 where order_id = 1")
     result = run_cdc(defs, instance)
     assert result.success and all_equal(lakehouse)
+    applied = materialized(result)
+    assert "backfill" not in applied["public.customers"]  # a column without a default: nothing to copy
+    assert "total changed type" in applied["public.orders"]["backfill"].value  # rows rewritten: copied again
     changes = [r for r in ReplicationMeta(lakehouse, "source_app").schema_changes() if r["schema_version"] == 2]
     assert {(r["table_name"], r["change_type"], r["column_name"]) for r in changes} == {
         ("public.customers", "column_added", "tier"),
@@ -239,39 +222,22 @@ def test_a_schema_change_evolves_the_table_is_recorded_and_notified_before_its_r
     assert customers.scan(row_filter="id = 1").to_arrow().column("full_name").to_pylist() == ["changed"]
 
 
-def sources_file(tmp_path, monkeypatch, **settings) -> None:
-    """Use the default sources.yaml with some settings replaced."""
-    import re
-
-    from dw_platform.replication.sources import DEFAULT_FILE
-
-    text = DEFAULT_FILE.read_text()
-    for name, value in settings.items():
-        text = re.sub(rf"^(    {name}:).*$", rf"\g<1> {value}", text, flags=re.M)
-    path = tmp_path / "sources.yaml"
-    path.write_text(text)
-    monkeypatch.setenv("DW_REPLICATION_SOURCES", str(path))
-
-
-def test_an_incompatible_type_change_stops_the_table_and_its_waiting_events_fail_the_stale_check(
-    replication_source, warehouse, instance, lakehouse, tmp_path, monkeypatch
+def test_a_type_change_iceberg_cannot_follow_re_copies_only_that_table_and_the_others_go_on(
+    loaded, defs, instance, lakehouse
 ):
-    from dw_platform.definitions import defs as load_defs
-
-    sources_file(tmp_path, monkeypatch, stale_after_minutes=0)
-    defs = load_defs()
-    seed(replication_source, customer_count=20, product_count=10, order_count=20, audit_count=5)
-    assert load_all(defs, instance).success
-    replication_source.execute("alter table orders alter column customer_id type text using 'c' || customer_id")
-    replication_source.execute("update orders set status = 'x' where order_id = 1")
-    replication_source.execute("update customers set full_name = 'still applied' where id = 1")
+    """int -> text: PostgreSQL rewrites every row without streaming it; the table is copied again
+    at a new position (its column replaced), the other tables keep applying their changes."""
+    loaded.execute("alter table orders alter column customer_id type text using 'c' || customer_id")
+    loaded.execute("update orders set status = 'x' where order_id = 1")
+    loaded.execute("update customers set full_name = 'still applied' where id = 1")
     result = run_cdc(defs, instance)
-    assert result.success  # the other tables go on
+    assert result.success
     status = statuses(lakehouse)
-    assert status["public.orders"]["status"] == "failed" and "customer_id" in status["public.orders"]["last_error"]
-    assert "public.customers" in materialized(result)
-    assert checks_of(result)["no_stale_unapplied_events"] is False  # orders' change waits in the log
-    assert equal_to_source(lakehouse, {"public.customers"})["public.customers"]["match"]
+    assert status["public.orders"]["status"] == "completed" and status["public.orders"]["snapshot_kind"] == "temporary"
+    assert "customer_id changed type" in materialized(result)["public.orders"]["backfill"].value
+    assert materialized(result)["public.customers"]["updates"].value == 1
+    assert all_equal(lakehouse)
+    assert checks_of(result)["no_stale_unapplied_events"] is True
 
 
 def test_a_table_created_on_the_source_after_the_bulk_load_is_created_from_its_relation(
@@ -320,7 +286,8 @@ def test_the_sensor_requests_a_run_only_when_there_is_something_to_capture_or_ap
     assert isinstance(idle, dg.SkipReason) and "nothing to capture" in idle.skip_message
     loaded.execute("update customers set full_name = 'x' where id = 1")
     request = evaluate(sensor_context(instance, lakehouse), source, lakehouse)
-    assert isinstance(request, dg.RunRequest) and request.tags == {"dw/replication_cdc": "source_app"}
+    assert isinstance(request, dg.RunRequest) and request.tags["dw/replication_cdc"] == "source_app"
+    assert request.run_key.endswith(request.tags["dw/cdc_state"])  # the state it starts from
     assert evaluate(sensor_context(instance, lakehouse), source, lakehouse).run_key == request.run_key  # same state
     assert run_cdc(defs, instance).success
     assert isinstance(evaluate(sensor_context(instance, lakehouse), source, lakehouse), dg.SkipReason)
@@ -345,14 +312,12 @@ def test_a_stalled_slot_alerts_once_through_the_webhook_and_again_when_it_moves(
     clock = iter([1000.0, 1100.0, 1400.0, 1500.0, 1600.0])
     cursor = None
     for expected in (0, 0, 1, 1):  # first look, then 100 s, 400 s, 500 s without movement
-        context = sensor_context(instance, lakehouse, cursor)
-        result = watch(context, source, lakehouse, hook, clock=lambda: next(clock))
-        cursor = context.cursor
-        assert isinstance(result, dg.SkipReason) and len(received) == expected
+        result = watch(sensor_context(instance, lakehouse, cursor), source, lakehouse, hook, clock=lambda: next(clock))
+        cursor = result.cursor
+        assert not result.run_requests and len(received) == expected
     assert "is stalled" in received[0]["json"]["text"]
     assert run_cdc(defs, instance).success  # the slot moves
-    context = sensor_context(instance, lakehouse, cursor)
-    watch(context, source, lakehouse, hook, clock=lambda: next(clock))
+    watch(sensor_context(instance, lakehouse, cursor), source, lakehouse, hook, clock=lambda: next(clock))
     assert len(received) == 2 and "moving again" in received[1]["json"]["text"]
 
 
@@ -374,7 +339,7 @@ def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retrie
 ):
     from dw_platform.definitions import defs as load_defs
 
-    sources_file(tmp_path, monkeypatch, publication_mode="existing")
+    sources_file(tmp_path, monkeypatch, publication_mode="existing", publication="dw_never_created")
     seed(replication_source, customer_count=5, product_count=5, order_count=5, audit_count=5)
     result = load_all(load_defs(), instance)
     assert not result.success
@@ -384,3 +349,22 @@ def test_a_missing_publication_fails_the_bulk_load_with_the_reason_and_no_retrie
         "does not exist on the source (publication_mode: existing)"
         in failure.step_failure_data.user_failure_data.description
     )
+
+
+def test_the_source_is_read_by_a_replication_role_that_is_not_a_superuser(loaded, defs, instance, lakehouse):
+    """The embedded default reads the source as `dw_replication` (REPLICATION, SELECT on the
+    published tables): the bulk load (the fixture) and change capture work with nothing more."""
+    import psycopg
+
+    with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
+        role = conn.execute(
+            "select rolname, rolsuper, rolreplication, rolcreatedb, rolcreaterole, rolbypassrls "
+            "from pg_roles where rolname = current_user"
+        ).fetchone()
+        assert role == ("dw_replication", False, True, False, False, False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("create publication another for all tables")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("update customers set full_name = 'no' where id = 1")
+    loaded.execute(WORKLOAD)
+    assert run_cdc(defs, instance).success and all_equal(lakehouse)

@@ -6,11 +6,17 @@ from datetime import date
 
 import dagster as dg
 import pytest
+import zstandard
 from conftest import assert_column_lineage, warehouse_from_env
 from cryptography.fernet import Fernet, InvalidToken
 
 from dw_platform.defs.sales.assets import sales
-from dw_platform.defs.sales.checks import sales_expected_columns, sales_no_all_null_rows, sales_rows_reconcile_with_blob
+from dw_platform.defs.sales.checks import (
+    sales_expected_columns,
+    sales_no_all_null_rows,
+    sales_no_identical_files,
+    sales_rows_reconcile_with_blob,
+)
 from dw_platform.defs.sales.partitions import sales_blobs
 from dw_platform.defs.sales.rotation import rotate_keys
 from dw_platform.lib.crypto import Cipher, FernetKeys
@@ -441,3 +447,37 @@ def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(
     ]
     columns = sales_expected_columns(warehouse=warehouse_from_env())
     assert columns.passed, columns.metadata
+
+
+def test_a_blob_resent_under_another_name_adds_no_rows_and_is_filed_with_a_note_pointing_at_the_first(
+    storage, warehouse
+):
+    storage.upload("incoming/day1/orders.csv", GOOD)
+    storage.upload("incoming/day2/orders-again.csv.zst", zstandard.ZstdCompressor().compress(GOOD))
+    assert ingest(storage, "day1/orders.csv").success
+
+    again = ingest(storage, "day2/orders-again.csv.zst")  # the same content, compressed: the same file
+
+    assert not again.success
+    assert warehouse.execute("select count(*) from bronze.sales").fetchone()[0] == 30
+    assert warehouse.execute("select status from bronze.batch_ledger order by started_at").fetchall() == [
+        ("succeeded",),
+        ("identical",),
+    ]
+    note = report(storage, "failed/day2/orders-again.csv.zst.report.json")
+    assert note["status"] == "identical" and note["identical_to"]["blob"] == "incoming/day1/orders.csv"
+    assert "holds the same bytes as incoming/day1/orders.csv" in note["error"]
+    assert not sales_no_identical_files(warehouse=warehouse_from_env()).passed
+
+
+def test_a_blob_claiming_gzip_that_is_not_fails_saying_so_and_moves_to_failed(storage, warehouse):
+    storage.upload("incoming/orders.csv.gz", GOOD)
+
+    result = ingest(storage, "orders.csv.gz")
+
+    assert not result.success
+    assert (
+        "orders.csv.gz claims gzip compression (its name ends in .gz) but is not compressed"
+        in report(storage, "failed/orders.csv.gz.report.json")["error"]
+    )
+    assert names(storage) == ["failed/orders.csv.gz", "failed/orders.csv.gz.report.json"]

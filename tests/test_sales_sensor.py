@@ -210,6 +210,6 @@ def test_the_incoming_check_fails_for_blobs_waiting_longer_than_the_threshold(st
     monkeypatch.setenv("DW_SALES_MAX_WAIT_MINUTES", "0")
     late = sales_incoming_not_stale(sales_storage=storage)
 
-    assert fresh.passed and fresh.metadata["blobs_waiting"].value == 1
-    assert not late.passed and late.metadata["blobs_waiting_too_long"].value == 1
+    assert fresh.passed and fresh.metadata["files_waiting"].value == 1
+    assert not late.passed and late.metadata["files_waiting_too_long"].value == 1
     assert late.metadata["longest_waiting"].value.startswith("incoming/a.csv (")

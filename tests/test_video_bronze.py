@@ -6,6 +6,7 @@ pymongo API (no MongoDB server can be had on this machine): the asset's code pat
 runs the same path against a real server when DW_MONGODB_URI is set.
 """
 
+import gzip
 import json
 import os
 import uuid
@@ -332,3 +333,163 @@ def test_the_all_null_and_expected_columns_checks_fail_on_a_bad_table(folder, wa
 
     assert check_results(result)["video_viewing_sessions_no_all_null_rows"] is False
     assert not columns.passed and columns.metadata["unexpected_columns"].value == "surprise"
+
+
+# --- files as they arrive in the wild ------------------------------------------------------------
+
+
+def step_failure(result) -> str:
+    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+
+
+def report(zone: LandingZone, path: str) -> dict:
+    landing = zone.landing()
+    return json.loads(b"".join(landing.chunks(landing.find(path))))
+
+
+def test_a_record_with_invalid_utf8_and_a_nul_is_quarantined_byte_exact_and_the_rest_loads(folder, warehouse):
+    hostile = b"U0099,\xff\x00@example.com,us,basic,2026-01-01,2026-11-20T01:00:00+00:00\r\n"
+    good = sample.users(sample.date(2026, 11, 20), 30)
+    land(folder, DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, good) + hostile})
+
+    result = ingest(folder, DAY, [video_users])
+
+    assert result.success and all(check_results(result).values()), check_results(result)
+    assert warehouse.execute("select count(*) from bronze.video_users").fetchone()[0] == len(good)
+    raw, raw_bytes, reason = warehouse.execute("select raw, raw_bytes, reason from bronze.video_quarantine").fetchone()
+    assert bytes(raw_bytes) == hostile and reason == "contains a NUL byte, which PostgreSQL text cannot hold"
+    assert raw == "U0099,\ufffd\u2400@example.com,us,basic,2026-01-01,2026-11-20T01:00:00+00:00\u240d\n"
+
+
+def test_a_compressed_day_file_loads_like_the_plain_one(folder, warehouse):
+    from test_compression import COMPRESS
+
+    suffix = ".zst"  # each format's decompression is tested in test_compression.py
+    files = sample.sample_files(sample.date.fromisoformat(DAY))
+    land(
+        folder, DAY, {"users.csv" + suffix: COMPRESS[suffix](files["users.csv"]), "content.json": files["content.json"]}
+    )
+
+    result = ingest(folder, DAY, [video_users])
+
+    assert result.success and all(check_results(result).values()), check_results(result)
+    assert warehouse.execute("select count(*) from bronze.video_users").fetchone()[0] == 41
+    assert warehouse.execute("select source from bronze.batch_ledger").fetchone()[0].endswith(f"users.csv{suffix}")
+
+
+def test_a_file_that_cannot_be_loaded_goes_to_failed_with_its_report_and_its_day_waits_for_a_new_one(folder, warehouse):
+    land(folder, DAY, {"users.csv.gz": b"user_id\r\nU1\r\n"})  # claims gzip; is not
+
+    result = ingest(folder, DAY, [video_users])
+
+    assert not result.success
+    assert "users.csv.gz claims gzip compression (its name ends in .gz) but is not compressed" in step_failure(result)
+    landing = folder.landing()
+    assert [f.path for f in landing.list()] == [f"failed/{DAY}/users.csv.gz", f"failed/{DAY}/users.csv.gz.report.json"]
+    assert report(folder, f"failed/{DAY}/users.csv.gz.report.json")["status"] == "failed"
+
+    users = sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 3))
+    land(folder, DAY, {"users.csv.gz": gzip.compress(users)})  # sent again, compressed
+    assert ingest(folder, DAY, [video_users]).success
+    assert [f.path for f in landing.list()] == [f"{DAY}/users.csv.gz"]  # the failed copy and its report are gone
+
+
+def test_a_content_array_whose_syntax_breaks_fails_naming_the_line_and_goes_to_failed(folder, warehouse):
+    land(folder, DAY, {"content.json": b'[\n  {"content_id": "C1"},\n  {"content_id": "C2",}\n]\n'})
+
+    result = ingest(folder, DAY, [content])
+
+    assert not result.success
+    assert "content.json: line 3: not a JSON array: Expecting property name" in step_failure(result)
+    assert folder.landing().find(f"failed/{DAY}/content.json") is not None
+
+
+def test_the_same_file_landed_for_a_second_day_is_refused_unless_identical_files_are_allowed(
+    folder, warehouse, monkeypatch
+):
+    users = sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 5))
+    land(folder, DAY, {"users.csv": users})
+    land(folder, NEXT_DAY, {"users.csv": users})
+    assert ingest(folder, DAY, [video_users]).success
+
+    again = ingest(folder, NEXT_DAY, [video_users])
+
+    assert not again.success and "holds the same bytes as" in step_failure(again)
+    assert warehouse.execute("select arrival_date::text, count(*) from bronze.video_users group by 1").fetchall() == [
+        (DAY, 6)
+    ]
+    refused = report(folder, f"failed/{NEXT_DAY}/users.csv.report.json")
+    assert refused["status"] == "identical" and refused["identical_to"]["file"].endswith(f"/{DAY}/users.csv")
+    check = video_checks.video_users_no_identical_files(warehouse=warehouse_from_env())
+    assert not check.passed and check.metadata["files_refused"].value == 1
+
+    monkeypatch.setenv("DW_VIDEO_ACCEPT_IDENTICAL_FILES", "true")
+    rerun = ingest(folder, NEXT_DAY, [video_users])  # reads it from failed/, and puts it back
+    assert rerun.success
+    assert [name for name, ok in check_results(rerun).items() if not ok] == ["video_users_no_identical_files"]
+    assert folder.landing().find(f"{NEXT_DAY}/users.csv") is not None
+    assert folder.landing().find(f"failed/{NEXT_DAY}/users.csv.report.json") is None
+
+
+def test_a_day_file_waiting_too_long_without_a_load_is_reported(folder, warehouse, monkeypatch):
+    land(folder, DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 20), 5))})
+    land(
+        folder, NEXT_DAY, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 21), 5))}
+    )
+    assert ingest(folder, DAY, [video_users]).success
+    monkeypatch.setenv("DW_VIDEO_MAX_WAIT_MINUTES", "0")
+
+    result = video_checks.video_users_files_not_waiting(warehouse=warehouse_from_env(), video_landing=folder)
+
+    assert not result.passed and result.metadata["files_waiting_too_long"].value == 1
+    assert result.metadata["longest_waiting"].value.startswith(f"{NEXT_DAY}/users.csv (")
+
+
+def ingest_range(zone: LandingZone, first: str, last: str):
+    """The video bronze and its checks for first..last as one run (a single-run backfill or a catch-up run)."""
+    check_defs = [
+        getattr(video_checks, n)
+        for n in dir(video_checks)
+        if isinstance(getattr(video_checks, n), dg.AssetChecksDefinition)
+    ]
+    return dg.materialize(
+        [video_users, video_viewing_sessions, content, *check_defs],
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": warehouse_from_env(), "video_landing": zone, "video_documents": MongoDocuments()},
+    )
+
+
+def test_a_range_of_days_loads_each_day_on_its_own_and_a_missing_day_fails_the_run_naming_it(folder, warehouse):
+    for day in (DAY, NEXT_DAY):
+        land(folder, day, sample.sample_files(sample.date.fromisoformat(day)))
+
+    result = ingest_range(folder, DAY, NEXT_DAY)
+
+    assert result.success and all(check_results(result).values()), check_results(result)
+    assert warehouse.execute(
+        "select partition_key, count(*) from bronze.batch_ledger where status = 'succeeded' group by 1 order by 1"
+    ).fetchall() == [(DAY, 3), (NEXT_DAY, 3)]  # each day its own load of each table
+    users = {
+        e.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["bronze", "video_users"])
+    }
+    # Each day its own rows; the table (both days) beside them.
+    assert [users[d]["dagster/partition_row_count"].value for d in (DAY, NEXT_DAY)] == [41, 41]
+    assert [users[d]["dagster/row_count"].value for d in (DAY, NEXT_DAY)] == [82, 82]
+
+    third = "2026-11-22"
+    land(folder, third, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 22), 2))})
+    result = ingest_range(folder, NEXT_DAY, third)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and "content" in e.step_key)
+    assert f"{third}: {third}/content.json has not arrived" in failure.step_failure_data.user_failure_data.description
+    assert (
+        warehouse.execute(
+            "select count(*) from bronze.video_users where arrival_date = %s", (sample.date(2026, 11, 22),)
+        ).fetchone()[0]
+        == 3
+    )  # the day's users arrived and are loaded

@@ -67,9 +67,11 @@ CONTENT = [
 
 @pytest.fixture
 def landing(tmp_path, databases, monkeypatch):
-    """A local landing folder named in DW_VIDEO_LANDING_DIR (the code location reads it)."""
+    """A local landing folder named in DW_VIDEO_LANDING_DIR (the code location reads it). The
+    catalog (content.json) is the same every day here, as a full snapshot that did not change is."""
     folder = tmp_path / "video_landing"
     monkeypatch.setenv("DW_VIDEO_LANDING_DIR", str(folder))
+    monkeypatch.setenv("DW_VIDEO_ACCEPT_IDENTICAL_FILES", "content.json")
     return folder
 
 

@@ -35,8 +35,10 @@ def land_day(zone, day: str, files=("users.csv", "viewing_sessions.csv", "conten
         zone.put(f"{day}/{name}", data)
 
 
-def tick(zone, cursor=None, now=NOW) -> dg.SensorResult:
-    return scan(dg.build_sensor_context(cursor=cursor), zone, now=now)
+def tick(zone, cursor=None, now=NOW, instance=None) -> dg.SensorResult:
+    return scan(
+        dg.build_sensor_context(cursor=cursor, instance=instance or dg.DagsterInstance.ephemeral()), zone, now=now
+    )
 
 
 def requested(result: dg.SensorResult) -> list[str]:
@@ -101,6 +103,35 @@ def test_a_day_whose_files_were_removed_leaves_the_cursor(zone):
             zone.storage.delete(f"{DAY1}/{name}")
 
     assert json.loads(tick(zone, first.cursor).cursor) == {"requested": {}}
+
+
+def test_compressed_files_count_for_their_day_and_files_in_failed_do_not(zone):
+    land_day(zone, DAY1, files=("users.csv.gz", "viewing_sessions.csv", "content.json.zst"))
+    land_day(zone, DAY2, files=("viewing_sessions.csv", "content.json"))
+    zone.put(f"failed/{DAY2}/users.csv", b"x")
+
+    assert requested(tick(zone)) == [DAY1]
+
+
+def test_a_day_whose_run_ended_without_loading_it_is_requested_again(zone):
+    instance = dg.DagsterInstance.ephemeral()
+    land_day(zone, DAY1)
+    first = tick(zone, instance=instance)
+    [request] = first.run_requests
+    run = dg.DagsterRun(
+        job_name="video_daily",
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.STARTED,
+        tags={**request.tags, "dagster/partition": DAY1},
+    )
+    instance.add_run(run)
+    instance.report_run_failed(run)  # an outage outlasted its retries, or its process was killed
+
+    again = scan(dg.build_sensor_context(cursor=first.cursor, instance=instance), zone, now=NOW, retry_after_s=0)
+
+    assert [r.run_key for r in again.run_requests] == [f"{request.run_key}#2"]
+    zone.put(f"{DAY1}/users.csv", b"corrected")  # a new version: requested as such, not as a retry
+    assert [r.run_key for r in tick(zone, again.cursor, instance=instance).run_requests] != [f"{request.run_key}#2"]
 
 
 def test_the_code_locations_sensor_watches_the_configured_landing_zone(tmp_path, server, monkeypatch):

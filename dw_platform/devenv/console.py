@@ -4,8 +4,9 @@ warnings and errors reach the terminal.
 `dagster dev --log-level warning` quiets the webserver and the daemon, but each run's process
 prints its whole event log (DEBUG and up) and every line dbt writes to the same terminal (Dagster
 mirrors a step's output there as well as into the step's log the UI shows). Here a log record is
-shown when its level is WARNING or above, with the traceback lines that follow it; the rest (run
-events, dbt's progress lines, Python's deprecation notices) stays in the log file and the UI.
+shown when its level is WARNING or above, with the traceback lines that follow it, and so is what
+the supervisor says (its lines start with "dw dev:", devenv/supervisor.py); the rest (run events,
+dbt's progress lines, Python's deprecation notices) stays in the log file and the UI.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import BinaryIO, TextIO
 # and uvicorn's ("ERROR:    [Errno 98] ...").
 _RECORD = re.compile(
     r"^(?:\d{4}-\d\d-\d\d[ T][\d:.,]+(?: [+-]\d{4})? - \S+ - (?P<level>[A-Z]+) - "
-    r"|(?P<uvicorn>DEBUG|INFO|WARNING|ERROR|CRITICAL):\s)"
+    r"|(?P<uvicorn>DEBUG|INFO|WARNING|ERROR|CRITICAL):\s"
+    r"|(?P<supervisor>dw dev: ))"
 )
 _SHOWN = {"WARNING", "ERROR", "CRITICAL", "FATAL"}
 _COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -40,7 +42,7 @@ class ConsoleFilter:
         line = _COLOUR.sub("", line)
         record = _RECORD.match(line)
         if record:
-            self.showing = (record["level"] or record["uvicorn"]) in _SHOWN
+            self.showing = bool(record["supervisor"]) or (record["level"] or record["uvicorn"]) in _SHOWN
         else:
             self.showing = self.showing and bool(_CONTINUATION.match(line))
         return self.showing

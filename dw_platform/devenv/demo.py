@@ -1,7 +1,7 @@
 """`dw demo`: each domain's demo step, run in order, with one progress line per stage.
 
-A domain owns its step (`demo(session)` in `dw_platform/samples/<domain>.py`, beside its sample
-data): it seeds its sample source, runs its jobs through `session.run_job` and returns a
+A domain owns its step (`demo(session)` in its samples module, named in the domain registry
+`dw_platform/domains.py`, beside its sample data): it seeds its sample source, runs its jobs through `session.run_job` and returns a
 `DemoOutcome` with its summary lines. The detail (Dagster's and dbt's logs, tracebacks of the
 failures a demo causes on purpose) goes to a log file under `.dw/`; the console shows progress and
 the summary, which names the log.
@@ -9,7 +9,6 @@ the summary, which names the log.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,8 @@ from typing import TextIO
 
 import dagster as dg
 
-from dw_platform.domains import DOMAINS
+from dw_platform import domains
+from dw_platform.devenv.runs import run_job
 
 
 @dataclass
@@ -59,11 +59,13 @@ class DemoSession:
         print(f"== {text}", flush=True)
 
     def run_job(self, name: str, **kwargs) -> dg.ExecuteInProcessResult:
-        """Run a job of the code location in this process, its logs going to the log file."""
-        return self.definitions.resolve_job_def(name).execute_in_process(
-            instance=self.instance,
-            raise_on_error=False,
+        """Run a job of the code location through the executor DW_EXECUTOR chooses (in this
+        process, or its steps on Celery workers), its logs going to the log file."""
+        return run_job(
+            name,
+            self.instance,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            definitions=self.definitions,
             **kwargs,
         )
 
@@ -100,16 +102,16 @@ def output_to(log_path: Path) -> Iterator[TextIO]:
 
 
 def run_all(
-    definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, domains: tuple[str, ...] = DOMAINS
+    definitions: dg.Definitions, instance: dg.DagsterInstance, log_path: Path, names: tuple[str, ...] = domains.DOMAINS
 ) -> int:
-    """Run every domain's demo step in order; print the summary; 0 when all went as intended."""
+    """Run the demo step of each domain in `names`, in that order (by default every registered
+    domain); print the summary; 0 when all went as intended."""
     outcomes: dict[str, DemoOutcome] = {}
     with output_to(log_path) as console:
         session = DemoSession(definitions, instance, log_path, console)
-        for domain in domains:
-            step = importlib.import_module(f"dw_platform.samples.{domain}").demo
+        for domain in names:
             try:
-                outcomes[domain] = step(session)
+                outcomes[domain] = domains.get(domain).demo_step()(session)
             except Exception as exc:  # one domain's broken demo must not hide the others' results
                 import traceback
 

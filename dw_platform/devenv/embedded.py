@@ -9,23 +9,34 @@ it starts the Azurite blob emulator (from `node_modules/`, installed by `npm ins
 127.0.0.1 port with its state under `.dw/azurite`, and stops it on exit. With no
 `DW_SOFTCART_ODBC`, it starts a project-owned MariaDB (Debian's `mariadbd`) for the SoftCart
 source: data under `.dw/mariadb`, a unix socket there and a free 127.0.0.1 port, stopped on exit.
+Each server besides the warehouse starts only when a domain that is wanted needs it (the
+`services` of its entry in `dw_platform/domains.py`): `dw drop sales` starts no MariaDB.
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
-as the role `dw`, which owns the warehouse and Dagster databases and may read the sample
-sources, nothing more. The superuser's password is never put in the environment: set-up work
-(creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
+as the role `dw`, which owns the warehouse and Dagster databases and may read the tables of the
+sample sources, nothing more (no other database's tables: it is no member of `pg_read_all_data`).
+The superuser's password is never put in the environment: set-up work (creating databases,
+seeding sample sources) uses `admin_connection`. `.dw/` and everything the
 services write there is readable by its owner only.
 
 With no `DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second
 pgserver PostgreSQL under `.dw/source_pg` with `wal_level = logical`, holding the database
 `source_app` (a separate server, so the warehouse's own writes are never decoded by the slot nor
-counted as replication lag). It is closed the same way (password only, socket only); the
-replication connection uses its superuser, whose generated password is in the URL (a secret).
+counted as replication lag). It is closed the same way (password only, socket only). The
+pipeline reads it as the role `dw_replication`: REPLICATION and SELECT on the published tables, not
+a superuser (what a DBA grants, `grant_replication_reads`); set-up work there (creating databases,
+seeding the sample) uses `source_admin_connection`.
+
+With `DW_EXECUTOR=celery` and no `DW_REDIS_URL`, it starts Redis (Debian's `redis-server`) as the
+Celery broker and result backend: data under `.dw/redis` (append-only, so queued steps survive a
+restart), 127.0.0.1 only, a generated password (`.dw/redis_password`, mode 0600) in the 0600
+config file, stopped on exit. In process (the default), Redis is neither started nor needed.
 """
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -35,17 +46,20 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import psycopg
 from dotenv import load_dotenv
 from psycopg import sql
 
+from dw_platform.domains import services_needed
 from dw_platform.lib.paths import PROJECT_ROOT
 
 PIPELINE_ROLE = "dw"
+# The replication source's reader: LOGIN REPLICATION, SELECT on the published tables, nothing more.
+REPLICATION_ROLE = "dw_replication"
 # Databases the pipeline owns, and sample sources it may only read.
 OWNED_DATABASES = ("warehouse", "dagster")
 SOURCE_DATABASES = ("source_crm",)
@@ -100,32 +114,55 @@ def embedded_env(socket_dir: str, port: int, home: Path, password: str) -> dict[
 
 
 @contextmanager
-def services(env_file: Path | None = PROJECT_ROOT / ".env") -> Iterator[bool]:
+def services(env_file: Path | None = PROJECT_ROOT / ".env", needs: Iterable[str] | None = None) -> Iterator[bool]:
     """Make every connection variable usable; yields True when the embedded server is in use.
 
-    Settings come from the environment, then `env_file` (the environment wins).
-    The embedded server stops when the last process that started it exits.
+    Settings come from the environment, then `env_file` (the environment wins). `needs` names
+    the servers wanted besides the warehouse PostgreSQL (`dw_platform.domains.SERVICES`; by
+    default what the registered domains need). The embedded server stops when the last process
+    that started it exits.
     """
     if env_file is not None:
         load_dotenv(env_file, override=False)
+    needs = services_needed() if needs is None else set(needs)
     home = state_dir()
     previous_umask = os.umask(0o077)  # what the services write under .dw/ is the owner's only
     try:
         home.mkdir(parents=True, exist_ok=True)
         home.chmod(_home_mode())
-        with _blob_emulator(home), _softcart_source(home):
+        with (
+            _blob_emulator(home) if "azurite" in needs else nullcontext(),
+            _softcart_source(home) if "mariadb" in needs else nullcontext(),
+            _celery_broker(home),
+        ):
             if os.environ.get("DW_PG_HOST"):
                 _prepare_dagster_home(Path(os.environ.setdefault("DAGSTER_HOME", str(home / "dagster"))))
                 yield False
                 return
             _start_postgres(home)
             _dev_fernet_keys(home)
-            if not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+            if "replication_source" in needs and not os.environ.get("DW_REPLICATION_SOURCE_URL"):
                 os.environ["DW_REPLICATION_SOURCE_URL"] = start_replication_source(home)
             os.environ.setdefault("DW_LAKEHOUSE_PATH", (home / "lakehouse").as_uri())
             yield True
     finally:
         os.umask(previous_umask)
+
+
+def start_postgres() -> str:
+    """Only the embedded PostgreSQL, for a Dagster instance started without `dw` (see
+    `dw_platform/devenv/instance.py`): started (or joined), the connection variables it fills in set
+    where unset; it stops when the last process using it exits. Returns DAGSTER_PG_URL."""
+    home = state_dir()
+    previous_umask = os.umask(0o077)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        home.chmod(_home_mode())
+        _start_postgres(home)
+        _dev_fernet_keys(home)
+    finally:
+        os.umask(previous_umask)
+    return os.environ["DAGSTER_PG_URL"]
 
 
 def _start_postgres(home: Path) -> None:
@@ -138,6 +175,7 @@ def _start_postgres(home: Path) -> None:
     pgdata.mkdir(parents=True, exist_ok=True)
     _prune_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    _stop_a_restarted_server_too(server)
     home.chmod(_home_mode())  # pgserver opens the folders above its data for reading
     info = server.get_postmaster_info()
     password = _secret(home, "pg_dw_password")
@@ -148,11 +186,29 @@ def _start_postgres(home: Path) -> None:
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
 
 
+def restart_postgres_if_gone() -> bool:
+    """Start the embedded PostgreSQL again when its postmaster is gone (killed, crashed), on the
+    same data, socket and port, so every process's connection settings stay right; True when it
+    did. A killed postmaster that its parent has not reaped yet counts as still there."""
+    import pgserver
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = (state_dir() / "pg").resolve()
+    running = PostmasterInfo.read_from_pgdata(pgdata)
+    if running is not None and running.is_running():
+        return False
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # this process's handle
+    with pgserver.PostgresServer._lock:
+        server.ensure_postgres_running()
+    return True
+
+
 def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
     """The replication source server (`home`/source_pg) running with logical decoding, with
-    `database` in it; returns its URL (superuser, unix socket, password). Stops when the last
-    process using it exits. A new server starts with `wal_level = replica`: the settings are
-    written with ALTER SYSTEM and it is restarted once (later starts read postgresql.auto.conf)."""
+    `database` in it, readable by the replication role and published (`grant_replication_reads`);
+    returns the role's URL (unix socket, password). Stops when the last process using it exits. A
+    new server starts with `wal_level = replica`: the settings are written with ALTER SYSTEM and it
+    is restarted once (later starts read postgresql.auto.conf)."""
     import pgserver
 
     pgdata = home / "source_pg"
@@ -161,6 +217,7 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     home.chmod(_home_mode())
     password = _secret(home, "pg_source_admin_password")
+    reader_password = _secret(home, "pg_source_replication_password")
 
     def connect(dbname: str = "postgres") -> psycopg.Connection:
         info = server.get_postmaster_info()
@@ -183,14 +240,59 @@ def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATA
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
         conn.execute("select pg_reload_conf()")
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (REPLICATION_ROLE,)).fetchone()
+        conn.execute(
+            sql.SQL(
+                ("alter" if exists else "create")
+                + " role {} login replication nosuperuser nocreatedb nocreaterole password {}"
+            ).format(sql.Identifier(REPLICATION_ROLE), sql.Literal(reader_password))
+        )
         if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
             conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+    with connect(database) as conn:
+        grant_replication_reads(conn, os.environ.get("DW_REPLICATION_PUBLICATION") or f"dw_{database}")
     if restart:  # wal_level and friends: stop (pgserver's own pg_ctl stop, as the last handle), start
         server.cleanup()
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
         home.chmod(_home_mode())
     info = server.get_postmaster_info()
-    return f"postgresql://postgres:{password}@/{database}?host={info.socket_dir}&port={info.port}"
+    return f"postgresql://{REPLICATION_ROLE}:{reader_password}@/{database}?host={info.socket_dir}&port={info.port}"
+
+
+def grant_replication_reads(conn: psycopg.Connection, publication: str, schema: str = "public") -> None:
+    """What a DBA does in a source database for the replication role (`conn`: its owner or a
+    superuser): SELECT on the schema's tables, now and as they are created, and the publication of
+    every table (FOR ALL TABLES needs a superuser, so the pipeline cannot create it itself)."""
+    role, schema_id = sql.Identifier(REPLICATION_ROLE), sql.Identifier(schema)
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema_id, role))
+    conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(schema_id, role))
+    conn.execute(sql.SQL("alter default privileges in schema {} grant select on tables to {}").format(schema_id, role))
+    if not conn.execute("select 1 from pg_publication where pubname = %s", (publication,)).fetchone():
+        conn.execute(
+            sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)").format(
+                sql.Identifier(publication)
+            )
+        )
+
+
+def source_admin_connection(dbname: str | None = None) -> psycopg.Connection:
+    """An autocommit connection as the embedded replication source's superuser, for set-up work
+    only (creating databases, seeding the sample, granting); `dbname` defaults to the database of
+    DW_REPLICATION_SOURCE_URL. Only the embedded default has one."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    secret = state_dir() / "pg_source_admin_password"
+    if not secret.exists() or not os.environ.get("DW_REPLICATION_SOURCE_URL"):
+        raise RuntimeError("no embedded replication source is running: its admin connection exists only for it")
+    reader = conninfo_to_dict(os.environ["DW_REPLICATION_SOURCE_URL"])
+    return psycopg.connect(
+        host=reader["host"],
+        port=reader["port"],
+        user="postgres",
+        password=secret.read_text().strip(),
+        dbname=dbname or reader["dbname"],
+        autocommit=True,
+    )
 
 
 def _home_mode() -> int:
@@ -212,6 +314,21 @@ def _prune_dead_handles(pgdata: Path) -> None:
         alive = [pid for pid in handles.get() if psutil.pid_exists(pid)]
         if alive != handles.get():
             handles.put(alive)
+
+
+def _stop_a_restarted_server_too(server) -> None:
+    """pgserver's exit hook stops the server (when this process holds the last handle) only if
+    the postmaster it found at start still runs: a server killed and started again meanwhile (by
+    `dw sql` or another `dw` process, or by `dw dev` itself) would be left running. Just before
+    that hook (atexit runs the last registered first), point it at the postmaster running now."""
+    from pgserver.utils import PostmasterInfo
+
+    def follow_restart() -> None:
+        running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if running is not None and running.is_running():
+            server._postmaster_info = running
+
+    atexit.register(follow_restart)
 
 
 def _secret(home: Path, name: str) -> str:
@@ -254,8 +371,9 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 sql.Identifier(PIPELINE_ROLE), sql.Literal(password)
             )
         )
-        # The sample sources stand in for systems the pipeline only reads.
-        conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(PIPELINE_ROLE)))
+        # Least privilege: the role reads the sample sources' tables (below), not every table on
+        # the server as an earlier release let it (pg_read_all_data).
+        conn.execute(sql.SQL("revoke pg_read_all_data from {}").format(sql.Identifier(PIPELINE_ROLE)))
         for name, value in SERVER_SETTINGS.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
@@ -269,11 +387,39 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 conn.execute(
                     sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner))
                 )
-        for name in OWNED_DATABASES:
+        for name in OWNED_DATABASES + SOURCE_DATABASES:
             with psycopg.connect(
                 host=socket_dir, port=port, user="postgres", password=admin_password, dbname=name, autocommit=True
             ) as db:
-                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
+                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE) if name in OWNED_DATABASES else SOURCE_READS)
+
+
+# What the pipeline role may do in a sample source database: read the tables the set-up role
+# (postgres) creates there, now and later (default privileges), and nothing else.
+SOURCE_READS = sql.SQL(
+    """
+do $$
+declare r record;
+begin
+    for r in select nspname from pg_namespace where nspname !~ '^pg_' and nspname <> 'information_schema' loop
+        execute format('grant usage on schema %I to {role}', r.nspname);
+        execute format('grant select on all tables in schema %I to {role}', r.nspname);
+    end loop;
+end $$;
+alter default privileges for role postgres grant usage on schemas to {role};
+alter default privileges for role postgres grant select on tables to {role};
+"""
+).format(role=sql.Identifier(PIPELINE_ROLE))
+
+
+def create_source_database(name: str) -> None:
+    """A database standing in for a source system the pipeline reads (embedded default only):
+    owned by the superuser; the pipeline role may read the tables created in it, nothing more."""
+    with admin_connection("postgres") as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    with admin_connection(name) as conn:
+        conn.execute(SOURCE_READS)
 
 
 # Gives the pipeline role what an older state folder created as the superuser in its databases:
@@ -613,16 +759,104 @@ def _dev_fernet_keys(home: Path) -> None:
     os.environ["DW_SALES_FERNET_KEYS"] = path.read_text().strip()
 
 
-INSTANCE_YAML = PROJECT_ROOT / "instance" / "dagster.yaml"
+INSTANCE_YAML = PROJECT_ROOT / "dagster.yaml"
 
 
 def _prepare_dagster_home(home: Path) -> None:
-    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's
-    instance/dagster.yaml. (Not in the project root: `dagster dev` run there would read it and
-    need DAGSTER_PG_URL before it could start.)"""
+    """DAGSTER_HOME holds the instance's local files; its dagster.yaml is a link to the project's."""
     home.mkdir(parents=True, exist_ok=True)
     link = home / "dagster.yaml"
     if link.is_symlink() and link.resolve() != INSTANCE_YAML.resolve():
         link.unlink()  # a link to where an earlier release kept the file
     if not link.exists():
         link.symlink_to(INSTANCE_YAML)
+
+
+def celery_wanted() -> bool:
+    """The Celery executor is chosen and no Redis is configured: the embedded Redis is needed."""
+    return os.environ.get("DW_EXECUTOR", "").strip() == "celery" and not os.environ.get("DW_REDIS_URL")
+
+
+@contextmanager
+def _celery_broker(home: Path) -> Iterator[None]:
+    """Redis (Debian's `redis-server`) as a child process when DW_EXECUTOR=celery and no DW_REDIS_URL
+    is set; stopped on exit. In process (the default), no Redis is started or needed. A second `dw`
+    process on the same state folder (`dw workers` beside `dw dev`) uses the running server."""
+    if not celery_wanted():
+        yield
+        return
+    location = home / "redis"
+    location.mkdir(parents=True, exist_ok=True)
+    password = _secret(home, "redis_password")
+    with _file_lock(location / "start.lock"):
+        port, process = running_redis(location), None
+        if port is None:
+            process, port = start_redis(location, password)
+            (location / "endpoint.json").write_text(json.dumps({"pid": process.pid, "port": port}))
+    os.environ["DW_REDIS_URL"] = redis_url(port, password)
+    try:
+        yield
+    finally:
+        os.environ.pop("DW_REDIS_URL", None)
+        if process is not None:
+            stop_process(process)  # SIGTERM: Redis writes its append-only file and exits
+            (location / "endpoint.json").unlink(missing_ok=True)
+
+
+def redis_url(port: int, password: str) -> str:
+    return f"redis://:{password}@127.0.0.1:{port}/0"
+
+
+def running_redis(location: Path) -> int | None:
+    """The port of the Redis another process started on `location`, if it is still that server and
+    answers; a dead or foreign pid is pruned."""
+    try:
+        info = json.loads((location / "endpoint.json").read_text())
+        cmdline = Path(f"/proc/{info['pid']}/cmdline").read_bytes()
+        if b"redis-server" in cmdline:
+            socket.create_connection(("127.0.0.1", info["port"]), timeout=0.5).close()
+            return int(info["port"])
+    except (OSError, ValueError, KeyError):
+        pass
+    (location / "endpoint.json").unlink(missing_ok=True)
+    return None
+
+
+def start_redis(
+    location: Path, password: str, port: int | None = None, timeout_s: float = 30
+) -> tuple[subprocess.Popen, int]:
+    """`redis-server` on 127.0.0.1:`port` (default: a free port) with its data in `location`: every
+    client authenticates with `password` (kept in the 0600 config file, not on the command line),
+    and what is queued survives a restart (append-only file, fsync every second)."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        raise RuntimeError(
+            "Redis is not installed: run scripts/bootstrap.sh (apt-get install redis-server), "
+            "or set DW_REDIS_URL to a real Redis (or set DW_EXECUTOR=in_process)"
+        )
+    location.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
+    config = location / "redis.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            "# Written by dw_platform at every start.\n"
+            f"bind 127.0.0.1\nport {port}\nprotected-mode yes\nrequirepass {password}\n"
+            f'dir "{location}"\nappendonly yes\nappendfsync everysec\nsave ""\n'
+            f'logfile "{location / "redis.log"}"\ndaemonize no\n'
+        )
+    process = subprocess.Popen(
+        [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {process.returncode}; see {location / 'redis.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"redis-server did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
+            time.sleep(0.05)

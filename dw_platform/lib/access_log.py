@@ -10,8 +10,11 @@ requests without a protocol), and quotes inside quoted fields escaped as `\\"`. 
 written (escapes included); the request line is also split into method, path and protocol when it
 is one. Lines are LF or CRLF terminated; the file is read in chunks, never whole.
 
-A line that does not fit (truncated, garbage, a bad timestamp, not UTF-8, a NUL byte) is returned
-as a `BadLine` with its number and the reason, never dropped.
+A line that does not fit is returned as a `BadLine` with its number, its exact bytes and the
+reason, never dropped, and the lines after it parse as usual: truncated or garbage lines, a bad
+timestamp, bytes that are not UTF-8, a NUL or any other control character (servers write those
+escaped, as `\\xHH`: a raw one means the line was damaged), a line longer than `max_line_bytes`
+(kept cut to that length; memory never holds more of it).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+
+import numpy as np
+
+MAX_LINE_BYTES = 64 << 10  # Apache's request line and each header are limited to 8 KiB
 
 _QUOTED = r'"([^"\\\n]*(?:\\.[^"\\\n]*)*)"'
 # The request line as one quoted field; when it is `METHOD target HTTP/x` the parts are captured too.
@@ -54,8 +61,11 @@ FIELDS = (
 
 @dataclass(frozen=True)
 class BadLine:
+    """A line that does not load: its bytes as in the file (without the line end; an over-long
+    line cut to `max_line_bytes`) and why."""
+
     line_number: int
-    raw: str
+    raw: bytes
     reason: str
 
 
@@ -99,9 +109,9 @@ def split_request(request: str) -> tuple[str | None, str | None, str | None]:
 
 def parse_line(text: str, timestamps: _Timestamps | None = None) -> tuple | str:
     """The fields of one line (as in FIELDS), or the reason it does not parse."""
-    match = _LINE.fullmatch(text) if "\x00" not in text else None
+    match = _LINE.fullmatch(text)
     if match is None:
-        return "NUL byte in the line" if "\x00" in text else _why_not(text)
+        return _why_not(text)
     return _fields(match.groups(), timestamps or _Timestamps())
 
 
@@ -128,25 +138,42 @@ def _why_not(text: str) -> str:
     return "unexpected text after the size (neither Common nor Combined Log Format)"
 
 
-def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a byte stream without their LF or CRLF; a final line without LF counts,
-    an empty file has none."""
-    for block in _blocks(chunks):
-        for part in block.split(b"\n"):
-            yield part[:-1] if part.endswith(b"\r") else part
+@dataclass(frozen=True)
+class _LongLine:
+    """A line longer than the limit, read past without keeping more than its first bytes."""
+
+    head: bytes
+    size: int
 
 
-def _blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The stream cut into blocks of whole lines, without the block's last LF."""
+def _blocks(chunks: Iterable[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[bytes | _LongLine]:
+    """The stream cut into blocks of whole lines (without the block's last LF); a line that grows
+    past `limit` bytes before its end is seen comes alone, as a `_LongLine`."""
     rest = b""
+    long: _LongLine | None = None
+    last = b""  # the previous chunk's last byte
     for chunk in chunks:
         cut = chunk.rfind(b"\n")
+        if long is not None:
+            first = chunk.find(b"\n")
+            if first < 0:
+                long, last = _LongLine(long.head, long.size + len(chunk)), chunk[-1:]
+                continue
+            size = long.size + first - ((chunk[first - 1 : first] if first else last) == b"\r")
+            yield _LongLine(long.head, size) if size > limit else long.head[:size]
+            long, chunk = None, chunk[first + 1 :]
+            cut -= first + 1
+        last = chunk[-1:]
         if cut < 0:
             rest += chunk
+            if len(rest) > limit:
+                long, rest = _LongLine(rest[:limit], len(rest)), b""
             continue
         yield rest + chunk[:cut]
         rest = chunk[cut + 1 :]
-    if rest:
+    if long is not None:
+        yield long
+    elif rest:
         yield rest
 
 
@@ -171,35 +198,43 @@ class ParsedBatch:
     bad: list[BadLine]
 
 
-def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[ParsedBatch]:
+def parse_copy_text(
+    chunks: Iterable[bytes], batch_rows: int = 10_000, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[ParsedBatch]:
     """Parse a log straight into COPY text batches, in file order.
 
     A block of whole lines is decoded and matched at once (one regex match per good line), and a
     good line becomes its COPY text line with one `join`: Python does little per line. Lines
-    between two matches are the bad ones. Fields holding a backslash or a tab are escaped.
+    between two matches are the bad ones. A block holding a control character other than the
+    line ends, bytes that are not UTF-8 or an over-long line (rare) is parsed line by line, to
+    name the bad ones.
     """
     timestamps = _Timestamps()
     valid = timestamps.valid
     number = 0
     out: list[str] = []
     bad: list[BadLine] = []
-    for block in _blocks(chunks):
-        try:
-            text = block.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        if text is None or "\x00" in text:  # rare: line by line, to name the bad ones
+    for block in _blocks(chunks, max_line_bytes):
+        text = None
+        if isinstance(block, _LongLine):
+            number += 1
+            bad.append(BadLine(number, block.head, _too_long(block.size, max_line_bytes)))
+        elif _plain(block, max_line_bytes):
+            try:
+                text = block.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        if text is None and not isinstance(block, _LongLine):
             for raw in block.split(b"\n"):
                 number += 1
-                parsed = _one_line(number, raw[:-1] if raw.endswith(b"\r") else raw, timestamps)
+                parsed = _one_line(number, raw[:-1] if raw.endswith(b"\r") else raw, timestamps, max_line_bytes)
                 if isinstance(parsed, BadLine):
                     bad.append(parsed)
                 else:
                     out.append(_copy_line(parsed))
-        else:
+        elif text is not None:
             if "\r" in text:
                 text = text.replace("\r\n", "\n")
-            no_tabs = "\t" not in text and "\r" not in text
             pos = 0
             for m in _LINES.finditer(text):
                 if m.start() != pos:
@@ -207,14 +242,14 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
                 number += 1
                 pos = m.end() + 1
                 groups = m.groups()
-                if no_tabs and groups[5] is not None and groups[10] is not None and valid(groups[3]):
+                if groups[5] is not None and groups[10] is not None and valid(groups[3]):
                     joined = "\t".join(groups)
                     if "\\" not in joined:  # the common case: nothing to escape, no field missing
                         out.append(f"{number}\t{joined}\n")
                         continue
                 fields = _fields(groups, timestamps)
                 if isinstance(fields, str):
-                    bad.append(BadLine(number, m.group(), fields))
+                    bad.append(BadLine(number, m.group().encode(), fields))
                 else:
                     out.append(_copy_line((number, *fields)))
             if pos <= len(text):
@@ -224,6 +259,30 @@ def parse_copy_text(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterat
             out, bad = [], []
     if out or bad:
         yield ParsedBatch("".join(out), len(out), bad)
+
+
+def _plain(block: bytes, limit: int) -> bool:
+    """Whether a block can take the fast path: no control character but the line ends (LF, CRLF,
+    a CR ending the block) and no line longer than `limit` bytes. numpy over the bytes."""
+    arr = np.frombuffer(block, np.uint8)
+    marks = np.flatnonzero((arr < 32) | (arr == 127))
+    kinds = arr[marks]
+    lf = marks[kinds == 10]
+    if len(lf) != len(marks):
+        cr = marks[kinds == 13]
+        if len(cr) + len(lf) != len(marks):
+            return False
+        after = np.minimum(cr + 1, len(arr) - 1)
+        if not ((arr[after] == 10) | (cr + 1 == len(arr))).all():
+            return False
+    if len(arr) <= limit:
+        return True
+    longest = int(np.diff(lf, prepend=-1, append=len(arr)).max()) - 1
+    return longest <= limit
+
+
+def _too_long(size: int, limit: int) -> str:
+    return f"the line is longer than max_line_bytes ({limit:,}): {size:,} bytes, kept cut to its first {limit:,} bytes"
 
 
 def _copy_value(value) -> str:
@@ -247,10 +306,12 @@ def _from_copy_line(line: str) -> tuple:
     return (int(values[0]), *values[1:])
 
 
-def parse(chunks: Iterable[bytes], batch_rows: int = 10_000) -> Iterator[list[tuple | BadLine]]:
+def parse(
+    chunks: Iterable[bytes], batch_rows: int = 10_000, max_line_bytes: int = MAX_LINE_BYTES
+) -> Iterator[list[tuple | BadLine]]:
     """Batches of parsed lines: `(line_number, *fields)` tuples and `BadLine`s, in file order
     (the COPY text of `parse_copy_text` read back: one parsing code path)."""
-    for batch in parse_copy_text(chunks, batch_rows):
+    for batch in parse_copy_text(chunks, batch_rows, max_line_bytes):
         rows = [_from_copy_line(line) for line in batch.copy_text.split("\n")[:-1]] + batch.bad
         yield sorted(rows, key=lambda r: r.line_number if isinstance(r, BadLine) else r[0])
 
@@ -260,16 +321,24 @@ def _bad_lines(text: str, number: int, batch: list) -> int:
     for line in text.split("\n"):
         number += 1
         line = line[:-1] if line.endswith("\r") else line
-        batch.append(BadLine(number, line, _why_not(line)))
+        batch.append(BadLine(number, line.encode(), _why_not(line)))
     return number
 
 
-def _one_line(number: int, raw: bytes, timestamps: _Timestamps) -> tuple | BadLine:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _one_line(number: int, raw: bytes, timestamps: _Timestamps, limit: int = MAX_LINE_BYTES) -> tuple | BadLine:
+    if len(raw) > limit:
+        return BadLine(number, raw[:limit], _too_long(len(raw), limit))
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return BadLine(number, raw.decode("utf-8", "backslashreplace"), f"not UTF-8 (byte {exc.start + 1})")
-    if "\x00" in text:
-        return BadLine(number, text.replace("\x00", "\\x00"), "NUL byte in the line")
+        return BadLine(number, raw, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1})")
+    control = _CONTROL.search(text)
+    if control is not None:
+        at = len(text[: control.start()].encode()) + 1
+        what = "NUL byte" if control.group() == "\x00" else f"control character 0x{ord(control.group()):02x}"
+        return BadLine(number, raw, f"{what} (at byte {at}; servers write control characters escaped, as \\xHH)")
     fields = parse_line(text, timestamps)
-    return (number, *fields) if isinstance(fields, tuple) else BadLine(number, text, fields)
+    return (number, *fields) if isinstance(fields, tuple) else BadLine(number, raw, fields)

@@ -18,15 +18,15 @@ the longest record allowed:
    types (checked, not converted: the text lands), minimums, field sizes.
 
 A file that is not this kind of CSV at all (no usable header, gzip that is not gzip, UTF-16, a
-ZIP archive) raises `CsvFormatError`. gzip files (`.csv.gz`) are read directly.
+ZIP archive) raises `CsvFormatError`. Compressed files (gzip, bzip2, zstd) are read directly.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import itertools
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import yaml
+
+from dw_platform.lib.compression import CompressionError, decompressed
 
 MAX_FIELD_BYTES = 2 << 20  # defaults; a schema file can set its own (limits:)
 MAX_RECORD_BYTES = 4 << 20
@@ -229,7 +231,10 @@ class CsvReader:
             self.header = next(csv.reader([text], delimiter=self.schema.delimiter, strict=True))
         except csv.Error as exc:
             raise CsvFormatError(f"line {block.lines[0]}: the header is not valid CSV ({exc})") from None
-        self._positions = self.schema.bind(self.header)
+        try:
+            self._positions = self.schema.bind(self.header)
+        except CsvFormatError as exc:
+            raise CsvFormatError(f"line {block.lines[0]}: {exc}") from None
         self._validator = _Validator(self.schema, self._positions)
         return block.drop_first()
 
@@ -691,73 +696,45 @@ class _Oversized:
 # ---------------------------------------------------------------- what the bytes are
 
 
-_GZIP = b"\x1f\x8b"
 _SIGNATURES = [
     (codecs.BOM_UTF32_LE, "UTF-32 text (it starts with a UTF-32 byte-order mark); export it as UTF-8"),
     (codecs.BOM_UTF16_LE, "UTF-16 text (it starts with a UTF-16 byte-order mark); export it as UTF-8"),
     (codecs.BOM_UTF16_BE, "UTF-16 text (it starts with a UTF-16 byte-order mark); export it as UTF-8"),
     (b"PK\x03\x04", "a ZIP archive (an .xlsx workbook is one), not CSV text"),
     (b"%PDF", "a PDF document, not CSV text"),
-    (b"BZh", "a bzip2 archive; only gzip is read directly"),
-    (b"\xfd7zXZ\x00", "an xz archive; only gzip is read directly"),
-    (b"(\xb5/\xfd", "a zstd archive; only gzip is read directly"),
+    (b"\xfd7zXZ\x00", "an xz archive; gzip, bzip2 and zstd are read directly"),
 ]
 
 
 def _decoded(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The text bytes of the stream: a UTF-8 BOM dropped, gzip decompressed (several members
-    too), other known non-text formats refused by name."""
-    iterator = iter(chunks)
-    head = b""
-    for chunk in iterator:
-        head += chunk
-        if len(head) >= 8:
-            break
-    if not head:
-        return
-    for signature, what in _SIGNATURES:
-        if head.startswith(signature):
-            raise CsvFormatError(f"the file is {what}")
-    if len(head) >= 4 and (head[1] == 0 == head[3] or head[0] == 0 == head[2]):
-        raise CsvFormatError(
-            "the file looks like UTF-16 text without a byte-order mark (every other byte is NUL); export it as UTF-8"
-        )
-    rest = _prepend(head, iterator)
-    if head.startswith(_GZIP):
-        rest = _gunzip(rest)
-    first = True
-    for chunk in rest:
-        if first:
-            if chunk.startswith(codecs.BOM_UTF8):
-                chunk = chunk[len(codecs.BOM_UTF8) :]
-            first = not chunk  # a chunk too short to hold the whole BOM is not expected
-        if chunk:
-            yield chunk
-
-
-def _prepend(head: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield head
-    yield from rest
-
-
-def _gunzip(chunks: Iterator[bytes], out: int = 4 << 20) -> Iterator[bytes]:
-    """Decompress a gzip stream (one member or several), at most `out` bytes at a time."""
-    decompressor, fed = zlib.decompressobj(wbits=31), False
+    """The text bytes of the stream: decompressed (`dw_platform.lib.compression`), a UTF-8 BOM
+    dropped, other known non-text formats refused by name."""
     try:
-        for data in chunks:
-            while data:
-                fed = True
-                yield decompressor.decompress(data, out)
-                while decompressor.unconsumed_tail:
-                    yield decompressor.decompress(decompressor.unconsumed_tail, out)
-                if not decompressor.eof:
-                    break
-                data = decompressor.unused_data.lstrip(b"\x00")  # the next member (zero padding allowed)
-                decompressor, fed = zlib.decompressobj(wbits=31), False
-    except zlib.error as exc:
-        raise CsvFormatError(f"the file starts like gzip but does not decompress: {exc}") from None
-    if fed:
-        raise CsvFormatError("the gzip file is cut short (its last member does not end)")
+        iterator = iter(decompressed(chunks))
+        head = b""
+        for chunk in iterator:
+            head += chunk
+            if len(head) >= 8:
+                break
+        if not head:
+            return
+        for signature, what in _SIGNATURES:
+            if head.startswith(signature):
+                raise CsvFormatError(f"the file is {what}")
+        if len(head) >= 4 and (head[1] == 0 == head[3] or head[0] == 0 == head[2]):
+            raise CsvFormatError(
+                "the file looks like UTF-16 text without a byte-order mark (every other byte is NUL); export it as UTF-8"
+            )
+        first = True
+        for chunk in itertools.chain([head], iterator):
+            if first:
+                if chunk.startswith(codecs.BOM_UTF8):
+                    chunk = chunk[len(codecs.BOM_UTF8) :]
+                first = not chunk  # a chunk too short to hold the whole BOM is not expected
+            if chunk:
+                yield chunk
+    except CompressionError as exc:
+        raise CsvFormatError(str(exc)) from None
 
 
 __all__ = ["CsvFormatError", "CsvReader", "CsvSchema", "ColumnSpec", "Rejected", "count_records"]

@@ -10,19 +10,21 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
+from pydantic import PrivateAttr
 
 from dw_platform.lib.dbt_lineage import with_column_lineage
-from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
+from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
+from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -90,11 +92,28 @@ class DbtCli(DbtCliResource):
     dbt executable for its version before every command, and dbt answers only after asking PyPI
     for the latest release (two requests, 1 s timeout each): 1.4 s of every run here, and a
     network call from every production run. The version is the installed dbt-core's, which is
-    the dbt this resource runs (dbt is installed beside the interpreter, see above)."""
+    the dbt this resource runs (dbt is installed beside the interpreter, see above).
+
+    And no dbt it starts outlives its run (`dbt_invocations`): with `dbt_executable="dw-dbt"` the
+    kernel kills dbt with the process that started it, and a dbt still running when the run's
+    resources are torn down (an interrupted step: Dagster's terminate) is stopped then, before
+    the run is marked canceled or failed."""
+
+    _processes: list[subprocess.Popen] = PrivateAttr(default_factory=list)
 
     @cached_property
     def _cli_version(self) -> Version:
         return Version(importlib.metadata.version("dbt-core"))
+
+    def cli(self, args, **kwargs) -> DbtCliInvocation:
+        with environment(parent_env()):
+            invocation = super().cli(args, **kwargs)
+        self._processes.append(invocation.process)
+        return invocation
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for process in self._processes:
+            stop(process)
 
 
 def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
@@ -228,24 +247,56 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
         ]
         what = " ".join(comment) or f"Singular test {test['name']}."
         what += f" Its query (the failing rows): dbt_project/{test['original_file_path']}."
-    return f"{what} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
+    return f"{what}{_scope(test)} {blocks} The step's log names the failing row count; fix the data or the model, then rebuild."
 
 
-# The window an incremental model reads and replaces, [DW_MIN_DATE, DW_MAX_DATE), when a run has
-# no time partition: everything (the models' own defaults, stated here so a value left in the
-# caller's environment cannot narrow it).
-ALL_TIME = {"DW_MIN_DATE": "1900-01-01 00:00:00", "DW_MAX_DATE": "9999-12-31 00:00:00"}
+# What a test's `where` placeholders stand for (dbt_project/macros/partition_window.sql).
+_WHERE_PLACEHOLDERS = {
+    "__changed_customers__": "the customers the run's window changed",
+    "__web_log_files__": "the run's log files",
+    "__web_changed_days__": "the days of traffic they changed",
+    "_built_at >= __run_started_at__": "this dbt invocation built them",
+    "__window_start__": "the window's start",
+    "__window_end__": "the window's end",
+}
+
+
+def _scope(test: Mapping[str, Any]) -> str:
+    """What rows a generic test reads when its `where` narrows it to the run's window (a singular
+    test's header comment says so itself)."""
+    where = (test.get("config") or {}).get("where")
+    if not where or not test.get("test_metadata"):
+        return ""
+    everything = "a full build" if "__run_started_at__" in where else "an unpartitioned run"
+    for placeholder, meaning in _WHERE_PLACEHOLDERS.items():
+        where = where.replace(placeholder, meaning)
+    return f" Reads only the rows where {where} (all of them in {everything})."
+
+
+# What an incremental model reads and replaces when a run has no partition: everything. The
+# window [DW_MIN_DATE, DW_MAX_DATE) is all time and DW_PARTITION_KEYS empty (every file or blob);
+# stated here so a value left in the caller's environment cannot narrow it.
+ALL_TIME = {"DW_MIN_DATE": "1900-01-01 00:00:00", "DW_MAX_DATE": "9999-12-31 00:00:00", "DW_PARTITION_KEYS": ""}
 
 
 def window_env(window: dg.TimeWindow) -> dict[str, str]:
     """A partition window for dbt, as environment variables rather than --vars: dbt re-parses the
-    whole project when --vars change (3-4 s on every partition here); a changed environment
-    variable re-parses only the models that read it."""
+    whole project when --vars change (3-4 s on every partition here); the models read these only
+    when they execute (dbt_project/macros/partition_window.sql), so a new window re-parses nothing."""
     fmt = "%Y-%m-%d %H:%M:%S"
     return {
+        **ALL_TIME,
         "DW_MIN_DATE": window.start.astimezone(timezone.utc).strftime(fmt),
         "DW_MAX_DATE": window.end.astimezone(timezone.utc).strftime(fmt),
     }
+
+
+def partition_keys_env(run_tags: Mapping[str, str]) -> dict[str, str]:
+    """The run's partition of a file- or blob-partitioned job (one blob, one log file) for
+    the models incremental by file, as a JSON list; everything when the run has none or a range
+    (a single-run backfill of many files rebuilds them all, as a full refresh would)."""
+    key = run_tags.get("dagster/partition")
+    return {**ALL_TIME, "DW_PARTITION_KEYS": json.dumps([key]) if key else ""}
 
 
 @contextmanager
@@ -291,13 +342,22 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
 
 def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
     """The run's partition window (or range) when it builds time-partitioned models; None otherwise,
-    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt."""
+    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt. A window that
+    holds the first partition starts at the beginning of time: a first partition's bronze load is
+    the history load of everything before it (`LoadScope.with_history`), which its models take too."""
     specs = context.assets_def.specs_by_key
-    if not any(
-        isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition) for key in context.selected_asset_keys
-    ):
+    time_partitions = [
+        specs[key].partitions_def
+        for key in context.selected_asset_keys
+        if isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition)
+    ]
+    if not time_partitions:
         return None
-    return context.partition_time_window
+    window = context.partition_time_window
+    if window.start <= time_partitions[0].start:
+        history = datetime.fromisoformat(ALL_TIME["DW_MIN_DATE"]).replace(tzinfo=timezone.utc)
+        return dg.TimeWindow(history, window.end)
+    return window
 
 
 # dbt's unit tests check the models' SQL on fixed rows, not the data: the test suite runs them
@@ -305,18 +365,30 @@ def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
 
 
-def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
+def run_build(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse, full_refresh: bool = False
+):
     """`dbt build` for the selected models (seeds, models and their tests in one invocation),
-    streaming asset and check events to Dagster."""
+    streaming asset and check events to Dagster. `full_refresh` rebuilds incremental models from
+    everything, whatever the run's partitions."""
     window = partition_window(context)
-    env = window_env(window) if window else ALL_TIME
-    context.log.info(f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}")
+    if full_refresh:
+        env = ALL_TIME
+    else:
+        env = window_env(window) if window else partition_keys_env(context.run.tags)
+    context.log.info(
+        f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}"
+        + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
+    )
+    prune_invocation_folders(DBT_PROJECT.project_dir / DBT_PROJECT.target_path)
     # Typed columns of every table built, fetched by dagster-dbt as it finishes; column lineage
     # (lib/dbt_lineage.py) and row count on one connection here (dagster-dbt's fetch_row_counts
     # connects once per table, from a thread of its own: ~3 s of a one-partition run here).
     with warehouse.connect() as conn:
         with environment(env):
-            invocation = dbt.cli(BUILD_ARGS, context=context, raise_on_error=False)
+            invocation = dbt.cli(
+                BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False
+            )
 
         def asset_key_of(unique_id: str) -> dg.AssetKey:
             return invocation.dagster_dbt_translator.get_asset_spec(invocation.manifest, unique_id, DBT_PROJECT).key
@@ -335,13 +407,12 @@ def run_build(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse:
 
 
 def _with_row_count(conn: psycopg.Connection, manifest: Mapping[str, Any], output: dg.Output) -> dg.Output:
-    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted)."""
+    """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted);
+    for a large table the planner's estimate, marked `row_count_estimated` (lib/partition_rows.py)."""
     node = manifest["nodes"].get(output.metadata["unique_id"].value, {})
     if node.get("config", {}).get("materialized") not in ("table", "incremental", "seed"):
         return output
-    table = sql.Identifier(node["schema"], node["alias"])
-    (rows,) = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()
-    return output.with_metadata({**output.metadata, "dagster/row_count": rows})
+    return output.with_metadata({**output.metadata, **table_rows(conn, f"{node['schema']}.{node['alias']}")})
 
 
 def _record_partition_rows(

@@ -6,8 +6,10 @@ cipher and HMAC context per call. `encrypt_array` makes the same tokens (Fernet 
 whole column at ~1 µs a value: one AES context and one HMAC key for all values; the values are
 padded in one Arrow join and grouped by padded length, and CBC runs block position by block
 position over a group (C_j = AES(P_j xor C_{j-1}), C_0 = IV), each AES call covering the whole
-group. Every token decrypts with `cryptography`'s Fernet/MultiFernet (tested), so decryption and
-key rotation stay the library's.
+group. Every token is byte for byte the one `cryptography`'s Fernet makes for the same key, time
+and IV (tested, with the Fernet specification's own test vector); decryption and key rotation
+stay the library's. Each IV is 16 bytes from the OS CSPRNG (`os.urandom`), drawn in the process
+that encrypts, so the pool's workers never share a random state.
 
 This module imports no Dagster: process-pool workers import it on start.
 """
@@ -20,7 +22,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
@@ -35,9 +37,12 @@ _BLOCK = 16
 _PADDING = pa.array([bytes([size]) * size for size in range(_BLOCK + 1)], pa.binary())  # PKCS7, by pad size
 
 
-def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Array:
+def encrypt_array(
+    key: bytes, values: pa.Array, now: int | None = None, random_bytes: Callable[[int], bytes] = os.urandom
+) -> pa.Array:
     """Fernet tokens (text) for every value of a string/binary column under the 32-byte raw
-    `key` (signing half first, as in Fernet); nulls stay null."""
+    `key` (signing half first, as in Fernet); nulls stay null. `now` (Unix seconds) and
+    `random_bytes` (the IVs' source) are fixed only by known-answer tests."""
     values = values.cast(pa.binary()) if values.type != pa.binary() else values
     n = len(values)
     valid = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool)
@@ -60,7 +65,7 @@ def encrypt_array(key: bytes, values: pa.Array, now: int | None = None) -> pa.Ar
         group = padded.take(pa.array(rows))
         start = int(np.frombuffer(group.buffers()[1], dtype=np.int32, count=1, offset=group.offset * 4)[0])
         plain = np.frombuffer(group.buffers()[2], dtype=np.uint8, count=m * width, offset=start).reshape(m, width)
-        iv = np.frombuffer(os.urandom(m * _BLOCK), dtype=np.uint8).reshape(m, _BLOCK)
+        iv = np.frombuffer(random_bytes(m * _BLOCK), dtype=np.uint8).reshape(m, _BLOCK)
         size = len(header) + _BLOCK + width
         token = np.zeros((m, -(-(size + 32) // 3) * 3), dtype=np.uint8)  # zero-padded to whole base64 groups
         token[:, : len(header)] = header

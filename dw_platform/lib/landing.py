@@ -2,24 +2,29 @@
 
 A domain names its files by path (`2026-11-20/users.csv`); `LandingZone` finds them in a local
 folder when `local_folder` is set, else in the blob container (Azure or Azurite). Both give the
-file's bytes as chunks, so parsers stream the same way from either. `archive_gzip` moves a
-processed file into an archive folder gzip-compressed, streaming, deleting the original only
-after the archive is complete.
+file's bytes as chunks, so parsers stream the same way from either. `archive` moves a processed
+file into an archive folder gzip-compressed (a file that arrived compressed keeps its own bytes),
+`move` files it elsewhere as it is, both streaming and deleting the original only after the copy
+is complete. `waiting_files` finds files that have waited too long to be loaded.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
 import dagster as dg
 
 from dw_platform.lib.blob import BlobStorage, BlobVersion, storage_credentials_from_env
+from dw_platform.lib.compression import HEAD_BYTES, detect
 
 CHUNK_BYTES = 1 << 20
 
@@ -32,10 +37,18 @@ class LandedFile:
     version: str
     size: int
     location: str  # where it is, stable across runs (lineage): file://<folder> or azure://<account>/<container>
+    modified: datetime | None = None  # when this version arrived
 
     @property
     def uri(self) -> str:
         return f"{self.location.rstrip('/')}/{self.path}"
+
+
+def file_chunks(path: Path) -> Iterator[bytes]:
+    """A local file's bytes, CHUNK_BYTES at a time."""
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
 
 
 class Landing(Protocol):
@@ -75,7 +88,8 @@ class LocalLanding:
 
     def _landed(self, path: str, target: Path) -> LandedFile:
         stat = target.stat()
-        return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, self.location())
+        modified = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+        return LandedFile(path, f"{stat.st_mtime_ns}-{stat.st_size}", stat.st_size, self.location(), modified)
 
     def list(self, prefix: str = "") -> Iterator[LandedFile]:
         """Files whose path starts with `prefix`, in path order (hidden and partial files skipped)."""
@@ -94,9 +108,7 @@ class LocalLanding:
                 yield found
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
-        with open(self._resolve(file.path), "rb") as f:
-            while chunk := f.read(CHUNK_BYTES):
-                yield chunk
+        return file_chunks(self._resolve(file.path))
 
     def put(self, path: str, data: bytes | Iterable[bytes]) -> LandedFile:
         """Write through a hidden temporary file renamed into place: readers never see half a file."""
@@ -137,7 +149,7 @@ class BlobLanding:
         version = self.storage.version(path)
         if version is None:
             return None
-        return LandedFile(path, version.etag, version.size, self.location())
+        return LandedFile(path, version.etag, version.size, self.location(), version.modified)
 
     def list(self, prefix: str = "") -> Iterator[LandedFile]:
         """Blobs whose name starts with `prefix`, in name order (folder markers, names ending in `/`, left out)."""
@@ -145,7 +157,7 @@ class BlobLanding:
         for blob in self.storage.list(prefix):
             if not blob.name.endswith("/"):
                 location = location or self.location()
-                yield LandedFile(blob.name, blob.etag, blob.size, location)
+                yield LandedFile(blob.name, blob.etag, blob.size, location, blob.modified)
 
     def chunks(self, file: LandedFile) -> Iterator[bytes]:
         yield from self.storage.chunks(BlobVersion(file.path, file.version, file.size))
@@ -193,26 +205,54 @@ def gzip_chunks(chunks: Iterable[bytes], level: int = 6) -> Iterator[bytes]:
     yield compressor.flush()
 
 
-def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The original bytes of a gzip stream, streaming (bounded output per step)."""
-    decompressor = zlib.decompressobj(31)
-    for chunk in chunks:
-        data = chunk
-        while data:
-            out = decompressor.decompress(data, CHUNK_BYTES)
-            if out:
-                yield out
-            data = decompressor.unconsumed_tail
-    if tail := decompressor.flush():
-        yield tail
-    if not decompressor.eof:
-        raise ValueError("the gzip stream is truncated")
-
-
-def archive_gzip(zone: Landing, file: LandedFile, destination: str) -> LandedFile:
-    """Write `file` gzip-compressed to `destination`, then delete the original if it is still
-    that version (a newer upload under the same name stays for its own run). Nothing is
-    deleted before the archive is completely written."""
-    archived = zone.put(destination, gzip_chunks(zone.chunks(file)))
+def archive(zone: Landing, file: LandedFile, destination: str) -> LandedFile:
+    """Write `file` to `destination` gzip-compressed (as it is when it arrived compressed), then
+    delete the original if it is still that version (a newer upload under the same name stays for
+    its own run). Nothing is deleted before the archive is completely written."""
+    chunks = iter(zone.chunks(file))
+    head = next(chunks, b"")
+    data = itertools.chain([head], chunks)
+    archived = zone.put(destination, data if detect(head[:HEAD_BYTES]) else gzip_chunks(data))
     zone.delete(file)
     return archived
+
+
+def move(zone: Landing, file: LandedFile, destination: str) -> LandedFile:
+    """Copy `file` to `destination` as it is, then delete the original if it is still that version."""
+    moved = zone.put(destination, zone.chunks(file))
+    zone.delete(file)
+    return moved
+
+
+def put_report(zone: Landing, path: str, report: dict) -> LandedFile:
+    """A file's report (JSON) beside it."""
+    return zone.put(path, json.dumps(report, indent=2, sort_keys=True, default=str).encode())
+
+
+def failure_report(file: LandedFile, error: Exception, started: datetime) -> dict:
+    """The report filed beside a file that cannot be loaded: why, and for a file refused as
+    identical to one loaded before (`identical_files.IdenticalFile`), which load it repeats."""
+    report = {
+        "file": file.path,
+        "version": file.version,
+        "status": getattr(error, "ledger_status", "failed"),
+        "error": str(error),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc),
+    }
+    if (first := getattr(error, "first", None)) is not None:
+        report["identical_to"] = {"file": first.source, "batch_id": str(first.batch_id), "loaded_at": first.finished_at}
+    return report
+
+
+def waiting_files(
+    files: Iterable[LandedFile], max_wait: timedelta, now: datetime, loaded: Callable[[LandedFile], bool] | None = None
+) -> list[tuple[str, timedelta]]:
+    """The files that arrived longer than `max_wait` ago and (given `loaded`) have not been loaded
+    since, oldest first, with how long they have waited."""
+    late = [
+        (f.path, now - f.modified)
+        for f in files
+        if f.modified is not None and now - f.modified > max_wait and not (loaded and loaded(f))
+    ]
+    return sorted(late, key=lambda item: -item[1])

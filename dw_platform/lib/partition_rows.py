@@ -54,8 +54,7 @@ EXACT_COUNT_LIMIT = 1_000_000
 def table_rows(conn: psycopg.Connection, table: str) -> dict[str, int | bool]:
     """`dagster/row_count` of a table (schema.name): its rows, or above `EXACT_COUNT_LIMIT` the
     planner's estimate, marked `row_count_estimated`."""
-    schema, name = table.split(".")
-    ident = sql.Identifier(schema, name)
+    ident = sql.Identifier(*table.split("."))
     exists, estimate = conn.execute(
         "select to_regclass(%(t)s) is not null, (select greatest(reltuples, 0)::bigint from pg_class "
         "where oid = to_regclass(%(t)s))",

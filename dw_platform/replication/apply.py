@@ -5,10 +5,13 @@ Per table (topic), in micro-batches after the consumer's committed offset:
 1. events of transactions that committed before the table's start LSN are dropped: the bulk
    copy already holds them (a transaction is in the copy iff its commit record ends at or before
    the start LSN, i.e. its commit LSN is lower);
-2. a relation shape that differs from the Iceberg schema first evolves the table (new column,
-   widened type) in a schema-only commit and is recorded in `_schema_changes` and notified,
-   before any row of the new shape is written; an incompatible type change stops the table
-   (`failed`, re-seed it);
+2. a relation shape that differs from the table's recorded schema first evolves the table (new
+   column, widened type) in a schema-only commit and is recorded in `_schema_changes` and
+   notified, before any row of the new shape is written. A change PostgreSQL applies to existing
+   rows without streaming them (a column added with a default, identity or generated value, a
+   column renamed, a type changed: rows rewritten) is backfilled instead: the table is copied
+   again from the source at a new consistent position (a temporary slot's snapshot, as a bulk
+   reload), and its changes before that position are dropped;
 3. the batch is folded to the latest event per primary key (by log position), a truncate
    empties the table first, and deletes + upserts go to Iceberg in ONE transaction whose snapshot
    summary records the batch's last offset and LSN (`dw.applied-offset`, `dw.applied-lsn`);
@@ -34,10 +37,11 @@ from typing import TYPE_CHECKING
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.webhook import AlertWebhook
 from dw_platform.replication import eventlog, iceberg, schema_changes
-from dw_platform.replication.bulk import table_lock
+from dw_platform.replication.bulk import BulkLoad, cdc_mode, table_lock
 from dw_platform.replication.capture import UNAVAILABLE
 from dw_platform.replication.eventlog import LoggedEvent, RelationShape, lsn_text
 from dw_platform.replication.extractor import SourceTable
+from dw_platform.replication.extractors import extractor_for
 from dw_platform.replication.postgres import lsn_to_int
 from dw_platform.replication.sources import SourceConfig
 from dw_platform.replication.status import ReplicationMeta, now
@@ -48,6 +52,16 @@ if TYPE_CHECKING:
 
 # A test seam: called with the table key after its Iceberg commit, before `_cdc_status` is written.
 AFTER_TABLE_COMMIT: Callable[[str], None] | None = None
+# `_cdc_status.note` of a table whose backfill is due: kept until the copy completes, so a run that
+# dies in between leaves it for the next run to do again.
+BACKFILL_NOTE = "backfill due:"
+# Per column of a source table, whether existing rows got a value PostgreSQL did not stream when it
+# was added: a default (fast: `atthasmissing`; volatile: the table was rewritten), an identity or a
+# generated value.
+FILLED_COLUMNS = """
+select attname::text, atthasmissing or atthasdef or attidentity <> '' or attgenerated <> ''
+from pg_attribute where attrelid = %s and attnum > 0 and not attisdropped
+"""
 
 
 @dataclass
@@ -67,10 +81,27 @@ class AppliedBatch:
     schema_changes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     lag_bytes: int = 0  # the slot's lag (WAL bytes not yet captured) when the batch was applied
+    backfill: str | None = None  # why the table was copied again from the source instead
+    start_lsn: str | None = None  # the backfill's position
+
+
+class NeedsBackfill(Exception):
+    """A change PostgreSQL did not stream: the table must be copied again from the source."""
 
 
 class TableBlocked(Exception):
-    """The table cannot take these changes (incompatible type change): it waits for a re-seed."""
+    """The table cannot take these changes now (a type Iceberg cannot follow in place, a backfill
+    that failed): the other tables go on."""
+
+
+def takes_changes(status: dict | None) -> bool:
+    """Whether a change-capture run works on a table's changes: it is loaded (or new on the source:
+    created from its first change), or its backfill is due (the run does it first)."""
+    return status is None or status.get("status") == "completed" or backfill_due(status)
+
+
+def backfill_due(status: dict | None) -> bool:
+    return bool(status) and (status.get("note") or "").startswith(BACKFILL_NOTE)
 
 
 class StatusMoved(Exception):
@@ -144,8 +175,13 @@ class Apply:
         self, topic: str, key: str, status: dict | None, next_offset: int, batch_size: int
     ) -> Iterator[AppliedBatch]:
         if status is not None and status.get("status") != "completed":
-            self.log(f"{key}: {status.get('status')} in _cdc_status: its changes wait in the log until it is loaded")
-            return
+            if not backfill_due(status):
+                self.log(
+                    f"{key}: {status.get('status')} in _cdc_status: its changes wait in the log until it is loaded"
+                )
+                return
+            yield self._backfill(topic, key, status["note"].removeprefix(BACKFILL_NOTE).strip())
+            status = self.meta.statuses()[key]
         offset = -1 if status is None else self._resume_offset(key, status)
         while offset < next_offset - 1:
             with self.lakehouse.connect() as wh:
@@ -155,11 +191,42 @@ class Apply:
                     self._shapes.update(eventlog.relations(wh, missing))
             if not events:
                 break
-            batch = self._apply_batch(topic, key, status, events)
+            try:
+                batch = self._apply_batch(topic, key, status, events)
+            except NeedsBackfill as exc:
+                yield self._backfill(topic, key, str(exc))
+                status = self.meta.statuses()[key]
+                offset = self._resume_offset(key, status)
+                continue
             offset = batch.applied_offset
             status = self.meta.statuses()[key]
             if batch.events or batch.created:
                 yield batch
+
+    def _backfill(self, topic: str, key: str, reason: str) -> AppliedBatch:
+        """Copy the table again from the source at a new consistent position (a bulk reload of
+        this one table: the slot goes on, so the other tables keep every change)."""
+        started = time.perf_counter()
+        self.meta.update({key: {"note": f"{BACKFILL_NOTE} {reason}"}})
+        self.warn(f"{key}: {reason}; copying the table again from the source at a new consistent position")
+        load = BulkLoad(
+            self.source, extractor_for(self.source), self.lakehouse, run_id=self.run_id, log=self.log, warn=self.warn
+        )
+        result = next(r for r in load.run([key], full_reload=True) if r.key == key)
+        schema_changes.notify_pending(self.meta, self.webhook, self.log, self.warn)
+        if result.status != "completed":
+            raise TableBlocked(f"its backfill failed ({result.error}); the next run tries again")
+        self.log(f"{key}: backfilled: {result.rows:,} rows copied at {result.start_lsn}")
+        return AppliedBatch(
+            key,
+            topic,
+            snapshot_id=result.snapshot_id,
+            rows=result.rows,
+            schema_changes=result.schema_changes,
+            seconds=time.perf_counter() - started,
+            backfill=reason,
+            start_lsn=result.start_lsn,
+        )
 
     def _resume_offset(self, key: str, status: dict) -> int:
         """After the larger of the committed consumer offset and the offset the table's current
@@ -252,8 +319,6 @@ class Apply:
     def _create(self, key: str, events: list[LoggedEvent]) -> dict:
         """A table that appeared on the source after the bulk load: created from its relation
         message; its start position is its first change's commit LSN (every row came as a change)."""
-        from dw_platform.replication.bulk import cdc_mode
-
         shape = self._shapes[events[0].relation_id]
         table = shape_table(shape)
         ice, _ = iceberg.load_or_create(
@@ -285,11 +350,18 @@ class Apply:
 
     def _evolve(self, key: str, table, events: list[LoggedEvent]):
         """Evolve the Iceberg table to every relation shape in `events` (in order), recording and
-        notifying each change before the data is written. Returns the table and the changes."""
+        notifying each change before the data is written (NeedsBackfill for a change PostgreSQL
+        did not stream). Returns the table and the changes."""
         recorded = []
         for relation_id in dict.fromkeys(e.relation_id for e in events):
             shape = self._shapes[relation_id]
-            changes = schema_changes.record(self.meta, key, shape_schema(shape), None, self.run_id)
+            version, before = self.meta.current_schema(key)
+            reason = self._unstreamed(shape, schema_changes.diff(before, shape_schema(shape)))
+            if reason:
+                raise NeedsBackfill(reason)
+            changes = schema_changes.record(
+                self.meta, key, shape_schema(shape), None, self.run_id, recorded=(version, before)
+            )
             plan = iceberg.plan_evolution(table.schema(), shape_table(shape), drop_removed=False)
             if plan.replaced:
                 names = ", ".join(c.name for c in plan.replaced)
@@ -312,6 +384,32 @@ class Apply:
                 recorded += changes
                 schema_changes.notify_pending(self.meta, self.webhook, self.log, self.warn)
         return table, recorded
+
+    def _unstreamed(self, shape: RelationShape, changes: list[tuple[str, str | None]]) -> str | None:
+        """Why rows that existed before a schema change hold values PostgreSQL did not stream
+        (None: the change alone does not alter existing rows)."""
+        kinds: dict[str, list[str]] = {}
+        for kind, column in changes:
+            kinds.setdefault(kind, []).append(column)
+        if "type_changed" in kinds:
+            return f"column(s) {', '.join(kinds['type_changed'])} changed type (rows rewritten, not streamed)"
+        added = kinds.get("column_added", [])
+        if added and "column_removed" in kinds:
+            return (
+                f"column(s) {', '.join(kinds['column_removed'])} gone and {', '.join(added)} added "
+                "(renamed? existing values not streamed)"
+            )
+        if not added:
+            return None
+        with extractor_for(self.source).connect() as src:
+            on_source = dict(src.execute(FILLED_COLUMNS, (shape.relid,)).fetchall())
+        filled = [c for c in added if on_source.get(c, True)]  # gone again since (renamed, dropped): unknowable
+        if filled:
+            return (
+                f"column(s) {', '.join(filled)} added with values for the existing rows (a default, identity or "
+                "generated value) that PostgreSQL does not stream"
+            )
+        return None
 
     # ------------------------------------------------------------------ tables with a key
 
@@ -433,9 +531,9 @@ class Apply:
         self._append(tx, table, batches, properties)
 
 
-def consumer_offsets(meta: ReplicationMeta, conn) -> dict[str, int]:
+def consumer_offsets(meta: ReplicationMeta, conn, statuses: dict[str, dict] | None = None) -> dict[str, int]:
     """Each topic's consumer offset: the last offset applied to its table (-1: none yet)."""
-    statuses = meta.statuses()
+    statuses = meta.statuses() if statuses is None else statuses
     offsets = {}
     for topic, info in eventlog.topics_of(conn, meta.source).items():
         applied = (statuses.get(f"{info['schema']}.{info['table']}") or {}).get("applied_offset")

@@ -8,6 +8,12 @@ or the new, never half). A table that fails is tried again with exponential back
 snapshot is still open (same position); when its attempts are used up it is `failed` in
 `_cdc_status` and the others carry on. A completed table is skipped unless a full reload is asked
 for. Two loads of one table (two runs) take turns on a warehouse advisory lock.
+
+When the source's slot is unusable (missing, invalidated, moved behind the platform's back: see
+`slot.py`), changes have been lost for every table loaded from it: a run must then re-seed all of
+them together (it drops an unusable slot, makes a new one and copies every table of the run at its
+exported snapshot, completed ones included); a run of fewer tables is refused, so that no table
+goes on from a new slot while another misses the changes in between.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from datetime import datetime, timezone
 
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.lib.prefetch import prefetch
-from dw_platform.replication import iceberg, schema_changes
+from dw_platform.replication import eventlog, iceberg, schema_changes
 from dw_platform.replication.extractor import Extractor, Snapshot, SourceTable
+from dw_platform.replication.slot import SlotUnusable, slot_health
 from dw_platform.replication.sources import SourceConfig
 from dw_platform.replication.status import ReplicationMeta, now
 
@@ -108,7 +115,8 @@ class BulkLoad:
         """Load `keys` (completed ones skipped unless `full_reload`), yielding each table's outcome
         as it finishes."""
         statuses = self.meta.statuses()
-        todo = [k for k in keys if full_reload or statuses.get(k, {}).get("status") != "completed"]
+        reseed = self._reseed(keys, statuses)
+        todo = [k for k in keys if reseed or full_reload or statuses.get(k, {}).get("status") != "completed"]
         for key in keys:
             if key not in todo:
                 self.log(
@@ -125,6 +133,10 @@ class BulkLoad:
             return
         self.meta.update({k: {"status": "pending", "pending_at": now(), "dagster_run_id": self.run_id} for k in todo})
         with self.extractor.snapshot() as snap:
+            if snap.kind == "slot":  # where the new slot starts: capture goes on from here
+                with self.lakehouse.connect() as conn:
+                    eventlog.ensure_log(conn)
+                    eventlog.record_slot(conn, self.source.name, self.source.slot, position_number(snap.position))
             self.log(
                 f"snapshot at {snap.position} ({'the source slot ' + self.source.slot if snap.kind == 'slot' else snap.kind}); "
                 f"loading {len(todo)} table(s) with {min(workers or self.source.workers, len(todo))} worker(s)"
@@ -136,6 +148,27 @@ class BulkLoad:
                 futures = [pool.submit(self._load_with_retries, snap, k, attempts[k]) for k in todo]
                 for future in as_completed(futures):
                     yield future.result()
+
+    def _reseed(self, keys: list[str], statuses: dict[str, dict]) -> bool:
+        """True when the slot is unusable and this run re-seeds every table loaded from it (an
+        unusable slot still there is dropped: the run makes a new one); SlotUnusable when the run
+        would leave some of them behind."""
+        if self.source.engine != "postgresql":
+            return False
+        health = slot_health(self.source, self.lakehouse, self.meta)
+        if health.problem is None:
+            return False
+        left_out = sorted(k for k, s in statuses.items() if s.get("start_lsn") and k not in keys)
+        if left_out:
+            raise SlotUnusable(
+                f"refused: the {health.name} {health.cause}, so loading only {', '.join(keys)} would lose the "
+                f"changes of the tables it leaves out; re-seed every table in ONE run (all partitions of "
+                f"bronze/lakehouse/{self.source.name}); left out: {', '.join(left_out)}"
+            )
+        self.warn(f"{health.problem}. Re-seeding {len(keys)} table(s) at a new slot's position")
+        if health.slot is not None:
+            self.extractor.drop_slot()
+        return True
 
     def _load_with_retries(self, snap: Snapshot, key: str, attempts_before: int) -> TableLoad:
         delay = self.source.retry_delay_s

@@ -3,9 +3,11 @@
 The slot is read with `pg_logical_slot_peek_binary_changes` (pgoutput, protocol 1, the source's
 publication) over a plain SQL connection: peeking does not move the slot, so the changes of a
 batch stay in it until the log transaction that holds them has committed; only then does
-`pg_replication_slot_advance` move the slot past them. A crash between the two re-reads the same
-changes next time, and the log drops every change at or before its last logged position (commit
-LSN, sequence in the transaction): decoding is deterministic, so nothing is doubled or lost.
+`pg_replication_slot_advance` move the slot past them (the log transaction records where the slot
+will be, `bronze.cdc_capture.slot_lsn`: a slot further on was moved by someone else). A crash
+between the two re-reads the same changes next time, and the log drops every change at or before
+its last logged position (commit LSN, sequence in the transaction): decoding is deterministic, so
+nothing is doubled or lost.
 Why peek + advance rather than the streaming replication protocol: a capture run is a bounded
 batch job (Dagster launches it); peek gives exactly "read N changes, commit, then confirm" on the
 project's driver (psycopg 3) without a long-lived walsender, and `upto_nchanges` bounds a batch at
@@ -40,10 +42,11 @@ PEEK = (
     "select lsn - '0/0', data from pg_logical_slot_peek_binary_changes(%s, null, %s, 'proto_version', '1', "
     "'publication_names', %s, 'messages', 'true')"
 )
-# Whether the slot has anything for us: decodes up to the first transaction that produces output.
-PENDING = (
-    "select exists (select from pg_logical_slot_peek_binary_changes(%s, null, 1, 'proto_version', '1', "
-    "'publication_names', %s, 'messages', 'true'))"
+# The first message the slot has for us (a transaction's Begin, with its commit time): decodes up to
+# the first transaction that produces output.
+FIRST_PENDING = (
+    "select data from pg_logical_slot_peek_binary_changes(%s, null, 1, 'proto_version', '1', "
+    "'publication_names', %s, 'messages', 'true') limit 1"
 )
 HEARTBEAT_PREFIX = "dw_platform.heartbeat"
 UNAVAILABLE = "__debezium_unavailable_value"  # Debezium's placeholder for an unchanged TOAST value
@@ -134,13 +137,22 @@ class Capture:
         with self.extractor.connect() as conn:
             conn.execute("select pg_logical_emit_message(true, %s, now()::text)", (HEARTBEAT_PREFIX,))
 
-    def has_pending_changes(self) -> bool:
-        """Whether the slot holds at least one change for the publication (a peek of one change;
-        raises if another session is using the slot)."""
+    def oldest_pending(self) -> datetime | None:
+        """The commit time of the first transaction the slot holds for the publication, None when
+        it holds none (a peek of one transaction; raises if another session is using the slot)."""
         with self.extractor.connect() as conn:
-            return conn.execute(PENDING, (self.source.slot, self.source.publication)).fetchone()[0]
+            row = conn.execute(FIRST_PENDING, (self.source.slot, self.source.publication)).fetchone()
+        if row is None:
+            return None
+        first = pgoutput.decode(row[0])
+        return first.commit_time if isinstance(first, pgoutput.Begin) else datetime.now(timezone.utc)
 
-    def slot_state(self) -> SlotState:
+    def has_pending_changes(self) -> bool:
+        """Whether the slot holds at least one change for the publication."""
+        return self.oldest_pending() is not None
+
+    def find_slot(self) -> SlotState | None:
+        """The slot as the source shows it; None when it does not exist."""
         with self.extractor.connect() as conn:
             row = conn.execute(
                 "select confirmed_flush_lsn::text, coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), "
@@ -148,12 +160,16 @@ class Capture:
                 "from pg_replication_slots where slot_name = %s",
                 (self.source.slot,),
             ).fetchone()
-        if row is None:
+        return None if row is None else SlotState(row[0] or "", int(row[1]), row[2], row[3])
+
+    def slot_state(self) -> SlotState:
+        state = self.find_slot()
+        if state is None:
             raise LookupError(
                 f"replication slot {self.source.slot!r} does not exist on the source: "
                 "bulk-load the source first (it creates the slot)"
             )
-        return SlotState(row[0] or "", int(row[1]), row[2], row[3])
+        return state
 
     def capture_batch(self, limit: int) -> CaptureResult:
         """One peek of up to `limit` changes (whole transactions), logged, then the slot advanced."""
@@ -310,17 +326,16 @@ class Capture:
                     "update bronze.cdc_topics set next_offset = %s, updated_at = now() where topic = %s",
                     (offset, topic),
                 )
+            eventlog.record_slot(wh, self.source.name, self.source.slot, decoded.end_lsn)
             if decoded.last_position is not None:
                 commit_lsn, seq = decoded.last_position
                 wh.execute(
                     """
-                    insert into bronze.cdc_capture (source_name, slot_name, logged_commit_lsn, logged_seq, events_logged)
-                    values (%s, %s, %s::text::pg_lsn, %s, %s)
-                    on conflict (source_name) do update set slot_name = excluded.slot_name,
-                        logged_commit_lsn = excluded.logged_commit_lsn, logged_seq = excluded.logged_seq,
-                        events_logged = bronze.cdc_capture.events_logged + excluded.events_logged, updated_at = now()
+                    update bronze.cdc_capture set logged_commit_lsn = %s::text::pg_lsn, logged_seq = %s,
+                        events_logged = events_logged + %s
+                    where source_name = %s
                     """,
-                    (self.source.name, self.source.slot, lsn_text(commit_lsn), seq, result.events),
+                    (lsn_text(commit_lsn), seq, result.events, self.source.name),
                 )
             wh.execute(
                 """

@@ -1,6 +1,8 @@
 """One change-data-capture run of a source: drain the slot into the event log and the log into
 the Iceberg tables, in turns, until both are empty or the time budget is spent; then the upkeep
-(log retention, old Iceberg snapshots). One run per source at a time (a warehouse lock).
+(log retention, old Iceberg snapshots). One run per source at a time (a warehouse lock). A run
+whose slot is unusable (missing, invalidated, moved behind the platform's back) fails at once,
+capturing and applying nothing, until the source is re-seeded (`slot.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dw_platform.lib.webhook import AlertWebhook
 from dw_platform.replication import eventlog
 from dw_platform.replication.apply import AppliedBatch, Apply, consumer_offsets
 from dw_platform.replication.capture import Capture, CaptureResult
+from dw_platform.replication.slot import SlotUnusable, slot_health
 from dw_platform.replication.sources import SourceConfig
 from dw_platform.replication.status import now
 
@@ -55,6 +58,9 @@ def run(
     total = CaptureResult()
     touched: set[str] = set()
     with exclusive(lakehouse, source.name):
+        problem = slot_health(source, lakehouse).problem
+        if problem:
+            raise SlotUnusable(problem)
         while True:
             remaining = max(time_budget_s - (time.perf_counter() - started), 0.0)
             captured = capture.run(batch_changes, time_budget_s=remaining)

@@ -7,7 +7,8 @@ source: the dedupe key), the change record's `lsn`, `op` (c, u, d, t) and the De
 envelope as JSONB (`before`, `after`, `source` {... lsn, txId, ts_ms, schema, table}, `op`,
 `ts_ms`). `bronze.cdc_relations` keeps each distinct shape of a table (pgoutput's relation message:
 columns, types, key flags) that events refer to; `bronze.cdc_topics` the next offset per topic;
-`bronze.cdc_capture` how far each source's log goes. Appends are recorded in `bronze.batch_ledger`
+`bronze.cdc_capture` how far each source's log goes and where the platform left the slot
+(`slot_lsn`: the position it created the slot at or last advanced it to). Appends are recorded in `bronze.batch_ledger`
 and the log position in `bronze.etl_watermarks` (key `replication:<source>`, `last_watermark_id`
 = the LSN as a number), like every bronze load.
 """
@@ -74,13 +75,17 @@ create table if not exists bronze.cdc_capture (
     events_logged      bigint not null default 0,
     updated_at         timestamptz not null default now()
 );
+alter table bronze.cdc_capture add column if not exists slot_lsn pg_lsn;
 """
 
 
 def ensure_log(conn: psycopg.Connection) -> None:
     """Create the log's tables (and the ledger/watermark tables) if missing; serialized like bronze DDL."""
     ensure_bronze_objects(conn, CDC_EVENTS)
-    if conn.execute("select to_regclass('bronze.cdc_capture') is not null").fetchone()[0]:
+    if conn.execute(
+        "select exists (select from pg_attribute where attrelid = to_regclass('bronze.cdc_capture') "
+        "and attname = 'slot_lsn')"
+    ).fetchone()[0]:
         return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
@@ -166,6 +171,33 @@ def next_offsets(conn: psycopg.Connection, source: str, topics: dict[str, tuple[
         (list(topics),),
     ).fetchall()
     return dict(rows)
+
+
+def record_slot(conn: psycopg.Connection, source: str, slot: str, lsn: int) -> None:
+    """Where the platform left the slot (created it at, or is about to advance it to): a slot
+    further on was moved by someone else (see `health.py`). Marks capture progress (updated_at)."""
+    conn.execute(
+        """
+        insert into bronze.cdc_capture (source_name, slot_name, slot_lsn) values (%s, %s, %s::text::pg_lsn)
+        on conflict (source_name) do update set slot_name = excluded.slot_name, slot_lsn = excluded.slot_lsn,
+            updated_at = now()
+        """,
+        (source, slot, lsn_text(lsn)),
+    )
+
+
+@dataclass(frozen=True)
+class CaptureMark:
+    slot_name: str
+    slot_lsn: int | None  # None: not recorded (a log written before slot positions were kept)
+    updated_at: object  # datetime: the last time capture logged events or moved the slot
+
+
+def capture_mark(conn: psycopg.Connection, source: str) -> CaptureMark | None:
+    row = conn.execute(
+        "select slot_name, slot_lsn - '0/0', updated_at from bronze.cdc_capture where source_name = %s", (source,)
+    ).fetchone()
+    return None if row is None else CaptureMark(row[0], None if row[1] is None else int(row[1]), row[2])
 
 
 def log_end(conn: psycopg.Connection, source: str) -> tuple[int, int]:

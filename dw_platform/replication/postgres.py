@@ -118,7 +118,15 @@ class PostgresExtractor(Extractor):
         todo = [t for t in tables if not t.primary_key and t.replica_identity in ("d", "n")]
         with self.connect() as conn:
             for t in todo:
-                conn.execute(sql.SQL("alter table {} replica identity full").format(sql.Identifier(t.schema, t.name)))
+                statement = sql.SQL("alter table {} replica identity full").format(sql.Identifier(t.schema, t.name))
+                try:
+                    conn.execute(statement)
+                except psycopg.errors.InsufficientPrivilege:
+                    raise RuntimeError(
+                        f"{t.key} has no primary key and its replica identity is not FULL, and the replication "
+                        f"role may not change it (only the table's owner may): ask the DBA to run "
+                        f"`{statement.as_string(conn)}`, or set tables_without_primary_key: skip"
+                    ) from None
                 log(f"{t.key} has no primary key: set REPLICA IDENTITY FULL (its changes apply by whole row)")
 
     def slot_exists(self) -> bool:
@@ -127,6 +135,11 @@ class PostgresExtractor(Extractor):
                 conn.execute("select 1 from pg_replication_slots where slot_name = %s", (self.source.slot,)).fetchone()
                 is not None
             )
+
+    def drop_slot(self) -> None:
+        """Drop the source's slot (an unusable one, before a re-seed makes it again)."""
+        with self.connect() as conn:
+            conn.execute("select pg_drop_replication_slot(%s)", (self.source.slot,))
 
     def ensure_publication(self) -> None:
         with self.connect() as conn:
@@ -137,11 +150,17 @@ class PostgresExtractor(Extractor):
                     f"publication {self.source.publication!r} does not exist on the source "
                     "(publication_mode: existing): ask the DBA to create it"
                 )
-            conn.execute(
-                sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)").format(
-                    sql.Identifier(self.source.publication)
-                )
+            statement = sql.SQL("create publication {} for all tables with (publish_via_partition_root = true)").format(
+                sql.Identifier(self.source.publication)
             )
+            try:
+                conn.execute(statement)
+            except psycopg.errors.InsufficientPrivilege:
+                raise RuntimeError(
+                    f"publication {self.source.publication!r} does not exist on the source and the replication "
+                    f"role may not create it (a publication of all tables needs a superuser): ask the DBA to run "
+                    f"`{statement.as_string(conn)}`"
+                ) from None
 
     @contextmanager
     def snapshot(self) -> Iterator[Snapshot]:

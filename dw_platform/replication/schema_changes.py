@@ -38,10 +38,12 @@ def record(
     snapshot_id: int | None,
     run_id: str | None,
     notify_baseline: bool = False,
+    recorded: tuple[int, list[dict] | None] | None = None,
 ) -> list[dict]:
-    """Compare `after` with the table's recorded schema; record the changes (if any) and return them.
-    A baseline is notified only when asked (a table that appeared on the source during capture)."""
-    version, before = meta.current_schema(table_key)
+    """Compare `after` with the table's recorded schema (`recorded`: as the caller just read it);
+    record the changes (if any) and return them. A baseline is notified only when asked (a table
+    that appeared on the source during capture)."""
+    version, before = recorded or meta.current_schema(table_key)
     changes = diff(before, after)
     if not changes:
         return []

@@ -92,7 +92,8 @@ def fingerprint(data, key: list[str]) -> tuple[int, str]:
 
 def compare_table(source: SourceConfig, lakehouse: Lakehouse, key: str, status: dict) -> dict:
     """The source table and its lakehouse table side by side: rows and content hash over the
-    source's current columns (primary key first in the order)."""
+    source's current columns (primary key first in the order). A source column the lakehouse
+    lacks (added, or renamed, with no change streamed since) is a difference too."""
     import pyarrow as pa
 
     from dw_platform.replication.bulk import split_key
@@ -103,7 +104,9 @@ def compare_table(source: SourceConfig, lakehouse: Lakehouse, key: str, status: 
         list(batches), schema=pa.schema([pa.field(c.name, arrow_type(c)) for c in table.columns])
     )
     ice = lakehouse.catalog().load_table(status["iceberg_table"])
-    names = [c.name for c in table.columns if c.name in {f.name for f in ice.schema().fields}]
+    in_lakehouse = {f.name for f in ice.schema().fields}
+    names = [c.name for c in table.columns if c.name in in_lakehouse]
+    missing = [c.name for c in table.columns if c.name not in in_lakehouse]
     lake_data = ice.scan(selected_fields=tuple(names)).to_arrow().select(names)
     source_data = source_data.select(names).cast(lake_data.schema)
     rows_source, hash_source = fingerprint(source_data, list(table.primary_key))
@@ -113,5 +116,6 @@ def compare_table(source: SourceConfig, lakehouse: Lakehouse, key: str, status: 
         "rows_lakehouse": rows_lake,
         "hash_source": hash_source[:16],
         "hash_lakehouse": hash_lake[:16],
-        "match": (rows_source, hash_source) == (rows_lake, hash_lake),
+        "columns_missing": ", ".join(missing) or "none",
+        "match": not missing and (rows_source, hash_source) == (rows_lake, hash_lake),
     }

@@ -69,6 +69,9 @@ create table if not exists audit_log (
     action          text,
     detail          jsonb
 );
+-- No primary key: its owner gives it the whole row as replica identity, as a publication of all
+-- tables needs (else its updates and deletes fail on the source); the replication role cannot.
+alter table audit_log replica identity full;
 create table if not exists s_staging_import (
     line            text
 );
@@ -238,6 +241,19 @@ insert into audit_log values (now(), 'demo', 'truncate-and-refill', '{"rows": 2}
 """
 
 
+def owner_connection() -> psycopg.Connection:
+    """The sample source as a role that may create and change its tables: the embedded server's
+    superuser (the pipeline's replication role only reads), else the configured URL's role."""
+    import os
+
+    from dw_platform.devenv import embedded
+
+    try:
+        return embedded.source_admin_connection()
+    except RuntimeError:
+        return psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True)
+
+
 def bulk_load_all(session: DemoSession, source: str) -> tuple:
     """Discover the source's tables, then bulk-load all of them as one run (one snapshot)."""
     from dw_platform.defs.replication.partitions import table_partitions
@@ -258,13 +274,11 @@ def demo(session: DemoSession) -> DemoOutcome:
     start LSN. Then run a workload on the source (inserts, updates, deletes, ALTER TABLE ADD COLUMN,
     a new table, a truncate), let the CDC sensor request its run as the daemon would, run it, and
     compare every table's rows and content hash with the source."""
-    import os
-
     from dw_platform.devenv.demo import DemoOutcome, failure_reason
     from dw_platform.lib.lakehouse import lakehouse_from_env
     from dw_platform.replication.status import ReplicationMeta
 
-    with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
+    with owner_connection() as conn:
         counts = seed(conn)
     session.stage(
         f"replication: seeded source_app ({sum(counts.values()):,} rows in {len(counts)} tables); "
@@ -304,8 +318,6 @@ def demo(session: DemoSession) -> DemoOutcome:
 def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
     """The workload on the source, one sensor evaluation and the CDC run it requests, then every
     lakehouse table compared with its source table."""
-    import os
-
     import dagster as dg
 
     from dw_platform.defs.replication.sensors import evaluate
@@ -316,7 +328,7 @@ def change_data_capture(session: DemoSession, outcome: DemoOutcome) -> None:
     from dw_platform.replication.validate import compare_table
 
     source, lakehouse = load_sources()["source_app"], lakehouse_from_env()
-    with psycopg.connect(os.environ["DW_REPLICATION_SOURCE_URL"], autocommit=True) as conn:
+    with owner_connection() as conn:
         conn.execute(WORKLOAD)
     session.stage(
         "replication: ran a workload on source_app (inserts, updates, deletes, ADD COLUMN, a new table, "

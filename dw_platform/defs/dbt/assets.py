@@ -1,17 +1,20 @@
 """Silver and gold: the whole dbt project as one multi-asset, so a run builds what it selects
 (seeds, silver, gold, their tests) in one `dbt build`.
 
-Models tagged `customer_daily` (incremental) are partitioned like the bronze they read and
-replace only their window; everything else (SCD2 dimension, bridges, facts, the sales and video
-models) is unpartitioned and rebuilt whole. One run can hold both (the `customer_daily` job builds
-a day of silver and the gold tables on it with one dbt invocation); a new incremental model joins
-the daily partitioned set only when it carries the tag.
+Models tagged `customer_daily` (the customer silver and gold, incremental) are partitioned like
+the bronze they read and replace only what their window changed; the web traffic models are
+incremental by access-log file (the run's partition reaches dbt as DW_PARTITION_KEYS); the rest
+is unpartitioned and rebuilt whole. One multi-asset rather than one per materialization: a run
+builds its seeds, silver, gold and tests in ONE dbt invocation (each invocation costs seconds of
+start-up), and the translator gives each model its own partitions. Run config `full_refresh`
+rebuilds the incremental models from all of bronze.
 dbt tests become asset checks; an error-severity failure stops dbt building what depends on it.
 Every model follows its upstream (declarative automation, `dw_platform.lib.dbt.follows_upstream`).
 """
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from pydantic import Field
 
 from dw_platform.defs.customer.partitions import customer_daily
 from dw_platform.domains import asset_attributes
@@ -28,6 +31,15 @@ TRANSLATOR = DomainTranslator(
 )
 
 
+class DbtBuildConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild the incremental models from all of bronze (dbt --full-refresh), whatever the run's "
+        "partitions: after a model's logic changed. The tables come out as the partition-by-partition builds "
+        "would have made them.",
+    )
+
+
 @dbt_assets(
     manifest=DBT_PROJECT.manifest_path,
     project=DBT_PROJECT,
@@ -35,5 +47,7 @@ TRANSLATOR = DomainTranslator(
     backfill_policy=dg.BackfillPolicy.single_run(),
     name="dbt_models",
 )
-def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: PostgresWarehouse):
-    yield from run_build(context, dbt, warehouse)
+def dbt_models(
+    context: dg.AssetExecutionContext, config: DbtBuildConfig, dbt: DbtCliResource, warehouse: PostgresWarehouse
+):
+    yield from run_build(context, dbt, warehouse, full_refresh=config.full_refresh)

@@ -2,7 +2,8 @@
 
 On `bronze/lakehouse/<source>`, evaluated by the bulk load for the tables of its run (they are the
 asset's `check_specs`: its partitions are loaded by a single run that reports each table as it
-completes):
+completes), and by each change data capture run that applied changes, for the tables it changed
+(replication_cdc_<source> selects them). Each can also run alone from the UI, over every table:
 - rows_match_snapshot: each table's Iceberg snapshot of its bulk load holds exactly the rows read.
 - primary_key_unique: no primary key value occurs twice in the table's current data.
 - no_failed_tables: no table of the source is `failed` in _cdc_status.
@@ -15,11 +16,16 @@ On `bronze/cdc_events/<source>`, run after each capture+apply run (and on their 
 - lakehouse_matches_source: when the source is quiet (nothing in the slot, nothing unapplied),
   every completed table equals its source table: row count and a content hash over the primary
   key and columns.
+- changes_not_stalled: the slot is usable (not missing, invalidated or moved behind the platform's
+  back) and no change has waited longer than `stall_alert_minutes` while nothing was captured or
+  applied, whatever their size. Also reported by the slot watch sensor (every minute) when its
+  outcome changes, as runs that die cannot evaluate it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -30,6 +36,7 @@ from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.replication import eventlog
 from dw_platform.replication.apply import consumer_offsets
 from dw_platform.replication.capture import Capture
+from dw_platform.replication.health import Assessment, assess
 from dw_platform.replication.sources import SourceConfig, load_sources
 from dw_platform.replication.status import ReplicationMeta, now
 from dw_platform.replication.validate import compare_table
@@ -38,6 +45,7 @@ ROWS_MATCH = "rows_match_snapshot"
 PK_UNIQUE = "primary_key_unique"
 NO_FAILED = "no_failed_tables"
 NOTIFICATIONS_SENT = "schema_change_notifications_sent"
+NOT_STALLED = "changes_not_stalled"
 
 
 def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -136,15 +144,34 @@ def notifications_sent(meta: ReplicationMeta) -> dg.AssetCheckResult:
     )
 
 
-def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> list[dg.AssetCheckResult]:
-    """All four checks for `keys` (the per-table ones) and the whole source (the others)."""
+def evaluate(
+    lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str], selected: Collection[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The `selected` checks: the per-table ones for `keys`, the others for the whole source."""
     statuses = meta.statuses()
-    return [
-        rows_match_snapshot(lakehouse, statuses, keys),
-        primary_key_unique(lakehouse, statuses, keys),
-        no_failed_tables(statuses),
-        notifications_sent(meta),
-    ]
+    chosen = {check.name for check in selected}
+    if ROWS_MATCH in chosen:
+        yield rows_match_snapshot(lakehouse, statuses, keys)
+    if PK_UNIQUE in chosen:
+        yield primary_key_unique(lakehouse, statuses, keys)
+    if NO_FAILED in chosen:
+        yield no_failed_tables(statuses)
+    if NOTIFICATIONS_SENT in chosen:
+        yield notifications_sent(meta)
+
+
+def not_stalled(found: Assessment) -> tuple[bool, dict]:
+    """changes_not_stalled's outcome and metadata (for the check and the slot watch)."""
+    stall = found.stall()
+    oldest = found.oldest_waiting()
+    return found.problem is None and stall is None, {
+        "problem": found.problem or stall or "none",
+        "oldest_waiting_change": oldest.isoformat() if oldest else "none",
+        "unapplied_events": found.unapplied,
+        "lag_bytes": found.slot.lag_bytes if found.slot else 0,
+        "last_progress": found.last_progress.isoformat() if found.last_progress else "none",
+        "stall_alert_minutes": found.source.stall_alert_minutes,
+    }
 
 
 def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
@@ -158,7 +185,9 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
     )
     def replication_lag(lakehouse: Lakehouse) -> dg.AssetCheckResult:
 
-        state = Capture(source, lakehouse).slot_state()
+        state = Capture(source, lakehouse).find_slot()
+        if state is None:
+            return dg.AssetCheckResult(passed=False, metadata={"problem": f"slot {source.slot} does not exist"})
         confirmed, lag_bytes = state.confirmed_lsn, state.lag_bytes
         with lakehouse.connect() as conn:
             eventlog.ensure_log(conn)
@@ -232,7 +261,21 @@ def build_cdc_checks(source: SourceConfig) -> list[dg.AssetChecksDefinition]:
             passed=not differing, metadata={"tables": tables, "differing": ", ".join(differing) or "none"}
         )
 
-    return [replication_lag, no_stale_unapplied_events, lakehouse_matches_source]
+    @dg.asset_check(
+        asset=key,
+        name=NOT_STALLED,
+        description=(
+            "The slot is usable (not missing, invalidated or moved behind the platform's back) and no change has "
+            f"waited longer than {source.stall_alert_minutes:g} minutes (stall_alert_minutes) while nothing was "
+            "captured or applied, whatever their size."
+        ),
+    )
+    def changes_not_stalled(lakehouse: Lakehouse) -> dg.AssetCheckResult:
+
+        passed, metadata = not_stalled(assess(source, lakehouse))
+        return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+    return [replication_lag, no_stale_unapplied_events, lakehouse_matches_source, changes_not_stalled]
 
 
 @dg.definitions

@@ -16,6 +16,7 @@
 import dagster as dg
 
 from dw_platform.defs.replication.partitions import cdc_events_key, lakehouse_key, table_partitions
+from dw_platform.lib.executor import executor
 from dw_platform.lib.lakehouse import Lakehouse
 from dw_platform.replication.bulk import cdc_mode
 from dw_platform.replication.extractors import extractor_for
@@ -106,6 +107,7 @@ def jobs() -> dg.Definitions:
     @dg.job(
         name="replication_discover",
         tags={"domain": "replication"},
+        executor_def=executor(QUEUE),
         description="Discover every source's selected tables and add a partition per new table.",
     )
     def discover_job():
@@ -117,6 +119,7 @@ def jobs() -> dg.Definitions:
     @dg.job(
         name="validate_lakehouse",
         tags={"domain": "replication"},
+        executor_def=executor(QUEUE),
         description="Row counts of every lakehouse table, tables missing from the lakehouse, failed tables.",
     )
     def validate_job():
@@ -131,6 +134,7 @@ def jobs() -> dg.Definitions:
             # Completed tables are skipped on a retry, failed ones loaded again.
             op_retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL),
             tags={"domain": "replication"},
+            executor_def=executor(QUEUE),
         )
         for s in sources.values()
     ]
@@ -138,15 +142,24 @@ def jobs() -> dg.Definitions:
     return dg.Definitions(jobs=[discover_job, validate_job, *bulk_jobs, *cdc_jobs])
 
 
+# Under DW_EXECUTOR=celery the replication jobs' steps go to a queue of their own, so the domain
+# can have workers of its own (`dw workers N --queues replication`).
+QUEUE = "replication"
 CDC_TAG = "dw/replication_cdc"  # dagster.yaml limits runs to one per value (source)
 
 
 def cdc_job(source: SourceConfig):
     return dg.define_asset_job(
         name=f"replication_cdc_{source.name}",
-        selection=dg.AssetSelection.assets(cdc_events_key(source.name)),
-        description=f"Capture {source.name}'s pending changes into the event log and apply them to the lakehouse.",
+        # Then the lakehouse checks, for the tables the run changed (defs/replication/checks.py).
+        selection=dg.AssetSelection.assets(cdc_events_key(source.name))
+        | dg.AssetSelection.checks_for_assets(lakehouse_key(source.name)),
+        description=(
+            f"Capture {source.name}'s pending changes into the event log and apply them to the lakehouse; "
+            "then the lakehouse checks."
+        ),
         # Exactly once in effect whatever runs again: the log dedupes on LSN, the apply on offsets.
         op_retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
         tags={"domain": "replication", CDC_TAG: source.name},
+        executor_def=executor(QUEUE),
     )

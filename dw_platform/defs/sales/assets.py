@@ -1,8 +1,10 @@
 """Bronze for the sales domain: one CSV blob per dynamic partition, into bronze.sales."""
 
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 import dagster as dg
+import psycopg
 from psycopg import sql
 
 from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
@@ -11,10 +13,14 @@ from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.blob import BlobStorage, BlobVersion
 from dw_platform.lib.bronze import LoadScope
-from dw_platform.lib.crypto import FernetKeys
+from dw_platform.lib.compression import CompressionError, decompressed
+from dw_platform.lib.crypto import Cipher, FernetKeys
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+
+ACCEPT_IDENTICAL = "DW_SALES_ACCEPT_IDENTICAL_FILES"  # true: the same bytes may load under two blob names
 
 
 def source_name(partition_key: str) -> str:
@@ -45,10 +51,54 @@ def report_name(folder: str, partition_key: str) -> str:
 
 
 def bad_file(failure: dg.Failure) -> bool:
-    """The load failed because of the file itself (not CSV, not UTF-8, the wrong header): only such
-    a file goes to failed/. Storage, network, warehouse and configuration failures leave it where
-    it is, for a retry or the sensor's next request."""
-    return isinstance(failure.__cause__, CsvFormatError)
+    """The load failed because of the file itself (not CSV, not UTF-8, the wrong header, not the
+    compression its name claims, the same bytes as a blob loaded before): only such a file goes to
+    failed/. Storage, network, warehouse and configuration failures leave it where it is, for a
+    retry or the sensor's next request."""
+    return isinstance(failure.__cause__, (CsvFormatError, CompressionError, IdenticalFile))
+
+
+def load_blob(
+    conn: psycopg.Connection,
+    chunks: Iterable[bytes],
+    key: str,
+    cipher: Cipher,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> tuple[bronze.LoadResult, SalesFile, ContentDigest]:
+    """One blob (`chunks`: its content) into bronze.sales as partition `key`: its rows, its
+    quarantine and its ledger entry with the content's hash, in one transaction, refused
+    (`IdenticalFile`) when another blob with the same content is loaded."""
+    parsed = SalesFile(source_name(key), cipher)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=SALES.qualified_name,
+            partition_key=key,
+            source=source_name(key),
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_quarantine(conn)
+    result = bronze.load(
+        conn,
+        SALES,
+        parsed.batches(prefetch(content.through(chunks))),  # reading, decompressing, hashing overlap parsing
+        asset_key="bronze/sales",
+        scope=blob_scope(key),
+        source=source_name(key),
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
 
 
 @dg.asset(
@@ -57,7 +107,8 @@ def bad_file(failure: dg.Failure) -> bool:
     kinds={"azure", "csv", "postgres"},
     partitions_def=sales_blobs,
     description=(
-        "Sales CSV files from the blob container's incoming/ folder, one partition per blob; "
+        "Sales CSV files (plain, .gz, .bz2 or .zst) from the blob container's incoming/ folder, one partition "
+        "per blob; "
         "validated against dw_platform/defs/sales/schema.yaml, sensitive columns Fernet-encrypted, "
         "bad rows in bronze.sales_quarantine with the reason."
     ),
@@ -73,36 +124,39 @@ def sales(
             allow_retries=False,
         )
     context.log.info(f"ingesting {sales_storage.container}/{blob.name} (etag {blob.etag}, {blob.size:,} bytes)")
-    parsed = SalesFile(source_name(key), sales_keys.cipher())
     started = datetime.now(timezone.utc)
     try:
         with warehouse.connect() as conn:
-            ensure_quarantine(conn)
-            result = bronze.load(
+            result, parsed, content = load_blob(
                 conn,
-                SALES,
-                parsed.batches(prefetch(sales_storage.chunks(blob))),  # download overlaps parsing
-                asset_key=context.asset_key.to_user_string(),
-                scope=blob_scope(key),
-                source=source_name(key),
+                decompressed(sales_storage.chunks(blob), blob.name),
+                key,
+                sales_keys.cipher(),
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=parsed.write_quarantine,
             )
             rows = partition_and_table_rows(conn, SALES.qualified_name, result.rows_loaded)
     except dg.Failure as failure:
         if not bad_file(failure):
             raise
+        identical = isinstance(failure.__cause__, IdenticalFile)
         report = {
             "blob": blob.name,
             "etag": blob.etag,
-            "status": "failed",
+            "status": "identical" if identical else "failed",
             "error": failure.description,
             "rows_loaded": 0,
             "rows_quarantined": 0,
             "started_at": started,
             "finished_at": datetime.now(timezone.utc),
         }
+        if identical:
+            first = failure.__cause__.first
+            report["identical_to"] = {
+                "blob": first.source,
+                "batch_id": str(first.batch_id),
+                "loaded_at": first.finished_at,
+            }
         _finish(context, sales_storage, blob, key, FAILED, report, failure=failure)
         raise
     report = {
@@ -112,6 +166,7 @@ def sales(
         "error": None,
         **parsed.summary(),
         "batch_id": str(result.batch_id),
+        "content_sha256": content.hexdigest(),
         "started_at": started,
         "finished_at": datetime.now(timezone.utc),
     }

@@ -1,10 +1,11 @@
 """Bronze checks for bronze.sales. The table checks are errors and block silver and gold; in a run
 they check the run's blob, run on their own the blob loaded last. `sales_incoming_not_stale`
-watches the container rather than the table: it runs on its own schedule, not in ingest runs.
+and `sales_no_identical_files` watch the container and the ledger rather than the table: they run
+on their own schedule, not in ingest runs.
 """
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import dagster as dg
 from psycopg import sql
@@ -15,6 +16,7 @@ from dw_platform.defs.sales.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
+from dw_platform.lib.landing import BlobLanding
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 ASSET = dg.AssetKey(["bronze", "sales"])
@@ -82,12 +84,6 @@ def sales_rows_reconcile_with_blob(
     )
 
 
-def stale_blobs(storage: BlobStorage, max_wait: timedelta, now: datetime) -> tuple[int, list[tuple[str, timedelta]]]:
-    """How many files are in incoming/, and those that arrived longer than `max_wait` ago, oldest first."""
-    waiting = [(b.name, now - b.modified) for b in storage.list(INCOMING) if not b.name.endswith("/")]
-    return len(waiting), sorted(((n, age) for n, age in waiting if age > max_wait), key=lambda item: -item[1])
-
-
 @dg.asset_check(
     asset=ASSET,
     blocking=False,
@@ -96,14 +92,16 @@ def stale_blobs(storage: BlobStorage, max_wait: timedelta, now: datetime) -> tup
 )
 def sales_incoming_not_stale(sales_storage: BlobStorage) -> dg.AssetCheckResult:
     max_wait = timedelta(minutes=float(os.environ.get("DW_SALES_MAX_WAIT_MINUTES", "60")))
-    waiting, stale = stale_blobs(sales_storage, max_wait, datetime.now(timezone.utc))
-    return dg.AssetCheckResult(
-        passed=not stale,
-        metadata={
-            "blobs_waiting": waiting,
-            "blobs_waiting_too_long": len(stale),
-            "max_wait_minutes": max_wait.total_seconds() / 60,
-            "oldest_wait_minutes": round(stale[0][1].total_seconds() / 60, 1) if stale else 0,
-            "longest_waiting": ", ".join(f"{name} ({age.total_seconds() / 60:.0f} min)" for name, age in stale[:20]),
-        },
-    )
+    return bronze_checks.files_not_waiting(BlobLanding(sales_storage).list(INCOMING), max_wait)
+
+
+@dg.asset_check(
+    asset=ASSET,
+    blocking=False,
+    description="No blob was refused in the last 24 hours for holding the same bytes as a blob loaded before (a "
+    "source that sent a file twice under two names; the refused blob is in failed/ with its report). Set "
+    "DW_SALES_ACCEPT_IDENTICAL_FILES=true where identical files are legitimate.",
+)
+def sales_no_identical_files(warehouse: PostgresWarehouse) -> dg.AssetCheckResult:
+    with warehouse.connect() as conn:
+        return bronze_checks.no_identical_files(conn, SALES)

@@ -11,8 +11,8 @@ A blob leaves `incoming/` only when its run loaded it (to `processed/`) or found
 `failed/`). A requested version still there whose latest run ended otherwise — failed on a storage
 or warehouse outage after its retries, killed and marked failed by run monitoring, canceled — and
 that Dagster's run retries will not re-execute, is requested again with run key
-`<key>@<etag>#<attempt>`, `RETRY_AFTER_S` after that run ended, doubling per attempt up to
-`MAX_RETRY_AFTER_S`. Folder markers (names ending in `/`) are not files and are left alone.
+`<key>@<etag>#<attempt>`, `RETRY_AFTER_S` after that run ended, doubling per attempt up to an
+hour (`dw_platform.lib.runs.stranded`). Folder markers (names ending in `/`) are not files and are left alone.
 
 Thousands of blobs per tick: the listing is paged and stops after `TIME_BUDGET_S`; at most
 `MAX_RUNS_PER_TICK` runs are requested per tick. What is left is requested on the next tick.
@@ -25,17 +25,12 @@ import dagster as dg
 
 from dw_platform.defs.sales.partitions import INCOMING, blob_path, partition_key, sales_blobs
 from dw_platform.lib.blob import BlobStorage
-from dw_platform.lib.runs import IN_PROGRESS
+from dw_platform.lib.runs import RETRY_AFTER_S, stranded
 
 JOB = "sales_ingest"
 MAX_RUNS_PER_TICK = 1000
 TIME_BUDGET_S = 30.0
-RETRY_AFTER_S = 300.0
-MAX_RETRY_AFTER_S = 3600.0
 ETAG_TAG = "dw/blob_etag"
-PARTITION_TAG = "dagster/partition"
-WILL_RETRY_TAG = "dagster/will_retry"  # set by Dagster on a failed run its run retries will re-execute
-ENDED_WITHOUT_LOAD = {dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def run_key(key: str, etag: str) -> str:
@@ -96,7 +91,15 @@ def scan(
         requests.append(dg.RunRequest(run_key=run_key(key, blob.etag), partition_key=key, tags={ETAG_TAG: blob.etag}))
         launched[key] = blob.etag
     first = len(requests)
-    requests += stranded(context.instance, storage, waiting, max_runs - len(requests), retry_after_s)
+    requests += stranded(
+        context.instance,
+        JOB,
+        waiting,
+        ETAG_TAG,
+        lambda key, etag: getattr(storage.version(INCOMING + blob_path(key)), "etag", None) == etag,
+        max_runs - len(requests),
+        retry_after_s,
+    )
     # Forget blobs that left incoming/ (listed in name order: everything up to the last name
     # listed has been seen, if it is still there).
     bound = None if complete else (last_listed[len(INCOMING) :] if last_listed else "")
@@ -113,36 +116,3 @@ def scan(
         cursor=dump_cursor(launched),
         dynamic_partitions_requests=[sales_blobs.build_add_request(new_keys)] if new_keys else [],
     )
-
-
-def stranded(
-    instance: dg.DagsterInstance, storage: BlobStorage, waiting: dict[str, str], limit: int, retry_after_s: float
-) -> list[dg.RunRequest]:
-    """Run requests for requested blob versions still in incoming/ whose latest run ended without
-    loading them and will not be retried by Dagster, once their wait is over."""
-    if not waiting or limit <= 0:
-        return []
-    busy = {run.tags.get(PARTITION_TAG) for run in instance.get_runs(dg.RunsFilter(job_name=JOB, statuses=IN_PROGRESS))}
-    requests = []
-    for key, etag in waiting.items():
-        if key in busy:
-            continue
-        runs = dg.RunsFilter(job_name=JOB, tags={PARTITION_TAG: key, ETAG_TAG: etag})
-        latest = next(iter(instance.get_run_records(runs, limit=1)), None)
-        if latest is None or latest.dagster_run.status not in ENDED_WITHOUT_LOAD:
-            continue  # not run yet (the daemon creates it after the tick), or loaded
-        if latest.dagster_run.tags.get(WILL_RETRY_TAG) == "true":
-            continue
-        attempts = instance.get_runs_count(runs)
-        wait = min(retry_after_s * 2 ** (attempts - 1), MAX_RETRY_AFTER_S)
-        if latest.end_time is not None and time.time() - latest.end_time < wait:
-            continue
-        current = storage.version(INCOMING + blob_path(key))
-        if current is None or current.etag != etag:
-            continue  # finished (moved) or replaced since the listing
-        requests.append(
-            dg.RunRequest(run_key=f"{run_key(key, etag)}#{attempts + 1}", partition_key=key, tags={ETAG_TAG: etag})
-        )
-        if len(requests) >= limit:
-            break
-    return requests

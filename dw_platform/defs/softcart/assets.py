@@ -7,7 +7,9 @@ its lock, so two runs at once take turns and the second reads only what the firs
 `products` and `customers` are small reference tables, read whole on every run.
 """
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
 
 import dagster as dg
 import psycopg
@@ -21,11 +23,22 @@ from dw_platform.defs.softcart.ingest import (
     AccessLogFile,
     ensure_quarantine,
 )
-from dw_platform.defs.softcart.partitions import INCOMING, archive_path, weblog_files
+from dw_platform.defs.softcart.partitions import (
+    ARCHIVE,
+    FAILED,
+    INCOMING,
+    archive_path,
+    failed_path,
+    report_path,
+    weblog_files,
+)
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
+from dw_platform.lib.access_log import MAX_LINE_BYTES
 from dw_platform.lib.bronze import BronzeTable, LoadScope, Watermark
-from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive_gzip, gunzip_chunks
+from dw_platform.lib.compression import CompressionError, decompressed
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive, failure_report, move, put_report
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
@@ -183,6 +196,8 @@ def softcart_customers(
 
 # --- web access logs ---------------------------------------------------------------------------
 
+ACCEPT_IDENTICAL = "DW_SOFTCART_WEBLOGS_ACCEPT_IDENTICAL_FILES"  # true: identical files under two names both load
+
 
 def source_file(zone: Landing, partition_key: str) -> str:
     """`_bronze_source_file` of a log's rows: where it arrived (stable after it is archived)."""
@@ -195,17 +210,74 @@ def file_scope(source: str, partition_key: str) -> LoadScope:
     )
 
 
-def locate_log(zone: Landing, partition_key: str) -> tuple[LandedFile, bool] | None:
-    """The file of a partition: in incoming/ (True), or already archived (False: a re-run)."""
-    found = zone.find(INCOMING + partition_key)
-    if found is not None:
-        return found, True
-    archived = zone.find(archive_path(partition_key))
-    return (archived, False) if archived is not None else None
+def locate_log(zone: Landing, partition_key: str) -> LandedFile | None:
+    """The file of a partition: waiting in incoming/, else (a re-run) in failed/ or the archive."""
+    for path in (INCOMING + partition_key, failed_path(partition_key), archive_path(partition_key)):
+        found = zone.find(path)
+        if found is not None:
+            return found
+    return None
 
 
-def log_chunks(zone: Landing, file: LandedFile, incoming: bool) -> Iterator[bytes]:
-    return zone.chunks(file) if incoming else gunzip_chunks(zone.chunks(file))
+def log_chunks(zone: Landing, file: LandedFile) -> Iterator[bytes]:
+    """The file's lines as bytes: decompressed when it is compressed. A file as it arrived must be
+    what its name says; an archived one is what the archive wrote (`landing.archive`)."""
+    return decompressed(zone.chunks(file), "" if file.path.startswith(ARCHIVE) else file.path)
+
+
+def bad_file(failure: dg.Failure) -> bool:
+    """The load failed because of the file itself (not the compression its name claims, or the
+    same bytes as a file loaded before): it goes to failed/. Other failures (storage, warehouse)
+    leave it in incoming/ for a retry or the sensor's next request."""
+    return isinstance(failure.__cause__, (CompressionError, IdenticalFile))
+
+
+def max_line_bytes() -> int:
+    return int(os.environ.get("DW_SOFTCART_MAX_LINE_BYTES", MAX_LINE_BYTES))
+
+
+def load_log(
+    conn: psycopg.Connection,
+    chunks: Iterable[bytes],
+    key: str,
+    source: str,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+    max_line: int = MAX_LINE_BYTES,
+) -> tuple[bronze.LoadResult, AccessLogFile, ContentDigest]:
+    """One access-log file (`chunks`: its lines' bytes; `source`: where it arrived) into bronze as
+    partition `key`: its lines, its quarantine and its ledger entry with the content's hash, in one
+    transaction, refused (`IdenticalFile`) when another file with the same content is loaded."""
+    parsed = AccessLogFile(source, max_line)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=WEB_ACCESS_LOG.qualified_name,
+            partition_key=key,
+            source=source,
+            records=parsed.lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_quarantine(conn)
+    result = bronze.load(
+        conn,
+        WEB_ACCESS_LOG,
+        parsed.batches(prefetch(content.through(chunks))),  # download and decompression overlap parsing
+        asset_key="bronze/web_access_log",
+        scope=file_scope(source, key),
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
 
 
 @dg.asset(
@@ -213,44 +285,49 @@ def log_chunks(zone: Landing, file: LandedFile, incoming: bool) -> Iterator[byte
     **asset_attributes("softcart"),
     kinds={"azure", "postgres"},
     partitions_def=weblog_files,
-    description="Web server access logs (Common/Combined Log Format) from the weblogs landing zone's incoming/, "
-    "one partition per file, one row per line; lines that do not parse are in "
-    "bronze.web_access_log_quarantine with the reason. After the commit the file is archived "
-    "gzip-compressed to archive/<name>.gz.",
+    description="Web server access logs (Common/Combined Log Format; plain, .gz, .bz2 or .zst) from the weblogs "
+    "landing zone's incoming/, one partition per file, one row per line; lines that do not parse are in "
+    "bronze.web_access_log_quarantine with their exact bytes and the reason. After the commit the file is "
+    "archived to archive/ (gzip-compressed unless it arrived compressed); a file that cannot be loaded (a "
+    "compression it does not have, the same bytes as a file loaded before) goes to failed/ with a report.",
 )
 def web_access_log(
     context: dg.AssetExecutionContext, warehouse: PostgresWarehouse, softcart_weblogs: LandingZone
 ) -> dg.MaterializeResult:
     key = context.partition_key
     zone = softcart_weblogs.landing()
-    located = locate_log(zone, key)
-    if located is None:
+    found = locate_log(zone, key)
+    if found is None:
         raise dg.Failure(
-            f"access log {key!r} is in neither {INCOMING} nor {archive_path(key)} of the weblogs landing zone",
+            f"access log {key!r} is in none of {INCOMING}, {FAILED}, {ARCHIVE} of the weblogs landing zone",
             allow_retries=False,
         )
-    found, incoming = located
-    context.log.info(f"ingesting {found.uri} ({found.size:,} bytes{'' if incoming else ', from the archive'})")
+    context.log.info(f"ingesting {found.uri} ({found.size:,} bytes)")
     source = source_file(zone, key)
-    parsed = AccessLogFile(source)
-    with warehouse.connect() as conn:
-        ensure_quarantine(conn)
-        result = bronze.load(
-            conn,
-            WEB_ACCESS_LOG,
-            parsed.batches(prefetch(log_chunks(zone, found, incoming))),
-            asset_key=context.asset_key.to_user_string(),
-            scope=file_scope(source, key),
-            source=source,
-            run_id=context.run.run_id,
-            log=context.log.info,
-            after_copy=parsed.write_quarantine,
-        )
-        rows = partition_and_table_rows(conn, WEB_ACCESS_LOG.qualified_name, result.rows_loaded)
+    started = datetime.now(timezone.utc)
+    try:
+        with warehouse.connect() as conn:
+            result, parsed, content = load_log(
+                conn,
+                log_chunks(zone, found),
+                key,
+                source,
+                run_id=context.run.run_id,
+                log=context.log.info,
+                max_line=max_line_bytes(),
+            )
+            rows = partition_and_table_rows(conn, WEB_ACCESS_LOG.qualified_name, result.rows_loaded)
+    except dg.Failure as failure:
+        if bad_file(failure) and not found.path.startswith(ARCHIVE):
+            _file_failed(context, zone, found, key, failure, started)
+        raise
     archived = archive_path(key)
-    if incoming:  # committed: now (and only now) the file leaves incoming/
+    if not found.path.startswith(ARCHIVE):  # committed: now (and only now) the file is archived
         try:
-            archive_gzip(zone, found, archived)
+            archive(zone, found, archived)
+            for stale in (failed_path(key), report_path(key)):  # what an earlier version that failed left
+                if (old := zone.find(stale)) is not None:
+                    zone.delete(old)
         except Exception as exc:
             # The lines are committed; a retry re-reads the file (replacing its rows) and archives it.
             raise dg.Failure(
@@ -266,6 +343,21 @@ def web_access_log(
             "lines": parsed.lines,
             "lines_quarantined": parsed.lines_quarantined,
             "archived_to": archived,
+            "content_sha256": content.hexdigest() or "",
             "quarantine_reasons": ", ".join(f"{k}: {v}" for k, v in sorted(parsed.reasons.items())) or "none",
         }
     )
+
+
+def _file_failed(context, zone: Landing, found: LandedFile, key: str, failure: dg.Failure, started: datetime) -> None:
+    """File a file that cannot be loaded in failed/, as it arrived, with its report beside it."""
+    try:
+        if found.path != failed_path(key):
+            move(zone, found, failed_path(key))
+        put_report(zone, report_path(key), failure_report(found, failure.__cause__, started))
+    except Exception as exc:
+        raise dg.Failure(
+            f"{failure.description}; and then could not move it to {FAILED} with its report: {exc}",
+            allow_retries=True,
+        ) from exc
+    context.log.info(f"moved {found.path} to {failed_path(key)} with its report")

@@ -8,7 +8,7 @@ quarantine rows replace their previous load together.
 
 from __future__ import annotations
 
-import csv
+import pickle
 import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -17,8 +17,9 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from dw_platform.lib.access_log import FIELDS, BadLine, parse_copy_text
+from dw_platform.lib.access_log import FIELDS, MAX_LINE_BYTES, BadLine, parse_copy_text
 from dw_platform.lib.bronze import BronzeTable, Column, CopyText
+from dw_platform.lib.quarantine import readable
 
 # Append-only by rowid: a load adds the rows above the highest rowid bronze holds, copied straight
 # in; the unique index on rowid makes a second copy of a row impossible even if two loads read the
@@ -58,13 +59,26 @@ WEB_ACCESS_LOG = BronzeTable(
     index_columns=("_bronze_source_file",),
 )
 QUARANTINE = sql.Identifier("bronze", "web_access_log_quarantine")
-QUARANTINE_COLUMNS = ("source_file", "line_number", "raw_line", "reason", "_bronze_load_ts", "_bronze_batch_id")
+# raw_bytes: the line exactly as in the file; raw_line: the same for reading (lib/quarantine.py).
+QUARANTINE_COLUMNS = (
+    "source_file",
+    "line_number",
+    "raw_line",
+    "raw_bytes",
+    "reason",
+    "_bronze_load_ts",
+    "_bronze_batch_id",
+)
 
 
 def ensure_quarantine(conn: psycopg.Connection) -> None:
-    """Create the quarantine table if missing; checked first without DDL (a running load holds
-    locks that even `if not exists` DDL would queue behind), created serialized like bronze DDL."""
-    if conn.execute("select to_regclass('bronze.web_access_log_quarantine') is not null").fetchone()[0]:
+    """Create the quarantine table if missing (or add raw_bytes to one made before it had it);
+    checked first without DDL (a running load holds locks that even `if not exists` DDL would
+    queue behind), changed serialized like bronze DDL."""
+    if conn.execute(
+        "select exists (select from information_schema.columns where table_schema = 'bronze'"
+        " and table_name = 'web_access_log_quarantine' and column_name = 'raw_bytes')"
+    ).fetchone()[0]:
         return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
@@ -79,6 +93,7 @@ def ensure_quarantine(conn: psycopg.Connection) -> None:
                 _bronze_load_ts  timestamptz not null,
                 _bronze_batch_id uuid not null
             );
+            alter table bronze.web_access_log_quarantine add column if not exists raw_bytes bytea;
             create index if not exists web_access_log_quarantine_file_idx
                 on bronze.web_access_log_quarantine (source_file, line_number)
             """
@@ -88,18 +103,18 @@ def ensure_quarantine(conn: psycopg.Connection) -> None:
 class AccessLogFile:
     """The parse of one access-log file; counts what it saw. Use once."""
 
-    def __init__(self, source_file: str):
+    def __init__(self, source_file: str, max_line_bytes: int = MAX_LINE_BYTES):
         self.source_file = source_file
+        self.max_line_bytes = max_line_bytes
         self.lines = 0
         self.lines_loaded = 0
         self.lines_quarantined = 0
         self.reasons: dict[str, int] = {}
-        self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20, mode="w+", newline="", encoding="utf-8")
-        self._spool_writer = csv.writer(self._spool)
+        self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # (line, raw bytes, reason) pickles
 
     def batches(self, chunks: Iterable[bytes]) -> Iterator[CopyText]:
         """The good lines as COPY text batches (the parser formats them; nothing per row here)."""
-        for parsed in parse_copy_text(chunks):
+        for parsed in parse_copy_text(chunks, max_line_bytes=self.max_line_bytes):
             for bad in parsed.bad:
                 self._quarantine(bad)
             self.lines += parsed.rows + len(parsed.bad)
@@ -108,7 +123,7 @@ class AccessLogFile:
                 yield CopyText(parsed.copy_text, parsed.rows)
 
     def _quarantine(self, bad: BadLine) -> None:
-        self._spool_writer.writerow((bad.line_number, bad.raw, bad.reason))
+        pickle.dump((bad.line_number, bad.raw, bad.reason), self._spool)
         self.lines_quarantined += 1
         kind = bad.reason.split(" '")[0].split(" (")[0]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
@@ -121,6 +136,7 @@ class AccessLogFile:
             QUARANTINE, sql.SQL(", ").join(sql.Identifier(c) for c in QUARANTINE_COLUMNS)
         )
         with conn.cursor().copy(statement) as copy:
-            for line, raw, reason in csv.reader(self._spool):
-                copy.write_row((self.source_file, int(line), raw, reason, load_ts, batch_id))
+            for _ in range(self.lines_quarantined):
+                line, raw, reason = pickle.load(self._spool)
+                copy.write_row((self.source_file, line, readable(raw), raw, reason, load_ts, batch_id))
         self._spool.close()

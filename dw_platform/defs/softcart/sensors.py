@@ -4,7 +4,10 @@ partition and one run of `softcart_weblogs`.
 Replay-safe like the sales sensor: the cursor (JSON, stored by Dagster) is
 {"launched": {file: version}} for the files still in `incoming/` whose current version has been
 requested; run keys are `<file>@<version>`, so the same version never runs twice and a re-upload
-runs again. Files leave `incoming/` when their run archives them, and their entries are dropped.
+runs again. Files leave `incoming/` when their run archives them (or files them in failed/), and
+their entries are dropped. A requested version still there whose run ended without loading it (an
+outage outlasting the retries, a killed run) is requested again, as the sales sensor does
+(`dw_platform.lib.runs.stranded`).
 """
 
 import json
@@ -14,9 +17,12 @@ import dagster as dg
 
 from dw_platform.defs.softcart.partitions import INCOMING, weblog_files
 from dw_platform.lib.landing import Landing, LandingZone
+from dw_platform.lib.runs import RETRY_AFTER_S, stranded
 
+JOB = "softcart_weblogs"
 MAX_RUNS_PER_TICK = 500
 TIME_BUDGET_S = 30.0
+VERSION_TAG = "dw/landed_version"
 
 
 def valid_partition_key(key: str) -> bool:
@@ -25,7 +31,7 @@ def valid_partition_key(key: str) -> bool:
 
 @dg.sensor(
     name="softcart_weblogs_sensor",
-    job_name="softcart_weblogs",
+    job_name=JOB,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="One run per new or changed access-log file under incoming/ in the weblogs landing zone.",
@@ -39,6 +45,7 @@ def scan_weblogs(
     zone: Landing,
     max_runs: int = MAX_RUNS_PER_TICK,
     time_budget_s: float = TIME_BUDGET_S,
+    retry_after_s: float = RETRY_AFTER_S,
 ) -> dg.SensorResult:
     launched: dict[str, str] = json.loads(context.cursor)["launched"] if context.cursor else {}
     deadline = time.monotonic() + time_budget_s
@@ -46,6 +53,7 @@ def scan_weblogs(
     seen: set[str] = set()
     requests: list[dg.RunRequest] = []
     new_keys: list[str] = []
+    waiting: dict[str, str] = {}
     complete = True
     for file in zone.list(INCOMING):
         if len(requests) >= max_runs or time.monotonic() > deadline:
@@ -54,6 +62,7 @@ def scan_weblogs(
         key = file.path[len(INCOMING) :]
         seen.add(key)
         if launched.get(key) == file.version:
+            waiting[key] = file.version
             continue
         if not valid_partition_key(key):
             context.log.warning(f"skipping {file.path!r}: its name cannot be a partition key")
@@ -61,8 +70,19 @@ def scan_weblogs(
         if key not in known:
             new_keys.append(key)
             known.add(key)
-        requests.append(dg.RunRequest(run_key=f"{key}@{file.version}", partition_key=key))
+        requests.append(
+            dg.RunRequest(run_key=f"{key}@{file.version}", partition_key=key, tags={VERSION_TAG: file.version})
+        )
         launched[key] = file.version
+    requests += stranded(
+        context.instance,
+        JOB,
+        waiting,
+        VERSION_TAG,
+        lambda key, version: getattr(zone.find(INCOMING + key), "version", None) == version,
+        max_runs - len(requests),
+        retry_after_s,
+    )
     if complete:  # forget files that left incoming/ (archived); a partial listing proves nothing
         launched = {k: v for k, v in launched.items() if k in seen}
     return dg.SensorResult(

@@ -1,7 +1,8 @@
 """Bronze for the video domain: each day's users, viewing sessions and content metadata files
 from the landing zone (local folder or blob container), one partition per arrival day."""
 
-from datetime import date
+from collections.abc import Callable, Iterable
+from datetime import date, datetime, timezone
 
 import dagster as dg
 from psycopg import sql
@@ -19,74 +20,212 @@ from dw_platform.defs.video.ingest import (
     ContentFile,
     CsvFile,
     apply_schema_changes,
+    arrived_uri,
     current_shape,
+    day_chunks,
+    day_file,
     ensure_side_tables,
     existing_child_tables,
 )
-from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, landed_path, video_daily
+from dw_platform.defs.video.partitions import (
+    CONTENT_FILE,
+    FAILED,
+    SESSIONS_FILE,
+    USERS_FILE,
+    landed_path,
+    video_daily,
+)
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
+from dw_platform.lib.compression import CompressionError
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
 from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandingZone
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
 from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.warehouse import PostgresWarehouse
 
-
-def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
-    window = context.partition_time_window
-    return LoadScope.time_window(context.partition_keys, "arrival_date", window.start, window.end)
+ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
 
 
-def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_name: str):
+def day_scope(day: str) -> LoadScope:
+    window = video_daily.time_window_for_partition_key(day)
+    return LoadScope.time_window([day], "arrival_date", window.start, window.end)
+
+
+def each_day(context: dg.AssetExecutionContext, load_day) -> dict[dg.AssetKey, dict]:
+    """Load each arrival day of the run on its own (one day, or a range: a single-run backfill or
+    a catch-up run), `load_day(day)` -> {asset key: metadata}. In a range, each day's metadata goes
+    to its partition, the result holds the totals, and the days that failed (files missing or bad)
+    fail the run once the others are loaded, each named with its reason."""
+    days = context.partition_keys
+    if len(days) == 1:
+        return load_day(days[0])
+    loaded, failed = {}, []
+    for day in days:
+        try:
+            loaded[day] = load_day(day)
+        except dg.Failure as failure:
+            context.log.error(f"{day}: {failure.description}")
+            failed.append((day, failure))
+    if failed:
+        raise dg.Failure(
+            f"{len(failed)} of {len(days)} days failed (the others are loaded): "
+            + "; ".join(f"{day}: {failure.description}" for day, failure in failed),
+            allow_retries=any(failure.allow_retries for _, failure in failed),
+        )
+    totals: dict[dg.AssetKey, dict] = {}
+    for day, results in loaded.items():  # in day order: the last day's table rows are the table's now
+        for asset, metadata in results.items():
+            table_rows = metadata.pop("dagster/row_count", 0)
+            context.add_asset_metadata(metadata, asset_key=asset, partition_key=day)
+            total = totals.setdefault(asset, {"days": 0, "rows_in_days": 0})
+            total["days"] += 1
+            total["rows_in_days"] += metadata.get("dagster/partition_row_count", 0)
+            total["dagster/row_count"] = table_rows
+    return totals
+
+
+def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, day: str, file_name: str):
     zone = landing.landing()
-    path = landed_path(context.partition_key, file_name)
-    found = zone.find(path)
+    try:
+        found = day_file(zone, day, file_name)
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
     if found is None:
         raise dg.Failure(
-            f"{path} has not arrived in the landing zone ({landing.local_folder or landing.container})",
+            f"{landed_path(day, file_name)} has not arrived in the landing zone "
+            f"({landing.local_folder or landing.container})",
             allow_retries=False,
         )
     context.log.info(f"ingesting {found.uri} ({found.size:,} bytes, version {found.version})")
     return zone, found
 
 
+BAD_FILE = (CsvFormatError, CompressionError, DocumentError, IdenticalFile)
+
+
+def file_failed(context, zone: Landing, found: LandedFile, error: Exception, started: datetime) -> dg.Failure:
+    """A file that cannot be loaded (one of BAD_FILE) goes to failed/, as it arrived, with its
+    report beside it; returns the run's failure, which names it. Other failures (storage,
+    warehouse) leave it where it is, for a retry or the sensor's next request."""
+    destination = FAILED + found.path.removeprefix(FAILED)
+    try:
+        if found.path != destination:
+            move(zone, found, destination)
+        put_report(zone, destination + ".report.json", failure_report(found, error, started))
+    except Exception as exc:
+        return dg.Failure(f"{found.uri}: {error}; and then could not move it to {FAILED}: {exc}", allow_retries=True)
+    context.log.info(f"moved {found.path} to {destination} with its report")
+    return dg.Failure(f"{found.uri}: {error} (moved to {destination})", allow_retries=False)
+
+
+def tidy_failed(context, zone: Landing, found: LandedFile) -> None:
+    """After a load that committed: a file re-run from failed/ goes back to its day's folder; what
+    an earlier version that failed left in failed/ (the file, its report) is removed."""
+    day_path = found.path.removeprefix(FAILED)
+    if found.path != day_path:
+        move(zone, found, day_path)
+        context.log.info(f"moved {found.path} back to {day_path}")
+    for stale in (FAILED + day_path, FAILED + day_path + ".report.json"):
+        if (old := zone.find(stale)) is not None:
+            zone.delete(old)
+
+
+def load_csv(
+    conn,
+    chunks: Iterable[bytes],
+    table: BronzeTable,
+    schema: CsvSchema,
+    scope: LoadScope,
+    source: str,
+    *,
+    run_id: str | None = None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> tuple[bronze.LoadResult, CsvFile, ContentDigest]:
+    """One day's CSV file (`chunks`: its content) into `table` for `scope` (the day): its rows, its
+    quarantine and its ledger entry with the content's hash, in one transaction, refused
+    (`IdenticalFile`) when the same content is loaded for another day."""
+    parsed = CsvFile(source, date.fromisoformat(scope.partition_keys[0]), schema)
+    content = ContentDigest()
+
+    def after_copy(conn, batch_id, load_ts):
+        parsed.write_quarantine(conn, batch_id, load_ts)
+        refuse_identical(
+            conn,
+            content,
+            table=table.qualified_name,
+            partition_key=scope.label,
+            source=source,
+            records=parsed.data_lines,
+            setting=ACCEPT_IDENTICAL,
+        )
+
+    ensure_side_tables(conn)
+    result = bronze.load(
+        conn,
+        table,
+        parsed.batches(content.through(chunks)),
+        asset_key=f"bronze/{table.name}",
+        scope=scope,
+        source=source,
+        run_id=run_id,
+        log=log,
+        after_copy=after_copy,
+        content_sha256=content.hexdigest,
+    )
+    return result, parsed, content
+
+
 def _load_csv(
     context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
 ) -> dg.MaterializeResult:
-    zone, found = find_landed(context, landing, file_name)
-    parsed = CsvFile(found.uri, date.fromisoformat(context.partition_key), schema)
+    (metadata,) = each_day(
+        context,
+        lambda day: {context.asset_key: _load_csv_day(context, day, warehouse, landing, table, schema, file_name)},
+    ).values()
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _load_csv_day(
+    context,
+    day: str,
+    warehouse: PostgresWarehouse,
+    landing: LandingZone,
+    table: BronzeTable,
+    schema: CsvSchema,
+    file_name: str,
+) -> dict:
+    zone, found = find_landed(context, landing, day, file_name)
+    started = datetime.now(timezone.utc)
     with warehouse.connect() as conn:
-        ensure_side_tables(conn)
         try:
-            result = bronze.load(
+            result, parsed, _ = load_csv(
                 conn,
+                day_chunks(zone, found),
                 table,
-                parsed.batches(zone.chunks(found)),
-                asset_key=context.asset_key.to_user_string(),
-                scope=day_scope(context),
-                source=found.uri,
+                schema,
+                day_scope(day),
+                arrived_uri(found),
                 run_id=context.run.run_id,
                 log=context.log.info,
-                after_copy=parsed.write_quarantine,
             )
         except dg.Failure as failure:
-            if isinstance(failure.__cause__, CsvFormatError):
-                failure = dg.Failure(f"{found.uri}: {failure.__cause__}", allow_retries=False)
-            raise failure
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
+            raise
         rows = partition_and_table_rows(conn, table.qualified_name, result.rows_loaded)
-    context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
-    return dg.MaterializeResult(
-        metadata={
-            **result.metadata(),
-            **rows,
-            "source_file": found.uri,
-            "data_lines": parsed.data_lines,
-            "rows_quarantined": len(parsed.quarantine.rows),
-        }
-    )
+    tidy_failed(context, zone, found)
+    context.log.info(f"{day}: loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
+    return {
+        **result.metadata(),
+        **rows,
+        "source_file": arrived_uri(found),
+        "data_lines": parsed.data_lines,
+        "rows_quarantined": len(parsed.quarantine.rows),
+    }
 
 
 @dg.asset(
@@ -94,6 +233,7 @@ def _load_csv(
     **asset_attributes("video"),
     kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=f"<day>/{USERS_FILE} from the video landing zone into bronze.video_users (values as they arrived).",
 )
 def video_users(
@@ -107,6 +247,7 @@ def video_users(
     **asset_attributes("video"),
     kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=f"<day>/{SESSIONS_FILE} from the video landing zone into bronze.video_viewing_sessions.",
 )
 def video_viewing_sessions(
@@ -124,9 +265,11 @@ def load_content(
     run_id: str | None,
     documents: MongoDocuments,
     log=lambda _m: None,
+    content: ContentDigest | None = None,
 ) -> bronze.LoadResult:
     """bronze.content, its child tables, the quarantine and (without MongoDB) the raw JSONB rows,
-    replaced for the partition in one transaction."""
+    replaced for the partition in one transaction; refused (`IdenticalFile`) when `content` (the
+    file's digest) is that of a file already loaded for another day."""
     apply_schema_changes(conn, parsed)
     if not documents.configured:
         ensure_bronze_objects(conn, CONTENT_RAW)
@@ -157,6 +300,16 @@ def load_content(
                 source,
             )
         parsed.quarantine.write(conn, batch_id, load_ts)
+        if content is not None:
+            refuse_identical(
+                conn,
+                content,
+                table=f"bronze.{PARENT}",
+                partition_key=scope.label,
+                source=source,
+                records=len(parsed.rows) + len(parsed.quarantine.rows),
+                setting=ACCEPT_IDENTICAL,
+            )
 
     return bronze.load(
         conn,
@@ -168,6 +321,7 @@ def load_content(
         run_id=run_id,
         log=log,
         after_copy=after_copy,
+        content_sha256=content.hexdigest if content is not None else None,
     )
 
 
@@ -215,6 +369,7 @@ CONTENT_ARRAYS = {
             for field, what in CONTENT_ARRAYS.items()
         ),
     ],
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def content(
     context: dg.AssetExecutionContext,
@@ -222,25 +377,41 @@ def content(
     video_landing: LandingZone,
     video_documents: MongoDocuments,
 ):
-    zone, found = find_landed(context, video_landing, CONTENT_FILE)
-    data = b"".join(zone.chunks(found))
-    arrival_date = date.fromisoformat(context.partition_key)
+    for asset, metadata in each_day(
+        context, lambda day: _load_content_day(context, day, warehouse, video_landing, video_documents)
+    ).items():
+        yield dg.MaterializeResult(asset_key=asset, metadata=metadata)
+
+
+def _load_content_day(
+    context, day: str, warehouse: PostgresWarehouse, video_landing: LandingZone, video_documents: MongoDocuments
+) -> dict[dg.AssetKey, dict]:
+    zone, found = find_landed(context, video_landing, day, CONTENT_FILE)
+    started = datetime.now(timezone.utc)
+    arrival_date = date.fromisoformat(day)
+    content = ContentDigest()
     with warehouse.connect() as conn:
         ensure_side_tables(conn)
         try:
-            parsed = parse_content(conn, found.uri, arrival_date, data)
-        except DocumentError as exc:
-            raise dg.Failure(f"{found.uri}: {exc}", allow_retries=False) from exc
-        result = load_content(
-            conn,
-            parsed,
-            day_scope(context),
-            found.uri,
-            "bronze/content",
-            context.run.run_id,
-            video_documents,
-            context.log.info,
-        )
+            data = b"".join(content.through(day_chunks(zone, found)))
+            parsed = parse_content(conn, arrived_uri(found), arrival_date, data)
+            result = load_content(
+                conn,
+                parsed,
+                day_scope(day),
+                arrived_uri(found),
+                "bronze/content",
+                context.run.run_id,
+                video_documents,
+                context.log.info,
+                content,
+            )
+        except (CompressionError, DocumentError) as exc:
+            raise file_failed(context, zone, found, exc, started) from exc
+        except dg.Failure as failure:
+            if isinstance(failure.__cause__, BAD_FILE):
+                raise file_failed(context, zone, found, failure.__cause__, started) from failure
+            raise
         rows = partition_and_table_rows(conn, "bronze.content", result.rows_loaded)
         array_rows = {
             field: partition_and_table_rows(
@@ -248,37 +419,36 @@ def content(
             )
             for field in CONTENT_ARRAYS
         }
+    tidy_failed(context, zone, found)
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
-            {"arrival_date": context.partition_key, "collection": "content"}, (doc for _, _, doc in parsed.raw)
+            {"arrival_date": day, "collection": "content"}, (doc for _, _, doc in parsed.raw)
         )
         raw_target = f"mongodb {video_documents.database}.{video_documents.collection}"
         context.log.info(f"kept {written:,} raw documents in {raw_target}")
     for table, column, pg_type in parsed.added:
         context.log.info(f"schema change: bronze.{table} gained column {column} {pg_type}")
-    yield dg.MaterializeResult(
-        asset_key=["bronze", "content"],
-        metadata={
+    return {
+        dg.AssetKey(["bronze", "content"]): {
             **result.metadata(),
             **rows,
-            "source_file": found.uri,
+            "source_file": arrived_uri(found),
             "documents_quarantined": len(parsed.quarantine.rows),
             "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
             "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
             "raw_documents": raw_target,
         },
-    )
-    for field, counts in array_rows.items():
-        yield dg.MaterializeResult(
-            asset_key=["bronze", f"content_{field}"],
-            metadata={
+        **{
+            dg.AssetKey(["bronze", f"content_{field}"]): {
                 **counts,
                 "dagster/table_name": f"bronze.content_{field}",
-                "source_file": found.uri,
+                "source_file": arrived_uri(found),
                 "batch_id": str(result.batch_id),
-            },
-        )
+            }
+            for field, counts in array_rows.items()
+        },
+    }
 
 
 def _rows_of_day(conn, table: str, arrival_date: date) -> int:

@@ -3,18 +3,24 @@
 CSV files stream through the shared reader (`dw_platform.lib.csv_stream`) under the schema files
 beside this module: values land as they arrived, as text. Records without their key, with the
 wrong number of fields or otherwise unreadable go to `bronze.video_quarantine` with the line,
-the raw text and the reason, inside the load's transaction.
+their exact bytes (`raw_bytes`), a readable rendering (`raw`) and the reason, inside the load's
+transaction.
 
 Content JSON (a JSON array of documents, or one document per line) is flattened
 (`dw_platform.lib.json_flatten`): `bronze.content` gets one row per document, each array a
 child table `bronze.content_<field>` keyed by `content_id` and `position`. A field never seen
 before becomes a new column, recorded in `bronze.video_schema_changes`. Malformed documents are
-quarantined with the reason. Content files are read whole: a catalog's metadata is small.
+quarantined with the reason (not JSON, not UTF-8, a control character, a `\\u0000` or an unpaired
+surrogate PostgreSQL cannot store, a value that breaks its column's type). Content files are read
+whole: a catalog's metadata is small. A JSON array whose syntax breaks cannot be split into
+documents: the file fails, naming the line.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -26,9 +32,13 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from dw_platform.defs.video.partitions import FAILED, landed_path
 from dw_platform.lib.bronze import BronzeTable, Column, ensure_bronze_objects
+from dw_platform.lib.compression import FORMATS, decompressed
 from dw_platform.lib.csv_stream import CsvReader, CsvSchema
 from dw_platform.lib.json_flatten import DocumentError, TableShape, flatten
+from dw_platform.lib.landing import LandedFile, Landing
+from dw_platform.lib.quarantine import readable
 
 HERE = Path(__file__).parent
 USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
@@ -45,6 +55,7 @@ create table if not exists bronze.video_quarantine (
     _bronze_load_ts  timestamptz not null,
     _bronze_batch_id uuid not null
 );
+alter table bronze.video_quarantine add column if not exists raw_bytes bytea;
 create index if not exists video_quarantine_source_file_idx on bronze.video_quarantine (source_file)
 """
 SCHEMA_CHANGES_DDL = """
@@ -73,6 +84,32 @@ USERS = csv_table(USERS_SCHEMA)
 SESSIONS = csv_table(SESSIONS_SCHEMA)
 
 
+def day_file(zone: Landing, day: str, file_name: str) -> LandedFile | None:
+    """A day's file as it landed: `<day>/<file_name>`, or compressed (`users.csv.gz`, `.bz2`,
+    `.zst`); else (a re-run after it failed) its copy in failed/. Raises ValueError when more than
+    one of them landed."""
+    for folder in ("", FAILED):
+        paths = [folder + landed_path(day, file_name + suffix) for suffix in ("", *FORMATS)]
+        found = [f for path in paths if (f := zone.find(path)) is not None]
+        if len(found) > 1:
+            raise ValueError(
+                f"{' and '.join(f.path for f in found)} both landed: which one is meant? Remove the other."
+            )
+        if found:
+            return found[0]
+    return None
+
+
+def arrived_uri(file: LandedFile) -> str:
+    """Where a day's file arrived (its lineage), also while it lies in failed/."""
+    return LandedFile(file.path.removeprefix(FAILED), "", 0, file.location).uri
+
+
+def day_chunks(zone: Landing, file: LandedFile) -> Iterator[bytes]:
+    """A landed file's bytes, decompressed when it is compressed (it must be what its name says)."""
+    return decompressed(zone.chunks(file), file.path)
+
+
 def ensure_side_tables(conn: psycopg.Connection) -> None:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
@@ -87,19 +124,21 @@ class Quarantine:
 
     source_file: str
     arrival_date: date
-    rows: list[tuple[int, str, str]] = field(default_factory=list)
+    rows: list[tuple[int, bytes, str]] = field(default_factory=list)  # (line, exact bytes, reason)
 
-    def add(self, line: int, raw: str, reason: str) -> None:
+    def add(self, line: int, raw: bytes, reason: str) -> None:
         self.rows.append((line, raw, reason))
 
     def write(self, conn: psycopg.Connection, batch_id: UUID, load_ts: datetime) -> None:
         conn.execute("delete from bronze.video_quarantine where source_file = %s", (self.source_file,))
         with conn.cursor().copy(
-            "copy bronze.video_quarantine (source_file, arrival_date, line_number, raw, reason,"
+            "copy bronze.video_quarantine (source_file, arrival_date, line_number, raw, raw_bytes, reason,"
             " _bronze_load_ts, _bronze_batch_id) from stdin"
         ) as copy:
             for line, raw, reason in self.rows:
-                copy.write_row((self.source_file, self.arrival_date, line, raw, reason, load_ts, batch_id))
+                copy.write_row(
+                    (self.source_file, self.arrival_date, line, readable(raw), raw, reason, load_ts, batch_id)
+                )
 
 
 class CsvFile:
@@ -109,9 +148,7 @@ class CsvFile:
     def __init__(self, source_file: str, arrival_date: date, schema: CsvSchema):
         self.arrival_date = arrival_date
         self.quarantine = Quarantine(source_file, arrival_date)
-        self.reader = CsvReader(
-            schema, lambda r: self.quarantine.add(r.line, r.raw.decode("utf-8", "backslashreplace"), r.reason)
-        )
+        self.reader = CsvReader(schema, lambda r: self.quarantine.add(r.line, r.raw, r.reason))
 
     @property
     def data_lines(self) -> int:
@@ -152,27 +189,96 @@ def child_table_name(array_field: str) -> str:
     return f"{PARENT}_{array_field}"[:63]
 
 
-def documents(data: bytes) -> Iterator[tuple[int, str, Any, str | None]]:
-    """(line, raw text, parsed document, error) for each document of a JSON array or JSON Lines file."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DocumentError(f"not UTF-8 text (byte {exc.start})") from None
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_DECODER = json.JSONDecoder(strict=False)  # raw control characters are named by _problem instead
+
+
+def documents(data: bytes) -> Iterator[tuple[int, bytes, Any, str | None]]:
+    """(line, exact bytes, parsed document, None) for each document of a JSON array or JSON Lines
+    file, or (line, exact bytes, None, the reason) for one that cannot be loaded. A JSON array
+    whose syntax breaks raises DocumentError naming the line."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    text = data.decode("utf-8", "surrogateescape")  # bytes that are not UTF-8 come back exactly, and are named
     if text.lstrip().startswith("["):
-        try:
-            array = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DocumentError(f"not a JSON array: {exc.msg} at line {exc.lineno}") from None
-        for i, doc in enumerate(array, start=1):
-            yield i, json.dumps(doc, sort_keys=True), doc, None
+        yield from _array_documents(text)
         return
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if _WHITESPACE.fullmatch(line):  # blank: nothing but JSON's whitespace
             continue
         try:
-            yield line_no, line, json.loads(line), None
+            doc = _DECODER.decode(line)
         except json.JSONDecodeError as exc:
-            yield line_no, line, None, f"malformed JSON: {exc.msg} at column {exc.colno}"
+            yield line_no, _bytes(line), None, f"malformed JSON: {exc.msg} at column {exc.colno}"
+            continue
+        yield line_no, _bytes(line), doc, _problem(line, doc)
+
+
+def _array_documents(text: str) -> Iterator[tuple[int, bytes, Any, str | None]]:
+    """The elements of a JSON array, each with the line it starts on and its own bytes."""
+    pos = _WHITESPACE.match(text, text.index("[") + 1).end()
+    line, counted = 1, 0
+    if text.startswith("]", pos):
+        return _array_end(text, pos + 1)
+    while True:
+        line += text.count("\n", counted, pos)
+        counted = pos
+        try:
+            doc, end = _DECODER.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise DocumentError(f"line {exc.lineno}: not a JSON array: {exc.msg} at column {exc.colno}") from None
+        element = text[pos:end]
+        yield line, _bytes(element), doc, _problem(element, doc)
+        pos = _WHITESPACE.match(text, end).end()
+        if text.startswith(",", pos):
+            pos = _WHITESPACE.match(text, pos + 1).end()
+        elif text.startswith("]", pos):
+            return _array_end(text, pos + 1)
+        else:
+            at = text.count("\n", 0, pos) + 1
+            raise DocumentError(f"line {at}: not a JSON array: expected ',' or ']' after a document")
+
+
+def _array_end(text: str, pos: int) -> None:
+    if text[pos:].strip():
+        raise DocumentError(f"line {text.count(chr(10), 0, pos) + 1}: not a JSON array: text after its closing ']'")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # a byte that is not UTF-8, as surrogateescape keeps it
+_NOT_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _problem(text: str, doc: Any) -> str | None:
+    """Why a document that parsed cannot be stored, or None: bytes that are not UTF-8, a raw
+    control character, or a `\\u0000` or unpaired surrogate escape, which PostgreSQL text and
+    JSONB cannot hold."""
+    if (bad := _NOT_UTF8.search(text)) is not None:
+        at = len(_bytes(text[: bad.start()])) + 1
+        return f"not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02x} at byte {at} of the document)"
+    if (control := _CONTROL.search(text)) is not None:
+        return f"control character 0x{ord(control.group()):02x} (JSON requires it escaped)"
+    if any(_NOT_TEXT.search(s) for s in _strings(doc)):
+        return "a \\u0000 (NUL) or unpaired surrogate escape: PostgreSQL cannot store it"
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string of a parsed document, keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 @dataclass
@@ -203,7 +309,7 @@ class ContentFile:
             except DocumentError as exc:
                 self.quarantine.add(line, raw, str(exc))
 
-    def _accept(self, line: int, raw: str, doc: Any, seen_ids: set[str]) -> None:
+    def _accept(self, line: int, raw: bytes, doc: Any, seen_ids: set[str]) -> None:
         if not isinstance(doc, dict):
             raise DocumentError(f"a document must be a JSON object, found {type(doc).__name__}")
         key = doc.get(CONTENT_KEY)

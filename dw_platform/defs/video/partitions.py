@@ -6,6 +6,7 @@ video_daily = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UT
 USERS_FILE = "users.csv"
 SESSIONS_FILE = "viewing_sessions.csv"
 CONTENT_FILE = "content.json"
+FAILED = "failed/"  # a file that cannot be loaded goes here, under its own path, with its report
 
 
 def landed_path(partition_key: str, file_name: str) -> str:

@@ -6,7 +6,11 @@ the day's three files (blob etags, or modification time and size in a local fold
 is `<day>@<fingerprint>`: a replayed tick asks for the same run keys, which the instance skips, so
 no version of a day runs twice; a re-delivered file (new version) runs the day again, replacing
 it. A day is requested once its partition exists (the day has ended, UTC) and all three files are
-there. Days whose files were all removed leave the cursor. An idle tick logs nothing.
+there (each plain or compressed, `users.csv.gz`). Days whose files were all removed leave the
+cursor. A day whose run ended without loading it (an outage outlasting the retries, a killed run)
+is requested again as the sales sensor does (`dw_platform.lib.runs.stranded`; the latest
+RETRY_DAYS days); a file that cannot
+be loaded was moved to failed/, so its day waits for a new one. An idle tick logs nothing.
 """
 
 import hashlib
@@ -16,9 +20,13 @@ from datetime import datetime
 
 import dagster as dg
 
-from dw_platform.defs.video.partitions import CONTENT_FILE, SESSIONS_FILE, USERS_FILE, video_daily
+from dw_platform.defs.video.partitions import CONTENT_FILE, FAILED, SESSIONS_FILE, USERS_FILE, video_daily
+from dw_platform.lib.compression import plain_name
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone
+from dw_platform.lib.runs import RETRY_AFTER_S, stranded
 
+JOB = "video_daily"
+RETRY_DAYS = 14  # days whose failed run is requested again
 DAY_FILES = (USERS_FILE, SESSIONS_FILE, CONTENT_FILE)
 VERSION_TAG = "dw/landed_version"
 
@@ -37,7 +45,7 @@ def dump_cursor(requested: dict[str, str]) -> str:
 
 @dg.sensor(
     name="video_landing_sensor",
-    job_name="video_daily",
+    job_name=JOB,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="One run of video_daily per arrival day whose users, viewing sessions and content files have all "
@@ -47,22 +55,36 @@ def video_landing_sensor(context: dg.SensorEvaluationContext, video_landing: Lan
     return scan(context, video_landing.landing())
 
 
-def scan(context: dg.SensorEvaluationContext, zone: Landing, now: datetime | None = None) -> dg.SensorResult:
+def scan(
+    context: dg.SensorEvaluationContext,
+    zone: Landing,
+    now: datetime | None = None,
+    retry_after_s: float = RETRY_AFTER_S,
+) -> dg.SensorResult:
     requested = load_cursor(context.cursor)
     days = set(video_daily.get_partition_keys(current_time=now))
     landed: dict[str, dict[str, LandedFile]] = defaultdict(dict)
     for file in zone.list():
         day, _, name = file.path.partition("/")
-        if name in DAY_FILES:
-            landed[day][name] = file
+        if plain_name(name) in DAY_FILES and not file.path.startswith(FAILED):
+            landed[day][plain_name(name)] = file
     requests = []
+    current: dict[str, str] = {}
     for day, files in sorted(landed.items()):
         if day not in days or len(files) < len(DAY_FILES):
             continue
-        version = fingerprint(files)
+        version = current[day] = fingerprint(files)
         if requested.get(day) != version:
             requests.append(dg.RunRequest(run_key=f"{day}@{version}", partition_key=day, tags={VERSION_TAG: version}))
             requested[day] = version
+    # The files of a day stay where they landed: only the latest days' runs are looked at again.
+    again = {r.partition_key for r in requests}
+    recent = sorted(day for day, v in requested.items() if current.get(day) == v and day not in again)[-RETRY_DAYS:]
+    waiting = {day: requested[day] for day in recent}
+    if waiting:
+        requests += stranded(
+            context.instance, JOB, waiting, VERSION_TAG, lambda d, v: current.get(d) == v, len(waiting), retry_after_s
+        )
     if requests:
         context.log.info(f"{len(requests)} arrival day(s) to load: {', '.join(r.partition_key for r in requests)}")
     return dg.SensorResult(

@@ -1,4 +1,20 @@
 -- One row per attribute that changed between consecutive versions of a customer.
+-- Incremental: for each customer the window changed, the pre-hook removes its rows from the first
+-- version the dimension may have rebuilt (macros/customer_window.sql), the model adds them again.
+-- depends_on: {{ ref('customer_profile_standardized') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook=[
+            "{{ serialize('fact_customer_profile_audit') }}",
+            "{% if is_incremental() %}delete from {{ this }} as audit using ({{ customer_audit_changes() }}) as changed "
+            ~ "where audit.customer_id = changed.customer_id and audit.changed_at >= changed.rebuilt_from{% endif %}",
+        ],
+        indexes=[{'columns': ['customer_id', 'changed_at']}],
+    )
+}}
+
 with
 
 versions as (
@@ -6,6 +22,18 @@ versions as (
     select * from {{ ref('dim_customer_profile') }}
 
 ),
+
+{% if is_incremental() %}
+changed_versions as (
+
+    select versions.*
+    from versions
+    inner join ({{ customer_audit_changes() }}) as changed
+        on versions.customer_id = changed.customer_id
+        and versions.valid_from >= changed.rebuilt_from
+
+),
+{% endif %}
 
 version_pairs as (
 
@@ -34,7 +62,7 @@ version_pairs as (
         new_version.loyalty_tier as new_loyalty_tier,
         old_version.marketing_opt_in::text as old_marketing_opt_in,
         new_version.marketing_opt_in::text as new_marketing_opt_in
-    from versions as new_version
+    from {{ 'changed_versions' if is_incremental() else 'versions' }} as new_version
     inner join versions as old_version
         on new_version.customer_id = old_version.customer_id
         and new_version.version_number = old_version.version_number + 1

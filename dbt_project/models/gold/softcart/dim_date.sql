@@ -1,14 +1,13 @@
 -- One row per calendar day of every year that has a valid sale; date_key = yyyymmdd, so the key
--- of a day never changes between rebuilds.
+-- of a day never changes between rebuilds. The years come from the monthly base (small).
 with
 
 bounds as (
 
     select
-        date_trunc('year', min(sale_date))::date as first_day,
-        (date_trunc('year', max(sale_date)) + interval '1 year - 1 day')::date as last_day
-    from {{ ref('softcart_sales') }}
-    where is_valid
+        make_date(min(year_month) / 100, 1, 1) as first_day,
+        make_date(max(year_month) / 100, 12, 31) as last_day
+    from {{ ref('softcart_sales_monthly') }}
 
 ),
 

@@ -1,4 +1,12 @@
 -- The 20 most requested paths (query string removed) per UTC day, bots excluded.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook=["{{ serialize('web_top_paths') }}", "{% if is_incremental() %}{{ replace_web_days() }}{% endif %}"],
+        indexes=[{'columns': ['request_date']}],
+    )
+}}
 with
 
 per_path as (
@@ -11,6 +19,9 @@ per_path as (
         round(count(*) filter (where is_error)::numeric / count(*), 4) as error_rate
     from {{ ref('web_requests') }}
     where not is_bot and path_without_query is not null
+    {% if is_incremental() %}
+      and request_date in ({{ web_changed_days() }})
+    {% endif %}
     group by request_date, path_without_query
 
 ),

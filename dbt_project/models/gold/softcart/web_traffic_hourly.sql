@@ -1,5 +1,13 @@
 -- Requests, unique visitors (distinct clients of non-bot requests), bytes and error rate per UTC
 -- day and hour.
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook=["{{ serialize('web_traffic_hourly') }}", "{% if is_incremental() %}{{ replace_web_days() }}{% endif %}"],
+        indexes=[{'columns': ['request_date']}],
+    )
+}}
 select
     request_date,
     request_hour,
@@ -10,4 +18,7 @@ select
     count(*) filter (where is_error) as error_requests,
     round(count(*) filter (where is_error)::numeric / count(*), 4) as error_rate
 from {{ ref('web_requests') }}
+{% if is_incremental() %}
+where request_date in ({{ web_changed_days() }})
+{% endif %}
 group by request_date, request_hour

@@ -1,7 +1,7 @@
 -- One row per customer version (customer_id + last_modified_ts), every version bronze holds.
--- Daily-partitioned: a run rebuilds the [DW_MIN_DATE, DW_MAX_DATE) window of last_modified_ts and also
--- takes every bronze version silver has not seen yet (rows that arrived late, outside the window);
--- delete+insert on the version key keeps one row per version.
+-- Daily-partitioned: a run rebuilds the versions its window changed in bronze (macros/customer_window.sql:
+-- modified inside [DW_MIN_DATE, DW_MAX_DATE), or added before it by the window's late loads) from
+-- every bronze row of those versions; delete+insert on the version key keeps one row per version.
 {{
     config(
         materialized='incremental',
@@ -10,40 +10,44 @@
         on_schema_change='append_new_columns',
         tags=['customer_daily'],
         meta={'partition_column': 'last_modified_ts'},
+        pre_hook="{{ serialize('customer_profile_standardized') }}",
         indexes=[
             {'columns': ['last_modified_ts']},
-            {'columns': ['customer_id']},
-            {'columns': ['_bronze_row_hash']},
+            {'columns': ['customer_id', 'last_modified_ts']},
         ],
     )
 }}
 
-{#- The run's partition window (dw_platform.lib.dbt.window_env); unset, everything. -#}
-{%- set window_start = env_var("DW_MIN_DATE", "1900-01-01") -%}
-{%- set window_end = env_var("DW_MAX_DATE", "9999-12-31") %}
-
 with
+
+{% if is_incremental() %}
+late_versions as (
+
+    -- Versions the window's bronze loads added from their lookback before it.
+    select distinct customer_id, last_modified_ts
+    from {{ source('bronze', 'customer_profile_raw') }}
+    where {{ customer_late_range() }}
+      and _bronze_batch_id in (select batch_id from ({{ customer_late_loads() }}) as late_loads)
+
+),
+{% endif %}
 
 source as (
 
-    -- `bronze` is used by the incremental filter below.
-    select * from {{ source('bronze', 'customer_profile_raw') }} as bronze  -- noqa: AL05
-    where customer_id is not null
-      and last_modified_ts is not null
-      and (
-          last_modified_ts >= '{{ window_start }}'::timestamp
-          and last_modified_ts < '{{ window_end }}'::timestamp
-          {% if is_incremental() %}
-          {% if '_bronze_row_hash' in adapter.get_columns_in_relation(this) | map(attribute='name') %}
-          or not exists (
-              select from {{ this }} as seen where seen._bronze_row_hash = bronze._bronze_row_hash
-          )
-          {% else %}
-          -- A silver table from before bronze kept versions: take every version once.
-          or true
-          {% endif %}
-          {% endif %}
-      )
+    -- Every bronze row of a changed version (the latest load of a version wins below).
+    select * from {{ source('bronze', 'customer_profile_raw') }}
+    where last_modified_ts >= {{ window_start() }}
+      and last_modified_ts < {{ window_end() }}
+      and customer_id is not null
+    {% if is_incremental() %}
+    union all
+    select bronze.*
+    from {{ source('bronze', 'customer_profile_raw') }} as bronze
+    inner join late_versions
+        on bronze.customer_id = late_versions.customer_id
+        and bronze.last_modified_ts = late_versions.last_modified_ts
+    where {{ customer_late_range('bronze') }}
+    {% endif %}
 
 ),
 

@@ -1,10 +1,22 @@
 -- One row per parsed access-log line, typed: client address as inet, request time in UTC,
 -- status and size as integers ('-' size = 0 bytes, as CLF writes it), '-' fields as null, \"
 -- and \\ escapes undone, and a bot flag from the user agent (seed softcart_bot_agents).
+-- Incremental by file (the asset's partition): the pre-hook removes the rows of the run's files,
+-- the model adds what bronze now holds for them (macros/partition_window.sql, run_partition_loads).
 {{ config(
-    materialized='table',
-    pre_hook="{{ create_web_safe_casts() }}",
-    indexes=[{'columns': ['source_file', 'line_number'], 'unique': true}, {'columns': ['requested_at']}]
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook=[
+        "{{ create_web_safe_casts() }}",
+        "{{ serialize('web_requests') }}",
+        "{% if is_incremental() %}delete from {{ this }} where source_file in "
+        ~ "(select source from ({{ run_partition_loads('bronze/web_access_log') }}) as loads){% endif %}",
+    ],
+    indexes=[
+        {'columns': ['source_file', 'line_number'], 'unique': true},
+        {'columns': ['requested_at']},
+        {'columns': ['request_date']},
+    ]
 ) }}
 
 with
@@ -12,6 +24,9 @@ with
 source as (
 
     select * from {{ source('bronze', 'web_access_log') }}
+    {% if is_incremental() %}
+    where _bronze_source_file in (select source from ({{ run_partition_loads('bronze/web_access_log') }}) as loads)
+    {% endif %}
 
 ),
 

@@ -1,5 +1,6 @@
 -- Fails when one level of the summary (e.g. every month x category x country row) does not add
--- up to the grand total, or when a grain appears twice.
+-- up to the grand total, or when a grain appears twice. The whole summary by nature (it is small:
+-- periods x categories x countries).
 with
 
 summary as (

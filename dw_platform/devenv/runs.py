@@ -1,0 +1,67 @@
+"""Run a job of the code location through the executor DW_EXECUTOR chooses, as a run worker does:
+in process (the default) with `execute_in_process`; under Celery with `dg.execute_job`, which needs
+a job the workers can rebuild from its module and name (`code_location_job`). For `dw demo`, the
+tests and the benchmarks; `dw dev`'s runs take the same path through Dagster's run launcher."""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
+
+import dagster as dg
+
+from dw_platform.definitions import defs
+from dw_platform.lib.executor import executor_name
+from dw_platform.lib.paths import PROJECT_ROOT
+
+
+@cache
+def _definitions(executor: str) -> dg.Definitions:
+    return defs()
+
+
+def code_location_job(name: str) -> dg.JobDefinition:
+    """The job `name` of the code location, loaded once per process and executor (a worker runs many steps)."""
+    return _definitions(executor_name()).resolve_job_def(name)
+
+
+def run_job(
+    name: str,
+    instance: dg.DagsterInstance,
+    partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    definitions: dg.Definitions | None = None,
+) -> dg.ExecuteInProcessResult | dg.JobExecutionResult:
+    """Run job `name` for `partition_key` (or the partition range in `tags`) on `instance` and wait
+    for its end; failures are in the result, not raised."""
+    if executor_name() == "in_process":
+        return (
+            (definitions or _definitions("in_process"))
+            .resolve_job_def(name)
+            .execute_in_process(
+                instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=False
+            )
+        )
+    job = dg.build_reconstructable_job(
+        __name__, code_location_job.__name__, (name,), reconstructor_working_directory=str(PROJECT_ROOT)
+    )
+    all_tags = {**(tags or {}), **({"dagster/partition": partition_key} if partition_key else {})}
+    with dg.execute_job(job, instance, run_config=run_config, tags=all_tags, raise_on_error=False) as result:
+        return result
+
+
+def _run_in_worker(name: str, partition_key: str | None, tags: dict[str, str] | None) -> tuple[str, bool]:
+    with dg.DagsterInstance.get() as instance:
+        result = run_job(name, instance, partition_key=partition_key, tags=tags)
+        return result.run_id, result.success
+
+
+def run_jobs(requests: list[tuple[str, str | None, dict | None]], processes: int = 4) -> list[tuple[str, bool]]:
+    """Run each (job, partition key, tags) of `requests` on the instance in DAGSTER_HOME, `processes` at
+    a time, each in a run process of its own as the run queue launches them (one process runs one
+    run at a time: Python's logging set-up is not safe for runs on threads of one process); returns
+    (run id, success) in order."""
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_run_in_worker, *zip(*requests)))
