@@ -19,11 +19,10 @@ import dagster as dg
 import psycopg
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
 from packaging.version import Version
-from psycopg import sql
 from pydantic import PrivateAttr
 
-from dw_platform.lib.dbt_lineage import with_column_lineage
 from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
+from dw_platform.lib.dbt_lineage import with_column_lineage
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
