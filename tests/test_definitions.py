@@ -245,6 +245,10 @@ def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jo
         "no_failed_tables",
         "schema_change_notifications_sent",
     }
+    assert definitions.resolve_assets_def(key).can_subset  # so each check runs alone from the UI
+    # The change data capture job evaluates them after applying (without a partition of its own).
+    cdc = definitions.resolve_job_def("replication_cdc_source_app")
+    assert cdc.partitions_def is None and key.to_python_identifier() in {n.name for n in cdc.graph.node_defs}
     bulk = definitions.resolve_job_def("replication_bulk_load_source_app")
     assert bulk.partitions_def == lakehouse.partitions_def
     assert bulk.op_retry_policy.backoff == dg.Backoff.EXPONENTIAL

@@ -3,11 +3,13 @@ Playwright against `dagster dev` (webserver, daemon, code server) on the test's 
 services and sample data.
 
 Through the page only, it finds every domain's assets in the global lineage; launches the
-customer job for one day from the job's page and one bronze partition from the asset's
+customer job for one day from the job's page, then seven days as one backfill (one run; the
+automation sensor launches nothing after it), and one bronze partition from the asset's
 Materialize dialog, each followed to the run page's Success (click-to-Success is printed: a
-benchmark figure, not an assertion); finds the checks of a silver and a gold asset, all passed;
-switches the sales sensor on, drops a file into incoming/ (`dw drop`) and follows the run the
-sensor launched to Success. A missing asset, a failed run or a red check fails it; the screenshot
+benchmark figure, not an assertion); finds the bronze asset's link to its code; finds the checks
+of a silver and a gold asset, all passed; switches the sales sensor on, drops a file into
+incoming/ (`dw drop`) and follows the run the sensor launched to Success (drop-to-Success is
+printed); a second `dw dev` on the UI's port stops at once with its message. A missing asset, a failed run or a red check fails it; the screenshot
 of every step so far is then written to test-results/ui-<time>/, named in the failure. At the end it
 saves the customer domain's lineage, as built, to test-results/asset-graph.png; with
 DW_UPDATE_DOCS_IMAGES=1 to docs/assets/asset-graph.png instead, the picture README and the docs

@@ -99,7 +99,7 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
     # A multi-asset only to be subsettable: an operator can run any of its checks alone from the
     # UI (a run of the checks without the load), over every table of the source.
     @dg.multi_asset(
-        name=f"lakehouse_{source.name}",
+        name=key.to_python_identifier(),  # the op name run config addresses, as before
         specs=[
             dg.AssetSpec(
                 key,

@@ -7,7 +7,8 @@
   run: one consistent snapshot). Retries with exponential back-off; completed tables are skipped
   unless run config `full_reload: true`.
 - `replication_cdc_<source>`: capture the slot's pending changes into the event log and apply
-  them to the Iceberg tables, then the change-capture checks. Started by its sensor; runs of one
+  them to the Iceberg tables, then the change-capture checks and the lakehouse's (for the tables
+  it changed). Started by its sensor; runs of one
   source never overlap (a run-queue tag limit in dagster.yaml and a warehouse lock).
 - `validate_lakehouse`: row counts of every lakehouse table, source tables missing from the
   lakehouse, failed tables; empty tables hidden with `hide_empty: true`.
