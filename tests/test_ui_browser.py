@@ -228,8 +228,9 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
         asset_seconds, asset_run = ui.launch_partition(asset_day)
 
     with ui.step("a bronze asset links to its code"):
-        ui.open("/assets/bronze/customer_profile_raw?view=definition")
-        page.get_by_text(re.compile(r"dw_platform/defs/customer/assets\.py")).first.wait_for(timeout=60_000)
+        ui.open("/assets/bronze/customer_profile_raw")  # Overview: "Source code", "Open assets.py in editor"
+        page.get_by_text("Source code", exact=True).first.wait_for(timeout=60_000)
+        page.locator("a[href*='dw_platform/defs/customer/assets.py']").first.wait_for(timeout=60_000)
 
     for asset in ("silver/customer_profile_standardized", "gold/dim_customer_profile"):
         with ui.step(f"checks of {asset}"):
