@@ -19,8 +19,9 @@ test: setup
 	scripts/lint.sh
 	.venv/bin/pytest
 
+# The Dagster UI on http://127.0.0.1:3000, or another port: make dev PORT=3001.
 dev: setup
-	.venv/bin/dw dev
+	.venv/bin/dw dev $(if $(PORT),--port $(PORT))
 
 # The docs site (docs/, mkdocs.yml) into site/; `make test` builds it with --strict (scripts/lint.sh).
 docs: setup

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -16,8 +17,12 @@ from psycopg import sql
 
 from dw_platform import domains
 from dw_platform.devenv import embedded, supervisor
+from dw_platform.devenv.console import port_taken
 from dw_platform.devenv.workers import QUEUES
 from dw_platform.lib.warehouse import server_connection
+
+HOST = "127.0.0.1"  # the UI listens on this machine only
+UI_START_TIMEOUT_S = 300
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,9 +63,15 @@ def parser() -> argparse.ArgumentParser:
         "dev",
         help="start the Dagster UI and daemon on the same services",
         description="The Dagster webserver, daemon (schedules, sensors, automation) and code server, "
-        "on the embedded services or the configured servers. Ctrl-C stops everything.",
+        "on the embedded services or the configured servers. The console shows warnings and errors; "
+        "everything Dagster and its runs print goes to .dw/logs/dev-<time>.log. Ctrl-C stops everything.",
     )
-    dev.add_argument("--port", type=int, default=3000, help="port of the UI on 127.0.0.1 (default: %(default)s)")
+    dev.add_argument(
+        "--port",
+        type=int,
+        default=3000,
+        help="port of the UI on 127.0.0.1 (default: %(default)s; `make dev PORT=3001`); dw dev stops at once if it is taken",
+    )
     workers = sub.add_parser(
         "workers",
         help="start N Celery workers for the runs' steps (DW_EXECUTOR=celery)",
@@ -129,6 +140,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "dev" and port_taken(HOST, args.port):  # before anything starts
+        print(
+            f"dw dev: port {args.port} on {HOST} is already in use (another `make dev`, or another program), "
+            f"so the Dagster UI cannot start there. Stop what holds it, or choose another port: "
+            f"make dev PORT={args.port + 1} (or dw dev --port {args.port + 1}).",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "new-domain":
         return new_domain(args.name, args.owner)
     if args.command == "demo" and (unknown := [d for d in args.domains if d not in domains.DOMAINS]):
@@ -156,14 +175,52 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
-        # The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py).
-        with supervisor.dagster_dev(args.port, embedded_postgres=embedded_in_use) as stack:
-            print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
-            try:
-                return stack.wait()
-            except (KeyboardInterrupt, SystemExit):
-                print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
-                return 0
+        return dev(args.port, embedded_in_use)
+
+
+def dev(port: int, embedded_postgres: bool) -> int:
+    """The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py),
+    on 127.0.0.1:`port`. Everything they and their runs print goes to a log file; warnings,
+    errors and the supervisor's own lines to the console (devenv/console.py)."""
+    from dw_platform.devenv import console
+
+    log_path = embedded.state_dir() / "logs" / f"dev-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    with open(log_path, "ab") as log, open(read_end, "rb") as reader:
+        output = console.start_splitting(reader, log, sys.stderr)
+        try:
+            with (
+                open(write_end, "w", buffering=1) as writer,
+                supervisor.dagster_dev(port, embedded_postgres=embedded_postgres, output=writer) as stack,
+            ):
+                try:
+                    deadline = time.monotonic() + UI_START_TIMEOUT_S
+                    while not console.answers(HOST, port):
+                        if stack.dagster_dev.poll() is not None:
+                            print(
+                                f"dw dev: Dagster stopped before the UI came up; its output: {log_path}",
+                                file=sys.stderr,
+                            )
+                            return stack.dagster_dev.returncode or 1
+                        if time.monotonic() > deadline:
+                            print(
+                                f"dw dev: no UI on port {port} after {UI_START_TIMEOUT_S} s; see {log_path}",
+                                file=sys.stderr,
+                            )
+                            return 1
+                        time.sleep(0.5)
+                    print(
+                        f"dw dev: Dagster UI at http://{HOST}:{port} (Ctrl-C stops). Warnings and errors show here; "
+                        f"everything, runs included, in {log_path} (and each run's logs in the UI).",
+                        file=sys.stderr,
+                    )
+                    return stack.wait()
+                except (KeyboardInterrupt, SystemExit):
+                    print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
+                    return 0
+        finally:
+            output.join(timeout=5)
 
 
 def _day(value: str) -> date:

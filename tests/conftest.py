@@ -192,6 +192,20 @@ def lakehouse(replication_source, warehouse):
     return lakehouse_from_env()
 
 
+def assert_column_lineage(result: dg.ExecuteInProcessResult) -> None:
+    """Every dbt model the run built carries column lineage (`dagster/column_lineage`) tracing its
+    columns to the upstream assets' columns they are computed from."""
+    lineage = {
+        m.asset_key.to_user_string(): m.metadata.get("dagster/column_lineage")
+        for e in result.get_asset_materialization_events()
+        for m in [e.materialization]
+        if str(getattr(m.metadata.get("unique_id"), "value", "")).startswith("model.")
+    }
+    assert lineage, "the run built no dbt model"
+    untraced = [key for key, value in lineage.items() if not value or not any(value.value.deps_by_column.values())]
+    assert not untraced, f"dbt models without column lineage: {untraced}"
+
+
 def load_all(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None) -> dg.ExecuteInProcessResult:
     """The replication discovery job, then the bulk load of every partition as one run."""
     discovered = defs.resolve_job_def("replication_discover").execute_in_process(instance=instance)
@@ -281,22 +295,33 @@ class DagsterDev(NamedTuple):
 
 
 @pytest.fixture
-def dagster_dev(databases, tmp_path, monkeypatch):
+def dagster_instance(databases, monkeypatch) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance of the test's own (runs, event log, sensor states) in a database of its
+    own on the session's PostgreSQL, named in DAGSTER_PG_URL so child processes use it too."""
+    instance_db = f"dg_{uuid.uuid4().hex[:8]}"
+    with embedded.admin_connection("postgres") as conn:
+        conn.execute(f'create database "{instance_db}" owner {embedded.PIPELINE_ROLE}')
+    monkeypatch.setenv("DAGSTER_PG_URL", os.environ["DAGSTER_PG_URL"].replace("/dagster?", f"/{instance_db}?"))
+    instance = dg.DagsterInstance.get()
+    try:
+        yield instance
+    finally:
+        instance.dispose()
+        with embedded.admin_connection("postgres") as conn:
+            conn.execute(f'drop database if exists "{instance_db}" with (force)')
+
+
+@pytest.fixture
+def dagster_dev(dagster_instance, tmp_path):
     """What `dw dev` runs (webserver, daemon, the supervised code server) on the session's
-    services, this test's databases and a Dagster instance of its own (runs, sensor states), as a
-    user runs it; yields a GraphQL client, the instance, the UI's address and the stack (its
-    processes). Stopped afterwards."""
+    services, this test's databases and Dagster instance, as a user runs it; yields a GraphQL
+    client, the instance, the UI's address and the stack (its processes). Stopped afterwards."""
     import socket
-    import time
 
     from dagster_graphql import DagsterGraphQLClient
 
     from dw_platform.devenv import supervisor
 
-    instance_db = f"dg_{uuid.uuid4().hex[:8]}"
-    with embedded.admin_connection("postgres") as conn:
-        conn.execute(f'create database "{instance_db}" owner {embedded.PIPELINE_ROLE}')
-    monkeypatch.setenv("DAGSTER_PG_URL", os.environ["DAGSTER_PG_URL"].replace("/dagster?", f"/{instance_db}?"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -312,13 +337,7 @@ def dagster_dev(databases, tmp_path, monkeypatch):
                 if stack.dagster_dev.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"dagster dev did not start: {log_path.read_text()[-3000:]}") from None
                 time.sleep(0.5)
-        instance = dg.DagsterInstance.get()
-        try:
-            yield DagsterDev(client, instance, f"http://127.0.0.1:{port}", stack)
-        finally:
-            instance.dispose()
-    with embedded.admin_connection("postgres") as conn:
-        conn.execute(f'drop database if exists "{instance_db}" with (force)')
+        yield DagsterDev(client, dagster_instance, f"http://127.0.0.1:{port}", stack)
 
 
 @pytest.fixture

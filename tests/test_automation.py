@@ -1,7 +1,16 @@
 """Silver and gold follow their upstream without a second click (declarative automation), and
 runs execute in their own process, step after step (the in-process executor)."""
 
+import json
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
 import dagster as dg
+
+from dw_platform.samples import customer as customer_sample
 
 BRONZE = dg.AssetKey(["bronze", "customer_profile_raw"])
 SILVER = dg.AssetKey(["silver", "customer_profile_standardized"])
@@ -66,3 +75,63 @@ def test_the_automation_sensor_runs_by_default_and_runs_execute_in_process(defin
     for key in (SILVER, *GOLD):
         assert graph.get(key).automation_condition is not None, key
     assert graph.get(BRONZE).automation_condition is None  # bronze is loaded by jobs, sensors and people
+
+
+def test_a_rebuilt_seed_does_not_make_other_days_stale(definitions):
+    instance = dg.DagsterInstance.ephemeral()
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    for key in (*SEEDS, BRONZE, SILVER, *GOLD):  # two days built earlier
+        for day in ("2026-11-09", "2026-11-10") if key in (BRONZE, SILVER) else (None,):
+            materialized(instance, key, day)
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+    # A later run of one day rebuilds the seeds with it, as every domain job does.
+    for key in (*SEEDS, BRONZE, SILVER, *GOLD):
+        materialized(instance, key, "2026-11-10" if key in (BRONZE, SILVER) else None)
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0, requested(tick)  # not 2026-11-09's silver, nor gold after it
+
+
+RANGE_END = date(2026, 11, 17)  # the source's days: 2026-11-09 .. 2026-11-16
+
+
+def test_the_automation_launches_nothing_a_running_range_run_covers(dagster_instance, definitions, source, warehouse):
+    """One day built earlier (its materializations), then the seven days before it as ONE run of
+    customer_daily (a single-run backfill) in a process of its own: evaluated again and again while
+    that run goes, and once after, the automation requests nothing: the run builds those days'
+    silver and the gold tables itself, and the seeds it rebuilds on the way do not make the day
+    built earlier stale."""
+    instance = dagster_instance
+    customer_sample.seed(source, rows=120, end_date=RANGE_END, days=8)
+    days = [(RANGE_END - timedelta(days=n)).isoformat() for n in range(8, 0, -1)]
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    for key in (*SEEDS, BRONZE, SILVER, *GOLD):  # the last day, built earlier
+        materialized(instance, key, days[-1] if key in (BRONZE, SILVER) else None)
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0, requested(tick)
+
+    range_tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-2]}
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "faults" / "run_job.py"),
+            "customer_daily",
+            "",
+            json.dumps(range_tags),
+        ]
+    )
+    asked, during = {}, 0
+    deadline = time.monotonic() + 600
+    while child.poll() is None:
+        assert time.monotonic() < deadline, "the range run did not end within 10 minutes"
+        runs = instance.get_runs(dg.RunsFilter(tags=range_tags, statuses=[dg.DagsterRunStatus.STARTED]))
+        bronze_done = runs and instance.get_latest_materialization_event(BRONZE).run_id == runs[0].run_id
+        tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+        asked.update(requested(tick))
+        during += bool(bronze_done and child.poll() is None)
+        time.sleep(0.5)
+    assert child.returncode == 0, "the range run failed"
+    assert during, "the automation was never evaluated while the range run was building silver and gold"
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+    asked.update(requested(tick))
+    assert not asked, f"the automation asked for work the range run covered: {asked}"
+    assert instance.get_runs_count() == 1

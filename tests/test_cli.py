@@ -3,15 +3,19 @@ the warehouse (starting the embedded services when nothing is configured), `dw d
 where its domain's sensor looks."""
 
 import argparse
+import io
 import os
+import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 
 import dagster as dg
 
 from dw_platform.cli import parser
 from dw_platform.devenv import embedded
+from dw_platform.devenv.console import split_output
 
 
 def dw(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -73,6 +77,54 @@ def test_dw_drop_puts_an_access_log_where_the_weblogs_sensor_looks(weblogs, tmp_
 def test_dw_drop_refuses_a_missing_file_and_an_unknown_domain(storage, tmp_path):
     assert "is not a file" in dw("drop", "sales", str(tmp_path / "nothing.csv")).stderr
     assert "invalid choice" in dw("drop", "nowhere", str(tmp_path)).stderr
+
+
+def test_dw_dev_stops_at_once_when_its_port_is_taken_and_says_how_to_choose_another(server):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        result = dw("dev", "--port", str(port))
+    assert result.returncode == 2
+    assert time.monotonic() - started < 60  # nothing was started first
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert f"make dev PORT={port + 1}" in result.stderr
+    assert "UI at" not in result.stderr
+
+
+def test_the_dev_console_shows_warnings_and_errors_with_their_tracebacks_and_nothing_else():
+    output = [
+        "2026-11-23 10:15:32 +0000 - dagster - DEBUG - customer_daily - 1f2e - 4242 - STEP_START - Started execution",
+        "2026-11-23 10:15:33 +0000 - dagster - INFO - customer_daily - 1f2e - dbt_models - dbt builds the window",
+        "12 of 46 PASS not_null_customer_profile_standardized_customer_id .......... [PASS in 0.10s]",
+        "/work/.venv/lib/python3.11/site-packages/dagster/_core/decorator_utils.py:232: BetaWarning: in beta",
+        "  return fn(*args, **kwargs)",
+        "\x1b[33m2026-11-23 10:15:34 +0000 - dagster - WARNING - customer_daily - 1f2e - no column lineage for dbt"
+        " model x\x1b[0m",
+        "13 of 46 START test unique_dim_customer_profile_customer_sk ............... [RUN]",
+        "2026-11-23 10:15:35 +0000 - dagster.daemon.SensorDaemon - ERROR - Sensor daemon caught an error",
+        "Traceback (most recent call last):",
+        '  File "sensors.py", line 3, in tick',
+        "psycopg.OperationalError: connection refused",
+        "",
+        "2026-11-23 10:15:36 +0000 - dagster.daemon.SensorDaemon - INFO - Checking for new runs for sensor: automation",
+        "ERROR:    [Errno 98] error while attempting to bind on address ('127.0.0.1', 3000): address already in use",
+        "INFO:     Started server process [4242]",
+        "dw dev: the code server exited (code -9); starting it again (the runs it ran are failed once it serves)",
+    ]
+    log, console = io.BytesIO(), io.StringIO()
+
+    split_output(((line + "\n").encode() for line in output), log, console)
+
+    assert log.getvalue().decode().splitlines() == output  # everything in the log file
+    shown = console.getvalue().splitlines()
+    assert [line for line in output if line in shown or line.replace("\x1b[33m", "") in shown] == [
+        output[5],
+        *output[7:12],
+        output[13],
+        output[15],
+    ], shown
 
 
 def test_dw_backfill_builds_a_range_of_days_as_one_run_on_the_instance(source, warehouse, instance):

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 
 import dagster as dg
 import pytest
-from conftest import run_job, warehouse_from_env
+from conftest import assert_column_lineage, run_job, warehouse_from_env
 
 from dw_platform.defs.customer.assets import customer_profile_raw
 from dw_platform.defs.customer.checks import customer_profile_raw_holds_every_source_version
@@ -107,6 +107,7 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
     assert dim["dagster/row_count"].value == 3
     columns = {c.name: c.type for c in dim["dagster/column_schema"].value.columns}
     assert columns["valid_from"].startswith("timestamp") and columns["customer_id"] == "integer"
+    assert_column_lineage(result)
     email_from = dim["dagster/column_lineage"].value.deps_by_column["email"]
     assert (dg.AssetKey(["silver", "customer_profile_standardized"]), "email") in {
         (dep.asset_key, dep.column_name) for dep in email_from
@@ -178,11 +179,22 @@ def test_a_date_range_backfills_in_one_run_and_keeps_the_window_end_exclusive(de
     assert warehouse.execute("select partition_key, rows_loaded from bronze.batch_ledger").fetchall() == [
         ("2026-11-10...2026-11-11", 5)
     ]
-    # Each partition of the range shows its own row count, not the range's total.
+    # Each partition of the range shows its own rows beside the whole table's.
     for asset in ("bronze/customer_profile_raw", "silver/customer_profile_standardized"):
-        assert metadata_of(result, asset, "2026-11-10")["dagster/row_count"].value == 3, asset
-        assert metadata_of(result, asset, "2026-11-11")["dagster/row_count"].value == 2, asset
+        for day, rows in (("2026-11-10", 3), ("2026-11-11", 2)):
+            metadata = metadata_of(result, asset, day)
+            assert metadata["dagster/partition_row_count"].value == rows, asset
+            assert metadata["dagster/row_count"].value == 5, asset
     assert metadata_of(result, "bronze/customer_profile_raw", "2026-11-11")["rows_loaded"].value == 2
+
+    # A day without changes: nothing in its partition, and the table's rows beside it (the run read
+    # back to where the last load stopped, so customer 6 arrived too, in its own day).
+    empty = run_job(definitions, date(2026, 11, 15))
+    for asset in ("bronze/customer_profile_raw", "silver/customer_profile_standardized"):
+        metadata = metadata_of(empty, asset, "2026-11-15")
+        (total,) = warehouse.execute(f"select count(*) from {asset.replace('/', '.')}").fetchone()
+        assert (metadata["dagster/partition_row_count"].value, metadata["dagster/row_count"].value) == (0, 6), asset
+        assert total == 6, asset
 
 
 def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, crm, warehouse):

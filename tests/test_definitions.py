@@ -180,6 +180,43 @@ def test_every_check_schedule_and_sensor_says_what_it_does_and_dbt_assets_link_t
     assert references.code_references[0].file_path.endswith("models/gold/customer/dim_customer_profile.sql")
 
 
+def test_every_asset_links_to_its_code_and_every_python_asset_describes_its_columns(definitions: dg.Definitions):
+    graph = definitions.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        references = node.metadata["dagster/code_references"].code_references
+        assert references and all(Path(r.file_path).exists() for r in references), key
+        if "dagster/kind/dbt" in node.tags or key.path[:2] == ["bronze", "lakehouse"]:
+            # dbt models: the columns their .yml documents; the lakehouse: a partition per source
+            # table, each materialization describes its table's columns.
+            continue
+        columns = node.metadata["dagster/column_schema"].columns
+        undescribed = [c.name for c in columns if not c.description]
+        assert columns and not undescribed, f"{key.to_user_string()}: undescribed columns {undescribed}"
+    bronze = graph.get(dg.AssetKey(["bronze", "customer_profile_raw"]))
+    assert bronze.metadata["dagster/code_references"].code_references[0].file_path.endswith("defs/customer/assets.py")
+
+
+def test_code_references_open_the_repository_when_one_is_configured(monkeypatch):
+    monkeypatch.setenv("DW_GIT_URL", "https://github.com/acme/dw_platform")
+    monkeypatch.setenv("DW_GIT_BRANCH", "release")
+    from dw_platform.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    urls = {
+        key.to_user_string(): graph.get(key).metadata["dagster/code_references"].code_references[0].url
+        for key in (dg.AssetKey(["bronze", "sales"]), dg.AssetKey(["gold", "dim_customer_profile"]))
+    }
+    assert urls["bronze/sales"].startswith(
+        "https://github.com/acme/dw_platform/tree/release/dw_platform/defs/sales/assets.py#L"
+    )
+    assert urls["gold/dim_customer_profile"] == (
+        "https://github.com/acme/dw_platform/tree/release/dbt_project/models/gold/customer/dim_customer_profile.sql"
+    )
+
+
 def test_every_asset_belongs_to_a_domain_with_its_tag_owner_and_kinds(definitions: dg.Definitions):
     from dw_platform.domains import OWNERS
 
@@ -208,6 +245,10 @@ def test_the_code_location_has_the_replication_lakehouse_asset_its_checks_and_jo
         "no_failed_tables",
         "schema_change_notifications_sent",
     }
+    assert definitions.resolve_assets_def(key).can_subset  # so each check runs alone from the UI
+    # The change data capture job evaluates them after applying (without a partition of its own).
+    cdc = definitions.resolve_job_def("replication_cdc_source_app")
+    assert cdc.partitions_def is None and key.to_python_identifier() in {n.name for n in cdc.graph.node_defs}
     bulk = definitions.resolve_job_def("replication_bulk_load_source_app")
     assert bulk.partitions_def == lakehouse.partitions_def
     assert bulk.op_retry_policy.backoff == dg.Backoff.EXPONENTIAL

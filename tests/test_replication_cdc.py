@@ -65,6 +65,11 @@ def test_every_operation_lands_in_the_log_and_the_lakehouse_equals_the_source(lo
         "no_stale_unapplied_events": True,
         "lakehouse_matches_source": True,
         "changes_not_stalled": True,
+        # The lakehouse's own checks, for the tables the run changed.
+        "rows_match_snapshot": True,
+        "primary_key_unique": True,
+        "no_failed_tables": True,
+        "schema_change_notifications_sent": True,
     }
     assert all_equal(lakehouse)
     with server_connection(os.environ["DW_PG_DATABASE"]) as wh:
@@ -80,6 +85,40 @@ def test_every_operation_lands_in_the_log_and_the_lakehouse_equals_the_source(lo
     assert set(sample) >= {"before", "after", "source", "op", "ts_ms"} and sample["op"] == "u"
     assert {"lsn", "txId", "ts_ms", "schema", "table"} <= set(sample["source"])
     assert sample["after"]["full_name"] == "renamed"
+
+
+def test_the_lakehouse_checks_follow_each_capture_run_and_an_operator_can_run_one_alone(loaded, defs, instance):
+    from dw_platform.defs.replication.partitions import lakehouse_key
+
+    key = lakehouse_key("source_app")
+    loaded.execute("update customers set balance = balance + 1 where id = 3")
+
+    result = run_cdc(defs, instance)
+
+    assert result.success
+    evaluated = {c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key == key}
+    assert set(evaluated) == {
+        "rows_match_snapshot",
+        "primary_key_unique",
+        "no_failed_tables",
+        "schema_change_notifications_sent",
+    }
+    assert all(c.passed for c in evaluated.values())
+    assert evaluated["primary_key_unique"].metadata["tables_checked"].value == 1  # customers, which changed
+
+    # As the UI's Execute on the check: a run of that check alone, over every table.
+    alone = dg.define_asset_job(
+        "pk_check", selection=dg.AssetSelection.checks(dg.AssetCheckKey(key, "primary_key_unique"))
+    )
+    result = (
+        dg.Definitions.merge(defs, dg.Definitions(jobs=[alone]))
+        .resolve_job_def("pk_check")
+        .execute_in_process(instance=instance)
+    )
+    assert result.success and not result.get_asset_materialization_events()
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "primary_key_unique" and check.passed
+    assert check.metadata["tables_checked"].value > 1
 
 
 def events_per_topic() -> dict[str, int]:

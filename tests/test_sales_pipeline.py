@@ -7,7 +7,7 @@ from datetime import date
 import dagster as dg
 import pytest
 import zstandard
-from conftest import warehouse_from_env
+from conftest import assert_column_lineage, warehouse_from_env
 from cryptography.fernet import Fernet, InvalidToken
 
 from dw_platform.defs.sales.assets import sales
@@ -242,6 +242,7 @@ def test_the_sales_job_builds_silver_and_gold_and_their_dbt_checks_pass(storage,
     last = results[-1]
     materialized = {e.asset_key.to_user_string() for e in last.get_asset_materialization_events()}
     assert {"bronze/sales", "silver/sales_cleaned", "gold/sales_daily_summary"} <= materialized
+    assert_column_lineage(last)
     evaluations = {e.check_name: e.passed for e in last.get_asset_check_evaluations()}
     assert {
         "unique_sales_cleaned_order_id",

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import dagster as dg
 import pytest
+from conftest import assert_column_lineage
 
 from dw_platform.samples.softcart import insert_sales, sales_rows, seed_reference_data
 
@@ -37,6 +38,7 @@ def test_the_sync_builds_the_star_schema_whose_keys_and_revenue_reconcile(defini
     evaluations = result.get_asset_check_evaluations()
     failed = [e.check_name for e in evaluations if not e.passed]
     assert result.success and not failed, failed
+    assert_column_lineage(result)
     names = {e.check_name for e in evaluations}
     assert {
         "assert_softcart_revenue_reconciles",

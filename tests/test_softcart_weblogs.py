@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 import pytest
+from conftest import assert_column_lineage
 
 from dw_platform.defs.softcart.assets import source_file
 from dw_platform.defs.softcart.checks import (
@@ -87,7 +88,7 @@ def test_a_log_loads_every_line_quarantines_the_bad_ones_and_is_archived_after_c
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations())
     meta = metadata(result)
-    assert (meta["lines"], meta["dagster/row_count"], meta["lines_quarantined"]) == (400, 396, 4)
+    assert (meta["lines"], meta["dagster/partition_row_count"], meta["lines_quarantined"]) == (400, 396, 4)
     assert meta["archived_to"] == "archive/2026-11-23/access.log.gz"
 
     # The file left incoming/; the archive holds the original bytes.
@@ -150,7 +151,9 @@ def test_silver_is_typed_and_gold_counts_traffic_per_day_and_hour(weblogs, defin
     ]
     weblogs.put("incoming/typed.log", "\n".join(lines).encode())
 
-    assert ingest(definitions, "typed.log", whole_job=True).success
+    result = ingest(definitions, "typed.log", whole_job=True)
+    assert result.success
+    assert_column_lineage(result)
 
     rows = warehouse.execute(
         "select host(client_ip), client, remote_user, requested_at, status, bytes_sent, user_agent, is_bot, is_error,"
@@ -254,7 +257,7 @@ def test_a_line_with_invalid_utf8_and_a_nul_is_quarantined_byte_exact_and_every_
     result = ingest(definitions, "hostile.log")
 
     assert result.success and all(e.passed for e in result.get_asset_check_evaluations())
-    assert (metadata(result)["dagster/row_count"], metadata(result)["lines_quarantined"]) == (9_999, 1)
+    assert (metadata(result)["dagster/partition_row_count"], metadata(result)["lines_quarantined"]) == (9_999, 1)
     line, raw_line, raw_bytes, reason = warehouse.execute(
         "select line_number, raw_line, raw_bytes, reason from bronze.web_access_log_quarantine"
     ).fetchone()

@@ -3,11 +3,13 @@ Playwright against `dagster dev` (webserver, daemon, code server) on the test's 
 services and sample data.
 
 Through the page only, it finds every domain's assets in the global lineage; launches the
-customer job for one day from the job's page and one bronze partition from the asset's
+customer job for one day from the job's page, then seven days as one backfill (one run; the
+automation sensor launches nothing after it), and one bronze partition from the asset's
 Materialize dialog, each followed to the run page's Success (click-to-Success is printed: a
-benchmark figure, not an assertion); finds the checks of a silver and a gold asset, all passed;
-switches the sales sensor on, drops a file into incoming/ (`dw drop`) and follows the run the
-sensor launched to Success. A missing asset, a failed run or a red check fails it; the screenshot
+benchmark figure, not an assertion); finds the bronze asset's link to its code; finds the checks
+of a silver and a gold asset, all passed; switches the sales sensor on, drops a file into
+incoming/ (`dw drop`) and follows the run the sensor launched to Success (drop-to-Success is
+printed); a second `dw dev` on the UI's port stops at once with its message. A missing asset, a failed run or a red check fails it; the screenshot
 of every step so far is then written to test-results/ui-<time>/, named in the failure. At the end it
 saves the customer domain's lineage, as built, to test-results/asset-graph.png; with
 DW_UPDATE_DOCS_IMAGES=1 to docs/assets/asset-graph.png instead, the picture README and the docs
@@ -155,7 +157,7 @@ def checks_of(definitions: dg.Definitions, asset: str) -> set[str]:
 @pytest.fixture
 def operator_ui(source, storage, request):
     """Sample customers in the test's source, then `dagster dev` on the test's databases and container."""
-    customer_sample.seed(source, rows=300, end_date=datetime.now(timezone.utc).date())
+    customer_sample.seed(source, rows=300, end_date=datetime.now(timezone.utc).date(), days=14)
     return request.getfixturevalue("dagster_dev")
 
 
@@ -197,10 +199,38 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
         page.get_by_role("button", name=re.compile("Materialize all")).click()
         job_seconds, job_run = ui.launch_partition(job_day)
 
+    with ui.step("a 7-day range of customer_daily as one backfill run, and no automation run after it"):
+        first, last = (today - timedelta(days=10)).isoformat(), (today - timedelta(days=4)).isoformat()
+        ui.open("/locations/dw_platform/jobs/customer_daily")
+        page.get_by_role("button", name=re.compile("Materialize all")).click()
+        box = page.get_by_placeholder("No matching partitions")
+        box.fill(f"[{first}...{last}]")
+        box.press("Enter")
+        clicked = time.monotonic()
+        page.get_by_role("button", name=re.compile(r"^Launch (backfill|1 run)")).click()
+        range_tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        runs = []
+        while not runs:  # the backfill daemon launches the one run
+            assert time.monotonic() - clicked < 120, "the backfill launched no run within 120 s"
+            runs = operator_ui.instance.get_runs(dg.RunsFilter(tags=range_tags))
+            time.sleep(0.5)
+        (range_run,) = runs
+        ui.open(f"/runs/{range_run.run_id}")
+        ui.wait_for_run_success()
+        range_seconds = time.monotonic() - clicked
+        time.sleep(65)  # two ticks of the automation sensor (30 s)
+        automation = operator_ui.instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": "automation"}))
+        assert not automation, f"automation runs after the range run: {[r.run_id for r in automation]}"
+
     with ui.step("one bronze partition from the asset's Materialize dialog"):
         ui.open("/assets/bronze/customer_profile_raw")
         page.get_by_role("button", name=re.compile("Materialize")).first.click()
         asset_seconds, asset_run = ui.launch_partition(asset_day)
+
+    with ui.step("a bronze asset links to its code"):
+        ui.open("/assets/bronze/customer_profile_raw")  # Overview: "Source code", "Open assets.py in editor"
+        page.get_by_text("Source code", exact=True).first.wait_for(timeout=60_000)
+        page.locator("a[href*='dw_platform/defs/customer/assets.py']").first.wait_for(timeout=60_000)
 
     for asset in ("silver/customer_profile_standardized", "gold/dim_customer_profile"):
         with ui.step(f"checks of {asset}"):
@@ -245,11 +275,25 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             timeout=120,
         )
         assert dropped.returncode == 0, dropped.stderr
+        drop_done = time.monotonic()
         page.get_by_role("button", name="Runs", exact=True).click()  # the sensor's runs
         run_link = page.locator("a[href*='/runs/']").filter(has_text=re.compile(r"^[0-9a-f]{8}$")).first
         run_link.wait_for(timeout=120_000)  # the sensor ticks every 30 s
         run_link.click()
         ui.wait_for_run_success()
+        drop_seconds = time.monotonic() - drop_done
+
+    with ui.step("a second `dw dev` on the UI's port stops at once, saying how to choose another"):
+        port = int(operator_ui.url.rsplit(":", 1)[1])
+        second = subprocess.run(
+            [sys.executable, "-m", "dw_platform.cli", "dev", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"port {port} on 127.0.0.1 is already in use" in second.stderr
+        assert f"make dev PORT={port + 1}" in second.stderr
 
     with ui.step("the customer domain's lineage, saved for the docs"):
         ui.open("/locations/dw_platform/asset-groups/customer")
@@ -266,7 +310,9 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
     with capsys.disabled():
         print(
             f"\nUI click-to-Success: customer_daily, one partition {job_seconds:.1f} s; "
-            f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s"
+            f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s; customer_daily, 7 days as "
+            f"one backfill run {range_seconds:.1f} s; a dropped sales file (20 rows) to its run's Success "
+            f"{drop_seconds:.1f} s (the sensor ticks every 30 s)"
         )
-        for run_id in (job_run, asset_run):
+        for run_id in (job_run, asset_run, range_run.run_id):
             print(run_split(operator_ui.instance, run_id))

@@ -476,7 +476,9 @@ def test_a_range_of_days_loads_each_day_on_its_own_and_a_missing_day_fails_the_r
         for e in result.get_asset_materialization_events()
         if e.asset_key == dg.AssetKey(["bronze", "video_users"])
     }
-    assert users[DAY]["dagster/row_count"].value == 41 and users[NEXT_DAY]["dagster/row_count"].value == 41
+    # Each day its own rows; the table (both days) beside them.
+    assert [users[d]["dagster/partition_row_count"].value for d in (DAY, NEXT_DAY)] == [41, 41]
+    assert [users[d]["dagster/row_count"].value for d in (DAY, NEXT_DAY)] == [82, 82]
 
     third = "2026-11-22"
     land(folder, third, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 22), 2))})

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import dagster as dg
 import pytest
+from conftest import assert_column_lineage
 
 from dw_platform.lib.dbt import DBT_PROJECT, DbtCli
 from dw_platform.samples import video as sample
@@ -111,6 +112,7 @@ def test_two_days_build_deduped_silver_and_hand_checked_gold_kpis(landing, wareh
 
     assert first.success and second.success
     assert failed_checks(second) == set()
+    assert_column_lineage(second)
     materialized = {e.asset_key.to_user_string() for e in second.get_asset_materialization_events()}
     assert {
         "silver/video_viewing_sessions",

@@ -83,14 +83,15 @@ RowSource = Batches | Callable[[psycopg.Connection], Batches]
 class Column:
     name: str
     pg_type: str
+    description: str = ""  # shown in the UI's column schema
 
 
 LINEAGE_COLUMNS = (
-    Column("_bronze_load_ts", "timestamptz"),
-    Column("_bronze_batch_id", "uuid"),
-    Column("_bronze_source_file", "text"),
+    Column("_bronze_load_ts", "timestamptz", "When the load that wrote the row committed."),
+    Column("_bronze_batch_id", "uuid", "The load that wrote the row (bronze.batch_ledger.batch_id)."),
+    Column("_bronze_source_file", "text", "What the row was read from: the source table, file or blob."),
 )
-ROW_HASH = Column("_bronze_row_hash", "text")
+ROW_HASH = Column("_bronze_row_hash", "text", "md5 over every source column: the version's identity (unique).")
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,9 @@ class BronzeTable:
         return [c.name for c in self.columns]
 
     def table_schema(self) -> dg.TableSchema:
-        return dg.TableSchema(columns=[dg.TableColumn(c.name, c.pg_type) for c in self.all_columns])
+        return dg.TableSchema(
+            columns=[dg.TableColumn(c.name, c.pg_type, description=c.description or None) for c in self.all_columns]
+        )
 
     def declared_indexes(self) -> list[tuple[str, sql.Composable]]:
         """(name, indexed column or expression) of `index_columns` and `expression_indexes`."""

@@ -19,11 +19,11 @@ import dagster as dg
 import psycopg
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
 from packaging.version import Version
-from psycopg import sql
 from pydantic import PrivateAttr
 
 from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
-from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
+from dw_platform.lib.dbt_lineage import with_column_lineage
+from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -128,9 +128,15 @@ def follows_upstream() -> dg.AutomationCondition:
     upstream partition it reads was updated (a fresh bronze partition -> its silver partition and
     the gold tables on silver), once every upstream holds data. A table built on a partitioned
     parent waits for some partition of it, not for all (most days of a daily source may be empty).
-    A run that updates the parent and the model together (a domain job) triggers nothing more."""
+    A run that updates the parent and the model together (a domain job) triggers nothing more,
+    and nothing waits for or repeats what a queued or running run will build.
+
+    A dbt seed (kind `seed`, a reference list) rebuilt is not an update: every domain job rebuilds
+    its seeds, so each run would otherwise rebuild every other partition built on them. A changed
+    seed is a code change: rebuild what reads it with its domain job."""
+    updated = dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.kind("seed"))
     return (
-        (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        (dg.AutomationCondition.newly_missing() | updated).since_last_handled()
         & dg.AutomationCondition.all_deps_match(~dg.AutomationCondition.missing())
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
@@ -379,16 +385,23 @@ def run_build(
         + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
     )
     prune_invocation_folders(DBT_PROJECT.project_dir / DBT_PROJECT.target_path)
-    # Typed columns and column-level lineage of every table built, fetched by dagster-dbt as it
-    # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
-    # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
+    # Typed columns of every table built, fetched by dagster-dbt as it finishes; column lineage
+    # (lib/dbt_lineage.py) and row count on one connection here (dagster-dbt's fetch_row_counts
+    # connects once per table, from a thread of its own: ~3 s of a one-partition run here).
     with warehouse.connect() as conn:
         with environment({**env, "DBT_INDIRECT_SELECTION": INDIRECT_SELECTION}):
             invocation = dbt.cli(
                 BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False
             )
-        for event in invocation.stream().fetch_column_metadata(with_column_lineage=True):
+
+        def asset_key_of(unique_id: str) -> dg.AssetKey:
+            return invocation.dagster_dbt_translator.get_asset_spec(invocation.manifest, unique_id, DBT_PROJECT).key
+
+        for event in invocation.stream().fetch_column_metadata(with_column_lineage=False):
             if isinstance(event, dg.Output):
+                event = with_column_lineage(
+                    event, conn, invocation.manifest, invocation.target_path, asset_key_of, context.log.warning
+                )
                 event = _with_row_count(conn, invocation.manifest, event)
                 if window:
                     _record_partition_rows(context, conn, invocation.manifest, event)
@@ -397,28 +410,13 @@ def run_build(
         raise failure_from(invocation.get_artifact("run_results.json"))
 
 
-# Above this many rows (by the planner's statistics) an incremental table's row count is the
-# planner's estimate: counting every row after each partition would cost what the history costs.
-EXACT_COUNT_LIMIT = 1_000_000
-
-
 def _with_row_count(conn: psycopg.Connection, manifest: Mapping[str, Any], output: dg.Output) -> dg.Output:
     """The output with `dagster/row_count`: the rows of the table dbt built (views are not counted);
-    for a large incremental table the planner's estimate, marked `row_count_estimated`."""
+    for a large table the planner's estimate, marked `row_count_estimated` (lib/partition_rows.py)."""
     node = manifest["nodes"].get(output.metadata["unique_id"].value, {})
-    materialized = node.get("config", {}).get("materialized")
-    if materialized not in ("table", "incremental", "seed"):
+    if node.get("config", {}).get("materialized") not in ("table", "incremental", "seed"):
         return output
-    table = sql.Identifier(node["schema"], node["alias"])
-    if materialized == "incremental":
-        (estimate,) = conn.execute(
-            "select greatest(reltuples, 0)::bigint from pg_class where oid = %s::regclass",
-            (table.as_string(conn),),
-        ).fetchone()
-        if estimate > EXACT_COUNT_LIMIT:
-            return output.with_metadata({**output.metadata, "dagster/row_count": estimate, "row_count_estimated": True})
-    (rows,) = conn.execute(sql.SQL("select count(*) from {}").format(table)).fetchone()
-    return output.with_metadata({**output.metadata, "dagster/row_count": rows})
+    return output.with_metadata({**output.metadata, **table_rows(conn, f"{node['schema']}.{node['alias']}")})
 
 
 def _record_partition_rows(

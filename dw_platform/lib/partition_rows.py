@@ -1,8 +1,10 @@
-"""Each daily partition's own row count, for runs that cover a range of days at once.
+"""Row counts of a partitioned table's materializations, named as Dagster names them:
+`dagster/partition_row_count` is the partition's rows, `dagster/row_count` the whole table's
+(every partition), which the UI shows as the asset's "Row count".
 
-A single-run backfill materializes every partition of its range with one result; without this,
-each partition would show the range's total. `record_daily_row_counts` counts a table's rows per
-day of its partition column and attaches the count to each partition's materialization.
+A single-run backfill materializes every partition of its range with one result;
+`record_daily_row_counts` counts a table's rows per day of its partition column and attaches the
+count to each partition's materialization.
 """
 
 from __future__ import annotations
@@ -36,12 +38,38 @@ def record_daily_row_counts(
     counts: dict[str, tuple[int, int]],
     loaded_label: str | None = None,
 ) -> None:
-    """Give each partition of the run its own `dagster/row_count` (and, with `loaded_label`, the rows
-    this run added to it)."""
+    """Give each partition of the run its own `dagster/partition_row_count` (and, with
+    `loaded_label`, the rows this run added to it)."""
     for key in partition_keys:
         rows, added = counts.get(key, (0, 0))
-        metadata = {"dagster/row_count": rows, **({loaded_label: added} if loaded_label else {})}
+        metadata = {"dagster/partition_row_count": rows, **({loaded_label: added} if loaded_label else {})}
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
+
+
+# Above this many rows (by the planner's statistics) a table's row count is the planner's estimate:
+# counting every row after each partition would cost what the whole history costs.
+EXACT_COUNT_LIMIT = 1_000_000
+
+
+def table_rows(conn: psycopg.Connection, table: str) -> dict[str, int | bool]:
+    """`dagster/row_count` of a table (schema.name): its rows, or above `EXACT_COUNT_LIMIT` the
+    planner's estimate, marked `row_count_estimated`."""
+    ident = sql.Identifier(*table.split("."))
+    exists, estimate = conn.execute(
+        "select to_regclass(%(t)s) is not null, (select greatest(reltuples, 0)::bigint from pg_class "
+        "where oid = to_regclass(%(t)s))",
+        {"t": ident.as_string(conn)},
+    ).fetchone()
+    if not exists:  # not created yet (a table made on a first document that has its field)
+        return {"dagster/row_count": 0}
+    if estimate > EXACT_COUNT_LIMIT:
+        return {"dagster/row_count": estimate, "row_count_estimated": True}
+    return {"dagster/row_count": conn.execute(sql.SQL("select count(*) from {}").format(ident)).fetchone()[0]}
+
+
+def partition_and_table_rows(conn: psycopg.Connection, table: str, partition_rows: int) -> dict[str, int | bool]:
+    """A one-partition materialization's row counts: the partition's and the whole table's."""
+    return {"dagster/partition_row_count": partition_rows, **table_rows(conn, table)}
 
 
 def _naive_utc(moment: datetime) -> datetime:

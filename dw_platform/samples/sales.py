@@ -169,7 +169,7 @@ def demo(session: DemoSession) -> DemoOutcome:
         if result.success:
             meta = result.get_asset_materialization_events()[0].materialization.metadata
             outcome.lines.append(
-                f"{key:<45} loaded {meta['dagster/row_count'].value:>5,}, "
+                f"{key:<45} loaded {meta['dagster/partition_row_count'].value:>5,}, "
                 f"quarantined {meta['rows_quarantined'].value:>3,} -> processed/"
             )
         else:

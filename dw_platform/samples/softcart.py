@@ -326,7 +326,7 @@ def demo(session: DemoSession) -> DemoOutcome:
         if result.success:
             meta = _metadata(result, "web_access_log")
             outcome.lines.append(
-                f"access log {request.partition_key}: loaded {meta['dagster/row_count'].value:,} "
+                f"access log {request.partition_key}: loaded {meta['dagster/partition_row_count'].value:,} "
                 f"lines, quarantined {meta['lines_quarantined'].value:,} -> {meta['archived_to'].value}"
             )
         else:

@@ -1,6 +1,6 @@
-"""Child process of the fault tests: run one job of the code location for one partition on the
+"""Child process of the fault and automation tests: run one job of the code location on the
 instance in DAGSTER_HOME, as a run worker would. Usage: run_job.py <job> <partition key> <tags JSON>
-(an empty partition key for a job without partitions)."""
+(an empty partition key for a job without partitions, or for the range the tags name)."""
 
 import json
 import sys

@@ -23,7 +23,7 @@ from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
 from dw_platform.lib.bronze_partitions import RangePartitions
 from dw_platform.lib.odbc import OdbcSource, window_query
-from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
+from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 SOURCE_TABLE = "dbo.customer_profile"
@@ -126,6 +126,7 @@ def customer_profile_raw(
         counts = rows_per_day(
             conn, CUSTOMER_PROFILE_RAW.qualified_name, WATERMARK_COLUMN, window.start, window.end, str(result.batch_id)
         )
+        total = table_rows(conn, CUSTOMER_PROFILE_RAW.qualified_name)
     record_daily_row_counts(context, context.asset_key, context.partition_keys, counts, loaded_label="rows_loaded")
     context.log.info(result.summary)
-    return dg.MaterializeResult(metadata={**result.metadata(), "rows_loaded_in_run": result.rows_loaded})
+    return dg.MaterializeResult(metadata={**result.metadata(), **total, "rows_loaded_in_run": result.rows_loaded})

@@ -24,9 +24,11 @@ from dw_platform.lib.webhook import AlertWebhook
 from dw_platform.replication import cdc, schema_changes
 from dw_platform.replication.bulk import BulkLoad, is_transient, one_line
 from dw_platform.replication.capture import CaptureResult
+from dw_platform.replication.eventlog import CDC_EVENTS
 from dw_platform.replication.extractors import extractor_for
 from dw_platform.replication.iceberg import LINEAGE_COLUMNS
 from dw_platform.replication.sources import SourceConfig, load_sources
+from dw_platform.replication.status import ReplicationMeta
 
 
 class BulkLoadConfig(dg.Config):
@@ -94,24 +96,38 @@ def _reported(results: Iterator) -> Iterator:
 def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
     key = lakehouse_key(source.name)
 
-    @dg.asset(
-        key=key,
-        **asset_attributes("replication"),
-        kinds={"iceberg", source.engine},
+    # A multi-asset only to be subsettable: an operator can run any of its checks alone from the
+    # UI (a run of the checks without the load), over every table of the source.
+    @dg.multi_asset(
+        name=key.to_python_identifier(),  # the op name run config addresses, as before
+        specs=[
+            dg.AssetSpec(
+                key,
+                **asset_attributes("replication"),
+                kinds={"iceberg", source.engine},
+                partitions_def=table_partitions(source.name),
+                deps=[cdc_events_key(source.name)],
+                skippable=True,
+                description=(
+                    f"Every selected table of the {source.engine} source `{source.name}` as an Iceberg table in "
+                    f"namespace bronze.{source.name}, copied at one consistent snapshot (partition = schema.table)."
+                ),
+            )
+        ],
         partitions_def=table_partitions(source.name),
         backfill_policy=dg.BackfillPolicy.single_run(),
-        output_required=False,
         check_specs=checks.check_specs(key),
-        deps=[cdc_events_key(source.name)],
-        description=(
-            f"Every selected table of the {source.engine} source `{source.name}` as an Iceberg table in "
-            f"namespace bronze.{source.name}, copied at one consistent snapshot (partition = schema.table)."
-        ),
+        can_subset=True,
     )
     def lakehouse_tables(
         context: dg.AssetExecutionContext, config: BulkLoadConfig, lakehouse: Lakehouse, alert_webhook: AlertWebhook
     ) -> Iterator:
 
+        if key not in context.selected_asset_keys:  # the checks alone, or after a change data capture run
+            meta = ReplicationMeta(lakehouse, source.name)
+            keys = _applied_in_run(context, key) or list(meta.statuses())
+            yield from checks.evaluate(lakehouse, meta, keys, context.selected_asset_check_keys)
+            return
         keys = list(context.partition_keys)
         load = BulkLoad(
             source,
@@ -133,7 +149,7 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 failed.append(result)
         schema_changes.notify_pending(load.meta, alert_webhook, context.log.info, context.log.warning)
         load.meta.expire_old_snapshots()
-        yield from checks.evaluate(lakehouse, load.meta, keys)
+        yield from checks.evaluate(lakehouse, load.meta, keys, context.selected_asset_check_keys)
         if failed:
             raise dg.Failure(
                 description=f"{len(failed)} of {len(keys)} table(s) failed: "
@@ -142,6 +158,16 @@ def build_lakehouse_asset(source: SourceConfig) -> dg.AssetsDefinition:
             )
 
     return lakehouse_tables
+
+
+def _applied_in_run(context: dg.AssetExecutionContext, key: dg.AssetKey) -> list[str]:
+    """The tables (partitions of `key`) this run materialized before: those a change data capture
+    run applied changes to."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    materialized = (r.event_log_entry.asset_materialization for r in records)
+    return sorted({m.partition for m in materialized if m and m.asset_key == key and m.partition})
 
 
 def applied_materialization(source: SourceConfig, batch) -> dg.AssetMaterialization:
@@ -180,6 +206,7 @@ def build_cdc_asset(source: SourceConfig) -> dg.AssetsDefinition:
         key=cdc_events_key(source.name),
         **asset_attributes("replication"),
         kinds={"postgres", source.engine},
+        metadata={"dagster/column_schema": CDC_EVENTS.table_schema(), "dagster/table_name": "bronze.cdc_events"},
         description=(
             f"The Debezium-shaped change event log of `{source.name}` in bronze.cdc_events (one topic per "
             f"table, {source.name}.<schema>.<table>). A run captures the slot's pending changes into it, "

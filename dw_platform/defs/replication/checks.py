@@ -2,7 +2,8 @@
 
 On `bronze/lakehouse/<source>`, evaluated by the bulk load for the tables of its run (they are the
 asset's `check_specs`: its partitions are loaded by a single run that reports each table as it
-completes):
+completes), and by each change data capture run that applied changes, for the tables it changed
+(replication_cdc_<source> selects them). Each can also run alone from the UI, over every table:
 - rows_match_snapshot: each table's Iceberg snapshot of its bulk load holds exactly the rows read.
 - primary_key_unique: no primary key value occurs twice in the table's current data.
 - no_failed_tables: no table of the source is `failed` in _cdc_status.
@@ -24,6 +25,7 @@ On `bronze/cdc_events/<source>`, run after each capture+apply run (and on their 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection, Iterator
 from datetime import timedelta
 
 import dagster as dg
@@ -142,15 +144,20 @@ def notifications_sent(meta: ReplicationMeta) -> dg.AssetCheckResult:
     )
 
 
-def evaluate(lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str]) -> list[dg.AssetCheckResult]:
-    """All four checks for `keys` (the per-table ones) and the whole source (the others)."""
+def evaluate(
+    lakehouse: Lakehouse, meta: ReplicationMeta, keys: list[str], selected: Collection[dg.AssetCheckKey]
+) -> Iterator[dg.AssetCheckResult]:
+    """The `selected` checks: the per-table ones for `keys`, the others for the whole source."""
     statuses = meta.statuses()
-    return [
-        rows_match_snapshot(lakehouse, statuses, keys),
-        primary_key_unique(lakehouse, statuses, keys),
-        no_failed_tables(statuses),
-        notifications_sent(meta),
-    ]
+    chosen = {check.name for check in selected}
+    if ROWS_MATCH in chosen:
+        yield rows_match_snapshot(lakehouse, statuses, keys)
+    if PK_UNIQUE in chosen:
+        yield primary_key_unique(lakehouse, statuses, keys)
+    if NO_FAILED in chosen:
+        yield no_failed_tables(statuses)
+    if NOTIFICATIONS_SENT in chosen:
+        yield notifications_sent(meta)
 
 
 def not_stalled(found: Assessment) -> tuple[bool, dict]:

@@ -7,7 +7,8 @@
   run: one consistent snapshot). Retries with exponential back-off; completed tables are skipped
   unless run config `full_reload: true`.
 - `replication_cdc_<source>`: capture the slot's pending changes into the event log and apply
-  them to the Iceberg tables, then the change-capture checks. Started by its sensor; runs of one
+  them to the Iceberg tables, then the change-capture checks and the lakehouse's (for the tables
+  it changed). Started by its sensor; runs of one
   source never overlap (a run-queue tag limit in dagster.yaml and a warehouse lock).
 - `validate_lakehouse`: row counts of every lakehouse table, source tables missing from the
   lakehouse, failed tables; empty tables hidden with `hide_empty: true`.
@@ -151,8 +152,13 @@ CDC_TAG = "dw/replication_cdc"  # dagster.yaml limits runs to one per value (sou
 def cdc_job(source: SourceConfig):
     return dg.define_asset_job(
         name=f"replication_cdc_{source.name}",
-        selection=dg.AssetSelection.assets(cdc_events_key(source.name)),
-        description=f"Capture {source.name}'s pending changes into the event log and apply them to the lakehouse.",
+        # Then the lakehouse checks, for the tables the run changed (defs/replication/checks.py).
+        selection=dg.AssetSelection.assets(cdc_events_key(source.name))
+        | dg.AssetSelection.checks_for_assets(lakehouse_key(source.name)),
+        description=(
+            f"Capture {source.name}'s pending changes into the event log and apply them to the lakehouse; "
+            "then the lakehouse checks."
+        ),
         # Exactly once in effect whatever runs again: the log dedupes on LSN, the apply on offsets.
         op_retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
         tags={"domain": "replication", CDC_TAG: source.name},

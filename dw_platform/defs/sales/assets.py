@@ -16,6 +16,7 @@ from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.compression import CompressionError, decompressed
 from dw_platform.lib.crypto import Cipher, FernetKeys
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -134,6 +135,7 @@ def sales(
                 run_id=context.run.run_id,
                 log=context.log.info,
             )
+            rows = partition_and_table_rows(conn, SALES.qualified_name, result.rows_loaded)
     except dg.Failure as failure:
         if not bad_file(failure):
             raise
@@ -175,6 +177,7 @@ def sales(
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
+            **rows,
             "blob": blob.name,
             "etag": blob.etag,
             "rows_quarantined": parsed.rows_quarantined,

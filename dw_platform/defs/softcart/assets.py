@@ -40,6 +40,7 @@ from dw_platform.lib.compression import CompressionError, decompressed
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive, failure_report, move, put_report
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
 
@@ -315,6 +316,7 @@ def web_access_log(
                 log=context.log.info,
                 max_line=max_line_bytes(),
             )
+            rows = partition_and_table_rows(conn, WEB_ACCESS_LOG.qualified_name, result.rows_loaded)
     except dg.Failure as failure:
         if bad_file(failure) and not found.path.startswith(ARCHIVE):
             _file_failed(context, zone, found, key, failure, started)
@@ -336,6 +338,7 @@ def web_access_log(
     return dg.MaterializeResult(
         metadata={
             **result.metadata(),
+            **rows,
             "source_file": source,
             "lines": parsed.lines,
             "lines_quarantined": parsed.lines_quarantined,

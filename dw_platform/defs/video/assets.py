@@ -44,6 +44,7 @@ from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
+from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 # true: any file may load for two days with the same bytes. By default only content.json may: the
@@ -79,12 +80,14 @@ def each_day(context: dg.AssetExecutionContext, load_day) -> dict[dg.AssetKey, d
             allow_retries=any(failure.allow_retries for _, failure in failed),
         )
     totals: dict[dg.AssetKey, dict] = {}
-    for day, results in loaded.items():
+    for day, results in loaded.items():  # in day order: the last day's table rows are the table's now
         for asset, metadata in results.items():
+            table_rows = metadata.pop("dagster/row_count", 0)
             context.add_asset_metadata(metadata, asset_key=asset, partition_key=day)
-            total = totals.setdefault(asset, {"days": 0, "dagster/row_count": 0})
+            total = totals.setdefault(asset, {"days": 0, "rows_in_days": 0})
             total["days"] += 1
-            total["dagster/row_count"] += metadata.get("dagster/row_count", 0)
+            total["rows_in_days"] += metadata.get("dagster/partition_row_count", 0)
+            total["dagster/row_count"] = table_rows
     return totals
 
 
@@ -217,10 +220,12 @@ def _load_csv_day(
             if isinstance(failure.__cause__, BAD_FILE):
                 raise file_failed(context, zone, found, failure.__cause__, started) from failure
             raise
+        rows = partition_and_table_rows(conn, table.qualified_name, result.rows_loaded)
     tidy_failed(context, zone, found)
     context.log.info(f"{day}: loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
     return {
         **result.metadata(),
+        **rows,
         "source_file": arrived_uri(found),
         "data_lines": parsed.data_lines,
         "rows_quarantined": len(parsed.quarantine.rows),
@@ -412,7 +417,13 @@ def _load_content_day(
             if isinstance(failure.__cause__, BAD_FILE):
                 raise file_failed(context, zone, found, failure.__cause__, started) from failure
             raise
-        array_rows = {field: _rows_of_day(conn, f"content_{field}", arrival_date) for field in CONTENT_ARRAYS}
+        rows = partition_and_table_rows(conn, "bronze.content", result.rows_loaded)
+        array_rows = {
+            field: partition_and_table_rows(
+                conn, f"bronze.content_{field}", _rows_of_day(conn, f"content_{field}", arrival_date)
+            )
+            for field in CONTENT_ARRAYS
+        }
     tidy_failed(context, zone, found)
     raw_target = "bronze.content_raw"
     if video_documents.configured:
@@ -426,6 +437,7 @@ def _load_content_day(
     return {
         dg.AssetKey(["bronze", "content"]): {
             **result.metadata(),
+            **rows,
             "source_file": arrived_uri(found),
             "documents_quarantined": len(parsed.quarantine.rows),
             "child_tables": ", ".join(f"bronze.{n}" for n in sorted(parsed.children)) or "none",
@@ -434,12 +446,12 @@ def _load_content_day(
         },
         **{
             dg.AssetKey(["bronze", f"content_{field}"]): {
-                "dagster/row_count": rows,
+                **counts,
                 "dagster/table_name": f"bronze.content_{field}",
                 "source_file": arrived_uri(found),
                 "batch_id": str(result.batch_id),
             }
-            for field, rows in array_rows.items()
+            for field, counts in array_rows.items()
         },
     }
 
