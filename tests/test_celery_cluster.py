@@ -8,11 +8,10 @@ from datetime import date
 
 import dagster as dg
 import pytest
-from clusterkit import cluster, snapshot, step_workers
+from clusterkit import cluster, fresh_warehouse, snapshot, step_pids, step_workers
 
 from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
-from dw_platform.devenv import embedded
-from dw_platform.devenv.runs import code_location_job, run_job, run_jobs
+from dw_platform.devenv.runs import code_location_job, run_job, run_jobs, run_pool
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples import customer as customer_sample
 from dw_platform.samples import sales as sales_sample
@@ -28,12 +27,6 @@ RANGE = {
 }
 
 
-def fresh_warehouse() -> None:
-    with embedded.admin_connection("postgres") as conn:
-        conn.execute('drop database if exists "warehouse" with (force)')
-        conn.execute(f'create database "warehouse" owner {embedded.PIPELINE_ROLE}')
-
-
 def upload_burst(storage) -> list[str]:
     keys = [f"burst/orders_{i:02d}.csv" for i in range(BLOBS)]
     for i, key in enumerate(keys):
@@ -42,13 +35,10 @@ def upload_burst(storage) -> list[str]:
     return keys
 
 
-def in_process_result(storage) -> dict:
+def in_process_result(instance: dg.DagsterInstance, keys: list[str]) -> dict:
     """The same loads in process. Silver and gold of sales are rebuilt whole by every run, so one
     full run after the other blobs' bronze gives the tables twenty full runs give."""
-    instance = dg.DagsterInstance.ephemeral()
     assert run_job("customer_daily", instance, tags=RANGE).success
-    keys = upload_burst(storage)
-    instance.add_dynamic_partitions(sales_blobs.name, keys)
     job = code_location_job("sales_ingest")
     for key in keys[:-1]:
         bronze = job.execute_in_process(instance=instance, partition_key=key, asset_selection=[BRONZE_SALES])
@@ -58,28 +48,39 @@ def in_process_result(storage) -> dict:
         return snapshot(conn)
 
 
-# About 5 minutes on a quiet machine (41 runs, each dbt build a process of its own); far more when
+# About 4 minutes on a quiet machine (22 runs, each dbt build a process of its own); far more when
 # the two cores are shared: a hang is still caught.
 @pytest.mark.timeout(2700)
 def test_a_customer_backfill_and_a_sales_burst_on_two_celery_workers_equal_the_in_process_result(
     source, storage, instance, tmp_path, monkeypatch
 ):
     customer_sample.seed(source, rows=1_000, end_date=END, days=7)
-    expected = in_process_result(storage)
-    assert expected["bronze.customer_profile_raw"] and len(expected["bronze.sales"]) == BLOBS * 50
-    fresh_warehouse()
+    keys = upload_burst(storage)
+    instance.add_dynamic_partitions(sales_blobs.name, keys)
 
-    with cluster(tmp_path, monkeypatch, workers=2) as (_broker, workers):
-        backfill = run_job("customer_daily", instance, tags=RANGE)
-        assert backfill.success
-        keys = upload_burst(storage)
-        instance.add_dynamic_partitions(sales_blobs.name, keys)
-        # the burst as the run queue launches it: 4 runs at a time (dagster.yaml's max_concurrent_runs)
-        burst = run_jobs([("sales_ingest", key, None) for key in keys], processes=4)
-        assert all(success for _, success in burst), burst
+    with cluster(tmp_path, monkeypatch, workers=2, wait=False) as (_broker, workers):
+        # While the workers and the run processes start (each loads the code location), the same
+        # loads in process on an instance of their own give the expected tables.
+        with run_pool(4, warm=True) as pool:
+            with monkeypatch.context() as in_process:
+                in_process.setenv("DW_EXECUTOR", "in_process")
+                reference = dg.DagsterInstance.ephemeral()
+                reference.add_dynamic_partitions(sales_blobs.name, keys)
+                expected = in_process_result(reference, keys)
+            assert expected["bronze.customer_profile_raw"] and len(expected["bronze.sales"]) == BLOBS * 50
+            fresh_warehouse()
+            workers.wait_ready()
+            # The backfill (one run of 7 days) and the burst as the run queue launches them: 4 runs
+            # at a time (dagster.yaml's max_concurrent_runs), the backfill first.
+            runs = run_jobs(
+                [("customer_daily", None, RANGE), *(("sales_ingest", key, None) for key in keys)], pool=pool
+            )
+    assert all(success for _, success in runs), runs
 
     with server_connection("warehouse") as conn:
         assert snapshot(conn) == expected
-    used = step_workers(instance, [backfill.run_id, *(run_id for run_id, _ in burst)])
+    run_ids = [run_id for run_id, _ in runs]
+    used = step_workers(instance, run_ids)
     assert len(used) == 1 + BLOBS, "every run's steps ran on Celery workers"
     assert len(set().union(*used.values())) == 2, used
+    assert len(step_pids(instance, run_ids)) >= 2, "the steps ran in the workers' processes, not one"
