@@ -156,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
+        if args.command == "workers":
+            return workers(args.count, tuple(q.strip() for q in args.queues.split(",") if q.strip()))
         # The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py).
         with supervisor.dagster_dev(args.port, embedded_postgres=embedded_in_use) as stack:
             print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)

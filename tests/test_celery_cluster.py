@@ -4,14 +4,22 @@ bronze, silver and gold as in process, and both workers take steps."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from datetime import date
 
 import dagster as dg
+import psutil
 import pytest
-from clusterkit import cluster, fresh_warehouse, snapshot, step_pids, step_workers
+from clusterkit import cluster, fresh_warehouse, snapshot, step_pids, step_workers, wait_until
 
 from dw_platform.defs.sales.partitions import INCOMING, sales_blobs
+from dw_platform.devenv import embedded
 from dw_platform.devenv.runs import code_location_job, run_job, run_jobs, run_pool
+from dw_platform.devenv.workers import MIN_UPTIME_S
+from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import server_connection
 from dw_platform.samples import customer as customer_sample
 from dw_platform.samples import sales as sales_sample
@@ -84,3 +92,49 @@ def test_a_customer_backfill_and_a_sales_burst_on_two_celery_workers_equal_the_i
     assert len(used) == 1 + BLOBS, "every run's steps ran on Celery workers"
     assert len(set().union(*used.values())) == 2, used
     assert len(step_pids(instance, run_ids)) >= 2, "the steps ran in the workers' processes, not one"
+
+
+def redis_children(*pids: int) -> list[psutil.Process]:
+    """The redis-server processes started by the processes `pids`."""
+    return [
+        p for p in psutil.process_iter(["name", "ppid"]) if p.info["name"] == "redis-server" and p.info["ppid"] in pids
+    ]
+
+
+@pytest.mark.timeout(600)
+def test_dw_workers_uses_the_running_embedded_redis_and_starts_a_worker_that_exits_again(server, tmp_path, monkeypatch):
+    """`dw workers` beside another `dw` process (here this one) on the same state folder: one Redis,
+    the first process's; a worker that dies is started again and the pool keeps serving."""
+    monkeypatch.setenv("DW_HOME", str(tmp_path))
+    monkeypatch.setenv("DW_EXECUTOR", "celery")
+    monkeypatch.delenv("DW_REDIS_URL", raising=False)
+    with embedded.services(env_file=None, needs=()):
+        url = os.environ["DW_REDIS_URL"]
+        (redis,) = redis_children(os.getpid())
+        env = {k: v for k, v in os.environ.items() if k != "DW_REDIS_URL"}  # it must find the running one
+        log_path = tmp_path / "dw_workers.log"
+        with open(log_path, "wb") as log:
+            dw = subprocess.Popen(
+                [sys.executable, "-m", "dw_platform.cli", "workers", "1"],
+                env=env,
+                cwd=PROJECT_ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_until(lambda: log_path.read_text().count(" ready.") == 1, 180, "the worker")
+            assert redis_children(os.getpid(), dw.pid) == [redis], "one Redis: the running one"
+            (worker,) = psutil.Process(dw.pid).children()
+            assert worker.environ()["DW_REDIS_URL"] == url
+            # Killed after MIN_UPTIME_S (sooner, dw workers takes the exit for a broken start and stops).
+            time.sleep(max(0.0, MIN_UPTIME_S + 1 - (time.time() - worker.create_time())))
+            worker.kill()
+            wait_until(lambda: log_path.read_text().count(" ready.") == 2, 180, "the worker started again")
+            assert f"(pid {worker.pid}) exited with code -9" in log_path.read_text()
+            (again,) = psutil.Process(dw.pid).children()
+            assert again.pid != worker.pid and dw.poll() is None
+        finally:
+            dw.terminate()  # SIGTERM: dw workers stops its worker and leaves the Redis it did not start
+            assert dw.wait(timeout=120) == 0
+        assert redis.is_running() and redis_children(os.getpid(), dw.pid) == [redis]
+    assert not redis.is_running()  # stopped by the process that started it

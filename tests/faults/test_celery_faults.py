@@ -133,8 +133,10 @@ def test_redis_stopped_for_30_s_mid_step_is_waited_out_and_the_day_loads_exactly
     run = celery.start_run(DAY)
     run_id, _pid = running_step_pid(instance)
     celery.broker.stop()
-    time.sleep(30)
-    celery.broker.start()
+    try:
+        time.sleep(30)
+    finally:
+        celery.broker.start()  # on the same port, for the module's next tests too
     ended_id, success = run.result(timeout=600)
     assert ended_id == run_id
     if not success:
