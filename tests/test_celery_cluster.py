@@ -56,8 +56,8 @@ def in_process_result(instance: dg.DagsterInstance, keys: list[str]) -> dict:
         return snapshot(conn)
 
 
-# About 4 minutes on a quiet machine (22 runs, each dbt build a process of its own); far more when
-# the two cores are shared: a hang is still caught.
+# 21 runs on the workers (each sales run's dbt build a process of its own) and the reference's runs
+# in process: minutes, far more when the two cores are shared; a hang is still caught.
 @pytest.mark.timeout(2700)
 def test_a_customer_backfill_and_a_sales_burst_on_two_celery_workers_equal_the_in_process_result(
     source, storage, instance, tmp_path, monkeypatch

@@ -33,30 +33,44 @@ def run_job(
     tags: dict[str, str] | None = None,
     run_config: dict | None = None,
     definitions: dg.Definitions | None = None,
+    assets: list[dg.AssetKey] | None = None,
 ) -> dg.ExecuteInProcessResult | dg.JobExecutionResult:
     """Run job `name` for `partition_key` (or the partition range in `tags`) on `instance` and wait
-    for its end; failures are in the result, not raised."""
+    for its end, only its `assets` (and their checks) when given; failures are in the result, not
+    raised."""
     if executor_name() == "in_process":
         return (
             (definitions or _definitions("in_process"))
             .resolve_job_def(name)
             .execute_in_process(
-                instance=instance, partition_key=partition_key, tags=tags, run_config=run_config, raise_on_error=False
+                instance=instance,
+                partition_key=partition_key,
+                tags=tags,
+                run_config=run_config,
+                raise_on_error=False,
+                asset_selection=assets,
             )
         )
     job = dg.build_reconstructable_job(
         __name__, code_location_job.__name__, (name,), reconstructor_working_directory=str(PROJECT_ROOT)
     )
     all_tags = {**(tags or {}), **({"dagster/partition": partition_key} if partition_key else {})}
-    with dg.execute_job(job, instance, run_config=run_config, tags=all_tags, raise_on_error=False) as result:
+    with dg.execute_job(
+        job, instance, run_config=run_config, tags=all_tags, raise_on_error=False, asset_selection=assets
+    ) as result:
         return result
 
 
-def run_here(name: str, partition_key: str | None = None, tags: dict[str, str] | None = None) -> tuple[str, bool]:
-    """Run job `name` in this process on the instance in DAGSTER_HOME: (run id, success). What a
-    process of `run_pool` runs."""
+def run_here(
+    name: str,
+    partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    assets: list[dg.AssetKey] | None = None,
+) -> tuple[str, bool]:
+    """Run job `name` (only its `assets` when given) in this process on the instance in DAGSTER_HOME:
+    (run id, success). What a process of `run_pool` runs."""
     with dg.DagsterInstance.get() as instance:
-        result = run_job(name, instance, partition_key=partition_key, tags=tags)
+        result = run_job(name, instance, partition_key=partition_key, tags=tags, assets=assets)
         return result.run_id, result.success
 
 
