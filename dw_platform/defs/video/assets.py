@@ -46,7 +46,10 @@ from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
 from dw_platform.lib.warehouse import PostgresWarehouse
 
-ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
+# true: any file may load for two days with the same bytes. By default only content.json may: the
+# catalog is sent whole every day and is unchanged on a day nothing was published.
+ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"
+ACCEPT_IDENTICAL_DEFAULT = CONTENT_FILE
 
 
 def day_scope(day: str) -> LoadScope:
@@ -158,6 +161,7 @@ def load_csv(
             source=source,
             records=parsed.data_lines,
             setting=ACCEPT_IDENTICAL,
+            default=ACCEPT_IDENTICAL_DEFAULT,
         )
 
     ensure_side_tables(conn)
@@ -304,6 +308,7 @@ def load_content(
                 source=source,
                 records=len(parsed.rows) + len(parsed.quarantine.rows),
                 setting=ACCEPT_IDENTICAL,
+                default=ACCEPT_IDENTICAL_DEFAULT,
             )
 
     return bronze.load(
