@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
+        if args.command == "workers":
+            return workers(args.count, tuple(q.strip() for q in args.queues.split(",") if q.strip()))
         return dev(args.port, embedded_in_use)
 
 

@@ -41,39 +41,67 @@ class Broker:
 
 
 class Workers:
-    """Celery workers (the processes `dw workers` starts), logging to one file."""
+    """Celery workers (the processes `dw workers` starts), logging to one file, on the settings of
+    the environment they were started in."""
 
     def __init__(self, log_path: Path):
         self.log_path = log_path
         self.log = open(log_path, "ab")
         self.processes: list[subprocess.Popen] = []
+        self.started = 0
+        self.settings: dict[str, str] = {}
 
-    def start(self, count: int, prefix: str = "w") -> None:
-        first = len(self.processes) + 1
-        for i in range(first, first + count):
-            self.processes.append(start_worker(f"{prefix}{i}", log=self.log))
-        wait_until(lambda: self.log_path.read_text().count(" ready.") >= len(self.processes), 180, "the workers")
+    def start(self, count: int, prefix: str = "w", wait: bool = True) -> None:
+        self.settings = celery_environment()
+        for _ in range(count):
+            self.started += 1
+            self.processes.append(start_worker(f"{prefix}{self.started}", log=self.log))
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        wait_until(lambda: self.log_path.read_text().count(" ready.") >= self.started, 180, "the workers")
+
+    def ensure(self, count: int) -> None:
+        """`count` live workers on the environment's Celery settings: the pool started again if a
+        worker is gone or the settings changed (tests sharing one cluster take turns on it)."""
+        if self.settings == celery_environment() and all(w.poll() is None for w in self.processes):
+            return
+        stop_workers(self.processes, grace_s=30)
+        self.processes = []
+        self.start(count)
 
     def stop(self) -> None:
         stop_workers(self.processes, grace_s=30)
         self.log.close()
 
 
+def celery_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("DW_CELERY_")}
+
+
 @contextmanager
-def cluster(tmp_path: Path, monkeypatch, workers: int = 2) -> Iterator[tuple[Broker, Workers]]:
+def cluster(tmp_path: Path, monkeypatch, workers: int = 2, wait: bool = True) -> Iterator[tuple[Broker, Workers]]:
     """DW_EXECUTOR=celery, a Redis of the test's own and `workers` Celery workers, on the test's
-    settings (set them before)."""
+    settings (set them before); `wait=False` yields while the workers start (`Workers.wait_ready`)."""
     broker = Broker(tmp_path / "redis")
     broker.start()
     monkeypatch.setenv("DW_EXECUTOR", "celery")
     monkeypatch.setenv("DW_REDIS_URL", broker.url)
     pool = Workers(tmp_path / "workers.log")
     try:
-        pool.start(workers)
+        pool.start(workers, wait=wait)
         yield broker, pool
     finally:
         pool.stop()
         broker.stop()
+
+
+def fresh_warehouse() -> None:
+    """An empty warehouse database (same name: dbt's manifest names it), for the next load."""
+    with embedded.admin_connection("postgres") as conn:
+        conn.execute('drop database if exists "warehouse" with (force)')
+        conn.execute(f'create database "warehouse" owner {embedded.PIPELINE_ROLE}')
 
 
 def wait_until(condition, timeout_s: float, what: str):

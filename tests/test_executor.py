@@ -61,3 +61,12 @@ def test_under_celery_every_job_keeps_its_retry_policy_and_replication_steps_go_
         assert in_process[name].executor_def is dg.in_process_executor, name
         assert job.op_retry_policy == in_process[name].op_retry_policy, name
     assert on_celery["customer_daily"].op_retry_policy.max_retries == 3
+
+
+def test_a_lost_workers_step_is_looked_for_often_enough_for_its_visibility_timeout(monkeypatch):
+    for timeout_s, scan_s in (("30", 5), ("3600", 10)):
+        monkeypatch.setenv("DW_CELERY_VISIBILITY_TIMEOUT_S", timeout_s)
+        options = celery_settings()["broker_transport_options"]
+        assert options["visibility_timeout"] == int(timeout_s)
+        # kombu scans every interval x throttle seconds (its default: 10 x 10)
+        assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] == scan_s

@@ -108,7 +108,7 @@ def test_the_dbt_window_is_set_for_the_invocation_only(monkeypatch):
     assert "DW_MAX_DATE" not in os.environ
 
 
-def test_a_dbt_failure_is_retried_only_when_the_warehouse_connection_was_lost():
+def test_a_dbt_failure_is_retried_only_when_the_connection_was_lost_or_another_run_built_the_table():
     tests_failed = failure_from(
         {
             "results": [
@@ -146,6 +146,18 @@ def test_a_dbt_failure_is_retried_only_when_the_warehouse_connection_was_lost():
         }
     )
     assert lost.allow_retries
+    raced = failure_from(
+        {
+            "results": [
+                {
+                    "unique_id": "model.dw_platform.x",
+                    "status": "error",
+                    "message": 'Database Error in model x\n  relation "x" already exists',
+                }
+            ]
+        }
+    )
+    assert raced.allow_retries  # another run created the table first: the retry replaces it
     assert failure_from({}).allow_retries  # dbt did not get as far as running anything
 
 

@@ -320,18 +320,30 @@ _CONNECTION_LOST = re.compile(
     re.IGNORECASE,
 )
 
+# Two runs building the same table at once (a burst of sales runs on a new warehouse: each run's
+# dbt saw no table, the second rename finds the first's): the retry finds the table and replaces it.
+_CONCURRENT_BUILD = re.compile(
+    r'relation "[^"]+" already exists|deadlock detected|could not serialize access|tuple concurrently updated',
+    re.IGNORECASE,
+)
+
 
 def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
     """A failed dbt invocation as a Failure naming the nodes and what dbt said. Only a lost or
-    refused warehouse connection may be retried: a test that failed on data, SQL the database
-    rejects or a model that does not compile fail the same way on every retry."""
+    refused warehouse connection, or a table another run was building at the same moment, may be
+    retried: a test that failed on data, SQL the database rejects or a model that does not
+    compile fail the same way on every retry."""
     results = run_results.get("results", [])
     failed = [r for r in results if r["status"] == "fail"]
     errored = [r for r in results if r["status"] == "error"]
     lines = [f"dbt test failed: {r['unique_id']}" for r in failed] + [
         f"dbt error: {r['unique_id']}: {' '.join(str(r.get('message') or '').split())[:300]}" for r in errored
     ]
-    transient = any(_CONNECTION_LOST.search(str(r.get("message") or "")) for r in errored)
+    transient = any(
+        pattern.search(str(r.get("message") or ""))
+        for r in errored
+        for pattern in (_CONNECTION_LOST, _CONCURRENT_BUILD)
+    )
     return dg.Failure(
         description="\n".join(lines) or "dbt failed; see the step's logs",
         metadata={"failed_tests": len(failed), "errors": len(errored)},

@@ -45,6 +45,11 @@ def celery_settings(queue: str = DEFAULT_QUEUE) -> dict:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             "visibility_timeout": visibility_timeout,
+            # A worker looks for steps past their visibility timeout every interval (kombu's
+            # default: a scan every 10 s x 10 = 100 s): a lost worker's step returns to the queue
+            # within a sixth of the timeout after it (at most 10 s), not up to 100 s later.
+            "unacked_restore_interval": restore_interval(visibility_timeout),
+            "unacked_restore_throttle": 1,
             # publishing a step while Redis is down: retry for about 2 minutes, then fail the run
             "max_retries": 60,
             "interval_start": 0,
@@ -62,6 +67,11 @@ def celery_settings(queue: str = DEFAULT_QUEUE) -> dict:
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
     }
+
+
+def restore_interval(visibility_timeout: int) -> int:
+    """Seconds between the workers' scans for steps to deliver again."""
+    return max(1, min(10, visibility_timeout // 6))
 
 
 def executor(queue: str = DEFAULT_QUEUE) -> dg.ExecutorDefinition:
