@@ -271,7 +271,7 @@ STAGES = {
 def stage(method: str) -> dict:
     """The asset's pipeline cut after a stage: the time each stage adds is the difference."""
     from dw_platform.defs.sales.assets import blob_scope, source_name
-    from dw_platform.defs.sales.ingest import SALES, SalesFile, ensure_quarantine
+    from dw_platform.sales.ingest import SALES, SalesFile, ensure_quarantine
     from dw_platform.lib import bronze
     from dw_platform.lib.crypto import Cipher
     from dw_platform.lib.prefetch import prefetch

@@ -88,11 +88,13 @@ def test_dw_new_domain_refuses_a_bad_name_a_bad_owner_and_a_name_in_use(tmp_path
         (copy / part).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / part, copy / part)
     shutil.copytree(ROOT / "templates", copy / "templates")
+    (copy / "dw_platform" / "lib").mkdir()  # a package of the platform: no domain's engine can go there
     for name, owner, problem in (
         ("Parcels", "team:logistics", "lower-case word"),
         ("parcel_events", "team:logistics", "lower-case word"),
         ("parcels", "logistics", "owner"),
         ("sales", "team:sales-data", "exists already"),
+        ("lib", "team:platform", "exists already"),
     ):
         with pytest.raises(ValueError, match=problem):
             create(name, owner, root=copy)

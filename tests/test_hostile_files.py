@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from dw_platform.defs.sales.assets import load_blob
-from dw_platform.defs.sales.ingest import SALES, SCHEMA
+from dw_platform.sales.ingest import SALES, SCHEMA
 from dw_platform.defs.softcart.assets import load_log
-from dw_platform.defs.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
+from dw_platform.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
 from dw_platform.defs.video.assets import load_content, load_csv, parse_content
-from dw_platform.defs.video.ingest import USERS, USERS_SCHEMA, ensure_side_tables
+from dw_platform.video.ingest import USERS, USERS_SCHEMA, ensure_side_tables
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import Cipher
 from dw_platform.lib.documents import MongoDocuments

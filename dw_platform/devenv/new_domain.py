@@ -22,7 +22,7 @@ ENTRY = """    Domain(
         owner="{owner}",
         services=("postgres", "azurite"),  # the landing zone's blob container is Azurite's when embedded
         samples="dw_platform.samples.{name}",
-        landing_zone="dw_platform.defs.{name}.drop",
+        landing_zone="dw_platform.{name}.drop",
     ),
 """
 
@@ -43,12 +43,16 @@ def create(name: str, owner: str, root: Path = PROJECT_ROOT) -> list[Path]:
         raise ValueError(f"{registry} lacks the line {REGISTRY_END.strip()!r} to add the domain above")
     if f'name="{name}"' in text or (root / "dw_platform" / "defs" / name).exists():
         raise ValueError(f"a domain {name!r} exists already")
+    if (root / "dw_platform" / name).exists():  # its engine package would go there
+        raise ValueError(f"dw_platform/{name} exists already: choose another name")
     template = root / "templates" / "domain"
-    files = {
-        root / fill(str(source.relative_to(template)), name): fill(source.read_text(), name)
-        for source in sorted(template.rglob("*"))
-        if source.is_file() and source.name != ".env.example" and "__pycache__" not in source.parts
-    }
+    files = dict(
+        sorted(
+            (root / fill(str(source.relative_to(template)), name), fill(source.read_text(), name))
+            for source in template.rglob("*")
+            if source.is_file() and source.name != ".env.example" and "__pycache__" not in source.parts
+        )
+    )
     taken = [str(path.relative_to(root)) for path in files if path.exists()]
     if taken:
         raise ValueError(f"would overwrite {', '.join(taken)}")

@@ -15,7 +15,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.softcart.ingest import (
+from dw_platform.softcart.ingest import (
     CUSTOMERS,
     PRODUCTS,
     SALES_DATA,

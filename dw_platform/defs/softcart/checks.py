@@ -19,7 +19,7 @@ from dw_platform.defs.softcart.assets import (
     source_file,
     table_scope,
 )
-from dw_platform.defs.softcart.ingest import (
+from dw_platform.softcart.ingest import (
     CUSTOMERS,
     PRODUCTS,
     QUARANTINE,

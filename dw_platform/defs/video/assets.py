@@ -8,7 +8,7 @@ import dagster as dg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from dw_platform.defs.video.ingest import (
+from dw_platform.video.ingest import (
     CHILD_BASE,
     CONTENT_BASE,
     CONTENT_RAW,

@@ -12,7 +12,7 @@ from datetime import timedelta
 import dagster as dg
 from psycopg import sql
 
-from dw_platform.defs.video.ingest import (
+from dw_platform.video.ingest import (
     CONTENT_BASE,
     PARENT,
     SESSIONS,

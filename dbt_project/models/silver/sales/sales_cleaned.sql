@@ -6,7 +6,7 @@
 --   order_date, quantity, unit_price: typed (bronze let only values that cast through)
 --   total_amount: quantity * unit_price, rounded to cents
 -- Sensitive columns stay Fernet tokens (cleaned before encryption by the rules declared in
--- dw_platform/defs/sales/schema.yaml); dbt never sees the keys.
+-- dw_platform/sales/schema.yaml); dbt never sees the keys.
 {{ config(materialized='table', indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['order_date']}]) }}
 
 with

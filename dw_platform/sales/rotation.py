@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, ensure_quarantine
+from dw_platform.sales.ingest import SALES, SCHEMA, ensure_quarantine
 from dw_platform.defs.sales.partitions import INCOMING, partition_key
 from dw_platform.lib.bronze import ensure_bronze_objects
 from dw_platform.lib.crypto import Cipher
