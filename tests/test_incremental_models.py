@@ -30,7 +30,7 @@ WEB_MODELS = [
     "gold.web_traffic_hourly",
     "gold.web_top_paths",
 ]
-SOFTCART_MODELS = ["silver.softcart_sales", "gold.fact_sales", "gold.softcart_sales_monthly"]
+SOFTCART_MODELS = ["silver.softcart_sales", "gold.softcart_fact_sales", "gold.softcart_sales_monthly"]
 # Every incremental model of the project, with the test that compares it with a full refresh.
 COVERED = {
     **dict.fromkeys(CUSTOMER_MODELS, "test_customer_models_built_day_by_day_equal_a_full_refresh"),

@@ -53,7 +53,7 @@ def test_the_sync_builds_the_star_schema_whose_keys_and_revenue_reconcile(defini
         " from silver.softcart_sales"
     ).fetchone()
     assert silver == 802 and invalid == 30  # every 20th row: 40 bad, 10 of them an unknown product (still valid)
-    assert warehouse.execute("select count(*) from gold.fact_sales").fetchone()[0] == valid
+    assert warehouse.execute("select count(*) from gold.softcart_fact_sales").fetchone()[0] == valid
     reasons = {
         r[0].split(", ")[0]
         for r in warehouse.execute("select quality_issues from silver.softcart_sales where not is_valid")
@@ -62,27 +62,27 @@ def test_the_sync_builds_the_star_schema_whose_keys_and_revenue_reconcile(defini
 
     # 'unknown' members carry key 0; amounts are quantity * price.
     assert warehouse.execute(
-        "select c.category, k.country, f.country_key, f.amount from gold.fact_sales f"
-        " join gold.dim_category c using (category_key) join gold.dim_country k using (country_key)"
+        "select c.category, k.country, f.country_key, f.amount from gold.softcart_fact_sales f"
+        " join gold.softcart_dim_category c using (category_key) join gold.softcart_dim_country k using (country_key)"
         " where order_id = 801"
     ).fetchone() == ("Electronics", "unknown", 0, Decimal("24.99"))
-    assert warehouse.execute("select category_key, amount from gold.fact_sales where order_id = 802").fetchone() == (
+    assert warehouse.execute("select category_key, amount from gold.softcart_fact_sales where order_id = 802").fetchone() == (
         0,
         Decimal("62.00"),
     )
 
-    # dim_date covers whole years, keyed yyyymmdd.
-    assert warehouse.execute("select min(date_key), max(date_key), count(*) from gold.dim_date").fetchone() == (
+    # softcart_dim_date covers whole years, keyed yyyymmdd.
+    assert warehouse.execute("select min(date_key), max(date_key), count(*) from gold.softcart_dim_date").fetchone() == (
         20250101,
         20261231,
         730,
     )
     assert warehouse.execute(
-        "select quarter_name, month_name, weekday, weekday_name from gold.dim_date where date_key = 20260105"
+        "select quarter_name, month_name, weekday, weekday_name from gold.softcart_dim_date where date_key = 20260105"
     ).fetchone() == ("Q1", "January", 1, "Monday")
 
     # The summary's grand total is the fact's revenue.
-    fact_revenue = warehouse.execute("select sum(amount) from gold.fact_sales").fetchone()[0]
+    fact_revenue = warehouse.execute("select sum(amount) from gold.softcart_fact_sales").fetchone()[0]
     assert (
         warehouse.execute(
             "select revenue from gold.softcart_sales_summary where period_level = 'all' and category = 'all'"
@@ -99,7 +99,7 @@ def test_surrogate_keys_are_stable_across_rebuilds_and_a_second_sync_adds_only_n
     insert_sales(softcart_db, sales_rows(60, START, START + timedelta(days=10), customers=30))
     assert sync(definitions).success
     keys = warehouse.execute(
-        "select order_id, date_key, category_key, country_key from gold.fact_sales order by order_id"
+        "select order_id, date_key, category_key, country_key from gold.softcart_fact_sales order by order_id"
     ).fetchall()
 
     insert_sales(
@@ -115,6 +115,6 @@ def test_surrogate_keys_are_stable_across_rebuilds_and_a_second_sync_adds_only_n
     ).materialization.metadata
     assert loaded["dagster/row_count"].value == 5 and loaded["first_rowid"].value == 61
     after = warehouse.execute(
-        "select order_id, date_key, category_key, country_key from gold.fact_sales order by order_id"
+        "select order_id, date_key, category_key, country_key from gold.softcart_fact_sales order by order_id"
     ).fetchall()
     assert after[: len(keys)] == keys

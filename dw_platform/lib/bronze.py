@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import PyFormat
 
+from dw_platform.lib import migrations
 from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 
@@ -227,80 +228,15 @@ class LoadResult:
         return meta
 
 
-# Idempotent: creates what is missing and brings ledgers and watermark tables of earlier
-# versions up to date (new columns, the running/abandoned statuses).
-LEDGER_DDL = """
-create schema if not exists bronze;
-create table if not exists bronze.batch_ledger (
-    batch_id       uuid primary key,
-    asset_key      text not null,
-    target_table   text not null,
-    partition_key  text not null,
-    source         text not null,
-    window_start   timestamptz,
-    window_end     timestamptz,
-    rows_loaded    bigint not null default 0,
-    rows_replaced  bigint not null default 0,
-    status         text not null,
-    error          text,
-    dagster_run_id text,
-    started_at     timestamptz not null,
-    finished_at    timestamptz
-);
-alter table bronze.batch_ledger
-    add column if not exists rows_read bigint not null default 0,
-    add column if not exists read_start timestamptz,
-    add column if not exists read_end timestamptz,
-    add column if not exists first_id bigint,
-    add column if not exists last_id bigint,
-    add column if not exists backend_pid integer,
-    add column if not exists backend_start timestamptz,
-    add column if not exists content_sha256 text,
-    alter column finished_at drop not null,
-    drop constraint if exists batch_ledger_status_check;
-alter table bronze.batch_ledger add constraint batch_ledger_status_check
-    check (status in ('running', 'succeeded', 'failed', 'abandoned', 'identical'));
-comment on column bronze.batch_ledger.content_sha256 is
-    'SHA-256 of the file a load read (its content after decompression), to recognise a file sent again under another name';
-create index if not exists batch_ledger_content_sha256 on bronze.batch_ledger (content_sha256)
-    where content_sha256 is not null;
-create index if not exists batch_ledger_asset_partition
-    on bronze.batch_ledger (asset_key, partition_key, finished_at);
-create index if not exists batch_ledger_running on bronze.batch_ledger (batch_id) where status = 'running';
-create table if not exists bronze.etl_watermarks (
-    watermark_key     text primary key,
-    last_watermark_ts timestamp,
-    last_run_ts       timestamptz not null,
-    records_extracted bigint not null
-);
-alter table bronze.etl_watermarks
-    add column if not exists last_watermark_id bigint,
-    add column if not exists last_read_start timestamp,
-    add column if not exists last_read_end timestamp,
-    add column if not exists last_partition_key text;
-comment on column bronze.etl_watermarks.records_extracted is
-    'rows read from the source under this watermark key by all successful loads (per load: bronze.batch_ledger.rows_read)';
-create or replace view bronze.partition_loads as
-    select distinct on (asset_key, partition_key)
-        asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,
-        window_start, window_end, read_start, read_end, first_id, last_id, started_at, finished_at, content_sha256
-    from bronze.batch_ledger where status = 'succeeded'
-    order by asset_key, partition_key, finished_at desc;
-"""
-_LEDGER_VERSION_PROBE = (
-    "select count(*) = 3 from information_schema.columns where table_schema = 'bronze' and "
-    "((table_name = 'batch_ledger' and column_name in ('backend_pid', 'content_sha256')) or "
-    "(table_name = 'etl_watermarks' and column_name = 'last_partition_key'))"
-)
-
-
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Create (or bring up to date) the ledger, the watermark table and `table` (with its
-    version identity or unique append key).
+    """Bring the warehouse up to date (`migrations.migrate`: the ledger, the watermark table and
+    every other shape change), then create `table` if missing (with its version identity or
+    unique append key) or give it the identity its declaration asks for.
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
+    migrations.migrate(conn)
     if all(_bronze_objects_present(conn, table)):
         return
     cols = sql.SQL(", ").join(
@@ -310,9 +246,7 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
         conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
-        ledger_ok, table_ok, identity_ok = _bronze_objects_present(conn, table)
-        if not ledger_ok:
-            conn.execute(LEDGER_DDL)
+        table_ok, identity_ok = _bronze_objects_present(conn, table)
         if not table_ok:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
             conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
@@ -328,20 +262,20 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
             _ensure_append_key(conn, table)
 
 
-def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
-    """(ledger up to date, table exists, its identity is in place: the row hash of a
-    version-keeping table, the unique key index and no row hash of an append-by-key table)."""
-    ledger_ok, table_ok, key_index = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null",
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool]:
+    """(table exists, its identity is in place: the row hash of a version-keeping table, the
+    unique key index and no row hash of an append-by-key table)."""
+    table_ok, key_index = conn.execute(
+        "select to_regclass(%s) is not null, to_regclass(%s) is not null",
         (table.ident.as_string(conn), sql.Identifier(table.schema, _append_key_index(table)).as_string(conn)),
     ).fetchone()
     if not table_ok:
-        return ledger_ok, False, False
+        return False, False
     if table.keeps_versions:
-        return ledger_ok, True, _has_column(conn, table, ROW_HASH.name)
+        return True, _has_column(conn, table, ROW_HASH.name)
     if table.append_key:
-        return ledger_ok, True, key_index and not _has_column(conn, table, ROW_HASH.name)
-    return ledger_ok, True, True
+        return True, key_index and not _has_column(conn, table, ROW_HASH.name)
+    return True, True
 
 
 def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bool:

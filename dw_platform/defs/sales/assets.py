@@ -7,7 +7,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
+from dw_platform.sales.ingest import SALES, CsvFormatError, SalesFile
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
@@ -84,7 +84,6 @@ def load_blob(
             setting=ACCEPT_IDENTICAL,
         )
 
-    ensure_quarantine(conn)
     result = bronze.load(
         conn,
         SALES,

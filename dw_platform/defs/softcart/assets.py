@@ -21,7 +21,6 @@ from dw_platform.softcart.ingest import (
     SALES_DATA,
     WEB_ACCESS_LOG,
     AccessLogFile,
-    ensure_quarantine,
 )
 from dw_platform.defs.softcart.partitions import (
     ARCHIVE,
@@ -263,7 +262,6 @@ def load_log(
             setting=ACCEPT_IDENTICAL,
         )
 
-    ensure_quarantine(conn)
     result = bronze.load(
         conn,
         WEB_ACCESS_LOG,

@@ -25,7 +25,6 @@ from dw_platform.softcart.ingest import (
     QUARANTINE,
     SALES_DATA,
     WEB_ACCESS_LOG,
-    ensure_quarantine,
 )
 from dw_platform.defs.softcart.partitions import INCOMING
 from dw_platform.lib import bronze_checks
@@ -172,7 +171,6 @@ def web_access_log_lines_reconcile_with_file(
     zone = softcart_weblogs.landing()
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, WEB_ACCESS_LOG)
-        ensure_quarantine(conn)
         key = _weblog_scope(context, conn)
         if key is None:
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
