@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             first, last = end - timedelta(days=span), end - timedelta(days=1)
             rows = seed_source(source, first, span, args.per_day)
             env = {
+                # The customer partitions start with the long history: its first day is the history load.
+                "DW_CUSTOMER_START_DATE": (end - timedelta(days=histories["long"][0])).isoformat(),
                 "DW_PG_DATABASE": warehouse,
                 "DW_CUSTOMER_ODBC": embedded.odbc_connection_string(
                     os.environ["DW_PG_HOST"],

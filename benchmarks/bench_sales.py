@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.workers import emit, peak_rss_mib, run_worker
+from benchmarks.workers import emit, peak_rss_mib, postgres_cpu, process_tree_cpu, run_worker
 
 CONTAINER = "bench"
 BLOB_KEY = "bench/sales_large.csv"
@@ -140,23 +140,8 @@ def reset_targets() -> None:
 def server_cpu(home: Path) -> dict[str, float]:
     """CPU seconds used so far by the benchmark's PostgreSQL (the postmaster, its live processes
     and those that ended) and by its Azurite: the work a load makes them do is part of its cost."""
-    import psutil
-
-    def tree(pid: int) -> float:
-        process = psutil.Process(pid)
-        times = process.cpu_times()
-        total = times.user + times.system + times.children_user + times.children_system
-        for child in process.children(recursive=True):
-            try:
-                times = child.cpu_times()
-            except psutil.NoSuchProcess:
-                continue  # ended meanwhile: counted in its parent's children times
-            total += times.user + times.system
-        return total
-
-    postmaster = int((home / "pg" / "postmaster.pid").read_text().split()[0])
     azurite = json.loads((home / "azurite" / "endpoint.json").read_text())["pid"]
-    return {"postgres": tree(postmaster), "azurite": tree(azurite)}
+    return {"postgres": postgres_cpu(home), "azurite": process_tree_cpu(azurite)}
 
 
 def report(results: list[dict], size: int, rows: int) -> None:
@@ -271,7 +256,7 @@ STAGES = {
 def stage(method: str) -> dict:
     """The asset's pipeline cut after a stage: the time each stage adds is the difference."""
     from dw_platform.defs.sales.assets import blob_scope, source_name
-    from dw_platform.sales.ingest import SALES, SalesFile, ensure_quarantine
+    from dw_platform.sales.ingest import SALES, SalesFile
     from dw_platform.lib import bronze
     from dw_platform.lib.crypto import Cipher
     from dw_platform.lib.prefetch import prefetch
@@ -284,7 +269,6 @@ def stage(method: str) -> dict:
     chunks = prefetch(blobs.chunks(blob))
     if method == "stage_copy":
         with pg_connect() as conn:
-            ensure_quarantine(conn)
             result = bronze.load(
                 conn,
                 SALES,

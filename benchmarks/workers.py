@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 from dw_platform.devenv.embedded import PROJECT_ROOT
 
@@ -39,3 +40,24 @@ def peak_rss_mib() -> float:
             return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
     except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by process `pid`, its live descendants and those that ended."""
+    import psutil
+
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # ended meanwhile: counted in its parent's children times
+        total += times.user + times.system
+    return total
+
+
+def postgres_cpu(home: Path) -> float:
+    """CPU seconds used so far by the embedded PostgreSQL under `home` (every backend)."""
+    return process_tree_cpu(int((home / "pg" / "postmaster.pid").read_text().split()[0]))

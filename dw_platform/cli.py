@@ -15,7 +15,7 @@ from pathlib import Path
 from psycopg import sql
 
 from dw_platform import domains
-from dw_platform.devenv import embedded
+from dw_platform.devenv import embedded, supervisor
 from dw_platform.devenv.workers import QUEUES
 from dw_platform.lib.warehouse import server_connection
 
@@ -156,39 +156,14 @@ def run(args: argparse.Namespace) -> int:
             return backfill(args.domain, args.first, args.last)
         if args.command == "demo":
             return demo(embedded_in_use, chosen)
-        if args.command == "workers":
-            return workers(args.count, tuple(q.strip() for q in args.queues.split(",") if q.strip()))
-        # Started from DAGSTER_HOME so the instance reads that folder's dagster.yaml (a link to ours).
-        workspace = embedded.PROJECT_ROOT / "workspace.yaml"
-        # Its own process group: on Ctrl-C or SIGTERM, the webserver, daemon and code servers
-        # stop together, in order, before the embedded services do. Warnings and errors only: at
-        # info the daemon logs two lines per sensor tick (every 30 s) even when there is nothing to do.
-        dagster_dev = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
-                "-w",
-                str(workspace),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(args.port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=os.environ["DAGSTER_HOME"],
-            start_new_session=True,
-        )
-        print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
-        try:
-            return dagster_dev.wait()
-        except (KeyboardInterrupt, SystemExit):
-            print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
-            return 0
-        finally:
-            embedded.stop_process(dagster_dev, grace_s=30, group=True)
+        # The webserver, daemon and code server, kept running by a supervisor (devenv/supervisor.py).
+        with supervisor.dagster_dev(args.port, embedded_postgres=embedded_in_use) as stack:
+            print(f"dw dev: Dagster UI at http://127.0.0.1:{args.port} (Ctrl-C stops)", file=sys.stderr)
+            try:
+                return stack.wait()
+            except (KeyboardInterrupt, SystemExit):
+                print("dw dev: stopping Dagster and the embedded services ...", file=sys.stderr)
+                return 0
 
 
 def _day(value: str) -> date:

@@ -26,10 +26,13 @@ from dw_platform.lib.warehouse import server_connection
 if TYPE_CHECKING:
     from dagster_graphql import DagsterGraphQLClient
 
+    from dw_platform.devenv.supervisor import DevStack
+
 # hypothesis is imported above, at the start of every session: otherwise its pytest plugin imports
 # it at the end of a session that ran no fuzz test, where pytest's assertion rewriting compiles it,
 # and a CPython 3.11.7 bug (gh-106905, fixed in 3.11.8) was seen to fail that compile ("SystemError:
 # AST constructor recursion depth mismatch") after every test had passed.
+
 SETTINGS = ("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME")
 
 
@@ -60,7 +63,7 @@ def databases(server, monkeypatch) -> Iterator[dict[str, str]]:
         conn.execute('drop database if exists "warehouse" with (force)')
         # Owned by the pipeline role like the embedded warehouse; the source only readable by it.
         conn.execute(f'create database "{names["warehouse"]}" owner {embedded.PIPELINE_ROLE}')
-        conn.execute(f'create database "{names["source"]}"')
+    embedded.create_source_database(names["source"])
     monkeypatch.setenv("DW_PG_DATABASE", names["warehouse"])
     monkeypatch.setenv(
         "DW_CUSTOMER_ODBC",
@@ -274,19 +277,21 @@ class DagsterDev(NamedTuple):
     client: "DagsterGraphQLClient"
     instance: dg.DagsterInstance
     url: str
+    stack: "DevStack"
 
 
 @pytest.fixture
 def dagster_dev(databases, tmp_path, monkeypatch):
-    """`dagster dev` (webserver, daemon, code server) on the session's services, this test's
-    databases and a Dagster instance of its own (runs, sensor states), as a user runs it; yields
-    a GraphQL client, the instance and the UI's address. Stopped afterwards."""
+    """What `dw dev` runs (webserver, daemon, the supervised code server) on the session's
+    services, this test's databases and a Dagster instance of its own (runs, sensor states), as a
+    user runs it; yields a GraphQL client, the instance, the UI's address and the stack (its
+    processes). Stopped afterwards."""
     import socket
-    import subprocess
-    import sys
     import time
 
     from dagster_graphql import DagsterGraphQLClient
+
+    from dw_platform.devenv import supervisor
 
     instance_db = f"dg_{uuid.uuid4().hex[:8]}"
     with embedded.admin_connection("postgres") as conn:
@@ -295,50 +300,25 @@ def dagster_dev(databases, tmp_path, monkeypatch):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = open(tmp_path / "dagster_dev.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(embedded.PROJECT_ROOT / "workspace.yaml"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=os.environ["DAGSTER_HOME"],
-        env=dict(os.environ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-    deadline = time.monotonic() + 180
-    while True:
+    log_path = tmp_path / "dagster_dev.log"
+    with open(log_path, "w") as log, supervisor.dagster_dev(port, embedded_postgres=True, output=log) as stack:
+        client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if stack.dagster_dev.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"dagster dev did not start: {log_path.read_text()[-3000:]}") from None
+                time.sleep(0.5)
+        instance = dg.DagsterInstance.get()
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.close()
-                raise RuntimeError(
-                    f"dagster dev did not start: {(tmp_path / 'dagster_dev.log').read_text()[-3000:]}"
-                ) from None
-            time.sleep(0.5)
-    instance = dg.DagsterInstance.get()
-    try:
-        yield DagsterDev(client, instance, f"http://127.0.0.1:{port}")
-    finally:
-        # The whole process group: a code server can outlive `dagster dev` (and hold ~350 MB and
-        # its CPU share through the tests that follow).
-        embedded.stop_process(process, grace_s=60, group=True)
-        log.close()
-        instance.dispose()
-        with embedded.admin_connection("postgres") as conn:
-            conn.execute(f'drop database if exists "{instance_db}" with (force)')
+            yield DagsterDev(client, instance, f"http://127.0.0.1:{port}", stack)
+        finally:
+            instance.dispose()
+    with embedded.admin_connection("postgres") as conn:
+        conn.execute(f'drop database if exists "{instance_db}" with (force)')
 
 
 @pytest.fixture

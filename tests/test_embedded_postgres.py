@@ -80,3 +80,36 @@ def test_what_an_older_state_folder_created_as_the_superuser_is_handed_to_the_pi
         ).fetchall()
         assert dict(owners) == dict.fromkeys(("schema", "t", "v", "t_id_seq", "dw_try_x"), embedded.PIPELINE_ROLE)
         conn.execute(hand_over)  # nothing left to hand over: no error, no lock taken
+
+
+def test_the_pipeline_role_reads_the_source_tables_it_loads_and_no_other_database(server, databases, source):
+    """Least privilege: the role is no member of pg_read_all_data; it reads the tables created in
+    a sample source database (granted as they are created), not a table of another database."""
+    source.execute("create schema crm")
+    source.execute("create table crm.customer (id int)")
+    source.execute("insert into crm.customer values (1)")
+    with embedded.admin_connection("postgres") as admin:
+        admin.execute("drop database if exists not_loaded with (force)")
+        admin.execute("create database not_loaded")
+    with embedded.admin_connection("not_loaded") as other:
+        other.execute("create table payroll (salary int)")
+
+    def as_pipeline(dbname: str) -> psycopg.Connection:
+        return psycopg.connect(
+            host=server["DW_PG_HOST"],
+            port=server["DW_PG_PORT"],
+            user=server["DW_PG_USER"],
+            password=server["DW_PG_PASSWORD"],
+            dbname=dbname,
+            autocommit=True,
+        )
+
+    try:
+        with as_pipeline(databases["source"]) as conn:
+            assert conn.execute("select count(*) from crm.customer").fetchone()[0] == 1
+            assert not conn.execute("select pg_has_role(current_user, 'pg_read_all_data', 'member')").fetchone()[0]
+        with as_pipeline("not_loaded") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from payroll")
+    finally:
+        with embedded.admin_connection("postgres") as admin:
+            admin.execute("drop database if exists not_loaded with (force)")

@@ -428,7 +428,7 @@ def test_a_utf16_file_fails_its_run_saying_what_it_is(storage, warehouse):
 
 
 def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(storage, warehouse):
-    from dw_platform.sales.ingest import ensure_quarantine
+    from dw_platform.lib import migrations
 
     warehouse.execute(
         "create schema if not exists bronze; create table bronze.sales (order_id text, order_date date,"
@@ -439,7 +439,7 @@ def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(
         " now(), gen_random_uuid(), 'incoming/old.csv')"
     )
 
-    ensure_quarantine(warehouse)
+    migrations.migrate(warehouse)
 
     assert warehouse.execute("select order_date, quantity, unit_price from bronze.sales").fetchall() == [
         ("2026-11-20", "3", "2.50")

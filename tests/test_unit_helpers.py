@@ -3,6 +3,7 @@
 import importlib.metadata
 import json
 import os
+import time
 from datetime import date, datetime, timedelta, timezone
 from functools import cached_property
 
@@ -22,6 +23,7 @@ from dw_platform.lib.dbt import (
     partition_keys_env,
     window_env,
 )
+from dw_platform.lib.dbt_invocations import prune_invocation_folders
 from dw_platform.lib.odbc import quote_ident, quote_table, window_query
 from dw_platform.samples import customer as customer_sample
 
@@ -170,3 +172,29 @@ def test_the_dbt_resource_knows_its_dbt_version_without_running_dbt():
     dagster-dbt's own: if it goes away, the replacement no longer applies and this fails."""
     assert isinstance(vars(DbtCliResource).get("_cli_version"), cached_property)
     assert DbtCli(project_dir=DBT_PROJECT)._cli_version == Version(importlib.metadata.version("dbt-core"))
+
+
+def test_dbt_target_keeps_the_newest_invocation_folders_and_those_still_running(tmp_path):
+    def invocation(name: str, age_s: float, finished: bool) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "dbt.log").write_text("...")
+        if finished:
+            (folder / "run_results.json").write_text("{}")
+        for path in (folder / "dbt.log", folder):
+            os.utime(path, (time.time() - age_s, time.time() - age_s))
+
+    for i in range(25):  # dbt_models-<run id[:7]>-<random>, 25 finished runs, the newest first
+        invocation(f"dbt_models-{i:07x}-abcdef{i % 10}", age_s=60 * (i + 1), finished=True)
+    invocation("dbt_models-aaaaaaa-0000001", age_s=60 * 40, finished=False)  # running: its log moved a while ago
+    invocation("dbt_models-bbbbbbb-0000002", age_s=7200, finished=False)  # killed two hours ago
+    (tmp_path / "compiled").mkdir()  # dbt parse's own output
+    (tmp_path / "manifest.json").write_text("{}")
+
+    assert prune_invocation_folders(tmp_path, keep=20) == 6
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(
+        [f"dbt_models-{i:07x}-abcdef{i % 10}" for i in range(20)]
+        + ["dbt_models-aaaaaaa-0000001", "compiled", "manifest.json"]
+    )
+    assert prune_invocation_folders(tmp_path, keep=20) == 0

@@ -443,3 +443,51 @@ def test_a_day_file_waiting_too_long_without_a_load_is_reported(folder, warehous
 
     assert not result.passed and result.metadata["files_waiting_too_long"].value == 1
     assert result.metadata["longest_waiting"].value.startswith(f"{NEXT_DAY}/users.csv (")
+
+
+def ingest_range(zone: LandingZone, first: str, last: str):
+    """The video bronze and its checks for first..last as one run (a single-run backfill or a catch-up run)."""
+    check_defs = [
+        getattr(video_checks, n)
+        for n in dir(video_checks)
+        if isinstance(getattr(video_checks, n), dg.AssetChecksDefinition)
+    ]
+    return dg.materialize(
+        [video_users, video_viewing_sessions, content, *check_defs],
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        raise_on_error=False,
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"warehouse": warehouse_from_env(), "video_landing": zone, "video_documents": MongoDocuments()},
+    )
+
+
+def test_a_range_of_days_loads_each_day_on_its_own_and_a_missing_day_fails_the_run_naming_it(folder, warehouse):
+    for day in (DAY, NEXT_DAY):
+        land(folder, day, sample.sample_files(sample.date.fromisoformat(day)))
+
+    result = ingest_range(folder, DAY, NEXT_DAY)
+
+    assert result.success and all(check_results(result).values()), check_results(result)
+    assert warehouse.execute(
+        "select partition_key, count(*) from bronze.batch_ledger where status = 'succeeded' group by 1 order by 1"
+    ).fetchall() == [(DAY, 3), (NEXT_DAY, 3)]  # each day its own load of each table
+    users = {
+        e.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(["bronze", "video_users"])
+    }
+    assert users[DAY]["dagster/row_count"].value == 41 and users[NEXT_DAY]["dagster/row_count"].value == 41
+
+    third = "2026-11-22"
+    land(folder, third, {"users.csv": sample.to_csv(sample.USERS_HEADER, sample.users(sample.date(2026, 11, 22), 2))})
+    result = ingest_range(folder, NEXT_DAY, third)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and "content" in e.step_key)
+    assert f"{third}: {third}/content.json has not arrived" in failure.step_failure_data.user_failure_data.description
+    assert (
+        warehouse.execute(
+            "select count(*) from bronze.video_users where arrival_date = %s", (sample.date(2026, 11, 22),)
+        ).fetchone()[0]
+        == 3
+    )  # the day's users arrived and are loaded

@@ -19,6 +19,7 @@ def resources() -> dg.Definitions:
                 dialect=os.environ.get("DW_CUSTOMER_DIALECT", "mssql"),
                 name="customer_crm",
             ),
-            "dbt": DbtCli(project_dir=DBT_PROJECT),
+            # dbt through `dw-dbt`: killed with the run worker that started it (lib/dbt_invocations.py).
+            "dbt": DbtCli(project_dir=DBT_PROJECT, dbt_executable="dw-dbt"),
         }
     )

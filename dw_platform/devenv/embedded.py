@@ -14,9 +14,10 @@ Each server besides the warehouse starts only when a domain that is wanted needs
 
 The embedded PostgreSQL is not open: it listens on its unix socket only, every connection needs
 a password (scram-sha-256; generated secrets kept mode 0600 under `.dw/`), and the pipeline runs
-as the role `dw`, which owns the warehouse and Dagster databases and may read the sample
-sources, nothing more. The superuser's password is never put in the environment: set-up work
-(creating databases, seeding sample sources) uses `admin_connection`. `.dw/` and everything the
+as the role `dw`, which owns the warehouse and Dagster databases and may read the tables of the
+sample sources, nothing more (no other database's tables: it is no member of `pg_read_all_data`).
+The superuser's password is never put in the environment: set-up work (creating databases,
+seeding sample sources) uses `admin_connection`. `.dw/` and everything the
 services write there is readable by its owner only.
 
 With no `DW_REPLICATION_SOURCE_URL`, it also starts the replication domain's source: a second
@@ -35,6 +36,7 @@ config file, stopped on exit. In process (the default), Redis is neither started
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
@@ -173,6 +175,7 @@ def _start_postgres(home: Path) -> None:
     pgdata.mkdir(parents=True, exist_ok=True)
     _prune_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    _stop_a_restarted_server_too(server)
     home.chmod(_home_mode())  # pgserver opens the folders above its data for reading
     info = server.get_postmaster_info()
     password = _secret(home, "pg_dw_password")
@@ -181,6 +184,23 @@ def _start_postgres(home: Path) -> None:
     for key, value in env.items():
         os.environ.setdefault(key, value)
     _prepare_dagster_home(Path(os.environ["DAGSTER_HOME"]))
+
+
+def restart_postgres_if_gone() -> bool:
+    """Start the embedded PostgreSQL again when its postmaster is gone (killed, crashed), on the
+    same data, socket and port, so every process's connection settings stay right; True when it
+    did. A killed postmaster that its parent has not reaped yet counts as still there."""
+    import pgserver
+    from pgserver.utils import PostmasterInfo
+
+    pgdata = (state_dir() / "pg").resolve()
+    running = PostmasterInfo.read_from_pgdata(pgdata)
+    if running is not None and running.is_running():
+        return False
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # this process's handle
+    with pgserver.PostgresServer._lock:
+        server.ensure_postgres_running()
+    return True
 
 
 def start_replication_source(home: Path, database: str = REPLICATION_SOURCE_DATABASE) -> str:
@@ -296,6 +316,21 @@ def _prune_dead_handles(pgdata: Path) -> None:
             handles.put(alive)
 
 
+def _stop_a_restarted_server_too(server) -> None:
+    """pgserver's exit hook stops the server (when this process holds the last handle) only if
+    the postmaster it found at start still runs: a server killed and started again meanwhile (by
+    `dw sql` or another `dw` process, or by `dw dev` itself) would be left running. Just before
+    that hook (atexit runs the last registered first), point it at the postmaster running now."""
+    from pgserver.utils import PostmasterInfo
+
+    def follow_restart() -> None:
+        running = PostmasterInfo.read_from_pgdata(server.pgdata)
+        if running is not None and running.is_running():
+            server._postmaster_info = running
+
+    atexit.register(follow_restart)
+
+
 def _secret(home: Path, name: str) -> str:
     """A generated password kept in `.dw/<name>` (mode 0600), created once."""
     path = home / name
@@ -336,8 +371,9 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 sql.Identifier(PIPELINE_ROLE), sql.Literal(password)
             )
         )
-        # The sample sources stand in for systems the pipeline only reads.
-        conn.execute(sql.SQL("grant pg_read_all_data to {}").format(sql.Identifier(PIPELINE_ROLE)))
+        # Least privilege: the role reads the sample sources' tables (below), not every table on
+        # the server as an earlier release let it (pg_read_all_data).
+        conn.execute(sql.SQL("revoke pg_read_all_data from {}").format(sql.Identifier(PIPELINE_ROLE)))
         for name, value in SERVER_SETTINGS.items():
             conn.execute(sql.SQL("alter system set {} = {}").format(sql.Identifier(name), sql.Literal(value)))
         (pgdata / "pg_hba.conf").write_text(PG_HBA)
@@ -351,11 +387,39 @@ def _secure(pgdata: Path, socket_dir: str, port: int, admin_password: str, passw
                 conn.execute(
                     sql.SQL("alter database {} owner to {}").format(sql.Identifier(name), sql.Identifier(owner))
                 )
-        for name in OWNED_DATABASES:
+        for name in OWNED_DATABASES + SOURCE_DATABASES:
             with psycopg.connect(
                 host=socket_dir, port=port, user="postgres", password=admin_password, dbname=name, autocommit=True
             ) as db:
-                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE))
+                db.execute(HAND_OVER_OBJECTS.format(role=PIPELINE_ROLE) if name in OWNED_DATABASES else SOURCE_READS)
+
+
+# What the pipeline role may do in a sample source database: read the tables the set-up role
+# (postgres) creates there, now and later (default privileges), and nothing else.
+SOURCE_READS = sql.SQL(
+    """
+do $$
+declare r record;
+begin
+    for r in select nspname from pg_namespace where nspname !~ '^pg_' and nspname <> 'information_schema' loop
+        execute format('grant usage on schema %I to {role}', r.nspname);
+        execute format('grant select on all tables in schema %I to {role}', r.nspname);
+    end loop;
+end $$;
+alter default privileges for role postgres grant usage on schemas to {role};
+alter default privileges for role postgres grant select on tables to {role};
+"""
+).format(role=sql.Identifier(PIPELINE_ROLE))
+
+
+def create_source_database(name: str) -> None:
+    """A database standing in for a source system the pipeline reads (embedded default only):
+    owned by the superuser; the pipeline role may read the tables created in it, nothing more."""
+    with admin_connection("postgres") as conn:
+        if not conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone():
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    with admin_connection(name) as conn:
+        conn.execute(SOURCE_READS)
 
 
 # Gives the pipeline role what an older state folder created as the superuser in its databases:

@@ -10,14 +10,24 @@ fresh connection (the load's own may be the thing that broke).
 Three ways a load treats what bronze already holds, chosen by the table:
 - replace (the default): the rows the scope owned are deleted and the new rows copied in — for
   sources whose unit is immutable (a blob version, a day's file);
-- keep versions (`BronzeTable.version_key`): nothing is deleted; the rows are staged, and only
-  versions bronze does not hold yet are appended. A version is identified by its business key +
-  modification time + a hash of every source column (`_bronze_row_hash`, unique), so a re-run or a
-  backfill adds what is new and never drops or duplicates a version captured earlier;
+- keep versions (`BronzeTable.version_key`): nothing is deleted; only versions bronze does not
+  hold yet are appended. A version is identified by its business key + modification time + a
+  hash of every source column (`_bronze_row_hash`, unique — with the partition column in front
+  for a partitioned table), so a re-run or a backfill adds what is new and never drops or
+  duplicates a version captured earlier. Rows are appended `STAGE_ROWS` at a time, while the
+  reader goes on fetching (it runs ahead by `READ_AHEAD` batches): Arrow batches are hashed here
+  and copied straight in after a probe of the version index (`_append_arrow_versions`), other
+  batches go through a temporary stage (`_append_new_versions`). Version-keeping loads of a
+  table take turns (one lock for the table): their reads may overlap (a lookback re-reads the
+  day before), and appending the same version from two loads at once could deadlock;
 - append by key (`BronzeTable.append_key`): for immutable source rows with an increasing key (an
   auto-increment rowid), read strictly above bronze's highest key under the partition's lock.
   Nothing is deleted or staged: the rows are copied straight into the table, whose unique index
   on the key rejects — and so fails the whole load — a key loaded before.
+
+A table that grows by time can be range-partitioned (`BronzeTable.partitions`, see
+`bronze_partitions`): a load first creates the partitions its read window needs, and touches only
+those.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -35,7 +45,8 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import PyFormat
 
-from dw_platform.lib import migrations
+from dw_platform.lib import bronze_partitions, migrations
+from dw_platform.lib.bronze_partitions import RangePartitions
 from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
 
@@ -90,6 +101,7 @@ class BronzeTable:
     only versions not yet present, identified by `_bronze_row_hash` (md5 of every source column).
     `append_key` (an integer column, unique in bronze) makes loads append every row they read,
     which must lie above the highest key bronze held when the load took its lock.
+    `partitions` range-partitions the table by one of its columns (loads need a read window).
     """
 
     schema: str
@@ -98,10 +110,15 @@ class BronzeTable:
     index_columns: tuple[str, ...] = ()
     version_key: tuple[str, ...] = ()
     append_key: str | None = None
+    partitions: RangePartitions | None = None
 
     def __post_init__(self):
         if self.version_key and self.append_key:
             raise ValueError(f"{self.qualified_name}: a table keeps versions or appends by key, not both")
+        if self.partitions and self.partitions.column not in self.source_column_names:
+            raise ValueError(f"{self.qualified_name}: partition column {self.partitions.column} is not a column")
+        if self.partitions and self.append_key:
+            raise ValueError(f"{self.qualified_name}: an append key is unique over the whole table, not partitioned")
 
     @property
     def ident(self) -> sql.Identifier:
@@ -159,15 +176,36 @@ class LoadScope:
         params = {"window_start": _naive_utc(start), "window_end": _naive_utc(end)}
         return cls(tuple(partition_keys), where, params, start, end, start - lookback, end)
 
+    def with_history(self, column: str) -> LoadScope:
+        """This scope widened to everything before it and to rows whose `column` is NULL: the
+        read of a history load (the first partition's, which takes what no partition holds)."""
+        where = sql.SQL("({col} < %(window_end)s or {col} is null)").format(col=sql.Identifier(column))
+        return LoadScope(
+            self.partition_keys, where, self.params, self.window_start, self.window_end, None, self.read_end
+        )
+
+    def resumed_from(self, since: datetime | None) -> LoadScope:
+        """This scope, reading back to `since` (where the previous load stopped: its watermark)
+        when that lies before the read: a run after skipped or failed runs reads what they did
+        not. A later `since` (a backfill of old partitions) changes nothing."""
+        if since is None or self.read_start is None:
+            return self
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        if since >= self.read_start:
+            return self
+        return LoadScope(
+            self.partition_keys, self.where, self.params, self.window_start, self.window_end, since, self.read_end
+        )
+
     @property
     def label(self) -> str:
         keys = self.partition_keys
         return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
     @property
-    def read_params(self) -> tuple[datetime, datetime]:
+    def read_params(self) -> tuple[datetime | None, datetime | None]:
         """The read window as naive UTC timestamps, for a source query's parameters."""
-        return _naive_utc(self.read_start), _naive_utc(self.read_end)
+        return tuple(None if t is None else _naive_utc(t) for t in (self.read_start, self.read_end))
 
 
 @dataclass(frozen=True)
@@ -223,15 +261,18 @@ class LoadResult:
             meta["window_end"] = self.scope.window_end.isoformat()
         if self.scope.read_start is not None and self.scope.read_start != self.scope.window_start:
             meta["read_start"] = self.scope.read_start.isoformat()
+        if self.scope.read_start is None and self.scope.read_end is not None:
+            meta["history"] = "every row before the window, and every row without a value"
         if self.watermark is not None:
             meta["watermark"] = self.watermark if isinstance(self.watermark, int) else self.watermark.isoformat()
         return meta
 
 
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Bring the warehouse up to date (`migrations.migrate`: the ledger, the watermark table and
-    every other shape change), then create `table` if missing (with its version identity or
-    unique append key) or give it the identity its declaration asks for.
+    """Bring the warehouse up to date (`migrations.migrate`: the ledger, the watermark and shape
+    migration tables and every other versioned change), then create `table` if missing (with its
+    version identity or unique append key, range-partitioned if it says so) or apply the shape
+    migrations its declaration asks for.
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
@@ -239,40 +280,155 @@ def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
     migrations.migrate(conn)
     if all(_bronze_objects_present(conn, table)):
         return
-    cols = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
-    )
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
+        conn.execute(bronze_partitions.DDL_LOCK)
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
         table_ok, identity_ok = _bronze_objects_present(conn, table)
-        if not table_ok:
+        exists = conn.execute("select to_regclass(%s) is not null", (table.ident.as_string(conn),)).fetchone()[0]
+        if not exists:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
-            conn.execute(sql.SQL("create table if not exists {} ({})").format(table.ident, cols))
-            for column in table.index_columns:
-                conn.execute(
-                    sql.SQL("create index if not exists {} on {} ({})").format(
-                        sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
-                    )
-                )
-        if table.keeps_versions and not identity_ok:
-            _ensure_row_hash(conn, table)
-        if table.append_key and not identity_ok:
+            _create_table(conn, table)
+            _create_indexes(conn, table)
+            if table.keeps_versions:
+                _record(conn, table, HASH_MIGRATION)
+            if table.partitions:
+                _record(conn, table, bronze_partitions.PARTITION_MIGRATION)
+        elif not table_ok:
+            _partition_existing_table(conn, table)
+        elif table.keeps_versions and not identity_ok:
+            _rehash_versions(conn, table)
+        elif table.append_key and not identity_ok:
             _ensure_append_key(conn, table)
 
 
+def _create_table(conn: psycopg.Connection, table: BronzeTable) -> None:
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in table.all_columns
+    )
+    if table.partitions:
+        bronze_partitions.create_partitioned(conn, table.schema, table.name, cols, table.partitions)
+    else:
+        conn.execute(sql.SQL("create table {} ({})").format(table.ident, cols))
+
+
+def _create_indexes(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The declared indexes and the table's identity: the version index, or the append key's."""
+    for column in table.index_columns:
+        conn.execute(
+            sql.SQL("create index if not exists {} on {} ({})").format(
+                sql.Identifier(f"{table.name}_{column.strip('_')}_idx"), table.ident, sql.Identifier(column)
+            )
+        )
+    if table.keeps_versions:
+        conn.execute(_version_index(table))
+    if table.append_key:
+        _ensure_append_key(conn, table)
+
+
+# ---- SHAPE MIGRATIONS: one-time, recorded in bronze.shape_migrations, each in the caller's
+# transaction (all of it happens or none). A table created by this code never needs them.
+
+
+def _partition_existing_table(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """A table created before bronze partitioned it becomes the partitioned table: its rows move
+    as they are, except that a version-keeping table's row hashes are computed again (the
+    current definition, `_row_hash_expr`) and a version held twice (loads from before bronze kept
+    versions) is moved once, the first loaded. Both migrations are recorded."""
+    old = bronze_partitions.set_aside_unpartitioned(conn, table.schema, table.name)
+    _create_table(conn, table)
+    names = [c.name for c in table.all_columns]
+    select = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    if table.keeps_versions:
+        row_hash = sql.SQL("{} as {}").format(_row_hash_expr(table, old), sql.Identifier(ROW_HASH.name))
+        select = sql.SQL(", ").join(
+            row_hash if n == ROW_HASH.name else sql.SQL("{}.{}").format(old, sql.Identifier(n)) for n in names
+        )
+        first = sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table))
+        source = sql.SQL(
+            "(select distinct on ({first}) * from (select {select} from {old}) v order by {first}, {lineage})"
+        ).format(first=first, select=select, old=old, lineage=sql.SQL("_bronze_load_ts, _bronze_batch_id::text"))
+        select = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    else:
+        source = old
+    moved = bronze_partitions.move_into_partitions(
+        conn, old, source, select, table.schema, table.name, table.partitions, names
+    )
+    _create_indexes(conn, table)
+    _record(conn, table, bronze_partitions.PARTITION_MIGRATION, moved)
+    if table.keeps_versions:
+        _record(conn, table, HASH_MIGRATION, moved)
+
+
+def _rehash_versions(conn: psycopg.Connection, table: BronzeTable) -> None:
+    """The row hashes of a version-keeping table from before the current definition (or before it
+    kept versions) computed again from its rows — a lineage column, not the data —, a version
+    held twice kept once (the first loaded), and the version index built. Recorded."""
+    index = sql.Identifier(table.schema, _version_index_name(table))
+    conn.execute(sql.SQL("drop index if exists {}").format(index))
+    conn.execute(
+        sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
+    )
+    rows = conn.execute(
+        sql.SQL("update {t} set {h} = {expr}").format(
+            t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)
+        )
+    ).rowcount
+    conn.execute(
+        sql.SQL(
+            "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
+        ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
+    )
+    conn.execute(_version_index(table))
+    _record(conn, table, HASH_MIGRATION, rows)
+
+
+# ---- end of the shape migrations
+
+
+def _version_index_name(table: BronzeTable) -> str:
+    return f"{table.name}_version_key" if table.partitions else f"{table.name}_row_hash_key"
+
+
+def _version_index(table: BronzeTable) -> sql.Composable:
+    """The unique index a version-keeping load appends through: the row hash, behind the
+    partition column when there is one (PostgreSQL's unique indexes on a partitioned table
+    include it; rows without a value count as one partition, hence NULLS NOT DISTINCT). Its
+    leading column also serves every scan of a window of the partition column."""
+    return sql.SQL("create unique index if not exists {} on {} ({}){}").format(
+        sql.Identifier(_version_index_name(table)),
+        table.ident,
+        sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table)),
+        sql.SQL(" nulls not distinct" if table.partitions else ""),
+    )
+
+
+def _version_columns(table: BronzeTable) -> list[str]:
+    return ([table.partitions.column] if table.partitions else []) + [ROW_HASH.name]
+
+
 def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool]:
-    """(table exists, its identity is in place: the row hash of a version-keeping table, the
-    unique key index and no row hash of an append-by-key table)."""
-    table_ok, key_index = conn.execute(
-        "select to_regclass(%s) is not null, to_regclass(%s) is not null",
-        (table.ident.as_string(conn), sql.Identifier(table.schema, _append_key_index(table)).as_string(conn)),
+    """(table exists in its shape — partitioned if it says so —, its identity
+    is in place: the version index and current row hash of a version-keeping table, the unique
+    key index and no row hash of an append-by-key table)."""
+    table_ok, version_index, key_index = conn.execute(
+        "select to_regclass(%s) is not null, to_regclass(%s) is not null, to_regclass(%s) is not null",
+        (
+            table.ident.as_string(conn),
+            sql.Identifier(table.schema, _version_index_name(table)).as_string(conn),
+            sql.Identifier(table.schema, append_key_index(table)).as_string(conn),
+        ),
     ).fetchone()
     if not table_ok:
         return False, False
+    if table.partitions and not bronze_partitions.is_partitioned(conn, table.schema, table.name):
+        return False, False
     if table.keeps_versions:
-        return True, _has_column(conn, table, ROW_HASH.name)
+        rehashed = conn.execute(
+            "select exists (select from bronze.shape_migrations where table_name = %s and migration = %s)",
+            (table.qualified_name, HASH_MIGRATION),
+        ).fetchone()[0]
+        return True, version_index and rehashed
     if table.append_key:
         return True, key_index and not _has_column(conn, table, ROW_HASH.name)
     return True, True
@@ -286,32 +442,8 @@ def _has_column(conn: psycopg.Connection, table: BronzeTable, column: str) -> bo
     ).fetchone()[0]
 
 
-def _ensure_row_hash(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """The version identity of a version-keeping table. A table loaded before it kept versions
-    gets the column filled once from its rows (a lineage column, not a change of the data); of
-    identical versions loaded twice by the old replace loads, the first loaded stays."""
-    conn.execute(
-        sql.SQL("alter table {} add column if not exists {} text").format(table.ident, sql.Identifier(ROW_HASH.name))
-    )
-    _set_hash_settings(conn)
-    conn.execute(
-        sql.SQL("update {t} set {h} = {expr} where {h} is null").format(
-            t=table.ident, h=sql.Identifier(ROW_HASH.name), expr=_row_hash_expr(table, table.ident)
-        )
-    )
-    conn.execute(
-        sql.SQL(
-            "delete from {t} a using {t} b where a.{h} = b.{h} and (a._bronze_load_ts, a.ctid) > (b._bronze_load_ts, b.ctid)"
-        ).format(t=table.ident, h=sql.Identifier(ROW_HASH.name))
-    )
-    conn.execute(
-        sql.SQL("create unique index if not exists {} on {} ({})").format(
-            sql.Identifier(f"{table.name}_row_hash_key"), table.ident, sql.Identifier(ROW_HASH.name)
-        )
-    )
-
-
-def _append_key_index(table: BronzeTable) -> str:
+def append_key_index(table: BronzeTable) -> str:
+    """The name of the unique index on an append-by-key table's key."""
     return f"{table.name}_{table.append_key}_key"
 
 
@@ -323,7 +455,7 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
     conn.execute(sql.SQL("alter table {} drop column if exists {}").format(table.ident, sql.Identifier(ROW_HASH.name)))
     conn.execute(
         sql.SQL("create unique index if not exists {} on {} ({})").format(
-            sql.Identifier(_append_key_index(table)), table.ident, sql.Identifier(table.append_key)
+            sql.Identifier(append_key_index(table)), table.ident, sql.Identifier(table.append_key)
         )
     )
     conn.execute(
@@ -333,18 +465,45 @@ def _ensure_append_key(conn: psycopg.Connection, table: BronzeTable) -> None:
     )
 
 
+# A version's row hash: md5 over its source columns as binary COPY fields (each a 4-byte length,
+# -1 for NULL, then the value in PostgreSQL's binary form), in table order. The loader computes it
+# from the fields it sends (`_arrow_field_parts`), SQL from the stored values with these send functions:
+# the same bytes whatever the session's date style or time zone.
+_SEND = {
+    "text": "textsend",
+    "integer": "int4send",
+    "bigint": "int8send",
+    "smallint": "int2send",
+    "boolean": "boolsend",
+    "date": "date_send",
+    "timestamp": "timestamp_send",
+    "timestamptz": "timestamptz_send",
+    "numeric": "numeric_send",
+    "double precision": "float8send",
+    "uuid": "uuid_send",
+}
+# Types whose binary fields the loader builds from Arrow exactly as the send function writes them
+# (not numeric: PostgreSQL normalizes the digits it is sent), so a load can hash them itself.
+_HASHED_FROM_ARROW = {"text", "integer", "bigint", "smallint", "boolean", "date", "timestamp", "timestamptz"}
+HASH_MIGRATION = "row hash of binary fields"
+
+
 def _row_hash_expr(table: BronzeTable, alias: sql.Composable) -> sql.Composable:
-    """md5 over the text of every source column (null-safe, column order fixed by the table)."""
-    return sql.SQL("md5(row({})::text)").format(
-        sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(c.name)) for c in table.columns)
-    )
+    """The row hash in SQL (see `_SEND`), of the columns of `alias`."""
+    fields = []
+    for c in table.columns:
+        if c.pg_type not in _SEND:
+            raise ValueError(f"{table.qualified_name}: a version-keeping table cannot hash {c.pg_type} ({c.name})")
+        value = sql.SQL("{}({}.{})").format(sql.SQL(_SEND[c.pg_type]), alias, sql.Identifier(c.name))
+        fields.append(sql.SQL("coalesce(int4send(octet_length({v})) || {v}, '\\xffffffff'::bytea)").format(v=value))
+    return sql.SQL("md5({})").format(sql.SQL(" || ").join(fields))
 
 
-def _set_hash_settings(conn: psycopg.Connection) -> None:
-    """Fix how values print, so a row hashes the same from any session (set for the transaction)."""
+def _record(conn: psycopg.Connection, table: BronzeTable, migration: str, rows: int = 0) -> None:
     conn.execute(
-        "set local datestyle = 'ISO, YMD'; set local timezone = 'UTC'; set local extra_float_digits = 1;"
-        " set local intervalstyle = 'postgres'; set local bytea_output = 'hex'"
+        "insert into bronze.shape_migrations (table_name, migration, rows_moved) values (%s, %s, %s)"
+        " on conflict do nothing",
+        (table.qualified_name, migration, rows),
     )
 
 
@@ -381,10 +540,21 @@ def load(
     ledger = _Ledger(batch_id, asset_key, table, scope, source, run_id, started_at)
     try:
         ensure_bronze_objects(conn, table)
+        if table.partitions:
+            if scope.read_end is None:
+                raise ValueError(f"{table.qualified_name} is partitioned: a load needs a read window")
+            start, end = scope.read_params
+            history_until = _naive_utc(scope.window_start) if start is None and scope.window_start else None
+            created = bronze_partitions.ensure_partitions(
+                conn, table.schema, table.name, table.partitions, start, end, history_until
+            )
+            if created:
+                log(f"{table.qualified_name}: created partition(s) {', '.join(created)}")
         ledger.begin(conn)
         ledger.close_abandoned(conn)
         with conn.transaction():
-            for key in sorted(scope.partition_keys):
+            # Version-keeping loads take turns for the whole table (see the module docstring).
+            for key in ["versions"] if table.keeps_versions else sorted(scope.partition_keys):
                 conn.execute(
                     "select pg_advisory_xact_lock(hashtextextended(%s, 0))",
                     (f"{table.qualified_name}:{key}",),
@@ -392,11 +562,21 @@ def load(
             batches = rows(conn) if callable(rows) else rows
             lineage = (started_at, batch_id, source)
             id_range = (None, None)
+            newest = None
             if table.keeps_versions:
                 replaced = 0
-                numeric = watermark is not None and _is_integer(table, watermark.column)
-                loaded, *id_range = _append_new_versions(
-                    conn, table, batches, lineage, progress, log, watermark.column if numeric else None
+                batches = iter(batches)
+                first = next(batches, None)
+                hashed_here = hasattr(first, "num_rows") and all(c.pg_type in _HASHED_FROM_ARROW for c in table.columns)
+                append = _append_arrow_versions if hashed_here else _append_new_versions
+                loaded, id_range, newest = append(
+                    conn,
+                    table,
+                    itertools.chain([first] if first is not None else [], batches),
+                    lineage,
+                    progress,
+                    log,
+                    watermark.column if watermark else None,
                 )
             elif table.append_key:
                 replaced = 0
@@ -412,7 +592,8 @@ def load(
                 loaded = progress.rows
             if after_copy is not None:
                 after_copy(conn, batch_id, started_at)
-            newest = _advance_watermark(conn, table, scope, watermark, progress.rows) if watermark else None
+            if watermark:
+                newest = _advance_watermark(conn, table, scope, watermark, progress.rows, newest)
             seconds = time.perf_counter() - t0
             ledger.succeed(conn, progress.rows, loaded, replaced, id_range, content_sha256 and content_sha256())
     except Exception as exc:
@@ -472,8 +653,11 @@ class _Ledger:
         self.begun = True
 
     def _identity(self) -> tuple:
-        """The entry's batch, asset, table, partition, source and windows, in the ledger's column order."""
+        """The entry's batch, asset, table, partition, source and windows, in the ledger's column
+        order. A history load's read (no start) is recorded as reading from the earliest time
+        there is, so that "read from before its window" holds for it too."""
         s = self.scope
+        history = s.read_start is None and s.read_end is not None
         return (
             self.batch_id,
             self.asset_key,
@@ -482,7 +666,7 @@ class _Ledger:
             self.source,
             s.window_start,
             s.window_end,
-            s.read_start,
+            datetime.min.replace(tzinfo=timezone.utc) if history else s.read_start,
             s.read_end,
         )
 
@@ -600,6 +784,7 @@ def _copy(
 
 
 _BIG_ENDIAN = {
+    "boolean": "u1",
     "bigint": ">i8",
     "integer": ">i4",
     "smallint": ">i2",
@@ -614,7 +799,7 @@ _MICROS_1970_TO_2000 = _DAYS_1970_TO_2000 * 86_400_000_000
 def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     """An Arrow batch's columns plus the lineage values as binary COPY tuples, built a whole
     column at a time: each field is its length (-1 for NULL) and its bytes — text as UTF-8,
-    bigint/integer/smallint/date/timestamp as big-endian numbers, numeric from a decimal as
+    boolean as one byte, bigint/integer/smallint/date/timestamp as big-endian numbers, numeric from a decimal as
     fixed-width base-10000 digits (`_fixed_values`) — and the lineage values, the same on every
     row, are dumped once by psycopg. Without text columns every row has the same layout, so the
     tuples are one numpy record array (`_fixed_width_tuples`); with text, Arrow joins the fields."""
@@ -622,21 +807,40 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
     import pyarrow.compute as pc
 
     source = columns[: len(columns) - len(lineage)]
+    _check_arrow_columns(batch, source)
+    tail = _lineage_bytes(conn, lineage)
+    if all(c.pg_type != "text" for c in source):
+        return _fixed_width_tuples(batch, source, len(columns), tail)
+    count = pa.scalar(len(columns).to_bytes(2, "big"))
+    return _joined(pc.binary_join_element_wise(count, *_arrow_field_parts(batch, source), pa.scalar(tail), b""))
+
+
+def _check_arrow_columns(batch, source: Sequence[Column]) -> None:
     for column in source:
         if column.name not in batch.schema.names:
             raise ValueError(f"the Arrow batch lacks column {column.name}")
         if column.pg_type not in _BIG_ENDIAN and column.pg_type not in ("text", "numeric"):
             raise ValueError(
-                f"column {column.name}: Arrow batches load text, bigint, integer, smallint, date, "
+                f"column {column.name}: Arrow batches load text, boolean, bigint, integer, smallint, date, "
                 f"timestamp, timestamptz and numeric columns, not {column.pg_type}"
             )
-    tail = b"".join(
+
+
+def _lineage_bytes(conn, lineage: tuple) -> bytes:
+    """The lineage values as binary COPY fields, dumped once by psycopg (the same on every row)."""
+    return b"".join(
         len(d).to_bytes(4, "big") + d
         for d in (bytes(conn.adapters.get_dumper(type(v), PyFormat.BINARY)(type(v), conn).dump(v)) for v in lineage)
     )
-    if all(c.pg_type != "text" for c in source):
-        return _fixed_width_tuples(batch, source, len(columns), tail)
-    parts = [pa.scalar(len(columns).to_bytes(2, "big"))]
+
+
+def _arrow_field_parts(batch, source: Sequence[Column]) -> list:
+    """Each column of `source` as two Arrow arrays of a row's binary COPY field: its 4-byte length
+    (-1 for NULL) and its bytes; `pc.binary_join_element_wise` joins them into rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = []
     for column in source:
         values = batch.column(column.name)
         if column.pg_type == "text":
@@ -649,8 +853,11 @@ def _arrow_tuples(conn, batch, columns: Sequence[Column], lineage: tuple):
             payload = pc.if_else(values.is_null(), pa.scalar(None, pa.binary()), payload)
         lengths = pc.fill_null(pc.binary_length(payload).cast(pa.int32()), -1).to_numpy().astype(">i4")
         parts += [pa.array(lengths.view("S4"), pa.binary(4)).cast(pa.binary()), pc.fill_null(payload, b"")]
-    parts.append(pa.scalar(tail))
-    rows = pc.binary_join_element_wise(*parts, b"")
+    return parts
+
+
+def _joined(rows) -> memoryview:
+    """The bytes of an Arrow binary array's values, end to end."""
     import numpy as np
 
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=len(rows) + 1, offset=rows.offset * 4)
@@ -748,49 +955,223 @@ def _copy_text_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+STAGE_ROWS = 50_000  # rows appended at a time (held in memory by the loader or the server)
+READ_AHEAD = 6  # batches a reader may fetch ahead while a chunk is appended; see the module docstring
+
+
 def _append_new_versions(
-    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, id_column: str | None
-) -> tuple[int, int | None, int | None]:
-    """Stage the source columns in a temporary table, then append the versions bronze does not
-    hold yet with the load's lineage (each once, however often it was read; in hash order, so
-    concurrent loads whose reads overlap wait for each other instead of deadlocking). Returns
-    the rows appended and, given `id_column`, the lowest and highest value of it among them."""
+    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, watermark: str | None
+) -> tuple[int, tuple, Any]:
+    """Stage the source columns in a temporary table, `STAGE_ROWS` at a time, and append the
+    versions bronze does not hold yet with the load's lineage (each once, however often it was
+    read). Returns the rows appended, the lowest and highest value of an integer `watermark`
+    column among them, and the newest `watermark` value read.
+
+    Each chunk's rows are hashed once, sorted by the version index's columns (duplicates dropped)
+    and appended where one probe of that index finds no such version: sorted, the index grows at
+    few places at a time, and a plain INSERT costs less than ON CONFLICT's speculative one (the
+    table-wide lock of version-keeping loads means no other load appends meanwhile; the unique
+    index stays the guard). Probes, not a join over the table: a merge or hash join would read
+    all of bronze's versions for every chunk, so hash and merge joins are off for the append."""
     stage = sql.Identifier("_bronze_stage")
     conn.execute(
         sql.SQL("create temporary table {} (like {} including defaults) on commit drop").format(stage, table.ident)
     )
-    _copy(conn, table, stage, table.columns, batches, (), progress, log)
-    _set_hash_settings(conn)
+    conn.execute("set local work_mem = '64MB'; set local enable_hashjoin = off; set local enable_mergejoin = off")
+    integer = watermark is not None and _is_integer(table, watermark)
+    statements = [
+        _append_statement(table, stage, kind, watermark if integer else None)
+        for kind in _APPEND_KINDS[bool(table.partitions)]
+    ]
+    newest_read = sql.SQL("select max({}) from {}").format(sql.Identifier(watermark), stage) if watermark else None
+    loaded, ids, newest = 0, [], []
+    for chunk in _stage_chunks(batches):
+        _copy(conn, table, stage, table.columns, chunk, (), progress, log)
+        for statement in statements:
+            count, low, high = conn.execute(statement, lineage).fetchone()
+            loaded += count
+            ids += [v for v in (low, high) if v is not None]
+        if newest_read is not None:
+            newest.append(conn.execute(newest_read).fetchone()[0])
+        conn.execute(sql.SQL("truncate {}").format(stage))
+    conn.execute("reset work_mem; reset enable_hashjoin; reset enable_mergejoin")
+    newest = [n for n in newest if n is not None]
+    return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
+
+
+# The appends of one staged chunk: the whole stage by row hash (a table without partitions), or
+# the dated rows by (partition column, row hash) and the undated ones by row hash among the
+# undated (`=` never matches NULL; the index's IS NULL condition does).
+_APPEND_KINDS = {False: ("all",), True: ("dated", "undated")}
+
+
+def _append_statement(table: BronzeTable, stage: sql.Identifier, kind: str, track: str | None) -> sql.Composed:
+    """INSERT of the staged rows of `kind` that are versions bronze does not hold, with the load's
+    lineage (three parameters); returns the rows appended and the lowest and highest `track`."""
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    lineage_names = sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS)
-    track = sql.Identifier(id_column) if id_column else sql.NULL
-    return conn.execute(
-        sql.SQL(
-            """
+    row_hash = sql.Identifier(ROW_HASH.name)
+    identity = sql.SQL(", ").join(sql.Identifier(c) for c in _version_columns(table))
+    staged, probe = _kind_sql(table, kind)
+    return sql.SQL(
+        """
         with appended as (
-            insert into {table} ({names}, {lineage_names}, {hash})
-            select {names}, %s, %s, %s, {expr} as {hash} from {stage} s order by {hash}
-            on conflict ({hash}) do nothing
+            insert into {table} ({names}, {lineage_names}, {h})
+            select {names}, %s, %s, %s, {h} from (
+                select distinct on ({identity}) {names}, {expr} as {h} from {stage} s {staged}
+                order by {identity} offset 0
+            ) x
+            where not exists (select from {table} b where {probe})
             returning {track} as id
         )
         select count(*), min(id), max(id) from appended
         """
-        ).format(
-            table=table.ident,
-            names=names,
-            lineage_names=lineage_names,
-            hash=sql.Identifier(ROW_HASH.name),
-            stage=stage,
-            track=track,
-            expr=_row_hash_expr(table, sql.Identifier("s")),
-        ),
-        lineage,
-    ).fetchone()
+    ).format(
+        table=table.ident,
+        names=names,
+        lineage_names=sql.SQL(", ").join(sql.Identifier(c.name) for c in LINEAGE_COLUMNS),
+        h=row_hash,
+        identity=identity,
+        expr=_row_hash_expr(table, sql.Identifier("s")),
+        stage=stage,
+        staged=staged,
+        probe=probe,
+        track=sql.Identifier(track) if track else sql.NULL,
+    )
+
+
+def _kind_sql(table: BronzeTable, kind: str) -> tuple[sql.Composable, sql.Composable]:
+    """The staged rows `s` of `kind` (see `_APPEND_KINDS`), and the probe of the version index
+    for a row `x` of them in bronze `b`."""
+    column = sql.Identifier(table.partitions.column) if table.partitions else None
+    staged, probe = {
+        "all": (sql.SQL(""), sql.SQL("b.{h} = x.{h}")),
+        "dated": (sql.SQL("where s.{c} is not null"), sql.SQL("b.{c} = x.{c} and b.{h} = x.{h}")),
+        "undated": (sql.SQL("where s.{c} is null"), sql.SQL("b.{c} is null and b.{h} = x.{h}")),
+    }[kind]
+    return staged.format(c=column), probe.format(c=column, h=sql.Identifier(ROW_HASH.name))
+
+
+def _append_arrow_versions(
+    conn, table: BronzeTable, batches, lineage: tuple, progress: _Progress, log, watermark: str | None
+) -> tuple[int, tuple, Any]:
+    """The version-keeping append of Arrow batches, without a stage: `_append_new_versions` for
+    sources the loader can hash itself (every column in `_HASHED_FROM_ARROW`). For each chunk of
+    `STAGE_ROWS` rows, it builds the rows' binary COPY fields a column at a time, hashes each
+    row's fields (md5, the definition SQL computes in `_row_hash_expr`), sorts the rows by the
+    version index's columns and drops a version read twice, asks the version index which of the
+    rest bronze holds (one index probe each, through a small temporary table of keys), and COPYs
+    the others, sorted, straight into the table with their hash and the load's lineage. The
+    rows cross to PostgreSQL once, and COPY writes them in batches; the table-wide lock of
+    version-keeping loads keeps the answer of the probe true until the COPY."""
+    import hashlib
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    key = table.partitions.column if table.partitions else None
+    probe = sql.Identifier("_bronze_probe")
+    probe_columns = [Column("i", "integer"), Column("h", "text")] + [c for c in table.columns if c.name == key]
+    conn.execute(
+        sql.SQL("create temporary table {} ({}) on commit drop").format(
+            probe,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type)) for c in probe_columns
+            ),
+        )
+    )
+    conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")  # probes, not joins
+    held = sql.SQL("select p.i from {p} p where exists (select from {t} b where b.{h} = p.h)")
+    if key:
+        held = sql.SQL(
+            "select p.i from {p} p where p.{k} is not null and exists (select from {t} b where b.{k} = p.{k} and b.{h} = p.h)"
+            " union all select p.i from {p} p where p.{k} is null and exists (select from {t} b where b.{k} is null and b.{h} = p.h)"
+        )
+    held = held.format(p=probe, t=table.ident, h=sql.Identifier(ROW_HASH.name), k=sql.Identifier(key or "i"))
+    target = [*table.columns, ROW_HASH, *LINEAGE_COLUMNS]
+    copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(
+        table.ident, sql.SQL(", ").join(sql.Identifier(c.name) for c in target)
+    )
+    head, tail = pa.scalar(len(target).to_bytes(2, "big")), pa.scalar(_lineage_bytes(conn, lineage))
+    hash_length = pa.scalar((32).to_bytes(4, "big"))
+    sort_keys = [("k", "ascending"), ("h", "ascending")] if key else [("h", "ascending")]
+    integer = watermark is not None and _is_integer(table, watermark)
+    loaded, ids, newest, next_report = 0, [], [], 100_000
+    for chunk in _stage_chunks(batches):
+        batch = pa.concat_batches(list(chunk) or [pa.record_batch([])])
+        progress.rows += batch.num_rows
+        if not batch.num_rows:
+            continue
+        _check_arrow_columns(batch, table.columns)
+        fields = pc.binary_join_element_wise(*_arrow_field_parts(batch, table.columns), b"")
+        hashes = pa.array([hashlib.md5(f).hexdigest() for f in fields.to_pylist()], pa.string())
+        keys = pa.table({"h": hashes, **({"k": batch.column(key)} if key else {})})
+        order = pc.sort_indices(keys, sort_keys=sort_keys, null_placement="at_end")
+        in_order = hashes.take(order)
+        order = order.filter(pa.concat_arrays([pa.array([True]), pc.not_equal(in_order[1:], in_order[:-1])]))
+        probe_rows = pa.record_batch(
+            {"i": pa.array(np.arange(len(order), dtype=np.int32)), "h": hashes.take(order)}
+            | ({key: batch.column(key).take(order)} if key else {})
+        )
+        _copy(conn, table, probe, probe_columns, [probe_rows], (), _Progress(), lambda _msg: None)
+        new = np.ones(len(order), dtype=bool)
+        new[[i for (i,) in conn.execute(held)]] = False
+        conn.execute(sql.SQL("truncate {}").format(probe))
+        order = order.filter(pa.array(new))
+        if len(order):
+            rows = pc.binary_join_element_wise(
+                head, fields.take(order), hash_length, hashes.take(order).cast(pa.binary()), tail, b""
+            )
+            with conn.cursor().copy(copy) as out:
+                out.write(COPY_SIGNATURE)
+                out.write(_joined(rows))
+                out.write(COPY_TRAILER)
+        loaded += len(order)
+        if watermark:
+            newest.append(pc.max(batch.column(watermark)).as_py())
+            if integer and len(order):
+                low_high = pc.min_max(batch.column(watermark).take(order))
+                ids += [v for v in (low_high["min"].as_py(), low_high["max"].as_py()) if v is not None]
+        if progress.rows >= next_report:
+            log(f"{table.qualified_name}: {progress.rows:,} rows read, {loaded:,} new versions")
+            next_report = (progress.rows // 100_000 + 1) * 100_000
+    conn.execute("reset enable_hashjoin; reset enable_mergejoin")
+    newest = [n for n in newest if n is not None]
+    return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
+
+
+def _stage_chunks(batches) -> Iterator[Iterator]:
+    """`batches` cut into chunks of at least `STAGE_ROWS` rows (the last may hold fewer), each
+    staged by its own COPY; a chunk must be consumed whole before the next is asked for. CopyData
+    is one binary stream (its header in the first batch, its trailer in the last), so it stays one
+    chunk; an empty source is one empty chunk."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None or isinstance(first, CopyData):
+        yield itertools.chain([first] if first is not None else [], batches)
+        return
+    head = [first]
+
+    def chunk() -> Iterator:
+        rows, batch = 0, head.pop()
+        while batch is not None:
+            yield batch
+            rows += batch.rows if isinstance(batch, CopyText) else getattr(batch, "num_rows", None) or len(batch)
+            if rows >= STAGE_ROWS:
+                return
+            batch = next(batches, None)
+
+    while head:
+        yield chunk()
+        following = next(batches, None)
+        if following is not None:
+            head.append(following)
 
 
 def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batches) -> tuple[int, int]:
     """How many of the source rows in `batches` are versions the version-keeping `table` does
-    not hold: (rows read, rows missing). Stages them like a load does, commits nothing."""
+    not hold: (rows read, rows missing). Stages them like a load does, commits nothing; each row
+    is one probe of the version index (in its partition, for a partitioned table)."""
     with conn.transaction(force_rollback=True):
         stage = sql.Identifier("_bronze_stage")
         conn.execute(
@@ -798,18 +1179,24 @@ def missing_versions(conn: psycopg.Connection, table: BronzeTable, batches: Batc
         )
         progress = _Progress()
         _copy(conn, table, stage, table.columns, batches, (), progress, lambda _msg: None)
-        _set_hash_settings(conn)
-        missing = conn.execute(
-            sql.SQL(
-                "select count(*) from (select {expr} as h from {stage} s) staged"
-                " where not exists (select from {table} b where b.{hash} = staged.h)"
-            ).format(
-                expr=_row_hash_expr(table, sql.Identifier("s")),
-                stage=stage,
-                table=table.ident,
-                hash=sql.Identifier(ROW_HASH.name),
-            )
-        ).fetchone()[0]
+        conn.execute("set local enable_hashjoin = off; set local enable_mergejoin = off")  # probes, not joins
+        missing = 0
+        for kind in _APPEND_KINDS[bool(table.partitions)]:
+            staged, probe = _kind_sql(table, kind)
+            missing += conn.execute(
+                sql.SQL(
+                    "select count(*) from (select {names}, {expr} as {h} from {stage} s {staged} offset 0) x"
+                    " where not exists (select from {table} b where {probe})"
+                ).format(
+                    names=sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns),
+                    expr=_row_hash_expr(table, sql.Identifier("s")),
+                    h=sql.Identifier(ROW_HASH.name),
+                    stage=stage,
+                    staged=staged,
+                    table=table.ident,
+                    probe=probe,
+                )
+            ).fetchone()[0]
     return progress.rows, missing
 
 
@@ -844,19 +1231,18 @@ def _is_integer(table: BronzeTable, column: str) -> bool:
 
 
 def _advance_watermark(
-    conn, table: BronzeTable, scope: LoadScope, watermark: Watermark, rows_read: int
+    conn, table: BronzeTable, scope: LoadScope, watermark: Watermark, rows_read: int, newest=None
 ) -> datetime | int | None:
     """Advance the watermark to the newest value this load read (never backwards) and record
-    the window read; returns the newest value read."""
+    the window read; returns the newest value read (`newest` when the caller saw it: the
+    version-keeping append, whose stage is gone)."""
     col = sql.Identifier(watermark.column)
-    if table.keeps_versions:  # everything read is in the stage
-        newest = conn.execute(sql.SQL("select max({}) from _bronze_stage").format(col)).fetchone()[0]
-    else:
+    if not table.keeps_versions:
         newest = conn.execute(
             sql.SQL("select max({}) from {} where ").format(col, table.ident) + scope.where, scope.params
         ).fetchone()[0]
     target = sql.Identifier("last_watermark_id" if _is_integer(table, watermark.column) else "last_watermark_ts")
-    read_start, read_end = scope.read_params if scope.read_start is not None else (None, None)
+    read_start, read_end = scope.read_params
     conn.execute(
         sql.SQL("""
         insert into bronze.etl_watermarks (watermark_key, {target}, last_run_ts, records_extracted,
@@ -873,6 +1259,17 @@ def _advance_watermark(
         (watermark.key, newest, rows_read, read_start, read_end, scope.label),
     )
     return newest
+
+
+def last_watermark(conn: psycopg.Connection, watermark: Watermark) -> datetime | int | None:
+    """Where the loads of `watermark` stand: the newest value committed (None before the first)."""
+    if conn.execute("select to_regclass('bronze.etl_watermarks')").fetchone()[0] is None:
+        return None
+    row = conn.execute(
+        "select last_watermark_ts, last_watermark_id from bronze.etl_watermarks where watermark_key = %s",
+        (watermark.key,),
+    ).fetchone()
+    return None if row is None else (row[0] if row[0] is not None else row[1])
 
 
 def _describe(exc: Exception, table: BronzeTable, scope: LoadScope, rows: int) -> str:

@@ -9,7 +9,7 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.lib.bronze import Batches, BronzeTable, LoadScope, missing_versions
+from dw_platform.lib.bronze import Batches, BronzeTable, LoadScope, append_key_index, missing_versions
 from dw_platform.lib.landing import LandedFile, waiting_files
 
 # How long a refused identical file keeps its check failing (it also stays in failed/ with its report).
@@ -144,4 +144,31 @@ def no_identical_files(conn: psycopg.Connection, table: BronzeTable) -> dg.Asset
             "window_hours": IDENTICAL_FILES_WINDOW.total_seconds() / 3600,
             "refused": "\n".join(f"{key}: {error.split(': ', 1)[-1]}" for key, error in refused[:20]),
         },
+    )
+
+
+def latest_keys_scope(conn: psycopg.Connection, table: BronzeTable) -> LoadScope:
+    """The keys the newest load of an append-by-key table added (the ledger's first_id..last_id),
+    read through the key's unique index; nothing when no load has added a row."""
+    row = conn.execute(
+        "select partition_key, first_id, last_id from bronze.batch_ledger where target_table = %s"
+        " and status = 'succeeded' and first_id is not null order by finished_at desc limit 1",
+        (table.qualified_name,),
+    ).fetchone()
+    if row is None:
+        return LoadScope(("nothing loaded",), sql.SQL("false"))
+    key = sql.Identifier(table.append_key)
+    where = sql.SQL("{} >= %(first_id)s and {} <= %(last_id)s").format(key, key)
+    return LoadScope((f"{table.append_key} {row[1]}..{row[2]}",), where, {"first_id": row[1], "last_id": row[2]})
+
+
+def append_key_unique(conn: psycopg.Connection, table: BronzeTable) -> dg.AssetCheckResult:
+    """No key of an append-by-key table is there twice: its unique index exists and is valid, so
+    PostgreSQL holds none twice (a catalog lookup, whatever the table's size)."""
+    index = sql.Identifier(table.schema, append_key_index(table)).as_string(conn)
+    row = conn.execute(
+        "select indisunique and indisvalid from pg_index where indexrelid = to_regclass(%s)", (index,)
+    ).fetchone()
+    return dg.AssetCheckResult(
+        passed=bool(row and row[0]), metadata={"unique_index": index, "enforced": bool(row and row[0])}
     )

@@ -10,17 +10,19 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import timezone
+from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import psycopg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject
+from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, DbtProject
 from packaging.version import Version
 from psycopg import sql
+from pydantic import PrivateAttr
 
+from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -89,11 +91,28 @@ class DbtCli(DbtCliResource):
     dbt executable for its version before every command, and dbt answers only after asking PyPI
     for the latest release (two requests, 1 s timeout each): 1.4 s of every run here, and a
     network call from every production run. The version is the installed dbt-core's, which is
-    the dbt this resource runs (dbt is installed beside the interpreter, see above)."""
+    the dbt this resource runs (dbt is installed beside the interpreter, see above).
+
+    And no dbt it starts outlives its run (`dbt_invocations`): with `dbt_executable="dw-dbt"` the
+    kernel kills dbt with the process that started it, and a dbt still running when the run's
+    resources are torn down (an interrupted step: Dagster's terminate) is stopped then, before
+    the run is marked canceled or failed."""
+
+    _processes: list[subprocess.Popen] = PrivateAttr(default_factory=list)
 
     @cached_property
     def _cli_version(self) -> Version:
         return Version(importlib.metadata.version("dbt-core"))
+
+    def cli(self, args, **kwargs) -> DbtCliInvocation:
+        with environment(parent_env()):
+            invocation = super().cli(args, **kwargs)
+        self._processes.append(invocation.process)
+        return invocation
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        for process in self._processes:
+            stop(process)
 
 
 def layer_and_domain(fqn: list[str]) -> tuple[str, str] | None:
@@ -316,13 +335,22 @@ def failure_from(run_results: Mapping[str, Any]) -> dg.Failure:
 
 def partition_window(context: dg.AssetExecutionContext) -> dg.TimeWindow | None:
     """The run's partition window (or range) when it builds time-partitioned models; None otherwise,
-    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt."""
+    e.g. a run of a blob-partitioned asset, whose partition means nothing to dbt. A window that
+    holds the first partition starts at the beginning of time: a first partition's bronze load is
+    the history load of everything before it (`LoadScope.with_history`), which its models take too."""
     specs = context.assets_def.specs_by_key
-    if not any(
-        isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition) for key in context.selected_asset_keys
-    ):
+    time_partitions = [
+        specs[key].partitions_def
+        for key in context.selected_asset_keys
+        if isinstance(specs[key].partitions_def, dg.TimeWindowPartitionsDefinition)
+    ]
+    if not time_partitions:
         return None
-    return context.partition_time_window
+    window = context.partition_time_window
+    if window.start <= time_partitions[0].start:
+        history = datetime.fromisoformat(ALL_TIME["DW_MIN_DATE"]).replace(tzinfo=timezone.utc)
+        return dg.TimeWindow(history, window.end)
+    return window
 
 
 # dbt's unit tests check the models' SQL on fixed rows, not the data: the test suite runs them
@@ -345,6 +373,7 @@ def run_build(
         f"dbt builds the window DW_MIN_DATE={env['DW_MIN_DATE']}, DW_MAX_DATE={env['DW_MAX_DATE']}"
         + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
     )
+    prune_invocation_folders(DBT_PROJECT.project_dir / DBT_PROJECT.target_path)
     # Typed columns and column-level lineage of every table built, fetched by dagster-dbt as it
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import psycopg
 
+from dw_platform.lib.bronze_partitions import DDL_LOCK
+
 FOLDER = Path(__file__).resolve().parents[1] / "migrations"
 _FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
-DDL_LOCK = "select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))"
 RECORD_DDL = """
 create schema if not exists bronze;
 create table if not exists bronze.schema_migrations (

@@ -34,11 +34,13 @@ def quote_table(qualified_name: str, dialect: Dialect) -> str:
     return ".".join(quote_ident(part, dialect) for part in qualified_name.split("."))
 
 
-def window_query(table: str, columns: Sequence[str], time_column: str, dialect: Dialect) -> str:
-    """SELECT the columns of rows whose `time_column` lies in [?, ?) — a half-open window."""
+def window_query(table: str, columns: Sequence[str], time_column: str, dialect: Dialect, history: bool = False) -> str:
+    """SELECT the columns of rows whose `time_column` lies in [?, ?) — a half-open window; with
+    `history`, of rows before ? and rows without a `time_column` (the read of a history load)."""
     cols = ", ".join(quote_ident(c, dialect) for c in columns)
     ts = quote_ident(time_column, dialect)
-    return f"SELECT {cols} FROM {quote_table(table, dialect)} WHERE {ts} >= ? AND {ts} < ?"
+    where = f"{ts} < ? OR {ts} IS NULL" if history else f"{ts} >= ? AND {ts} < ?"
+    return f"SELECT {cols} FROM {quote_table(table, dialect)} WHERE {where}"
 
 
 class SourceError(RuntimeError):
@@ -76,7 +78,12 @@ class OdbcSource(dg.ConfigurableResource):
         return prefetch(self._batches(query, list(params), [tuple(c) for c in columns]))
 
     def arrow_stream(
-        self, query: str, params: Sequence = (), page_rows: int | None = None, bound_query: str | None = None
+        self,
+        query: str,
+        params: Sequence = (),
+        page_rows: int | None = None,
+        bound_query: str | None = None,
+        read_ahead: int = 2,
     ) -> Iterator:
         """The result as Arrow record batches of up to `fetch_size` rows, fetched column-wise by
         arrow-odbc in the reader process (the driver's types: integers, decimal128 for decimals,
@@ -90,8 +97,13 @@ class OdbcSource(dg.ConfigurableResource):
 
         With `bound_query` (a query of one value), the reader first runs it on the same connection
         and appends the value to `params` as the read's upper bound; when it is not above the first
-        parameter there is nothing to read. One process instead of a second one for the bound."""
-        return prefetch(self._batches(query, list(params), arrow=True, page_rows=page_rows, bound_query=bound_query))
+        parameter there is nothing to read. One process instead of a second one for the bound.
+
+        `read_ahead`: batches fetched ahead of the caller (memory: that many batches)."""
+        return prefetch(
+            self._batches(query, list(params), arrow=True, page_rows=page_rows, bound_query=bound_query),
+            depth=read_ahead,
+        )
 
     def scalar(self, query: str, params: Sequence = ()):
         """The first column of the first row (None for no rows)."""

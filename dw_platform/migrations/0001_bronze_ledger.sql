@@ -1,6 +1,8 @@
--- The batch ledger (one entry per load attempt), the watermarks of incremental sources, and the
--- latest successful load of each asset partition. A ledger or watermark table made before
--- migrations existed gets the columns it lacks; its entries stay.
+-- The batch ledger (one entry per load attempt), the watermarks of incremental sources, the
+-- record of the one-time shape migrations the loader applies to a declared bronze table
+-- (bronze.shape_migrations: see dw_platform/lib/bronze.py), and the latest successful load of
+-- each asset partition. A ledger or watermark table made before migrations existed gets the
+-- columns it lacks; its entries stay.
 create schema if not exists bronze;
 create table if not exists bronze.batch_ledger (
     batch_id       uuid primary key,
@@ -51,6 +53,15 @@ alter table bronze.etl_watermarks
     add column if not exists last_partition_key text;
 comment on column bronze.etl_watermarks.records_extracted is
     'rows read from the source under this watermark key by all successful loads (per load: bronze.batch_ledger.rows_read)';
+create table if not exists bronze.shape_migrations (
+    table_name  text not null,
+    migration   text not null,
+    rows_moved  bigint not null,
+    applied_at  timestamptz not null default now(),
+    primary key (table_name, migration)
+);
+comment on table bronze.shape_migrations is
+    'one-time changes of a bronze table''s shape or lineage columns, applied by the loader (dw_platform/lib/bronze.py)';
 create or replace view bronze.partition_loads as
     select distinct on (asset_key, partition_key)
         asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,

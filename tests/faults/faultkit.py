@@ -4,6 +4,7 @@ retries like the domain jobs, and finding the warehouse session that is COPYing.
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -93,12 +94,14 @@ def start_child_run(job: str, partition_key: str, tags: dict[str, str]) -> subpr
     )
 
 
-def wait_until(condition, timeout_s: float = 120, what: str = "the condition") -> None:
+def wait_until(condition, timeout_s: float = 120, what: str = "the condition", poll_s: float = 0.02):
+    """The condition's first true value, checked every `poll_s`; fails after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(poll_s)
+    return value
 
 
 def fast_retry_job(name: str, assets: list, res: dict, max_retries: int, delay: float):
@@ -110,3 +113,27 @@ def fast_retry_job(name: str, assets: list, res: dict, max_retries: int, delay: 
         op_retry_policy=dg.RetryPolicy(max_retries=max_retries, delay=delay),
     )
     return dg.Definitions(assets=assets, jobs=[job], resources=res).resolve_job_def(name)
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    """`wait_until` at the pace of a run under the daemon (every 0.5 s)."""
+    return wait_until(condition, timeout_s, what, poll_s=0.5)
+
+
+def submit(client, day: date = DAY, **kwargs) -> str | None:
+    """Launch customer_daily for `day` from the UI's API; None while the webserver cannot (the
+    code location still loading, or its first database request after an outage failing)."""
+    from dagster_graphql import DagsterGraphQLClientError
+
+    try:
+        return client.submit_job_execution("customer_daily", tags={"dagster/partition": day.isoformat()}, **kwargs)
+    except DagsterGraphQLClientError:
+        return None
+
+
+def run_worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    for entry in instance.all_logs(run_id):
+        found = re.search(r"Started process for run \(pid: (\d+)\)", entry.message or "")
+        if found:
+            return int(found.group(1))
+    return None

@@ -13,17 +13,25 @@ import psutil
 START_THEN = textwrap.dedent("""
     import os, sys
     from dw_platform.devenv import embedded
-    with embedded.services(env_file=None):
+    with embedded.services(env_file=None, needs=()):  # the warehouse PostgreSQL only
         print(os.environ["DW_PG_HOST"], flush=True)
         if sys.argv[1] == "kill":
             os.kill(os.getpid(), 9)
+        if sys.argv[1] == "wait":
+            sys.stdin.readline()
 """)
 
 
-def run_dw_process(home, how: str) -> subprocess.CompletedProcess:
+def dw_process_env(home) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DW_", "DAGSTER_PG_URL", "DAGSTER_HOME"))}
-    env.update(DW_HOME=str(home), DW_BLOB_CONNECTION_STRING="BlobEndpoint=http://127.0.0.1:9/x;")
-    return subprocess.run([sys.executable, "-c", START_THEN, how], env=env, capture_output=True, text=True, timeout=120)
+    env["DW_HOME"] = str(home)
+    return env
+
+
+def run_dw_process(home, how: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", START_THEN, how], env=dw_process_env(home), capture_output=True, text=True, timeout=120
+    )
 
 
 def postmaster_pid(home) -> int:
@@ -45,6 +53,41 @@ def test_a_killed_dw_process_does_not_keep_the_embedded_server_running_for_good(
     while psutil.pid_exists(server) and time.monotonic() < deadline:  # ... so its exit stops the server
         time.sleep(0.2)
     assert not psutil.pid_exists(server)
+
+
+def test_the_last_dw_process_stops_a_server_another_dw_process_restarted_after_a_crash(tmp_path):
+    """`dw dev` runs; its PostgreSQL is killed; `dw sql` starts it again and exits; when `dw dev`
+    exits, the restarted server stops with it (pgserver only knew the postmaster it found at start)."""
+    first = subprocess.Popen(
+        [sys.executable, "-c", START_THEN, "wait"],
+        env=dw_process_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout.readline(), first.stderr.read()  # the services are up
+        crashed = psutil.Process(postmaster_pid(tmp_path))
+        crashed.kill()
+        crashed.wait(30)
+
+        second = run_dw_process(tmp_path, "exit")  # as `dw sql` does: starts the server, leaves it to `first`
+
+        assert second.returncode == 0, second.stderr
+        restarted = postmaster_pid(tmp_path)
+        assert restarted != crashed.pid and psutil.pid_exists(restarted)
+        first.stdin.write("\n")
+        first.stdin.flush()
+        assert first.wait(60) == 0, first.stderr.read()
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(restarted) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not psutil.pid_exists(restarted)
+    finally:
+        first.kill()
+        if (tmp_path / "pg" / "postmaster.pid").exists() and psutil.pid_exists(pid := postmaster_pid(tmp_path)):
+            psutil.Process(pid).terminate()  # the test failed: leave no server behind
 
 
 def test_dw_dev_stopped_with_sigterm_stops_dagster_and_the_servers_quietly(tmp_path):

@@ -3,18 +3,25 @@
 Bronze keeps every version of a customer it ever read (business key + modification time + row
 hash): re-running or backfilling a day adds the versions it did not have and drops none, even if
 the customer has changed since. Each load re-reads a lookback before its day, so rows committed
-late on the source (long transactions, clock skew) still arrive.
+late on the source (long transactions, clock skew) still arrive. The first partition's load is
+also the history load: it reads every row modified before the partitions start and every row
+without a modification time. The table is partitioned by month of last_modified_ts in
+PostgreSQL, so a day's load and its checks touch that month only.
+
+The rows come from arrow-odbc in the reader process (column-wise, no Python object per value)
+and the loader turns each Arrow batch into binary COPY a column at a time.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from dw_platform.defs.customer.partitions import customer_daily
+from dw_platform.defs.customer.partitions import START_DATE, customer_daily
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
+from dw_platform.lib.bronze_partitions import RangePartitions
 from dw_platform.lib.odbc import OdbcSource, window_query
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -40,9 +47,25 @@ CUSTOMER_PROFILE_RAW = BronzeTable(
         Column("created_ts", "timestamp"),
         Column("last_modified_ts", "timestamp"),
     ),
-    index_columns=(WATERMARK_COLUMN,),
     version_key=("customer_id", WATERMARK_COLUMN),
+    # The version index (last_modified_ts, row hash) serves every window of last_modified_ts.
+    partitions=RangePartitions(WATERMARK_COLUMN, "month"),
 )
+
+
+def read_scope(partition_keys, start: datetime, end: datetime, lookback: timedelta = timedelta(0)) -> LoadScope:
+    """What a load (or a check) of these partitions reads: their window, widened back by the
+    lookback — and, when it holds the first partition, widened to the history."""
+    scope = LoadScope.time_window(partition_keys, WATERMARK_COLUMN, start, end, lookback)
+    return scope.with_history(WATERMARK_COLUMN) if start.date() <= START_DATE else scope
+
+
+def source_query(scope: LoadScope, dialect: str) -> tuple[str, list]:
+    """The source's SELECT of `scope`'s read and its parameters."""
+    history = scope.read_start is None
+    query = window_query(SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, dialect, history)
+    start, end = scope.read_params
+    return query, [end] if history else [start, end]
 
 
 class CustomerLoadConfig(dg.Config):
@@ -69,31 +92,33 @@ def customer_profile_raw(
     customer_source: OdbcSource,
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
-    scope = LoadScope.time_window(
-        context.partition_keys,
-        WATERMARK_COLUMN,
-        window.start,
-        window.end,
-        lookback=timedelta(hours=config.lookback_hours),
-    )
-    query = window_query(
-        SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, customer_source.dialect
-    )
-    context.log.info(
-        f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) "
-        f"(partition window from {window.start}, {config.lookback_hours} h lookback)"
-    )
+    watermark = Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN)
     with warehouse.connect() as conn:
+        # Where the last load stopped (the watermark, committed with its rows): a run after skipped
+        # or failed ones reads back to it, so what they did not read arrives now.
+        stopped = bronze.last_watermark(conn, watermark)
+        scope = read_scope(
+            context.partition_keys, window.start, window.end, timedelta(hours=config.lookback_hours)
+        ).resumed_from(stopped)
+        query, params = source_query(scope, customer_source.dialect)
+        if scope.read_start is None:
+            context.log.info(
+                f"extracting {SOURCE_TABLE} rows modified before {scope.read_end} or never (history load: the run "
+                f"holds the first partition, {START_DATE})"
+            )
+        else:
+            context.log.info(
+                f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) (partition "
+                f"window from {window.start}, {config.lookback_hours} h lookback, last load stopped at {stopped})"
+            )
         result = bronze.load(
             conn,
             CUSTOMER_PROFILE_RAW,
-            customer_source.copy_stream(
-                query, scope.read_params, [(c.name, c.pg_type) for c in CUSTOMER_PROFILE_RAW.columns]
-            ),
+            customer_source.arrow_stream(query, params, read_ahead=bronze.READ_AHEAD),
             asset_key=context.asset_key.to_user_string(),
             scope=scope,
             source=f"{customer_source.name}:{SOURCE_TABLE}",
-            watermark=Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN),
+            watermark=watermark,
             run_id=context.run.run_id,
             log=context.log.info,
         )

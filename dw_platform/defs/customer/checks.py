@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, SOURCE_TABLE, WATERMARK_COLUMN
+from dw_platform.defs.customer.assets import CUSTOMER_PROFILE_RAW, WATERMARK_COLUMN, read_scope, source_query
 from dw_platform.lib import bronze_checks
-from dw_platform.lib.odbc import OdbcSource, window_query
+from dw_platform.lib.odbc import OdbcSource
 from dw_platform.lib.warehouse import PostgresWarehouse
 
 ASSET = dg.AssetKey(["bronze", "customer_profile_raw"])
@@ -34,16 +34,15 @@ def customer_profile_raw_no_all_null_rows(
 def customer_profile_raw_holds_every_source_version(
     context: dg.AssetCheckExecutionContext, warehouse: PostgresWarehouse, customer_source: OdbcSource
 ) -> dg.AssetCheckResult:
-    query = window_query(
-        SOURCE_TABLE, CUSTOMER_PROFILE_RAW.source_column_names, WATERMARK_COLUMN, customer_source.dialect
-    )
     with warehouse.connect() as conn:
         scope = bronze_checks.run_scope(context, WATERMARK_COLUMN) or bronze_checks.latest_loaded_scope(
             conn, CUSTOMER_PROFILE_RAW, WATERMARK_COLUMN
         )
+        if scope is not None:  # the window (with the history, for the first partition), no lookback
+            scope = read_scope(scope.partition_keys, scope.window_start, scope.window_end)
         return bronze_checks.source_versions_in_bronze(
             conn,
             CUSTOMER_PROFILE_RAW,
             scope,
-            lambda s: customer_source.stream(query, [s.params["window_start"], s.params["window_end"]]),
+            lambda s: customer_source.arrow_stream(*source_query(s, customer_source.dialect)),
         )

@@ -24,7 +24,6 @@ from dw_platform.video.ingest import (
     current_shape,
     day_chunks,
     day_file,
-    ensure_side_tables,
     existing_child_tables,
 )
 from dw_platform.defs.video.partitions import (
@@ -36,7 +35,7 @@ from dw_platform.defs.video.partitions import (
     video_daily,
 )
 from dw_platform.domains import asset_attributes
-from dw_platform.lib import bronze
+from dw_platform.lib import bronze, migrations
 from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
 from dw_platform.lib.compression import CompressionError
 from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
@@ -49,20 +48,51 @@ from dw_platform.lib.warehouse import PostgresWarehouse
 ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
 
 
-def day_scope(context: dg.AssetExecutionContext) -> LoadScope:
-    window = context.partition_time_window
-    return LoadScope.time_window(context.partition_keys, "arrival_date", window.start, window.end)
+def day_scope(day: str) -> LoadScope:
+    window = video_daily.time_window_for_partition_key(day)
+    return LoadScope.time_window([day], "arrival_date", window.start, window.end)
 
 
-def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, file_name: str):
+def each_day(context: dg.AssetExecutionContext, load_day) -> dict[dg.AssetKey, dict]:
+    """Load each arrival day of the run on its own (one day, or a range: a single-run backfill or
+    a catch-up run), `load_day(day)` -> {asset key: metadata}. In a range, each day's metadata goes
+    to its partition, the result holds the totals, and the days that failed (files missing or bad)
+    fail the run once the others are loaded, each named with its reason."""
+    days = context.partition_keys
+    if len(days) == 1:
+        return load_day(days[0])
+    loaded, failed = {}, []
+    for day in days:
+        try:
+            loaded[day] = load_day(day)
+        except dg.Failure as failure:
+            context.log.error(f"{day}: {failure.description}")
+            failed.append((day, failure))
+    if failed:
+        raise dg.Failure(
+            f"{len(failed)} of {len(days)} days failed (the others are loaded): "
+            + "; ".join(f"{day}: {failure.description}" for day, failure in failed),
+            allow_retries=any(failure.allow_retries for _, failure in failed),
+        )
+    totals: dict[dg.AssetKey, dict] = {}
+    for day, results in loaded.items():
+        for asset, metadata in results.items():
+            context.add_asset_metadata(metadata, asset_key=asset, partition_key=day)
+            total = totals.setdefault(asset, {"days": 0, "dagster/row_count": 0})
+            total["days"] += 1
+            total["dagster/row_count"] += metadata.get("dagster/row_count", 0)
+    return totals
+
+
+def find_landed(context: dg.AssetExecutionContext, landing: LandingZone, day: str, file_name: str):
     zone = landing.landing()
     try:
-        found = day_file(zone, context.partition_key, file_name)
+        found = day_file(zone, day, file_name)
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
     if found is None:
         raise dg.Failure(
-            f"{landed_path(context.partition_key, file_name)} has not arrived in the landing zone "
+            f"{landed_path(day, file_name)} has not arrived in the landing zone "
             f"({landing.local_folder or landing.container})",
             allow_retries=False,
         )
@@ -129,7 +159,7 @@ def load_csv(
             setting=ACCEPT_IDENTICAL,
         )
 
-    ensure_side_tables(conn)
+    migrations.migrate(conn)
     result = bronze.load(
         conn,
         table,
@@ -148,7 +178,23 @@ def load_csv(
 def _load_csv(
     context, warehouse: PostgresWarehouse, landing: LandingZone, table: BronzeTable, schema: CsvSchema, file_name: str
 ) -> dg.MaterializeResult:
-    zone, found = find_landed(context, landing, file_name)
+    (metadata,) = each_day(
+        context,
+        lambda day: {context.asset_key: _load_csv_day(context, day, warehouse, landing, table, schema, file_name)},
+    ).values()
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _load_csv_day(
+    context,
+    day: str,
+    warehouse: PostgresWarehouse,
+    landing: LandingZone,
+    table: BronzeTable,
+    schema: CsvSchema,
+    file_name: str,
+) -> dict:
+    zone, found = find_landed(context, landing, day, file_name)
     started = datetime.now(timezone.utc)
     with warehouse.connect() as conn:
         try:
@@ -157,7 +203,7 @@ def _load_csv(
                 day_chunks(zone, found),
                 table,
                 schema,
-                day_scope(context),
+                day_scope(day),
                 arrived_uri(found),
                 run_id=context.run.run_id,
                 log=context.log.info,
@@ -167,15 +213,13 @@ def _load_csv(
                 raise file_failed(context, zone, found, failure.__cause__, started) from failure
             raise
     tidy_failed(context, zone, found)
-    context.log.info(f"loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
-    return dg.MaterializeResult(
-        metadata={
-            **result.metadata(),
-            "source_file": arrived_uri(found),
-            "data_lines": parsed.data_lines,
-            "rows_quarantined": len(parsed.quarantine.rows),
-        }
-    )
+    context.log.info(f"{day}: loaded {result.rows_loaded:,} rows, quarantined {len(parsed.quarantine.rows):,}")
+    return {
+        **result.metadata(),
+        "source_file": arrived_uri(found),
+        "data_lines": parsed.data_lines,
+        "rows_quarantined": len(parsed.quarantine.rows),
+    }
 
 
 @dg.asset(
@@ -183,6 +227,7 @@ def _load_csv(
     **asset_attributes("video"),
     kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=f"<day>/{USERS_FILE} from the video landing zone into bronze.video_users (values as they arrived).",
 )
 def video_users(
@@ -196,6 +241,7 @@ def video_users(
     **asset_attributes("video"),
     kinds={"azure", "csv", "postgres"},
     partitions_def=video_daily,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description=f"<day>/{SESSIONS_FILE} from the video landing zone into bronze.video_viewing_sessions.",
 )
 def video_viewing_sessions(
@@ -317,6 +363,7 @@ CONTENT_ARRAYS = {
             for field, what in CONTENT_ARRAYS.items()
         ),
     ],
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def content(
     context: dg.AssetExecutionContext,
@@ -324,19 +371,28 @@ def content(
     video_landing: LandingZone,
     video_documents: MongoDocuments,
 ):
-    zone, found = find_landed(context, video_landing, CONTENT_FILE)
+    for asset, metadata in each_day(
+        context, lambda day: _load_content_day(context, day, warehouse, video_landing, video_documents)
+    ).items():
+        yield dg.MaterializeResult(asset_key=asset, metadata=metadata)
+
+
+def _load_content_day(
+    context, day: str, warehouse: PostgresWarehouse, video_landing: LandingZone, video_documents: MongoDocuments
+) -> dict[dg.AssetKey, dict]:
+    zone, found = find_landed(context, video_landing, day, CONTENT_FILE)
     started = datetime.now(timezone.utc)
-    arrival_date = date.fromisoformat(context.partition_key)
+    arrival_date = date.fromisoformat(day)
     content = ContentDigest()
     with warehouse.connect() as conn:
-        ensure_side_tables(conn)
+        migrations.migrate(conn)
         try:
             data = b"".join(content.through(day_chunks(zone, found)))
             parsed = parse_content(conn, arrived_uri(found), arrival_date, data)
             result = load_content(
                 conn,
                 parsed,
-                day_scope(context),
+                day_scope(day),
                 arrived_uri(found),
                 "bronze/content",
                 context.run.run_id,
@@ -355,15 +411,14 @@ def content(
     raw_target = "bronze.content_raw"
     if video_documents.configured:
         written = video_documents.replace_partition(
-            {"arrival_date": context.partition_key, "collection": "content"}, (doc for _, _, doc in parsed.raw)
+            {"arrival_date": day, "collection": "content"}, (doc for _, _, doc in parsed.raw)
         )
         raw_target = f"mongodb {video_documents.database}.{video_documents.collection}"
         context.log.info(f"kept {written:,} raw documents in {raw_target}")
     for table, column, pg_type in parsed.added:
         context.log.info(f"schema change: bronze.{table} gained column {column} {pg_type}")
-    yield dg.MaterializeResult(
-        asset_key=["bronze", "content"],
-        metadata={
+    return {
+        dg.AssetKey(["bronze", "content"]): {
             **result.metadata(),
             "source_file": arrived_uri(found),
             "documents_quarantined": len(parsed.quarantine.rows),
@@ -371,17 +426,16 @@ def content(
             "columns_added": ", ".join(f"{t}.{c}" for t, c, _ in parsed.added) or "none",
             "raw_documents": raw_target,
         },
-    )
-    for field, rows in array_rows.items():
-        yield dg.MaterializeResult(
-            asset_key=["bronze", f"content_{field}"],
-            metadata={
+        **{
+            dg.AssetKey(["bronze", f"content_{field}"]): {
                 "dagster/row_count": rows,
                 "dagster/table_name": f"bronze.content_{field}",
                 "source_file": arrived_uri(found),
                 "batch_id": str(result.batch_id),
-            },
-        )
+            }
+            for field, rows in array_rows.items()
+        },
+    }
 
 
 def _rows_of_day(conn, table: str, arrival_date: date) -> int:

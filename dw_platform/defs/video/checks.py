@@ -23,10 +23,9 @@ from dw_platform.video.ingest import (
     day_chunks,
     day_file,
     documents,
-    ensure_side_tables,
 )
 from dw_platform.defs.video.partitions import CONTENT_FILE, FAILED, SESSIONS_FILE, USERS_FILE, landed_path
-from dw_platform.lib import bronze_checks
+from dw_platform.lib import bronze_checks, migrations
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
 from dw_platform.lib.compression import CompressionError, plain_name
 from dw_platform.lib.csv_stream import CsvFormatError, count_records
@@ -61,45 +60,73 @@ def content_table(conn) -> BronzeTable:
 def file_readable(
     landing: LandingZone, conn, table: BronzeTable, scope: LoadScope | None, file_name: str, csv: bool
 ) -> dg.AssetCheckResult:
+    """Each day of the scope (one, or a run's range): its file is there and readable, and every
+    record in it was loaded or quarantined."""
     if scope is None:
         return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})
-    day = scope.partition_keys[0]
+    days = [_file_of_day(landing, conn, table, day, file_name, csv) for day in scope.partition_keys]
+    if len(days) == 1:
+        return dg.AssetCheckResult(passed=days[0][0], metadata=days[0][1])
+    failed = [(day, meta) for day, (ok, meta) in zip(scope.partition_keys, days) if not ok]
+    return dg.AssetCheckResult(
+        passed=not failed,
+        metadata={
+            "days": len(days),
+            "days_failed": len(failed),
+            "problems": "; ".join(f"{day}: {meta.get('problem', meta)}" for day, meta in failed[:20]) or "none",
+        },
+    )
+
+
+def _file_of_day(landing: LandingZone, conn, table: BronzeTable, day: str, file_name: str, csv: bool) -> tuple:
     zone = landing.landing()
     try:
         found = day_file(zone, day, file_name)
     except ValueError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"file": file_name, "problem": str(exc)})
+        return False, {"file": file_name, "problem": str(exc)}
     if found is None:
-        return dg.AssetCheckResult(
-            passed=False,
-            metadata={"file": landed_path(day, file_name), "problem": "the file is not in the landing zone"},
-        )
+        return False, {"file": landed_path(day, file_name), "problem": "the file is not in the landing zone"}
     try:
         if csv:
             lines = count_records(day_chunks(zone, found))
         else:
             lines = sum(1 for _ in documents(b"".join(day_chunks(zone, found))))
     except (CsvFormatError, CompressionError, DocumentError, OSError) as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"file": found.uri, "problem": f"unreadable: {exc}"})
+        return False, {"file": found.uri, "problem": f"unreadable: {exc}"}
     loaded = conn.execute(
         sql.SQL("select count(*) from {} where _bronze_source_file = %s").format(table.ident), (arrived_uri(found),)
     ).fetchone()[0]
     quarantined = conn.execute(
         "select count(*) from bronze.video_quarantine where source_file = %s", (arrived_uri(found),)
     ).fetchone()[0]
-    return dg.AssetCheckResult(
-        passed=loaded + quarantined == lines,
-        metadata={"file": found.uri, "records_in_file": lines, "rows_loaded": loaded, "rows_quarantined": quarantined},
-    )
+    metadata = {
+        "file": arrived_uri(found),
+        "records_in_file": lines,
+        "rows_loaded": loaded,
+        "rows_quarantined": quarantined,
+    }
+    if loaded + quarantined != lines:
+        metadata["problem"] = f"{lines} records, {loaded} loaded + {quarantined} quarantined"
+    return loaded + quarantined == lines, metadata
 
 
 def not_empty(conn, table: BronzeTable, scope: LoadScope | None) -> dg.AssetCheckResult:
+    """Every day of the scope has rows."""
     if scope is None:
         return dg.AssetCheckResult(passed=False, metadata={"problem": "nothing has been loaded"})
-    rows = conn.execute(
-        sql.SQL("select count(*) from {} where ").format(table.ident) + scope.where, scope.params
-    ).fetchone()[0]
-    return dg.AssetCheckResult(passed=rows > 0, metadata={"rows": rows, "scope": scope.label})
+    per_day = dict(
+        conn.execute(
+            sql.SQL("select arrival_date::text, count(*) from {} where ").format(table.ident)
+            + scope.where
+            + sql.SQL(" group by 1"),
+            scope.params,
+        ).fetchall()
+    )
+    empty = [day for day in scope.partition_keys if not per_day.get(day)]
+    return dg.AssetCheckResult(
+        passed=not empty,
+        metadata={"rows": sum(per_day.values()), "scope": scope.label, "empty_days": ", ".join(empty) or "none"},
+    )
 
 
 def build_checks(
@@ -108,7 +135,7 @@ def build_checks(
     key = dg.AssetKey(["bronze", asset])
 
     def table(conn) -> BronzeTable:
-        ensure_side_tables(conn)
+        migrations.migrate(conn)
         return table_of(conn)
 
     @dg.asset_check(
