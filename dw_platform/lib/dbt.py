@@ -22,6 +22,7 @@ from packaging.version import Version
 from psycopg import sql
 from pydantic import PrivateAttr
 
+from dw_platform.lib import migrations
 from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day
 from dw_platform.lib.paths import PROJECT_ROOT
@@ -378,6 +379,7 @@ def run_build(
     # finishes; its row count on one connection here (dagster-dbt's fetch_row_counts connects once
     # per table, from a thread of its own: ~3 s of a one-partition run on this machine).
     with warehouse.connect() as conn:
+        migrations.migrate(conn)  # e.g. a renamed model's table renamed before dbt looks for it
         with environment(env):
             invocation = dbt.cli(
                 BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False

@@ -98,7 +98,9 @@ def migrate(conn: psycopg.Connection, migrations: tuple[Migration, ...] | None =
             with conn.transaction():
                 conn.execute(DDL_LOCK)
                 conn.execute(RECORD_DDL)
-                if conn.execute("select from bronze.schema_migrations where id = %s", (migration.id,)).fetchone():
+                if conn.execute(
+                    "select exists (select from bronze.schema_migrations where id = %s)", (migration.id,)
+                ).fetchone()[0]:
                     continue  # applied meanwhile by another session
                 conn.execute(migration.statements)
                 conn.execute(

@@ -159,7 +159,6 @@ def load_csv(
             setting=ACCEPT_IDENTICAL,
         )
 
-    migrations.migrate(conn)
     result = bronze.load(
         conn,
         table,
