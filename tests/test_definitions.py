@@ -237,7 +237,12 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
         "gold/web_traffic_hourly",
         "gold/web_top_paths",
     } <= keys
-    for key in ("bronze/softcart_sales_data", "silver/softcart_sales", "gold/softcart_fact_sales", "gold/web_top_paths"):
+    for key in (
+        "bronze/softcart_sales_data",
+        "silver/softcart_sales",
+        "gold/softcart_fact_sales",
+        "gold/web_top_paths",
+    ):
         node = graph.get(dg.AssetKey(key.split("/")))
         assert node.group_name == "softcart" and node.tags["domain"] == "softcart"
 

@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from dw_platform.defs.sales.assets import load_blob
-from dw_platform.sales.ingest import SALES, SCHEMA
 from dw_platform.defs.softcart.assets import load_log
-from dw_platform.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
 from dw_platform.defs.video.assets import load_content, load_csv, parse_content
-from dw_platform.video.ingest import USERS, USERS_SCHEMA, ensure_side_tables
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import Cipher
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.json_flatten import DocumentError
+from dw_platform.sales.ingest import SALES, SCHEMA
 from dw_platform.samples import sales as sales_sample
 from dw_platform.samples import softcart as softcart_sample
 from dw_platform.samples import video as video_sample
+from dw_platform.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
+from dw_platform.video.ingest import USERS, USERS_SCHEMA, ensure_side_tables
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ an earlier release upgraded in place keeping its rows, a failed one leaving noth
 import threading
 
 import pytest
-
 from conftest import warehouse_from_env
+
 from dw_platform.lib import migrations
 
 

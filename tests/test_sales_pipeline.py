@@ -18,8 +18,8 @@ from dw_platform.defs.sales.checks import (
     sales_rows_reconcile_with_blob,
 )
 from dw_platform.defs.sales.partitions import sales_blobs
-from dw_platform.sales.rotation import rotate_keys
 from dw_platform.lib.crypto import Cipher, FernetKeys
+from dw_platform.sales.rotation import rotate_keys
 from dw_platform.samples import sales as sample
 
 DAY = date(2026, 11, 20)

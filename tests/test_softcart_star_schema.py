@@ -66,13 +66,17 @@ def test_the_sync_builds_the_star_schema_whose_keys_and_revenue_reconcile(defini
         " join gold.softcart_dim_category c using (category_key) join gold.softcart_dim_country k using (country_key)"
         " where order_id = 801"
     ).fetchone() == ("Electronics", "unknown", 0, Decimal("24.99"))
-    assert warehouse.execute("select category_key, amount from gold.softcart_fact_sales where order_id = 802").fetchone() == (
+    assert warehouse.execute(
+        "select category_key, amount from gold.softcart_fact_sales where order_id = 802"
+    ).fetchone() == (
         0,
         Decimal("62.00"),
     )
 
     # softcart_dim_date covers whole years, keyed yyyymmdd.
-    assert warehouse.execute("select min(date_key), max(date_key), count(*) from gold.softcart_dim_date").fetchone() == (
+    assert warehouse.execute(
+        "select min(date_key), max(date_key), count(*) from gold.softcart_dim_date"
+    ).fetchone() == (
         20250101,
         20261231,
         730,

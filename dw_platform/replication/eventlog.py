@@ -41,6 +41,8 @@ CDC_EVENTS = BronzeTable(
         Column("event", "jsonb"),
     ),
 )
+
+
 def ensure_log(conn: psycopg.Connection) -> None:
     """The log's tables: dw_platform/migrations/0006_replication_event_log.sql (with the unique
     indexes a `BronzeTable` cannot declare), applied here if the warehouse lacks it."""

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from dw_platform.sales.ingest import SALES, SCHEMA
 from dw_platform.defs.sales.partitions import INCOMING, partition_key
 from dw_platform.lib.bronze import ensure_bronze_objects
 from dw_platform.lib.crypto import Cipher
+from dw_platform.sales.ingest import SALES, SCHEMA
 
 BATCH = 5_000
 

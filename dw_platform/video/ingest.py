@@ -45,6 +45,8 @@ USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
 SESSIONS_SCHEMA = CsvSchema.from_yaml(HERE / "viewing_sessions.yaml")
 
 QUARANTINE = "bronze.video_quarantine"
+
+
 def csv_table(schema: CsvSchema) -> BronzeTable:
     table_schema, name = schema.table.split(".")
     columns = (

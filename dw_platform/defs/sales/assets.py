@@ -7,7 +7,6 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.sales.ingest import SALES, CsvFormatError, SalesFile
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
@@ -18,6 +17,7 @@ from dw_platform.lib.crypto import Cipher, FernetKeys
 from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.sales.ingest import SALES, CsvFormatError, SalesFile
 
 ACCEPT_IDENTICAL = "DW_SALES_ACCEPT_IDENTICAL_FILES"  # true: the same bytes may load under two blob names
 

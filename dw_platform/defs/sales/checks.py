@@ -11,13 +11,13 @@ import dagster as dg
 from psycopg import sql
 
 from dw_platform.defs.sales.assets import blob_scope, locate
-from dw_platform.sales.ingest import SALES, SCHEMA, count_data_lines
 from dw_platform.defs.sales.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
 from dw_platform.lib.landing import BlobLanding
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.sales.ingest import SALES, SCHEMA, count_data_lines
 
 ASSET = dg.AssetKey(["bronze", "sales"])
 

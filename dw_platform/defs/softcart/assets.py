@@ -15,13 +15,6 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.softcart.ingest import (
-    CUSTOMERS,
-    PRODUCTS,
-    SALES_DATA,
-    WEB_ACCESS_LOG,
-    AccessLogFile,
-)
 from dw_platform.defs.softcart.partitions import (
     ARCHIVE,
     FAILED,
@@ -41,6 +34,13 @@ from dw_platform.lib.landing import LandedFile, Landing, LandingZone, archive, f
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.softcart.ingest import (
+    CUSTOMERS,
+    PRODUCTS,
+    SALES_DATA,
+    WEB_ACCESS_LOG,
+    AccessLogFile,
+)
 
 SALES_SOURCE_TABLE = "sales_data"
 ROWID = "rowid"

@@ -8,24 +8,6 @@ import dagster as dg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from dw_platform.video.ingest import (
-    CHILD_BASE,
-    CONTENT_BASE,
-    CONTENT_RAW,
-    PARENT,
-    SESSIONS,
-    SESSIONS_SCHEMA,
-    USERS,
-    USERS_SCHEMA,
-    ContentFile,
-    CsvFile,
-    apply_schema_changes,
-    arrived_uri,
-    current_shape,
-    day_chunks,
-    day_file,
-    existing_child_tables,
-)
 from dw_platform.defs.video.partitions import (
     CONTENT_FILE,
     FAILED,
@@ -44,6 +26,24 @@ from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse
 from dw_platform.lib.json_flatten import DocumentError, TableShape
 from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.video.ingest import (
+    CHILD_BASE,
+    CONTENT_BASE,
+    CONTENT_RAW,
+    PARENT,
+    SESSIONS,
+    SESSIONS_SCHEMA,
+    USERS,
+    USERS_SCHEMA,
+    ContentFile,
+    CsvFile,
+    apply_schema_changes,
+    arrived_uri,
+    current_shape,
+    day_chunks,
+    day_file,
+    existing_child_tables,
+)
 
 ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
 
