@@ -2,7 +2,9 @@
 bronze.__domain___events under schema.yaml beside this module, values as they arrived (text). A
 record that does not load (no event_id, a value not of its declared type, the wrong number of
 fields) goes to bronze.__domain___quarantine with its line, raw text and reason, in the load's own
-transaction: re-running a day replaces its rows and its quarantine together.
+transaction: re-running a day replaces its rows and its quarantine together. The quarantine
+table is a versioned migration (dw_platform/migrations/NNNN___domain___quarantine.sql), applied
+before the first load; a change of its shape is a new migration.
 """
 
 from datetime import date, datetime
@@ -28,27 +30,12 @@ EVENTS = BronzeTable(
     index_columns=("arrival_date",),
 )
 QUARANTINE = sql.Identifier(*SCHEMA.quarantine_table.split("."))
-QUARANTINE_DDL = sql.SQL(
-    """
-    create table if not exists {} (
-        source_file      text not null,
-        arrival_date     date not null,
-        line_number      bigint not null,
-        raw              text not null,
-        reason           text not null,
-        _bronze_load_ts  timestamptz not null,
-        _bronze_batch_id uuid not null
-    )
-    """
-).format(QUARANTINE)
 
 
 def write_quarantine(
     conn: psycopg.Connection, found: LandedFile, day: date, rejected: list[Rejected], batch_id: UUID, load_ts: datetime
 ) -> None:
     """Replace the file's quarantine rows; runs inside the load's transaction (`bronze.load` after_copy)."""
-    conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-    conn.execute(QUARANTINE_DDL)
     conn.execute(sql.SQL("delete from {} where source_file = %s").format(QUARANTINE), (found.uri,))
     columns = "source_file, arrival_date, line_number, raw, reason, _bronze_load_ts, _bronze_batch_id"
     with conn.cursor().copy(sql.SQL("copy {} (" + columns + ") from stdin").format(QUARANTINE)) as copy:
