@@ -67,10 +67,11 @@ CONTENT = [
 @pytest.fixture
 def landing(tmp_path, databases, monkeypatch):
     """A local landing folder named in DW_VIDEO_LANDING_DIR (the code location reads it). The
-    catalog (content.json) is the same every day here, as a full snapshot that did not change is."""
+    catalog (content.json) is the same every day here, as a full snapshot that did not change is:
+    loaded every day by default (DW_VIDEO_ACCEPT_IDENTICAL_FILES unset)."""
     folder = tmp_path / "video_landing"
     monkeypatch.setenv("DW_VIDEO_LANDING_DIR", str(folder))
-    monkeypatch.setenv("DW_VIDEO_ACCEPT_IDENTICAL_FILES", "content.json")
+    monkeypatch.delenv("DW_VIDEO_ACCEPT_IDENTICAL_FILES", raising=False)
     return folder
 
 

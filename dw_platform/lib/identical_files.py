@@ -10,7 +10,8 @@ the ledger records as `identical`, naming the first load. Files that hold no rec
 log, a header alone) are never refused: they have nothing to duplicate. A domain whose source
 legitimately sends identical files (a full snapshot that did not change) turns this off with
 its `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting: `true` for all its files, or a comma-separated
-list of file names (`content.json`) for those only.
+list of file names (`content.json`) for those only; a domain may give the setting a default
+(video: `content.json`, a catalog sent whole every day, unchanged on quiet days).
 """
 
 from __future__ import annotations
@@ -70,10 +71,10 @@ class IdenticalFile(Exception):
         )
 
 
-def accepted(setting: str, name: str = "") -> bool:
-    """Whether a domain's `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting lets identical files (called
-    `name`, compression suffix aside) load."""
-    value = os.environ.get(setting, "").strip().lower()
+def accepted(setting: str, name: str = "", default: str = "") -> bool:
+    """Whether a domain's `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting (`default` when unset) lets
+    identical files (called `name`, compression suffix aside) load."""
+    value = os.environ.get(setting, default).strip().lower()
     return value in ("1", "true", "yes", "on") or bool(name) and plain_name(name).lower() in value.split(",")
 
 
@@ -104,12 +105,13 @@ def refuse_identical(
     source: str,
     records: int,
     setting: str,
+    default: str = "",
 ) -> None:
     """Inside a load's transaction, once the file is read: raise `IdenticalFile` if its content is
     loaded already under another partition. A lock on the hash makes two loads of the same
     content at once take turns, so the second sees the first."""
     sha256 = digest.hexdigest()
-    if sha256 is None or records == 0 or accepted(setting, source.rsplit("/", 1)[-1]):
+    if sha256 is None or records == 0 or accepted(setting, source.rsplit("/", 1)[-1], default):
         return
     conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"dw_platform.content:{sha256}",))
     first = first_load(conn, table, sha256, partition_key)

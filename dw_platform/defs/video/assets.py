@@ -45,7 +45,10 @@ from dw_platform.video.ingest import (
     existing_child_tables,
 )
 
-ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"  # true: the same file may load for two days
+# true: any file may load for two days with the same bytes. By default only content.json may: the
+# catalog is sent whole every day and is unchanged on a day nothing was published.
+ACCEPT_IDENTICAL = "DW_VIDEO_ACCEPT_IDENTICAL_FILES"
+ACCEPT_IDENTICAL_DEFAULT = CONTENT_FILE
 
 
 def day_scope(day: str) -> LoadScope:
@@ -157,6 +160,7 @@ def load_csv(
             source=source,
             records=parsed.data_lines,
             setting=ACCEPT_IDENTICAL,
+            default=ACCEPT_IDENTICAL_DEFAULT,
         )
 
     result = bronze.load(
@@ -302,6 +306,7 @@ def load_content(
                 source=source,
                 records=len(parsed.rows) + len(parsed.quarantine.rows),
                 setting=ACCEPT_IDENTICAL,
+                default=ACCEPT_IDENTICAL_DEFAULT,
             )
 
     return bronze.load(
