@@ -256,10 +256,10 @@ STAGES = {
 def stage(method: str) -> dict:
     """The asset's pipeline cut after a stage: the time each stage adds is the difference."""
     from dw_platform.defs.sales.assets import blob_scope, source_name
-    from dw_platform.defs.sales.ingest import SALES, SalesFile, ensure_quarantine
     from dw_platform.lib import bronze
     from dw_platform.lib.crypto import Cipher
     from dw_platform.lib.prefetch import prefetch
+    from dw_platform.sales.ingest import SALES, SalesFile
 
     blobs = storage()
     blob = blobs.version("incoming/" + BLOB_KEY)
@@ -269,7 +269,6 @@ def stage(method: str) -> dict:
     chunks = prefetch(blobs.chunks(blob))
     if method == "stage_copy":
         with pg_connect() as conn:
-            ensure_quarantine(conn)
             result = bronze.load(
                 conn,
                 SALES,

@@ -361,8 +361,8 @@ def psql(arguments: list[str]) -> int:
 
 def rotate_keys(domain: str) -> int:
     """Re-encrypt every sensitive value under the first key of DW_SALES_FERNET_KEYS."""
-    from dw_platform.defs.sales.rotation import rotate_keys as rotate
     from dw_platform.lib.crypto import Cipher
+    from dw_platform.sales.rotation import rotate_keys as rotate
 
     keys = os.environ.get("DW_SALES_FERNET_KEYS")
     if not keys:

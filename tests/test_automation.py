@@ -18,7 +18,9 @@ GOLD = [
     dg.AssetKey(["gold", name])
     for name in ("dim_customer_profile", "fact_customer_profile_audit", "bridge_customer_contact_channel")
 ]
-SEEDS = [dg.AssetKey(["silver", name]) for name in ("country_aliases", "country_dial_codes")]  # silver reads them
+SEEDS = [
+    dg.AssetKey(["silver", name]) for name in ("customer_country_aliases", "customer_country_dial_codes")
+]  # silver reads them
 
 
 def requested(result) -> dict[str, set]:

@@ -206,11 +206,11 @@ def _growing_tables():
     """Each bronze table that grows by day or by file, its filling (50,000 rows over 200 days or
     files), and the scope of one day or file as its loads and checks select it."""
     from dw_platform.defs.sales.assets import blob_scope
-    from dw_platform.defs.sales.ingest import SALES
     from dw_platform.defs.softcart.assets import file_scope
-    from dw_platform.defs.softcart.ingest import SALES_DATA, WEB_ACCESS_LOG
     from dw_platform.defs.video.assets import day_scope
-    from dw_platform.defs.video.ingest import SESSIONS, USERS
+    from dw_platform.sales.ingest import SALES
+    from dw_platform.softcart.ingest import SALES_DATA, WEB_ACCESS_LOG
+    from dw_platform.video.ingest import SESSIONS, USERS
 
     by_file = "insert into {t} ({c}, _bronze_source_file) select 'x', 'incoming/2026-11-20/file_' || f from generate_series(1, 200) f, generate_series(1, 250)"
     by_day = "insert into {t} ({c}, arrival_date) select 'x', date '2026-06-01' + f from generate_series(1, 200) f, generate_series(1, 250)"
@@ -262,8 +262,8 @@ def _silver_key(macro_file: str, macro: str, column: str) -> str:
 
 
 def _keyed_tables():
-    from dw_platform.defs.sales.ingest import SALES
-    from dw_platform.defs.video.ingest import SESSIONS, USERS
+    from dw_platform.sales.ingest import SALES
+    from dw_platform.video.ingest import SESSIONS, USERS
 
     return [
         pytest.param(SALES, "order_id", _silver_key("sales_cleaning.sql", "sales_trim", "order_id"), id="sales orders"),

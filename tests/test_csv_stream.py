@@ -6,8 +6,8 @@ from dataclasses import replace
 import pyarrow as pa
 import pytest
 
-from dw_platform.defs.sales.ingest import SCHEMA
 from dw_platform.lib.csv_stream import ColumnSpec, CsvFormatError, CsvReader, CsvSchema, count_records
+from dw_platform.sales.ingest import SCHEMA
 
 HEADER = b"order_id,order_date,customer_email,customer_name,product,category,region,quantity,unit_price,currency"
 TEXT = CsvSchema("t.t", "t.q", (ColumnSpec("a", "a", required=True), ColumnSpec("b", "b"), ColumnSpec("c", "c")))

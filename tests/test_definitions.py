@@ -139,7 +139,7 @@ def test_the_code_location_has_the_video_bronze_assets_their_checks_and_job(defi
 def test_reference_lists_are_tested_seeds_each_domain_job_builds_with_its_own_models_only(definitions: dg.Definitions):
     graph = definitions.resolve_asset_graph()
     seeds = {
-        "customer": {"silver/country_aliases", "silver/country_dial_codes"},
+        "customer": {"silver/customer_country_aliases", "silver/customer_country_dial_codes"},
         "video": {"silver/video_country_aliases", "silver/video_device_aliases"},
     }
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
@@ -148,7 +148,7 @@ def test_reference_lists_are_tested_seeds_each_domain_job_builds_with_its_own_mo
             node = graph.get(dg.AssetKey(key.split("/")))
             assert "seed" in node.kinds and node.group_name == domain, key
             assert any(asset == key and name.startswith(("unique_", "not_null_")) for asset, name in checks), key
-    assert ("silver/country_aliases", "unique_country_aliases_country_alias") in checks
+    assert ("silver/customer_country_aliases", "unique_customer_country_aliases_country_alias") in checks
 
     # A fresh warehouse has no seed tables: each daily job builds its domain's seeds, and nothing
     # upstream from another domain (no other bronze, no other domain's seeds).
@@ -269,16 +269,21 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
         "silver/softcart_bot_agents",
         "silver/softcart_sales",
         "silver/web_requests",
-        "gold/dim_date",
-        "gold/dim_category",
-        "gold/dim_country",
-        "gold/fact_sales",
+        "gold/softcart_dim_date",
+        "gold/softcart_dim_category",
+        "gold/softcart_dim_country",
+        "gold/softcart_fact_sales",
         "gold/softcart_sales_summary",
         "gold/web_traffic_daily",
         "gold/web_traffic_hourly",
         "gold/web_top_paths",
     } <= keys
-    for key in ("bronze/softcart_sales_data", "silver/softcart_sales", "gold/fact_sales", "gold/web_top_paths"):
+    for key in (
+        "bronze/softcart_sales_data",
+        "silver/softcart_sales",
+        "gold/softcart_fact_sales",
+        "gold/web_top_paths",
+    ):
         node = graph.get(dg.AssetKey(key.split("/")))
         assert node.group_name == "softcart" and node.tags["domain"] == "softcart"
 
@@ -290,7 +295,7 @@ def test_the_code_location_has_the_softcart_assets_checks_jobs_schedule_and_sens
         ("bronze/softcart_sales_data", "softcart_sales_data_no_all_null_rows"),
         ("bronze/web_access_log", "web_access_log_lines_reconcile_with_file"),
         ("gold/softcart_sales_summary", "assert_softcart_revenue_reconciles"),
-        ("gold/fact_sales", "assert_softcart_fact_rows_equal_valid_silver_rows"),
+        ("gold/softcart_fact_sales", "assert_softcart_fact_rows_equal_valid_silver_rows"),
     } <= checks
 
     schedule = definitions.resolve_schedule_def("softcart_sync_schedule")

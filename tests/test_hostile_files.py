@@ -19,18 +19,19 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from dw_platform.defs.sales.assets import load_blob
-from dw_platform.defs.sales.ingest import SALES, SCHEMA
 from dw_platform.defs.softcart.assets import load_log
-from dw_platform.defs.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
 from dw_platform.defs.video.assets import load_content, load_csv, parse_content
-from dw_platform.defs.video.ingest import USERS, USERS_SCHEMA, ensure_side_tables
+from dw_platform.lib import migrations
 from dw_platform.lib.bronze import LoadScope
 from dw_platform.lib.crypto import Cipher
 from dw_platform.lib.documents import MongoDocuments
 from dw_platform.lib.json_flatten import DocumentError
+from dw_platform.sales.ingest import SALES, SCHEMA
 from dw_platform.samples import sales as sales_sample
 from dw_platform.samples import softcart as softcart_sample
 from dw_platform.samples import video as video_sample
+from dw_platform.softcart.ingest import QUARANTINE, WEB_ACCESS_LOG
+from dw_platform.video.ingest import USERS, USERS_SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +250,7 @@ def test_a_content_json_file_with_any_damage_loads_every_document_or_quarantines
     source = f"fuzz/{hash((data, repr(case))) & 0xFFFFFFFF:08x}/content.json"
     scope = one_day()
     with warehouse_resource.connect() as conn:
-        ensure_side_tables(conn)
+        migrations.migrate(conn)
         try:
             parsed = parse_content(conn, source, date.fromisoformat(scope.label), data)
         except DocumentError as exc:

@@ -34,7 +34,7 @@ WEB_MODELS = [
     "gold.web_traffic_hourly",
     "gold.web_top_paths",
 ]
-SOFTCART_MODELS = ["silver.softcart_sales", "gold.fact_sales", "gold.softcart_sales_monthly"]
+SOFTCART_MODELS = ["silver.softcart_sales", "gold.softcart_fact_sales", "gold.softcart_sales_monthly"]
 SALES_MODELS = ["silver.sales_cleaned", "gold.sales_daily_summary"]
 VIDEO_MODELS = [
     "silver.video_users",

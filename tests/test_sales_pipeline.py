@@ -18,8 +18,8 @@ from dw_platform.defs.sales.checks import (
     sales_rows_reconcile_with_blob,
 )
 from dw_platform.defs.sales.partitions import sales_blobs
-from dw_platform.defs.sales.rotation import rotate_keys
 from dw_platform.lib.crypto import Cipher, FernetKeys
+from dw_platform.sales.rotation import rotate_keys
 from dw_platform.samples import sales as sample
 
 DAY = date(2026, 11, 20)
@@ -429,7 +429,7 @@ def test_a_utf16_file_fails_its_run_saying_what_it_is(storage, warehouse):
 
 
 def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(storage, warehouse):
-    from dw_platform.defs.sales.ingest import ensure_quarantine
+    from dw_platform.lib import migrations
 
     warehouse.execute(
         "create schema if not exists bronze; create table bronze.sales (order_id text, order_date date,"
@@ -440,7 +440,7 @@ def test_a_bronze_table_of_the_typed_shape_is_upgraded_to_text_keeping_its_rows(
         " now(), gen_random_uuid(), 'incoming/old.csv')"
     )
 
-    ensure_quarantine(warehouse)
+    migrations.migrate(warehouse)
 
     assert warehouse.execute("select order_date, quantity, unit_price from bronze.sales").fetchall() == [
         ("2026-11-20", "3", "2.50")

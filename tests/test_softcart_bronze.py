@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 
 from dw_platform.defs.softcart.checks import softcart_sales_data_no_data_lost
-from dw_platform.defs.softcart.ingest import SALES_DATA
 from dw_platform.defs.softcart.resources import softcart_source
 from dw_platform.lib import bronze
 from dw_platform.samples.softcart import insert_sales, sales_rows, seed_reference_data
+from dw_platform.softcart.ingest import SALES_DATA
 
 pytestmark = pytest.mark.integration
 

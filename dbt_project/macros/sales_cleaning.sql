@@ -1,7 +1,7 @@
 {#
   The sales domain's declared cleaning of bronze text (bronze keeps each value as it arrived).
   sales_value: null when the value is one of the file's missing-value words (spaces around it
-  aside; the list is dw_platform/defs/sales/schema.yaml's `missing`, mirrored in the dbt var
+  aside; the list is dw_platform/sales/schema.yaml's `missing`, mirrored in the dbt var
   sales_missing_values and compared by a test), else the value trimmed of whitespace, NBSP included.
 #}
 {% macro sales_value(column) -%}

@@ -19,7 +19,7 @@
   The keys a run rebuilds: the trimmed `key` of the bronze rows of its days (read through the
   `arrival_date` index), and the keys whose silver row arrived on them (a re-loaded day may no
   longer hold it). The model then reads every day's rows of those keys through bronze's index on
-  `btrim(<key>)` (dw_platform/defs/video/ingest.py, key_index).
+  `btrim(<key>)` (dw_platform/video/ingest.py, key_index).
 #}
 {% macro video_changed_keys(bronze, key) -%}
     select btrim({{ key }}) as key from {{ bronze }} where {{ video_run_days('arrival_date') }}

@@ -2,7 +2,8 @@
 
 Every template file is written to the same path in the project with `__domain__` replaced by the
 name and `__DOMAIN__` by its upper case (in paths and text); the template's `.env.example` is
-appended to the project's. The domain is then registered in `dw_platform/domains.py`. Nothing is
+appended to the project's. A migration of the template (`dw_platform/migrations/NNNN_...`) gets
+the project's next migration number. The domain is then registered in `dw_platform/domains.py`. Nothing is
 written when the name is taken, not a plain lower-case word (it names a Python package, a Dagster
 group, dbt folders, tables and a blob container) or a file would be overwritten.
 """
@@ -22,13 +23,20 @@ ENTRY = """    Domain(
         owner="{owner}",
         services=("postgres", "azurite"),  # the landing zone's blob container is Azurite's when embedded
         samples="dw_platform.samples.{name}",
-        landing_zone="dw_platform.defs.{name}.drop",
+        landing_zone="dw_platform.{name}.drop",
     ),
 """
 
 
 def fill(text: str, name: str) -> str:
     return text.replace("__domain__", name).replace("__DOMAIN__", name.upper())
+
+
+def next_migration(root: Path) -> str:
+    """The number the project's next migration takes (dw_platform/lib/migrations.py)."""
+    folder = root / "dw_platform" / "migrations"
+    numbers = [int(p.name[:4]) for p in folder.glob("[0-9][0-9][0-9][0-9]_*.sql")] if folder.is_dir() else []
+    return f"{max(numbers, default=0) + 1:04d}"
 
 
 def create(name: str, owner: str, root: Path = PROJECT_ROOT) -> list[Path]:
@@ -43,12 +51,21 @@ def create(name: str, owner: str, root: Path = PROJECT_ROOT) -> list[Path]:
         raise ValueError(f"{registry} lacks the line {REGISTRY_END.strip()!r} to add the domain above")
     if f'name="{name}"' in text or (root / "dw_platform" / "defs" / name).exists():
         raise ValueError(f"a domain {name!r} exists already")
+    if (root / "dw_platform" / name).exists():  # its engine package would go there
+        raise ValueError(f"dw_platform/{name} exists already: choose another name")
     template = root / "templates" / "domain"
-    files = {
-        root / fill(str(source.relative_to(template)), name): fill(source.read_text(), name)
-        for source in sorted(template.rglob("*"))
-        if source.is_file() and source.name != ".env.example" and "__pycache__" not in source.parts
-    }
+    number = next_migration(root)
+    files = dict(
+        sorted(
+            (
+                root
+                / fill(str(source.relative_to(template)), name).replace("migrations/NNNN_", f"migrations/{number}_"),
+                fill(source.read_text(), name).replace("NNNN_", f"{number}_"),
+            )
+            for source in template.rglob("*")
+            if source.is_file() and source.name != ".env.example" and "__pycache__" not in source.parts
+        )
+    )
     taken = [str(path.relative_to(root)) for path in files if path.exists()]
     if taken:
         raise ValueError(f"would overwrite {', '.join(taken)}")

@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 from psycopg.adapt import PyFormat
 
-from dw_platform.lib import bronze_partitions
+from dw_platform.lib import bronze_partitions, migrations
 from dw_platform.lib.bronze_partitions import RangePartitions
 from dw_platform.lib.pgtypes import COPY_SIGNATURE, COPY_TRAILER, describe_mismatch
 
@@ -292,99 +292,23 @@ class LoadResult:
         return meta
 
 
-# Idempotent: creates what is missing and brings ledgers and watermark tables of earlier
-# versions up to date (new columns, the running/abandoned statuses).
-LEDGER_DDL = """
-create schema if not exists bronze;
-create table if not exists bronze.batch_ledger (
-    batch_id       uuid primary key,
-    asset_key      text not null,
-    target_table   text not null,
-    partition_key  text not null,
-    source         text not null,
-    window_start   timestamptz,
-    window_end     timestamptz,
-    rows_loaded    bigint not null default 0,
-    rows_replaced  bigint not null default 0,
-    status         text not null,
-    error          text,
-    dagster_run_id text,
-    started_at     timestamptz not null,
-    finished_at    timestamptz
-);
-alter table bronze.batch_ledger
-    add column if not exists rows_read bigint not null default 0,
-    add column if not exists read_start timestamptz,
-    add column if not exists read_end timestamptz,
-    add column if not exists first_id bigint,
-    add column if not exists last_id bigint,
-    add column if not exists backend_pid integer,
-    add column if not exists backend_start timestamptz,
-    add column if not exists content_sha256 text,
-    alter column finished_at drop not null,
-    drop constraint if exists batch_ledger_status_check;
-alter table bronze.batch_ledger add constraint batch_ledger_status_check
-    check (status in ('running', 'succeeded', 'failed', 'abandoned', 'identical'));
-comment on column bronze.batch_ledger.content_sha256 is
-    'SHA-256 of the file a load read (its content after decompression), to recognise a file sent again under another name';
-create index if not exists batch_ledger_content_sha256 on bronze.batch_ledger (content_sha256)
-    where content_sha256 is not null;
-create index if not exists batch_ledger_asset_partition
-    on bronze.batch_ledger (asset_key, partition_key, finished_at);
-create index if not exists batch_ledger_running on bronze.batch_ledger (batch_id) where status = 'running';
-create table if not exists bronze.etl_watermarks (
-    watermark_key     text primary key,
-    last_watermark_ts timestamp,
-    last_run_ts       timestamptz not null,
-    records_extracted bigint not null
-);
-alter table bronze.etl_watermarks
-    add column if not exists last_watermark_id bigint,
-    add column if not exists last_read_start timestamp,
-    add column if not exists last_read_end timestamp,
-    add column if not exists last_partition_key text;
-comment on column bronze.etl_watermarks.records_extracted is
-    'rows read from the source under this watermark key by all successful loads (per load: bronze.batch_ledger.rows_read)';
-create table if not exists bronze.shape_migrations (
-    table_name  text not null,
-    migration   text not null,
-    rows_moved  bigint not null,
-    applied_at  timestamptz not null default now(),
-    primary key (table_name, migration)
-);
-comment on table bronze.shape_migrations is
-    'one-time changes of a bronze table''s shape or lineage columns, applied by the loader (dw_platform/lib/bronze.py)';
-create or replace view bronze.partition_loads as
-    select distinct on (asset_key, partition_key)
-        asset_key, partition_key, target_table, batch_id, rows_read, rows_loaded, rows_replaced,
-        window_start, window_end, read_start, read_end, first_id, last_id, started_at, finished_at, content_sha256
-    from bronze.batch_ledger where status = 'succeeded'
-    order by asset_key, partition_key, finished_at desc;
-"""
-_LEDGER_VERSION_PROBE = (
-    "select count(*) = 4 from information_schema.columns where table_schema = 'bronze' and "
-    "((table_name = 'batch_ledger' and column_name in ('backend_pid', 'content_sha256')) or "
-    "(table_name = 'etl_watermarks' and column_name = 'last_partition_key') or "
-    "(table_name = 'shape_migrations' and column_name = 'rows_moved'))"
-)
-
-
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
-    """Create (or bring up to date) the ledger, the watermark table and `table` (with its
-    version identity or unique append key, range-partitioned if it says so).
+    """Bring the warehouse up to date (`migrations.migrate`: the ledger, the watermark and shape
+    migration tables and every other versioned change), then create `table` if missing (with its
+    version identity or unique append key, range-partitioned if it says so) or apply the shape
+    migrations its declaration asks for.
 
     Checked first without DDL: even `create ... if not exists` takes table locks, which would
     deadlock against a load in progress. Creation itself is serialized (concurrent DDL races).
     """
+    migrations.migrate(conn)
     if all(_bronze_objects_present(conn, table)):
         return
     with conn.transaction():
         conn.execute(bronze_partitions.DDL_LOCK)
         # Again under the lock: a concurrent load may have created them while this one waited, and
         # is now loading; repeating its DDL here would lock tables it holds and deadlock with it.
-        ledger_ok, table_ok, identity_ok, indexes_ok = _bronze_objects_present(conn, table)
-        if not ledger_ok:
-            conn.execute(LEDGER_DDL)
+        table_ok, identity_ok, indexes_ok = _bronze_objects_present(conn, table)
         exists = conn.execute("select to_regclass(%s) is not null", (table.ident.as_string(conn),)).fetchone()[0]
         if not exists:
             conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(table.schema)))
@@ -511,14 +435,13 @@ def _version_columns(table: BronzeTable) -> list[str]:
     return ([table.partitions.column] if table.partitions else []) + [ROW_HASH.name]
 
 
-def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool, bool]:
-    """(ledger up to date, table exists in its shape — partitioned if it says so —, its identity
-    is in place: the version index and current row hash of a version-keeping table, the unique
-    key index and no row hash of an append-by-key table; every declared index exists)."""
+def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tuple[bool, bool, bool]:
+    """(table exists in its shape — partitioned if it says so —, its identity is in place: the
+    version index and current row hash of a version-keeping table, the unique key index and no row
+    hash of an append-by-key table; every declared index exists)."""
     names = [name for name, _ in table.declared_indexes()]
-    ledger_ok, table_ok, version_index, key_index, indexes_ok = conn.execute(
-        f"select ({_LEDGER_VERSION_PROBE}), to_regclass(%s) is not null, to_regclass(%s) is not null,"
-        " to_regclass(%s) is not null,"
+    table_ok, version_index, key_index, indexes_ok = conn.execute(
+        "select to_regclass(%s) is not null, to_regclass(%s) is not null, to_regclass(%s) is not null,"
         " (select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace"
         "  where n.nspname = %s and c.relname = any(%s) and c.relkind in ('i', 'I')) = %s",
         (
@@ -530,12 +453,12 @@ def _bronze_objects_present(conn: psycopg.Connection, table: BronzeTable) -> tup
             len(names),
         ),
     ).fetchone()
-    identity_ok = _identity_present(conn, table, ledger_ok, table_ok, version_index, key_index)
-    return ledger_ok, identity_ok[0], identity_ok[1], indexes_ok
+    identity_ok = _identity_present(conn, table, table_ok, version_index, key_index)
+    return identity_ok[0], identity_ok[1], indexes_ok
 
 
 def _identity_present(
-    conn: psycopg.Connection, table: BronzeTable, ledger_ok: bool, table_ok: bool, version_index: bool, key_index: bool
+    conn: psycopg.Connection, table: BronzeTable, table_ok: bool, version_index: bool, key_index: bool
 ) -> tuple[bool, bool]:
     """(table exists in its shape, its identity is in place) for `_bronze_objects_present`."""
     if not table_ok:
@@ -543,13 +466,10 @@ def _identity_present(
     if table.partitions and not bronze_partitions.is_partitioned(conn, table.schema, table.name):
         return False, False
     if table.keeps_versions:
-        rehashed = (
-            ledger_ok
-            and conn.execute(
-                "select exists (select from bronze.shape_migrations where table_name = %s and migration = %s)",
-                (table.qualified_name, HASH_MIGRATION),
-            ).fetchone()[0]
-        )
+        rehashed = conn.execute(
+            "select exists (select from bronze.shape_migrations where table_name = %s and migration = %s)",
+            (table.qualified_name, HASH_MIGRATION),
+        ).fetchone()[0]
         return True, version_index and rehashed
     if table.append_key:
         return True, key_index and not _has_column(conn, table, ROW_HASH.name)

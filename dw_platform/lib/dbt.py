@@ -21,6 +21,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, 
 from packaging.version import Version
 from pydantic import PrivateAttr
 
+from dw_platform.lib import migrations
 from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
 from dw_platform.lib.dbt_lineage import with_column_lineage
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
@@ -401,6 +402,7 @@ def run_build(
     # (lib/dbt_lineage.py) and row count on one connection here (dagster-dbt's fetch_row_counts
     # connects once per table, from a thread of its own: ~3 s of a one-partition run here).
     with warehouse.connect() as conn:
+        migrations.migrate(conn)  # e.g. a renamed model's table renamed before dbt looks for it
         with environment({**env, "DBT_INDIRECT_SELECTION": INDIRECT_SELECTION}):
             invocation = dbt.cli(
                 BUILD_ARGS + (["--full-refresh"] if full_refresh else []), context=context, raise_on_error=False

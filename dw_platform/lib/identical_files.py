@@ -11,7 +11,7 @@ log, a header alone) are never refused: they have nothing to duplicate. A domain
 legitimately sends identical files (a full snapshot that did not change) turns this off with
 its `DW_<DOMAIN>_ACCEPT_IDENTICAL_FILES` setting: `true` for all its files, or a comma-separated
 list of file names (`content.json`) for those only; a domain may give the setting a default
-(video: `content.json`, a catalog sent whole every day, unchanged on quiet days).
+(a catalog sent whole every day, unchanged on quiet days, say).
 """
 
 from __future__ import annotations

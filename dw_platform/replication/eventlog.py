@@ -41,55 +41,12 @@ CDC_EVENTS = BronzeTable(
         Column("event", "jsonb", "The change, Debezium-shaped: before, after, source, op, ts_ms."),
     ),
 )
-LOG_DDL = """
-create unique index if not exists cdc_events_topic_offset on bronze.cdc_events (topic, "offset");
-create unique index if not exists cdc_events_position on bronze.cdc_events (source_name, commit_lsn, seq);
-create index if not exists cdc_events_load_ts on bronze.cdc_events (_bronze_load_ts);
-create table if not exists bronze.cdc_topics (
-    topic        text primary key,
-    source_name  text not null,
-    schema_name  text not null,
-    table_name   text not null,
-    next_offset  bigint not null default 0,
-    created_at   timestamptz not null default now(),
-    updated_at   timestamptz not null default now()
-);
-create table if not exists bronze.cdc_relations (
-    relation_id       bigserial primary key,
-    source_name       text not null,
-    relid             bigint not null,
-    schema_name       text not null,
-    table_name        text not null,
-    replica_identity  text not null,
-    columns           jsonb not null,
-    fingerprint       text not null,
-    first_commit_lsn  pg_lsn not null,
-    created_at        timestamptz not null default now(),
-    unique (source_name, fingerprint)
-);
-create table if not exists bronze.cdc_capture (
-    source_name        text primary key,
-    slot_name          text not null,
-    logged_commit_lsn  pg_lsn not null default '0/0',
-    logged_seq         integer not null default -1,
-    events_logged      bigint not null default 0,
-    updated_at         timestamptz not null default now()
-);
-alter table bronze.cdc_capture add column if not exists slot_lsn pg_lsn;
-"""
 
 
 def ensure_log(conn: psycopg.Connection) -> None:
-    """Create the log's tables (and the ledger/watermark tables) if missing; serialized like bronze DDL."""
+    """The log's tables: dw_platform/migrations/0006_replication_event_log.sql (with the unique
+    indexes a `BronzeTable` cannot declare), applied here if the warehouse lacks it."""
     ensure_bronze_objects(conn, CDC_EVENTS)
-    if conn.execute(
-        "select exists (select from pg_attribute where attrelid = to_regclass('bronze.cdc_capture') "
-        "and attname = 'slot_lsn')"
-    ).fetchone()[0]:
-        return
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute(LOG_DDL)
 
 
 def topic_name(source: str, schema: str, table: str) -> str:

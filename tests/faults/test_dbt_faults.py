@@ -18,7 +18,11 @@ DAY = date(2026, 11, 10)
 ROWS = 20_000
 SILVER = dg.AssetKey(["silver", "customer_profile_standardized"])
 # The silver model and the dbt seeds it reads, as a run from the UI selects them.
-SELECTION = [SILVER, dg.AssetKey(["silver", "country_aliases"]), dg.AssetKey(["silver", "country_dial_codes"])]
+SELECTION = [
+    SILVER,
+    dg.AssetKey(["silver", "customer_country_aliases"]),
+    dg.AssetKey(["silver", "customer_country_dial_codes"]),
+]
 
 
 def dbt_process(worker: int) -> psutil.Process | None:

@@ -7,7 +7,6 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, CsvFormatError, SalesFile, ensure_quarantine
 from dw_platform.defs.sales.partitions import FAILED, INCOMING, PROCESSED, blob_path, sales_blobs
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
@@ -19,6 +18,7 @@ from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse
 from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.sales.ingest import SALES, CsvFormatError, SalesFile
 
 ACCEPT_IDENTICAL = "DW_SALES_ACCEPT_IDENTICAL_FILES"  # true: the same bytes may load under two blob names
 
@@ -85,7 +85,6 @@ def load_blob(
             setting=ACCEPT_IDENTICAL,
         )
 
-    ensure_quarantine(conn)
     result = bronze.load(
         conn,
         SALES,
@@ -109,7 +108,7 @@ def load_blob(
     description=(
         "Sales CSV files (plain, .gz, .bz2 or .zst) from the blob container's incoming/ folder, one partition "
         "per blob; "
-        "validated against dw_platform/defs/sales/schema.yaml, sensitive columns Fernet-encrypted, "
+        "validated against dw_platform/sales/schema.yaml, sensitive columns Fernet-encrypted, "
         "bad rows in bronze.sales_quarantine with the reason."
     ),
 )

@@ -11,13 +11,13 @@ import dagster as dg
 from psycopg import sql
 
 from dw_platform.defs.sales.assets import blob_scope, locate
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, count_data_lines, ensure_quarantine
 from dw_platform.defs.sales.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.blob import BlobStorage
 from dw_platform.lib.bronze import LoadScope, ensure_bronze_objects
 from dw_platform.lib.landing import BlobLanding
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.sales.ingest import SALES, SCHEMA, count_data_lines
 
 ASSET = dg.AssetKey(["bronze", "sales"])
 
@@ -59,7 +59,6 @@ def sales_rows_reconcile_with_blob(
 ) -> dg.AssetCheckResult:
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, SALES)
-        ensure_quarantine(conn)
         scope = _scope(context, conn)
         if scope is None:
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})

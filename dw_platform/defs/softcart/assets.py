@@ -15,14 +15,6 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.softcart.ingest import (
-    CUSTOMERS,
-    PRODUCTS,
-    SALES_DATA,
-    WEB_ACCESS_LOG,
-    AccessLogFile,
-    ensure_quarantine,
-)
 from dw_platform.defs.softcart.partitions import (
     ARCHIVE,
     FAILED,
@@ -43,6 +35,13 @@ from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.partition_rows import partition_and_table_rows
 from dw_platform.lib.prefetch import prefetch
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.softcart.ingest import (
+    CUSTOMERS,
+    PRODUCTS,
+    SALES_DATA,
+    WEB_ACCESS_LOG,
+    AccessLogFile,
+)
 
 SALES_SOURCE_TABLE = "sales_data"
 ROWID = "rowid"
@@ -264,7 +263,6 @@ def load_log(
             setting=ACCEPT_IDENTICAL,
         )
 
-    ensure_quarantine(conn)
     result = bronze.load(
         conn,
         WEB_ACCESS_LOG,

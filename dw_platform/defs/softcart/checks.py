@@ -19,14 +19,6 @@ from dw_platform.defs.softcart.assets import (
     source_file,
     table_scope,
 )
-from dw_platform.defs.softcart.ingest import (
-    CUSTOMERS,
-    PRODUCTS,
-    QUARANTINE,
-    SALES_DATA,
-    WEB_ACCESS_LOG,
-    ensure_quarantine,
-)
 from dw_platform.defs.softcart.partitions import INCOMING
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.access_log import count_lines
@@ -34,6 +26,13 @@ from dw_platform.lib.bronze import BronzeTable, ensure_bronze_objects
 from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.odbc import OdbcSource, quote_ident, quote_table
 from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.softcart.ingest import (
+    CUSTOMERS,
+    PRODUCTS,
+    QUARANTINE,
+    SALES_DATA,
+    WEB_ACCESS_LOG,
+)
 
 SALES_ASSET = dg.AssetKey(["bronze", "softcart_sales_data"])
 WEB_ASSET = dg.AssetKey(["bronze", "web_access_log"])
@@ -170,7 +169,6 @@ def web_access_log_lines_reconcile_with_file(
     zone = softcart_weblogs.landing()
     with warehouse.connect() as conn:
         ensure_bronze_objects(conn, WEB_ACCESS_LOG)
-        ensure_quarantine(conn)
         key = _weblog_scope(context, conn)
         if key is None:
             return dg.AssetCheckResult(passed=True, metadata={"scope": "nothing loaded yet"})

@@ -8,7 +8,26 @@ import dagster as dg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from dw_platform.defs.video.ingest import (
+from dw_platform.defs.video.partitions import (
+    CONTENT_FILE,
+    FAILED,
+    SESSIONS_FILE,
+    USERS_FILE,
+    landed_path,
+    video_daily,
+)
+from dw_platform.domains import asset_attributes
+from dw_platform.lib import bronze, migrations
+from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
+from dw_platform.lib.compression import CompressionError
+from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
+from dw_platform.lib.documents import MongoDocuments
+from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
+from dw_platform.lib.json_flatten import DocumentError, TableShape
+from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
+from dw_platform.lib.partition_rows import partition_and_table_rows
+from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.video.ingest import (
     CHILD_BASE,
     CONTENT_BASE,
     CONTENT_RAW,
@@ -24,28 +43,8 @@ from dw_platform.defs.video.ingest import (
     current_shape,
     day_chunks,
     day_file,
-    ensure_side_tables,
     existing_child_tables,
 )
-from dw_platform.defs.video.partitions import (
-    CONTENT_FILE,
-    FAILED,
-    SESSIONS_FILE,
-    USERS_FILE,
-    landed_path,
-    video_daily,
-)
-from dw_platform.domains import asset_attributes
-from dw_platform.lib import bronze
-from dw_platform.lib.bronze import BronzeTable, LoadScope, ensure_bronze_objects
-from dw_platform.lib.compression import CompressionError
-from dw_platform.lib.csv_stream import CsvFormatError, CsvSchema
-from dw_platform.lib.documents import MongoDocuments
-from dw_platform.lib.identical_files import ContentDigest, IdenticalFile, refuse_identical
-from dw_platform.lib.json_flatten import DocumentError, TableShape
-from dw_platform.lib.landing import LandedFile, Landing, LandingZone, failure_report, move, put_report
-from dw_platform.lib.partition_rows import partition_and_table_rows
-from dw_platform.lib.warehouse import PostgresWarehouse
 
 # true: any file may load for two days with the same bytes. By default only content.json may: the
 # catalog is sent whole every day and is unchanged on a day nothing was published.
@@ -167,7 +166,6 @@ def load_csv(
             default=ACCEPT_IDENTICAL_DEFAULT,
         )
 
-    ensure_side_tables(conn)
     result = bronze.load(
         conn,
         table,
@@ -396,7 +394,7 @@ def _load_content_day(
     arrival_date = date.fromisoformat(day)
     content = ContentDigest()
     with warehouse.connect() as conn:
-        ensure_side_tables(conn)
+        migrations.migrate(conn)
         try:
             data = b"".join(content.through(day_chunks(zone, found)))
             parsed = parse_content(conn, arrived_uri(found), arrival_date, data)

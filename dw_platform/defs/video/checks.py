@@ -12,7 +12,15 @@ from datetime import timedelta
 import dagster as dg
 from psycopg import sql
 
-from dw_platform.defs.video.ingest import (
+from dw_platform.defs.video.partitions import CONTENT_FILE, FAILED, SESSIONS_FILE, USERS_FILE, landed_path
+from dw_platform.lib import bronze_checks, migrations
+from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
+from dw_platform.lib.compression import CompressionError, plain_name
+from dw_platform.lib.csv_stream import CsvFormatError, count_records
+from dw_platform.lib.json_flatten import DocumentError
+from dw_platform.lib.landing import LandedFile, LandingZone
+from dw_platform.lib.warehouse import PostgresWarehouse
+from dw_platform.video.ingest import (
     CONTENT_BASE,
     PARENT,
     SESSIONS,
@@ -23,16 +31,7 @@ from dw_platform.defs.video.ingest import (
     day_chunks,
     day_file,
     documents,
-    ensure_side_tables,
 )
-from dw_platform.defs.video.partitions import CONTENT_FILE, FAILED, SESSIONS_FILE, USERS_FILE, landed_path
-from dw_platform.lib import bronze_checks
-from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
-from dw_platform.lib.compression import CompressionError, plain_name
-from dw_platform.lib.csv_stream import CsvFormatError, count_records
-from dw_platform.lib.json_flatten import DocumentError
-from dw_platform.lib.landing import LandedFile, LandingZone
-from dw_platform.lib.warehouse import PostgresWarehouse
 
 
 def _scope(context: dg.AssetCheckExecutionContext, conn, table: BronzeTable) -> LoadScope | None:
@@ -136,7 +135,7 @@ def build_checks(
     key = dg.AssetKey(["bronze", asset])
 
     def table(conn) -> BronzeTable:
-        ensure_side_tables(conn)
+        migrations.migrate(conn)
         return table_of(conn)
 
     @dg.asset_check(

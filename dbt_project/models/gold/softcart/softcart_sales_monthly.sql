@@ -14,11 +14,11 @@ with
 
 fact as (
 
-    select * from {{ ref('fact_sales') }}
+    select * from {{ ref('softcart_fact_sales') }}
     {% if is_incremental() %}
     where date_key / 100 in (
         select distinct changed.date_key / 100
-        from {{ ref('fact_sales') }} as changed
+        from {{ ref('softcart_fact_sales') }} as changed
         where changed._built_at > (select coalesce(max(_built_at), '-infinity') from {{ this }})
     )
     {% endif %}

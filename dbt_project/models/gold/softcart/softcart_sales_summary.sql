@@ -16,8 +16,8 @@ monthly as (
         base.units,
         base.revenue
     from {{ ref('softcart_sales_monthly') }} as base
-    inner join {{ ref('dim_category') }} as cat on base.category_key = cat.category_key
-    inner join {{ ref('dim_country') }} as cty on base.country_key = cty.country_key
+    inner join {{ ref('softcart_dim_category') }} as cat on base.category_key = cat.category_key
+    inner join {{ ref('softcart_dim_country') }} as cty on base.country_key = cty.country_key
 
 )
 

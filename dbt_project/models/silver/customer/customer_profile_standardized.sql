@@ -74,14 +74,14 @@ deduplicated as (
 
 country_aliases as (
 
-    select * from {{ ref('country_aliases') }}
+    select * from {{ ref('customer_country_aliases') }}
 
 ),
 
 -- International dialling prefixes for national numbers written with a trunk '0'.
 country_dial_codes as (
 
-    select * from {{ ref('country_dial_codes') }}
+    select * from {{ ref('customer_country_dial_codes') }}
 
 ),
 

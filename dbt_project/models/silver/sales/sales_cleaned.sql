@@ -6,10 +6,10 @@
 --   order_date, quantity, unit_price: typed (bronze let only values that cast through)
 --   total_amount: quantity * unit_price, rounded to cents
 -- Sensitive columns stay Fernet tokens (cleaned before encryption by the rules declared in
--- dw_platform/defs/sales/schema.yaml); dbt never sees the keys.
+-- dw_platform/sales/schema.yaml); dbt never sees the keys.
 -- Incremental by blob (the run's partition, DW_PARTITION_KEYS): the orders of the run's blobs, and
 -- those whose row came from them, are rebuilt from every blob's rows of them (macros/changed_keys.sql;
--- bronze's index on the trimmed order_id, dw_platform/defs/sales/ingest.py ORDER_KEY).
+-- bronze's index on the trimmed order_id, dw_platform/sales/ingest.py ORDER_KEY).
 {{
     config(
         materialized='incremental',

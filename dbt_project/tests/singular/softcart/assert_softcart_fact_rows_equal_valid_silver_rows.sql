@@ -1,6 +1,6 @@
--- Fails when fact_sales does not hold exactly the valid silver sales (a join lost or doubled rows).
+-- Fails when softcart_fact_sales does not hold exactly the valid silver sales (a join lost or doubled rows).
 -- Looks at the sales this dbt invocation built (every sale in a full build).
-{{ config(meta={'dagster': {'ref': {'name': 'fact_sales'}}}) }}
+{{ config(meta={'dagster': {'ref': {'name': 'softcart_fact_sales'}}}) }}
 with
 
 silver as (
@@ -9,7 +9,7 @@ silver as (
 ),
 
 fact as (
-    select order_id from {{ ref('fact_sales') }}
+    select order_id from {{ ref('softcart_fact_sales') }}
     where {{ built_this_run() }}
 )
 

@@ -5,7 +5,7 @@
 with
 
 months as (
-    select distinct date_key / 100 as year_month from {{ ref('fact_sales') }}
+    select distinct date_key / 100 as year_month from {{ ref('softcart_fact_sales') }}
     where {{ built_this_run() }}
 ),
 
@@ -22,7 +22,7 @@ silver as (
 fact as (
     select months.year_month, sum(f.amount) as revenue, sum(f.quantity) as units
     from months
-    inner join {{ ref('fact_sales') }} as f
+    inner join {{ ref('softcart_fact_sales') }} as f
         on f.date_key >= months.year_month * 100 and f.date_key < months.year_month * 100 + 100
     group by months.year_month
 ),

@@ -1,73 +1,26 @@
 """Bronze for the __domain__ domain: each arrival day's __domain__.csv from its landing zone (a local
-folder or a blob container) into bronze.__domain___events, one partition per day.
-
-Values land as they arrived (text), under schema.yaml beside this module. A record that does not
-load (no event_id, a value not of its declared type, the wrong number of fields) goes to
-bronze.__domain___quarantine with its line, raw text and reason, in the load's own transaction:
-re-running a day replaces its rows and its quarantine together, so nothing doubles or goes missing.
+folder or a blob container) into bronze.__domain___events, one partition per day, its bad records
+into bronze.__domain___quarantine in the same transaction (the tables: `dw_platform/__domain__/ingest.py`).
 """
 
-from datetime import date, datetime
-from pathlib import Path
-from uuid import UUID
+from datetime import date
 
 import dagster as dg
-import psycopg
 import pyarrow as pa
-from psycopg import sql
 
+from dw_platform.__domain__.ingest import EVENTS, SCHEMA, write_quarantine
 from dw_platform.defs.__domain__.partitions import DAILY, FILE_NAME, landed_path
 from dw_platform.domains import asset_attributes
 from dw_platform.lib import bronze
-from dw_platform.lib.bronze import BronzeTable, Column, LoadScope
-from dw_platform.lib.csv_stream import CsvFormatError, CsvReader, CsvSchema, Rejected
-from dw_platform.lib.landing import LandedFile, LandingZone
+from dw_platform.lib.bronze import LoadScope
+from dw_platform.lib.csv_stream import CsvFormatError, CsvReader, Rejected
+from dw_platform.lib.landing import LandingZone
 from dw_platform.lib.warehouse import PostgresWarehouse
-
-SCHEMA = CsvSchema.from_yaml(Path(__file__).with_name("schema.yaml"))
-EVENTS = BronzeTable(
-    "bronze",
-    "__domain___events",
-    (
-        *(Column(c.name, "text") for c in SCHEMA.columns),
-        Column("arrival_date", "date"),
-        Column("source_line", "bigint"),
-    ),
-    index_columns=("arrival_date",),
-)
-QUARANTINE = sql.Identifier(*SCHEMA.quarantine_table.split("."))
-QUARANTINE_DDL = sql.SQL(
-    """
-    create table if not exists {} (
-        source_file      text not null,
-        arrival_date     date not null,
-        line_number      bigint not null,
-        raw              text not null,
-        reason           text not null,
-        _bronze_load_ts  timestamptz not null,
-        _bronze_batch_id uuid not null
-    )
-    """
-).format(QUARANTINE)
 
 
 def day_scope(partition_keys: list[str], window: dg.TimeWindow) -> LoadScope:
     """The rows of bronze a load (or a check) of these days owns: their arrival_date."""
     return LoadScope.time_window(partition_keys, "arrival_date", window.start, window.end)
-
-
-def write_quarantine(
-    conn: psycopg.Connection, found: LandedFile, day: date, rejected: list[Rejected], batch_id: UUID, load_ts: datetime
-) -> None:
-    """Replace the file's quarantine rows; runs inside the load's transaction (`bronze.load` after_copy)."""
-    conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-    conn.execute(QUARANTINE_DDL)
-    conn.execute(sql.SQL("delete from {} where source_file = %s").format(QUARANTINE), (found.uri,))
-    columns = "source_file, arrival_date, line_number, raw, reason, _bronze_load_ts, _bronze_batch_id"
-    with conn.cursor().copy(sql.SQL("copy {} (" + columns + ") from stdin").format(QUARANTINE)) as copy:
-        for r in rejected:
-            raw = r.raw.decode("utf-8", "backslashreplace")
-            copy.write_row((found.uri, day, r.line, raw, r.reason, load_ts, batch_id))
 
 
 @dg.asset(

@@ -7,7 +7,8 @@ import dagster as dg
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.__domain__.assets import EVENTS, QUARANTINE, day_scope
+from dw_platform.__domain__.ingest import EVENTS, QUARANTINE
+from dw_platform.defs.__domain__.assets import day_scope
 from dw_platform.defs.__domain__.partitions import landed_path
 from dw_platform.lib import bronze_checks
 from dw_platform.lib.bronze import LoadScope

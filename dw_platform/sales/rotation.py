@@ -12,10 +12,10 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from dw_platform.defs.sales.ingest import SALES, SCHEMA, ensure_quarantine
 from dw_platform.defs.sales.partitions import INCOMING, partition_key
 from dw_platform.lib.bronze import ensure_bronze_objects
 from dw_platform.lib.crypto import Cipher
+from dw_platform.sales.ingest import SALES, SCHEMA
 
 BATCH = 5_000
 
@@ -23,7 +23,6 @@ BATCH = 5_000
 def rotate_keys(conn: psycopg.Connection, cipher: Cipher, log: Callable[[str], None] = print) -> dict[str, int]:
     """Rotate every sensitive value of bronze.sales and every quarantined raw line; returns counts."""
     ensure_bronze_objects(conn, SALES)
-    ensure_quarantine(conn)
     # Updates find their row by (blob, line).
     conn.execute(
         sql.SQL("create index if not exists {} on {} (_bronze_source_file, source_line)").format(

@@ -71,35 +71,6 @@ QUARANTINE_COLUMNS = (
 )
 
 
-def ensure_quarantine(conn: psycopg.Connection) -> None:
-    """Create the quarantine table if missing (or add raw_bytes to one made before it had it);
-    checked first without DDL (a running load holds locks that even `if not exists` DDL would
-    queue behind), changed serialized like bronze DDL."""
-    if conn.execute(
-        "select exists (select from information_schema.columns where table_schema = 'bronze'"
-        " and table_name = 'web_access_log_quarantine' and column_name = 'raw_bytes')"
-    ).fetchone()[0]:
-        return
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute("create schema if not exists bronze")
-        conn.execute(
-            """
-            create table if not exists bronze.web_access_log_quarantine (
-                source_file      text not null,
-                line_number      bigint not null,
-                raw_line         text not null,
-                reason           text not null,
-                _bronze_load_ts  timestamptz not null,
-                _bronze_batch_id uuid not null
-            );
-            alter table bronze.web_access_log_quarantine add column if not exists raw_bytes bytea;
-            create index if not exists web_access_log_quarantine_file_idx
-                on bronze.web_access_log_quarantine (source_file, line_number)
-            """
-        )
-
-
 class AccessLogFile:
     """The parse of one access-log file; counts what it saw. Use once."""
 

@@ -45,29 +45,6 @@ USERS_SCHEMA = CsvSchema.from_yaml(HERE / "users.yaml")
 SESSIONS_SCHEMA = CsvSchema.from_yaml(HERE / "viewing_sessions.yaml")
 
 QUARANTINE = "bronze.video_quarantine"
-QUARANTINE_DDL = """
-create table if not exists bronze.video_quarantine (
-    source_file      text not null,
-    arrival_date     date not null,
-    line_number      bigint not null,
-    raw              text not null,
-    reason           text not null,
-    _bronze_load_ts  timestamptz not null,
-    _bronze_batch_id uuid not null
-);
-alter table bronze.video_quarantine add column if not exists raw_bytes bytea;
-create index if not exists video_quarantine_source_file_idx on bronze.video_quarantine (source_file)
-"""
-SCHEMA_CHANGES_DDL = """
-create table if not exists bronze.video_schema_changes (
-    table_name   text not null,
-    column_name  text not null,
-    pg_type      text not null,
-    source_file  text not null,
-    added_at     timestamptz not null default now(),
-    primary key (table_name, column_name)
-)
-"""
 
 
 def key_index(column: str) -> ExpressionIndex:
@@ -116,14 +93,6 @@ def arrived_uri(file: LandedFile) -> str:
 def day_chunks(zone: Landing, file: LandedFile) -> Iterator[bytes]:
     """A landed file's bytes, decompressed when it is compressed (it must be what its name says)."""
     return decompressed(zone.chunks(file), file.path)
-
-
-def ensure_side_tables(conn: psycopg.Connection) -> None:
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtextextended('dw_platform.bronze_ddl', 0))")
-        conn.execute("create schema if not exists bronze")
-        conn.execute(QUARANTINE_DDL)
-        conn.execute(SCHEMA_CHANGES_DDL)
 
 
 @dataclass

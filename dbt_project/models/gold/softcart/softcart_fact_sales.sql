@@ -6,7 +6,7 @@
     incremental_strategy='delete+insert',
     unique_key='order_id',
     on_schema_change='append_new_columns',
-    pre_hook="{{ serialize('fact_sales') }}",
+    pre_hook="{{ serialize('softcart_fact_sales') }}",
     indexes=[{'columns': ['order_id'], 'unique': true}, {'columns': ['date_key']}, {'columns': ['_built_at']}]
 ) }}
 
@@ -23,8 +23,8 @@ select
     s.sold_at,
     s._built_at
 from {{ ref('softcart_sales') }} as s
-inner join {{ ref('dim_category') }} as cat on s.category = cat.category
-inner join {{ ref('dim_country') }} as cty on s.country = cty.country
+inner join {{ ref('softcart_dim_category') }} as cat on s.category = cat.category
+inner join {{ ref('softcart_dim_country') }} as cty on s.country = cty.country
 where s.is_valid
 {% if is_incremental() %}
   and s._built_at > (select coalesce(max(_built_at), '-infinity') from {{ this }})
