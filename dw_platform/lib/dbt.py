@@ -321,7 +321,7 @@ _CONNECTION_LOST = re.compile(
     re.IGNORECASE,
 )
 
-# Two runs building the same table at once (a burst of sales runs on a new warehouse: each run's
+# Two runs building the same table at once (a burst of one-file runs on a new warehouse: each run's
 # dbt saw no table, the second rename finds the first's): the retry finds the table and replaces it.
 _CONCURRENT_BUILD = re.compile(
     r'relation "[^"]+" already exists|deadlock detected|could not serialize access|tuple concurrently updated',
