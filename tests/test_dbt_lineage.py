@@ -48,6 +48,21 @@ def test_every_column_is_traced_through_stars_ctes_and_an_empty_select_list():
     }
 
 
+def test_a_model_reading_its_temporary_key_list_is_traced():
+    # An incremental model whose pre-hook listed the keys to rebuild in a temporary table
+    # (macros/changed_keys.sql), dropped before the lineage is traced.
+    sql = INCREMENTAL_SQL.replace(
+        "from source", "from source where order_id in (select key from pg_temp.orders_changed_keys)"
+    )
+
+    lineage = trace(sql, ["order_id", "customer"], UPSTREAM, KEYS)
+
+    assert deps(lineage) == {
+        "order_id": {("bronze/orders_raw", "order_id")},
+        "customer": {("bronze/orders_raw", "customer")},
+    }
+
+
 def test_a_model_that_cannot_be_traced_keeps_its_output_and_gets_one_warning_naming_it(warehouse, tmp_path):
     compiled = tmp_path / "compiled" / "dw_platform" / "models" / "broken.sql"
     compiled.parent.mkdir(parents=True)

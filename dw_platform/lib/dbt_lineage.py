@@ -37,8 +37,16 @@ def trace(
     schema = MappingSchema(dialect=DIALECT)
     for relation, relation_columns in upstream.items():
         schema.add_table(to_table(relation, dialect=DIALECT), dict(relation_columns), dialect=DIALECT)
+    parsed = parse_one(sql, dialect=DIALECT)
+    for table in parsed.find_all(exp.Table):
+        # The temporary key lists of incremental models (macros/changed_keys.sql), gone by now:
+        # one column, `key`.
+        if table.db == "pg_temp" and upstream:
+            catalog = to_table(next(iter(upstream)), dialect=DIALECT).catalog  # the schema's nesting
+            temporary = exp.table_(table.name, db="pg_temp", catalog=catalog or None)
+            schema.add_table(temporary, {"key": "text"}, dialect=DIALECT)
     keys = {normalize_table_name(to_table(r, dialect=DIALECT), dialect=DIALECT): k for r, k in asset_keys.items()}
-    traced = lineage(None, parse_one(sql, dialect=DIALECT), schema, dialect=DIALECT)
+    traced = lineage(None, parsed, schema, dialect=DIALECT)
     by_name = {name.lower(): node for name, node in traced.items()}
     deps_by_column = {}
     for column in columns:
