@@ -12,6 +12,7 @@ that builds it, and its columns with their descriptions (dbt models get both fro
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,18 +33,24 @@ def with_asset_docs(
 ) -> dg.Definitions:
     """`defs` with every asset linked to its code (in the repository at `git_url`, GitHub or
     GitLab, when given) and each dbt source's documented columns on the asset of its key."""
-    extra: dict[dg.AssetKey, dict[str, Any]] = {}
-    for key, references in code_references(defs, repository_root, git_url, git_branch).items():
-        extra.setdefault(key, {})[CODE_REFERENCES] = references
-    for key, schema in documented_columns(manifest).items():
-        extra.setdefault(key, {})[COLUMN_SCHEMA] = schema
-    return defs.map_asset_specs(
-        func=lambda spec: spec.merge_attributes(
-            metadata={
-                k: v for k, v in extra.get(spec.key, {}).items() if k == CODE_REFERENCES or k not in spec.metadata
-            }
+    # These Dagster functions are beta/preview; they are used on purpose, here only, so their
+    # warnings (printed at every load of the code location, 35 lines of each `make demo`) are
+    # silenced for this call alone.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        extra: dict[dg.AssetKey, dict[str, Any]] = {}
+        for key, references in code_references(defs, repository_root, git_url, git_branch).items():
+            extra.setdefault(key, {})[CODE_REFERENCES] = references
+        for key, schema in documented_columns(manifest).items():
+            extra.setdefault(key, {})[COLUMN_SCHEMA] = schema
+        return defs.map_asset_specs(
+            func=lambda spec: spec.merge_attributes(
+                metadata={
+                    k: v for k, v in extra.get(spec.key, {}).items() if k == CODE_REFERENCES or k not in spec.metadata
+                }
+            )
         )
-    )
 
 
 def code_references(
