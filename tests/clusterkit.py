@@ -142,8 +142,10 @@ VOLATILE = re.compile(r"^_bronze_(load_ts|batch_id)$|_(at|ts|timestamp)$|^(dbt_|
 
 
 def snapshot(conn: psycopg.Connection, schemas=("bronze", "silver", "gold")) -> dict[str, list[tuple]]:
-    """Every table of `schemas` but the ledgers: its rows (sorted) without the volatile columns,
-    encrypted values decrypted (a Fernet token differs at every encryption of the same value)."""
+    """Every table of `schemas` but the ledgers and the incremental models' bookkeeping of what
+    they replaced (`<model>_replaced_<column>`, macros/changed_keys.sql: it depends on the order
+    the runs happened in): its rows (sorted) without the volatile columns, encrypted values
+    decrypted (a Fernet token differs at every encryption of the same value)."""
     cipher = Cipher(os.environ["DW_SALES_FERNET_KEYS"])
 
     def plain(value):
@@ -151,7 +153,8 @@ def snapshot(conn: psycopg.Connection, schemas=("bronze", "silver", "gold")) -> 
 
     tables = conn.execute(
         "select table_schema, table_name from information_schema.tables where table_schema = any(%s) "
-        "and table_type = 'BASE TABLE' and table_name not in ('batch_ledger', 'etl_watermarks') order by 1, 2",
+        "and table_type = 'BASE TABLE' and table_name not in ('batch_ledger', 'etl_watermarks') "
+        "and table_name not like '%%\\_replaced\\_%%' order by 1, 2",
         (list(schemas),),
     ).fetchall()
     result = {}
