@@ -702,18 +702,25 @@ def start_azurite(location: Path, timeout_s: float = 30, port: int | None = None
         stdin=subprocess.DEVNULL,
     )
     log.close()
+    wait_for_port(process, "Azurite", port, timeout_s, location / "azurite.log")
+    return process, port
+
+
+def wait_for_port(process: subprocess.Popen, name: str, port: int, timeout_s: float, log: Path) -> None:
+    """Until the server `process` listens on 127.0.0.1:`port`; stopped, with an error naming its
+    log, when it exits first or does not listen within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"Azurite exited with code {process.returncode}; see {location / 'azurite.log'}")
+            raise RuntimeError(f"{name} exited with code {process.returncode}; see {log}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, port
+            return
         except OSError:
             if time.monotonic() > deadline:
                 stop_process(process)
-                raise RuntimeError(f"Azurite did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
-            time.sleep(0.1)
+                raise RuntimeError(f"{name} did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
+            time.sleep(0.05)
 
 
 def stop_process(process: subprocess.Popen, grace_s: float = 10, group: bool = False) -> None:
@@ -848,15 +855,5 @@ def start_redis(
     process = subprocess.Popen(
         [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with code {process.returncode}; see {location / 'redis.log'}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return process, port
-        except OSError:
-            if time.monotonic() > deadline:
-                stop_process(process)
-                raise RuntimeError(f"redis-server did not listen on 127.0.0.1:{port} within {timeout_s:.0f}s") from None
-            time.sleep(0.05)
+    wait_for_port(process, "redis-server", port, timeout_s, location / "redis.log")
+    return process, port
