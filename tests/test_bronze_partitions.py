@@ -155,6 +155,30 @@ def test_a_version_read_twice_in_one_load_is_kept_once_across_chunks(warehouse, 
     assert warehouse.execute("select count(*) from bronze.events").fetchone()[0] == 3
 
 
+def test_a_load_over_held_and_unseen_days_adds_exactly_the_versions_bronze_lacks(warehouse, monkeypatch):
+    """Only rows within the range bronze holds are probed (`_may_be_held`): a chunk mixing held
+    versions, new versions between held ones and versions on days bronze has not seen adds each
+    new one once and no held one again, and a day loaded first skips the probe altogether."""
+    monkeypatch.setattr(bronze, "STAGE_ROWS", 3)
+    at = lambda d, h: datetime(2026, 11, d, h)  # noqa: E731
+    held = [(1, "a", True, None, at(10, 1)), (2, "b", True, None, at(10, 5)), (3, "c", True, None, at(10, 9))]
+    assert load(warehouse, [arrow(held)], day(date(2026, 11, 10))).rows_loaded == 3
+    assert load(warehouse, [arrow(held[::-1])], day(date(2026, 11, 10))).rows_loaded == 0
+
+    between = [(1, "a2", True, None, at(10, 3)), (2, "b", True, None, at(10, 7))]
+    unseen = [(4, "d", False, None, at(9, 12)), (5, "e", False, None, at(11, 2)), (1, "a3", True, None, at(11, 4))]
+    start = datetime(2026, 11, 9, tzinfo=timezone.utc)
+    three_days = LoadScope.time_window(
+        ["2026-11-09", "2026-11-10", "2026-11-11"], "at", start, start + timedelta(days=3)
+    )
+    result = load(warehouse, [arrow([held[0], *between, unseen[0]]), arrow([*unseen[1:], held[2]])], three_days)
+
+    assert (result.rows_read, result.rows_loaded) == (7, 5)
+    loaded = [at for (at,) in warehouse.execute("select at from bronze.events order by at")]
+    assert loaded == sorted(r[4] for r in [*held, *between, *unseen])
+    assert load(warehouse, [arrow([*held, *between, *unseen])], three_days).rows_loaded == 0
+
+
 def test_a_table_of_the_earlier_shape_moves_into_partitions_once_with_every_row_and_its_lineage(warehouse):
     # bronze.events as the loader created it before partitions: a plain table, its row hash
     # (md5 of the row's text), a unique index on it and an index on the time column.

@@ -197,6 +197,33 @@ def test_a_date_range_backfills_in_one_run_and_keeps_the_window_end_exclusive(de
         assert total == 6, asset
 
 
+def test_a_range_over_months_loads_and_commits_a_month_at_a_time_with_progress_in_the_log(definitions, crm, warehouse):
+    add_customer(crm, 7, datetime(2026, 10, 30, 12))
+    add_customer(crm, 8, datetime(2026, 12, 1, 0, 0, 1))
+
+    instance = dg.DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "2026-10-30", "dagster/asset_partition_range_end": "2026-12-01"}
+    result = definitions.resolve_job_def("customer_daily").execute_in_process(instance=instance, tags=tags)
+
+    assert result.success
+    ids = [r[0] for r in warehouse.execute("select customer_id from bronze.customer_profile_raw order by 1")]
+    assert ids == [1, 2, 3, 4, 5, 6, 7, 8]
+    ledger = warehouse.execute("select partition_key, rows_loaded from bronze.batch_ledger order by started_at")
+    assert ledger.fetchall() == [("2026-10-30...2026-10-31", 1), ("2026-11-01...2026-11-30", 6), ("2026-12-01", 1)]
+    # One line per month: its rows and speed, the run's so far and an ETA.
+    logs = [e.user_message for e in instance.all_logs(result.run_id)]
+    progress = [m for m in logs if m.startswith("month ")]
+    assert [p.split(":")[0] for p in progress] == [
+        "month 1/3 (2026-10-30...2026-10-31)",
+        "month 2/3 (2026-11-01...2026-11-30)",
+        "month 3/3 (2026-12-01)",
+    ]
+    # November reads back to where October stopped (customer 7's version, held already).
+    assert "7 rows read, 6 new" in progress[1] and "ETA" in progress[1]
+    assert metadata_of(result, "bronze/customer_profile_raw", "2026-11-10")["rows_loaded"].value == 3
+    assert metadata_of(result, "bronze/customer_profile_raw", "2026-12-01")["dagster/row_count"].value == 8
+
+
 def test_a_source_change_adds_a_second_scd2_version_and_audit_rows(definitions, crm, warehouse):
     assert run_job(definitions, DAY1, DAY2).success
     crm.execute(

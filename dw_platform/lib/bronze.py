@@ -292,6 +292,33 @@ class LoadResult:
         return meta
 
 
+def combined(results: Sequence[LoadResult]) -> LoadResult:
+    """Several loads of one run (a range run loaded window by window) as one result: their rows
+    and seconds summed, the scope from the first window's start to the last one's end, the last
+    load's batch and the newest watermark."""
+    first, last = results[0], results[-1]
+    scope = LoadScope(
+        tuple(k for r in results for k in r.scope.partition_keys),
+        first.scope.where,
+        first.scope.params,
+        first.scope.window_start,
+        last.scope.window_end,
+        first.scope.read_start,
+        last.scope.read_end,
+    )
+    watermarks = [r.watermark for r in results if r.watermark is not None]
+    return LoadResult(
+        first.table,
+        last.batch_id,
+        scope,
+        sum(r.rows_read for r in results),
+        sum(r.rows_loaded for r in results),
+        sum(r.rows_replaced for r in results),
+        sum(r.seconds for r in results),
+        max(watermarks, default=None),
+    )
+
+
 def ensure_bronze_objects(conn: psycopg.Connection, table: BronzeTable) -> None:
     """Bring the warehouse up to date (`migrations.migrate`: the ledger, the watermark and shape
     migration tables and every other versioned change), then create `table` if missing (with its
@@ -1136,7 +1163,7 @@ def _append_arrow_versions(
     )
     head, tail = pa.scalar(len(target).to_bytes(2, "big")), pa.scalar(_lineage_bytes(conn, lineage))
     hash_length = pa.scalar((32).to_bytes(4, "big"))
-    sort_keys = [("k", "ascending"), ("h", "ascending")] if key else [("h", "ascending")]
+    sort_keys = [("k", "ascending", "at_end"), ("h", "ascending", "at_end")] if key else [("h", "ascending", "at_end")]
     integer = watermark is not None and _is_integer(table, watermark)
     loaded, ids, newest, next_report = 0, [], [], 100_000
     for chunk in _stage_chunks(batches):
@@ -1148,17 +1175,19 @@ def _append_arrow_versions(
         fields = pc.binary_join_element_wise(*_arrow_field_parts(batch, table.columns), b"")
         hashes = pa.array([hashlib.md5(f).hexdigest() for f in fields.to_pylist()], pa.string())
         keys = pa.table({"h": hashes, **({"k": batch.column(key)} if key else {})})
-        order = pc.sort_indices(keys, sort_keys=sort_keys, null_placement="at_end")
+        order = pc.sort_indices(keys, sort_keys=sort_keys)
         in_order = hashes.take(order)
         order = order.filter(pa.concat_arrays([pa.array([True]), pc.not_equal(in_order[1:], in_order[:-1])]))
-        probe_rows = pa.record_batch(
-            {"i": pa.array(np.arange(len(order), dtype=np.int32)), "h": hashes.take(order)}
-            | ({key: batch.column(key).take(order)} if key else {})
-        )
-        _copy(conn, table, probe, probe_columns, [probe_rows], (), _Progress(), lambda _msg: None)
         new = np.ones(len(order), dtype=bool)
-        new[[i for (i,) in conn.execute(held)]] = False
-        conn.execute(sql.SQL("truncate {}").format(probe))
+        asked = np.flatnonzero(_may_be_held(conn, table, key, batch.column(key).take(order) if key else order))
+        if len(asked):
+            probe_rows = pa.record_batch(
+                {"i": pa.array(asked.astype(np.int32)), "h": hashes.take(order).take(asked)}
+                | ({key: batch.column(key).take(order).take(asked)} if key else {})
+            )
+            _copy(conn, table, probe, probe_columns, [probe_rows], (), _Progress(), lambda _msg: None)
+            new[[i for (i,) in conn.execute(held)]] = False
+            conn.execute(sql.SQL("truncate {}").format(probe))
         order = order.filter(pa.array(new))
         if len(order):
             rows = pc.binary_join_element_wise(
@@ -1180,6 +1209,39 @@ def _append_arrow_versions(
     conn.execute("reset enable_hashjoin; reset enable_mergejoin")
     newest = [n for n in newest if n is not None]
     return loaded, (min(ids, default=None), max(ids, default=None)), max(newest, default=None)
+
+
+def _may_be_held(conn, table: BronzeTable, key: str | None, values):
+    """Which of a chunk's rows the version index must be asked about (a numpy mask): those whose
+    partition value lies between the lowest and highest value bronze holds within the chunk's own
+    range (two index lookups), and those without one. A load of days bronze has not seen yet, the
+    usual case and every first backfill, asks about none. A table without partitions is asked
+    about every row unless it is empty."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not key:
+        held_any = conn.execute(sql.SQL("select exists (select from {})").format(table.ident)).fetchone()[0]
+        return np.full(len(values), held_any)
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    held_low, held_high = None, None
+    if low is not None:
+        held_low, held_high = conn.execute(
+            sql.SQL("select min({k}), max({k}) from {t} where {k} >= %s and {k} <= %s").format(
+                k=sql.Identifier(key), t=table.ident
+            ),
+            (low, high),
+        ).fetchone()
+    mask = values.is_null()
+    if held_low is not None:
+        inside = pc.and_(
+            pc.greater_equal(values, pa.scalar(held_low, values.type)),
+            pc.less_equal(values, pa.scalar(held_high, values.type)),
+        )
+        mask = pc.or_(mask, pc.fill_null(inside, False))
+    return mask.to_numpy(zero_copy_only=False)
 
 
 def _stage_chunks(batches) -> Iterator[Iterator]:

@@ -12,7 +12,8 @@ The rows come from arrow-odbc in the reader process (column-wise, no Python obje
 and the loader turns each Arrow batch into binary COPY a column at a time.
 """
 
-from datetime import datetime, timedelta
+import time
+from datetime import date, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
@@ -93,40 +94,80 @@ def customer_profile_raw(
 ) -> dg.MaterializeResult:
     window = context.partition_time_window
     watermark = Watermark(f"{customer_source.name}.{SOURCE_TABLE}", WATERMARK_COLUMN)
+    months = month_windows(window.start, window.end)
+    results, counts, started = [], {}, time.monotonic()
     with warehouse.connect() as conn:
-        # Where the last load stopped (the watermark, committed with its rows): a run after skipped
-        # or failed ones reads back to it, so what they did not read arrives now.
-        stopped = bronze.last_watermark(conn, watermark)
-        scope = read_scope(
-            context.partition_keys, window.start, window.end, timedelta(hours=config.lookback_hours)
-        ).resumed_from(stopped)
-        query, params = source_query(scope, customer_source.dialect)
-        if scope.read_start is None:
-            context.log.info(
-                f"extracting {SOURCE_TABLE} rows modified before {scope.read_end} or never (history load: the run "
-                f"holds the first partition, {START_DATE})"
+        for number, (start, end) in enumerate(months, 1):
+            keys = [k for k in context.partition_keys if start.date() <= date.fromisoformat(k) < end.date()]
+            # The run's first read re-reads the lookback; later months start where the previous one ended.
+            lookback = timedelta(hours=config.lookback_hours) if number == 1 else timedelta(0)
+            result = load_window(context, conn, customer_source, watermark, keys, start, end, lookback)
+            results.append(result)
+            # Each day its own count: the versions bronze holds for it, and those this load added.
+            counts |= rows_per_day(
+                conn, CUSTOMER_PROFILE_RAW.qualified_name, WATERMARK_COLUMN, start, end, str(result.batch_id)
             )
-        else:
-            context.log.info(
-                f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) (partition "
-                f"window from {window.start}, {config.lookback_hours} h lookback, last load stopped at {stopped})"
-            )
-        result = bronze.load(
-            conn,
-            CUSTOMER_PROFILE_RAW,
-            customer_source.arrow_stream(query, params, read_ahead=bronze.READ_AHEAD),
-            asset_key=context.asset_key.to_user_string(),
-            scope=scope,
-            source=f"{customer_source.name}:{SOURCE_TABLE}",
-            watermark=watermark,
-            run_id=context.run.run_id,
-            log=context.log.info,
-        )
-        # Each day of the run its own count: the versions bronze holds for it, and those this load added.
-        counts = rows_per_day(
-            conn, CUSTOMER_PROFILE_RAW.qualified_name, WATERMARK_COLUMN, window.start, window.end, str(result.batch_id)
-        )
+            if len(months) > 1:
+                context.log.info(month_progress(results, len(months), time.monotonic() - started))
         total = table_rows(conn, CUSTOMER_PROFILE_RAW.qualified_name)
+    result = bronze.combined(results) if len(results) > 1 else results[0]
     record_daily_row_counts(context, context.asset_key, context.partition_keys, counts, loaded_label="rows_loaded")
     context.log.info(result.summary)
-    return dg.MaterializeResult(metadata={**result.metadata(), **total, "rows_loaded_in_run": result.rows_loaded})
+    metadata = {**result.metadata(), **total, "rows_loaded_in_run": result.rows_loaded}
+    return dg.MaterializeResult(metadata=metadata | ({"months_loaded": len(months)} if len(months) > 1 else {}))
+
+
+def month_windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at the first of each month: a range run loads (and commits) a month at a
+    time, so a long backfill reports its progress and keeps the months it finished if it fails."""
+    windows, cut = [], start
+    while cut < end:
+        following = (cut.replace(day=1) + timedelta(days=32)).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        windows.append((cut, min(following, end)))
+        cut = following
+    return windows
+
+
+def load_window(
+    context, conn, source: OdbcSource, watermark: Watermark, keys, start, end, lookback
+) -> bronze.LoadResult:
+    """One read of the source, [start, end) of the run, into bronze in one transaction."""
+    # Where the last load stopped (the watermark, committed with its rows): a run after skipped
+    # or failed ones reads back to it, so what they did not read arrives now.
+    stopped = bronze.last_watermark(conn, watermark)
+    scope = read_scope(keys, start, end, lookback).resumed_from(stopped)
+    query, params = source_query(scope, source.dialect)
+    if scope.read_start is None:
+        context.log.info(
+            f"extracting {SOURCE_TABLE} rows modified before {scope.read_end} or never (history load: the run "
+            f"holds the first partition, {START_DATE})"
+        )
+    else:
+        context.log.info(
+            f"extracting {SOURCE_TABLE} rows modified in [{scope.read_start}, {scope.read_end}) (window from "
+            f"{start}, {lookback} lookback, last load stopped at {stopped})"
+        )
+    return bronze.load(
+        conn,
+        CUSTOMER_PROFILE_RAW,
+        source.arrow_stream(query, params, read_ahead=bronze.READ_AHEAD),
+        asset_key=context.asset_key.to_user_string(),
+        scope=scope,
+        source=f"{source.name}:{SOURCE_TABLE}",
+        watermark=watermark,
+        run_id=context.run.run_id,
+        log=context.log.info,
+    )
+
+
+def month_progress(results: list[bronze.LoadResult], months: int, elapsed: float) -> str:
+    """A range run's progress after a month: that month's rows and speed, the run's so far, and
+    an ETA from the months left at the run's pace."""
+    last, done = results[-1], len(results)
+    read = sum(r.rows_read for r in results)
+    eta = elapsed / done * (months - done)
+    return (
+        f"month {done}/{months} ({last.scope.label}): {last.rows_read:,} rows read, {last.rows_loaded:,} new, "
+        f"{last.rows_per_second:,.0f} rows/s; run so far {read:,} rows in {elapsed:,.0f}s "
+        f"({read / elapsed if elapsed else 0:,.0f} rows/s), ETA {eta:,.0f}s"
+    )
