@@ -13,8 +13,15 @@ from conftest import run_job
 from test_customer_pipeline import add_customer
 from test_softcart_star_schema import sync as sync_softcart
 from test_softcart_weblogs import ingest as ingest_log
-from test_video_pipeline import CONTENT, SESSIONS_DAY1, SESSIONS_DAY2, USERS_DAY1, USERS_DAY2, land  # noqa: F401
-from test_video_pipeline import landing  # noqa: F401
+from test_video_pipeline import (  # noqa: F401
+    CONTENT,
+    SESSIONS_DAY1,
+    SESSIONS_DAY2,
+    USERS_DAY1,
+    USERS_DAY2,
+    land,
+    landing,  # noqa: F401
+)
 from test_video_pipeline import run as run_video_day
 
 from dw_platform.defs.sales.partitions import sales_blobs
