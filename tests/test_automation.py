@@ -11,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 
 from dw_platform.samples import customer as customer_sample
-from dw_platform.samples import video as video_sample
 
 BRONZE = dg.AssetKey(["bronze", "customer_profile_raw"])
 SILVER = dg.AssetKey(["silver", "customer_profile_standardized"])
@@ -94,31 +93,59 @@ def test_a_rebuilt_seed_does_not_make_other_days_stale(definitions):
     assert tick.total_requested == 0, requested(tick)  # not 2026-11-09's silver, nor gold after it
 
 
+def test_a_video_range_run_that_built_its_days_silver_and_gold_triggers_nothing_more(definitions):
+    """video_daily over a range of days, as a catch-up tick runs it: its silver is partitioned like
+    its bronze, its gold is not. What the run materializes (the seeds, every day's bronze and silver,
+    the gold tables) between two evaluations asks for nothing more, nor for the day built earlier."""
+    instance = dg.DagsterInstance.ephemeral()
+    graph = definitions.resolve_asset_graph()
+    video = sorted(
+        (k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "video"),
+        key=lambda k: ("bronze", "silver", "gold").index(k.path[0]),
+    )
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    for days in (["2026-11-16"], ["2026-11-13", "2026-11-14", "2026-11-15"]):  # a day built earlier, then the range
+        for key in video:
+            for day in days if graph.get(key).partitions_def else [None]:
+                materialized(instance, key, day)
+        tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+        assert tick.total_requested == 0, requested(tick)
+
+
 RANGE_END = date(2026, 11, 17)  # the source's days: 2026-11-09 .. 2026-11-16
 
 
-def assert_a_running_range_run_asks_for_nothing(instance, definitions, job: str, days: list[str], built) -> None:
-    """`built` (asset key -> partition, None for an unpartitioned asset) materialized for the last
-    of `days` earlier; then the days before it as ONE run of `job` (a single-run backfill) in a
-    process of its own: evaluated again and again while that run goes, and once after, the
-    automation requests nothing."""
+def test_the_automation_launches_nothing_a_running_range_run_covers(dagster_instance, definitions, source, warehouse):
+    """One day built earlier (its materializations), then the seven days before it as ONE run of
+    customer_daily (a single-run backfill) in a process of its own: evaluated again and again while
+    that run goes, and once after, the automation requests nothing: the run builds those days'
+    silver and the gold tables itself, and the seeds it rebuilds on the way do not make the day
+    built earlier stale."""
+    instance = dagster_instance
+    customer_sample.seed(source, rows=120, end_date=RANGE_END, days=8)
+    days = [(RANGE_END - timedelta(days=n)).isoformat() for n in range(8, 0, -1)]
     tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
-    for key, partition in built.items():
-        materialized(instance, key, partition)
+    for key in (*SEEDS, BRONZE, SILVER, *GOLD):  # the last day, built earlier
+        materialized(instance, key, days[-1] if key in (BRONZE, SILVER) else None)
     tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
     assert tick.total_requested == 0, requested(tick)
 
-    first_bronze = next(key for key in built if key.path[0] == "bronze")
     range_tags = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-2]}
     child = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "faults" / "run_job.py"), job, "", json.dumps(range_tags)]
+        [
+            sys.executable,
+            str(Path(__file__).parent / "faults" / "run_job.py"),
+            "customer_daily",
+            "",
+            json.dumps(range_tags),
+        ]
     )
     asked, during = {}, 0
     deadline = time.monotonic() + 600
     while child.poll() is None:
         assert time.monotonic() < deadline, "the range run did not end within 10 minutes"
         runs = instance.get_runs(dg.RunsFilter(tags=range_tags, statuses=[dg.DagsterRunStatus.STARTED]))
-        bronze_done = runs and instance.get_latest_materialization_event(first_bronze).run_id == runs[0].run_id
+        bronze_done = runs and instance.get_latest_materialization_event(BRONZE).run_id == runs[0].run_id
         tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
         asked.update(requested(tick))
         during += bool(bronze_done and child.poll() is None)
@@ -129,34 +156,3 @@ def assert_a_running_range_run_asks_for_nothing(instance, definitions, job: str,
     asked.update(requested(tick))
     assert not asked, f"the automation asked for work the range run covered: {asked}"
     assert instance.get_runs_count() == 1
-
-
-def test_the_automation_launches_nothing_a_running_range_run_covers(dagster_instance, definitions, source, warehouse):
-    """One day built earlier, then the seven days before it as one run of customer_daily: the run
-    builds those days' silver and the gold tables itself, and the seeds it rebuilds on the way do
-    not make the day built earlier stale."""
-    customer_sample.seed(source, rows=120, end_date=RANGE_END, days=8)
-    days = [(RANGE_END - timedelta(days=n)).isoformat() for n in range(8, 0, -1)]
-    built = {key: days[-1] if key in (BRONZE, SILVER) else None for key in (BRONZE, *SEEDS, SILVER, *GOLD)}
-    assert_a_running_range_run_asks_for_nothing(dagster_instance, definitions, "customer_daily", days, built)
-
-
-def test_the_automation_launches_nothing_a_running_video_range_run_covers(
-    dagster_instance, definitions, warehouse, tmp_path, monkeypatch
-):
-    """The same for video_daily: its silver is partitioned like its bronze (the range's days are in
-    progress), its gold is not (in progress as a whole)."""
-    landing = tmp_path / "video_landing"
-    monkeypatch.setenv("DW_VIDEO_LANDING_DIR", str(landing))
-    days = [(RANGE_END - timedelta(days=n)).isoformat() for n in range(4, 0, -1)]
-    for day in days:
-        for name, data in video_sample.sample_files(date.fromisoformat(day)).items():
-            (landing / day).mkdir(parents=True, exist_ok=True)
-            (landing / day / name).write_bytes(data)
-    graph = definitions.resolve_asset_graph()
-    video = sorted(
-        (k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "video"),
-        key=lambda k: ("bronze", "silver", "gold").index(k.path[0]),
-    )
-    built = {key: days[-1] if graph.get(key).partitions_def else None for key in video}
-    assert_a_running_range_run_asks_for_nothing(dagster_instance, definitions, "video_daily", days, built)
