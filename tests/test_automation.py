@@ -93,6 +93,25 @@ def test_a_rebuilt_seed_does_not_make_other_days_stale(definitions):
     assert tick.total_requested == 0, requested(tick)  # not 2026-11-09's silver, nor gold after it
 
 
+def test_a_video_range_run_that_built_its_days_silver_and_gold_triggers_nothing_more(definitions):
+    """video_daily over a range of days, as a catch-up tick runs it: its silver is partitioned like
+    its bronze, its gold is not. What the run materializes (the seeds, every day's bronze and silver,
+    the gold tables) between two evaluations asks for nothing more, nor for the day built earlier."""
+    instance = dg.DagsterInstance.ephemeral()
+    graph = definitions.resolve_asset_graph()
+    video = sorted(
+        (k for k in graph.get_all_asset_keys() if graph.get(k).group_name == "video"),
+        key=lambda k: ("bronze", "silver", "gold").index(k.path[0]),
+    )
+    tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance)
+    for days in (["2026-11-16"], ["2026-11-13", "2026-11-14", "2026-11-15"]):  # a day built earlier, then the range
+        for key in video:
+            for day in days if graph.get(key).partitions_def else [None]:
+                materialized(instance, key, day)
+        tick = dg.evaluate_automation_conditions(defs=definitions, instance=instance, cursor=tick.cursor)
+        assert tick.total_requested == 0, requested(tick)
+
+
 RANGE_END = date(2026, 11, 17)  # the source's days: 2026-11-09 .. 2026-11-16
 
 

@@ -313,3 +313,30 @@ def test_silver_finds_a_keys_rows_of_every_blob_or_day_through_bronzes_index_on_
     query = sql.SQL("explain select * from {} where {} in ('K7', 'K42')").format(table.ident, sql.SQL(key))
     plan = "\n".join(r[0] for r in warehouse.execute(query).fetchall())
     assert "Seq Scan" not in plan and "_key_idx" in plan, plan
+
+
+def test_silver_finds_a_content_items_latest_day_outside_the_window_through_bronzes_index(warehouse):
+    """The catalog is sent whole every day, so every item has a row on every day: silver's
+    incremental video_content (dbt_project/macros/video_window.sql, video_latest_day_outside) looks
+    up each item's latest day before the window and that day's rows through the index on
+    (btrim(content_id), arrival_date), never every day's rows of it."""
+    from dw_platform.lib.json_flatten import TableShape
+    from dw_platform.video.ingest import ContentFile
+
+    table = ContentFile("test", date(2026, 1, 1), TableShape(), {}).parent_table()
+    bronze.ensure_bronze_objects(warehouse, table)
+    warehouse.execute(
+        sql.SQL(
+            "insert into {} (content_id, arrival_date, source_line) select ' C' || i, date '2025-01-01' + d, i"
+            " from generate_series(1, 200) i, generate_series(0, 364) d"
+        ).format(table.ident)
+    )
+    warehouse.execute(sql.SQL("analyze {}").format(table.ident))
+    queries = {
+        "the latest day before the window": "select max(arrival_date) from {} where btrim(content_id) = 'C7'"
+        " and arrival_date < ('2025-12-01 00:00:00'::timestamp)::date",
+        "that day's rows": "select * from {} where btrim(content_id) = 'C7' and arrival_date = date '2025-11-30'",
+    }
+    for what, query in queries.items():
+        plan = "\n".join(r[0] for r in warehouse.execute(sql.SQL("explain " + query).format(table.ident)).fetchall())
+        assert "Seq Scan" not in plan and "content_content_id_key_day_idx" in plan, f"{what}:\n{plan}"

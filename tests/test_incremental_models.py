@@ -13,7 +13,15 @@ from conftest import run_job
 from test_customer_pipeline import add_customer
 from test_softcart_star_schema import sync as sync_softcart
 from test_softcart_weblogs import ingest as ingest_log
-from test_video_pipeline import SESSIONS_DAY1, SESSIONS_DAY2, USERS_DAY1, USERS_DAY2, land, landing  # noqa: F401
+from test_video_pipeline import (  # noqa: F401
+    CONTENT,
+    SESSIONS_DAY1,
+    SESSIONS_DAY2,
+    USERS_DAY1,
+    USERS_DAY2,
+    land,
+    landing,  # noqa: F401
+)
 from test_video_pipeline import run as run_video_day
 
 from dw_platform.defs.sales.partitions import sales_blobs
@@ -39,6 +47,8 @@ SALES_MODELS = ["silver.sales_cleaned", "gold.sales_daily_summary"]
 VIDEO_MODELS = [
     "silver.video_users",
     "silver.video_viewing_sessions",
+    "silver.video_content",
+    "silver.video_content_genres",
     "gold.video_user_engagement",
     "gold.video_viewing_statistics",
 ]
@@ -48,7 +58,7 @@ COVERED = {
     **dict.fromkeys(WEB_MODELS, "test_web_traffic_built_file_by_file_equals_a_full_refresh"),
     **dict.fromkeys(SOFTCART_MODELS, "test_softcart_star_schema_built_sync_by_sync_equals_a_full_refresh"),
     **dict.fromkeys(SALES_MODELS, "test_sales_built_blob_by_blob_equals_a_full_refresh"),
-    **dict.fromkeys(VIDEO_MODELS, "test_video_built_day_by_day_equals_a_full_refresh"),
+    **dict.fromkeys(VIDEO_MODELS, "test_video_built_day_by_day_and_by_range_equals_a_full_refresh"),
 }
 
 
@@ -219,12 +229,29 @@ def test_sales_built_blob_by_blob_equals_a_full_refresh(storage, warehouse):
     assert_incremental_equals_full_refresh(warehouse, SALES_MODELS)
 
 
-def test_video_built_day_by_day_equals_a_full_refresh(landing, warehouse):  # noqa: F811
+def run_video_range(first: str, last: str) -> dg.ExecuteInProcessResult:
+    """video_daily over first..last as ONE run (a catch-up tick's or `dw backfill video`'s)."""
+    from dw_platform.definitions import defs
+
+    return (
+        defs()
+        .resolve_job_def("video_daily")
+        .execute_in_process(
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    )
+
+
+def test_video_built_day_by_day_and_by_range_equals_a_full_refresh(landing, warehouse):  # noqa: F811
     day1, day2, day3 = "2026-11-20", "2026-11-21", "2026-11-22"
     land(landing, day1, USERS_DAY1, SESSIONS_DAY1)
-    # Day 2 corrects S1 to the day before (its day 1 row moves to 2026-11-19).
+    # Day 2 corrects S1 to the day before (its day 1 row moves to 2026-11-19); the catalog renames
+    # C2 and changes its genres. Day 3's catalog no longer lists C3 (it keeps its last version).
     moved = ["S1", "U1", "C1", "mobile", "US", "2026-11-19 23:00:00", "660", "100"]
-    land(landing, day2, USERS_DAY2, [*SESSIONS_DAY2[:1], moved])
+    renamed = [{**CONTENT[0]}, {**CONTENT[1], "title": "Beta II", "genres": ["Comedy", "Drama"]}, CONTENT[2]]
+    land(landing, day2, USERS_DAY2, [*SESSIONS_DAY2[:1], moved], content=renamed)
     land(
         landing,
         day3,
@@ -233,19 +260,33 @@ def test_video_built_day_by_day_equals_a_full_refresh(landing, warehouse):  # no
             ["S5", "U4", "C3", "tablet", "fr", "2026-11-22 08:00:00", "120", "20"],
             ["S6", "U2", "C1", "tv", "de", "2026-11-20 21:00:00", "30", "5"],
         ],
+        content=renamed[:2],
     )
     s1_day = "select session_date from silver.video_viewing_sessions where session_id = 'S1'"
-    for day in (day1, day2, day3):
-        assert run_video_day(day).success, day
+    u3_built = "select _built_at from silver.video_users where user_id = 'U3'"
+    assert run_video_day(day1).success
+    before = warehouse.execute(u3_built).fetchone()
+    # Days 2 and 3 as one range run: one windowed build, which leaves day 1's user U3 alone.
+    assert run_video_range(day2, day3).success
+    assert warehouse.execute(u3_built).fetchone() == before
     assert warehouse.execute(s1_day).fetchone() == (date(2026, 11, 19),)
+    assert warehouse.execute("select title from silver.video_content where content_id = 'C2'").fetchone() == (
+        "Beta II",
+    )
     # Day 1 sent again after day 3: S3 and U3 gone (S3's day loses it); its S1 is now the latest
     # load and moves back (2026-11-19 loses it); U2's day 1 row stays older than day 2's.
     land(landing, day1, USERS_DAY1[:2] + USERS_DAY1[3:], SESSIONS_DAY1[:2])
     assert run_video_day(day1).success
+    # Day 2 sent again with C2 back to its first version; day 2 and 3 run again as a range.
+    land(landing, day2, USERS_DAY2, [*SESSIONS_DAY2[:1], moved])
+    assert run_video_range(day2, day3).success
 
     assert warehouse.execute("select count(*) from silver.video_viewing_sessions").fetchone() == (5,)
     assert warehouse.execute("select count(*) from silver.video_users").fetchone() == (3,)
-    assert warehouse.execute(s1_day).fetchone() == (date(2026, 11, 20),)
+    assert warehouse.execute("select count(*) from silver.video_content").fetchone() == (3,)
+    assert warehouse.execute(
+        "select content_id, title, arrival_date::text from silver.video_content order by 1"
+    ).fetchall() == [("C1", "Alpha", day3), ("C2", "Beta II", day3), ("C3", "Gamma", day2)]
     assert_incremental_equals_full_refresh(warehouse, VIDEO_MODELS)
 
 

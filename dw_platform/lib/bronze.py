@@ -98,10 +98,17 @@ ROW_HASH = Column("_bronze_row_hash", "text", "md5 over every source column: the
 class ExpressionIndex:
     """An index on an SQL expression over a bronze table's columns, named `<table>_<name>_idx`:
     for readers that look rows up by a cleaned value (silver's trimmed order_id), which an index
-    on the column cannot answer. The expression must be written as the readers write it."""
+    on the column cannot answer. The expression must be written as the readers write it.
+    `columns` follow it in the index (a key's rows of one day: the trimmed key, then the day)."""
 
     name: str
     expression: str
+    columns: tuple[str, ...] = ()
+
+    def indexed(self) -> sql.Composable:
+        return sql.SQL(", ").join(
+            [sql.SQL("({})").format(sql.SQL(self.expression)), *(sql.Identifier(c) for c in self.columns)]
+        )
 
 
 @dataclass(frozen=True)
@@ -163,8 +170,7 @@ class BronzeTable:
     def declared_indexes(self) -> list[tuple[str, sql.Composable]]:
         """(name, indexed column or expression) of `index_columns` and `expression_indexes`."""
         return [(f"{self.name}_{c.strip('_')}_idx", sql.Identifier(c)) for c in self.index_columns] + [
-            (f"{self.name}_{i.name}_idx", sql.SQL("({})").format(sql.SQL(i.expression)))
-            for i in self.expression_indexes
+            (f"{self.name}_{i.name}_idx", i.indexed()) for i in self.expression_indexes
         ]
 
 

@@ -53,6 +53,11 @@ def key_index(column: str) -> ExpressionIndex:
     return ExpressionIndex(f"{column}_key", f"btrim({column})")
 
 
+# The catalog is sent whole every day: silver looks up a content item's latest day before (or
+# after) the run's window, and that day's rows, not every day's (dbt_project/models/silver/video).
+CONTENT_KEY_DAY = ExpressionIndex("content_id_key_day", "btrim(content_id)", ("arrival_date",))
+
+
 def csv_table(schema: CsvSchema, key: str) -> BronzeTable:
     table_schema, name = schema.table.split(".")
     columns = (
@@ -340,6 +345,7 @@ class ContentFile:
             PARENT,
             (*CONTENT_BASE, *(Column(c, t) for c, t in self.parent.columns.items())),
             index_columns=("arrival_date",),
+            expression_indexes=(CONTENT_KEY_DAY,),
         )
 
     def child_table(self, name: str) -> BronzeTable:
@@ -348,6 +354,7 @@ class ContentFile:
             name,
             (*CHILD_BASE, *(Column(c, t) for c, t in self.children[name].columns.items())),
             index_columns=("arrival_date",),
+            expression_indexes=(CONTENT_KEY_DAY,),
         )
 
     def parent_batches(self) -> Iterator[list[tuple]]:

@@ -14,9 +14,9 @@ video_daily_job = dg.define_asset_job(
     selection=with_seeds(dg.AssetSelection.assets(*VIDEO_BRONZE).required_multi_asset_neighbors().downstream())
     - dg.AssetSelection.checks(*WATCH_CHECKS),
     partitions_def=video_daily,
-    description="Load one arrival day of users, viewing sessions and content metadata into bronze, then the "
-    "video silver and gold models (users, sessions and their gold rebuilt for that day's keys and session days; a "
-    "range of days rebuilds every day) and their dbt tests.",
+    description="Load one arrival day (or a range, as one run) of users, viewing sessions and content metadata "
+    "into bronze, then the video silver models for that window (partitioned like bronze: the users, sessions and "
+    "content items of its days are rebuilt), the gold built on what they changed, and their dbt tests.",
     # A day's load replaces itself, so retrying is safe; bad files and failing dbt tests are not retried.
     op_retry_policy=dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL),
 )

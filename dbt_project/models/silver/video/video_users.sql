@@ -1,13 +1,16 @@
 -- One row per user: the latest version wins (updated_at, then the newest load, then the
 -- later line). Dates typed, categories normalized; missing values made explicit:
 -- country and subscription tier 'unknown', email and dates null.
--- Incremental by arrival day (a one-day run's DW_PARTITION_KEYS; every day otherwise): the users of
--- the run's days' rows, and those whose row arrived on them, are rebuilt from every day's rows of
--- them (macros/changed_keys.sql, macros/video_window.sql).
+-- Incremental by arrival day (partitioned like bronze, `video_daily`: the run's window of days,
+-- one or a range; all time in an unpartitioned run): the users of the window's rows, and those
+-- whose row arrived in it, are rebuilt from every day's rows of them (macros/changed_keys.sql,
+-- macros/video_window.sql).
 {{
     config(
         materialized='incremental',
         incremental_strategy='append',
+        tags=['video_daily'],
+        meta={'partition_column': 'arrival_date'},
         pre_hook=[
             "{{ serialize('video_users') }}",
             "{{ create_video_safe_casts() }}",

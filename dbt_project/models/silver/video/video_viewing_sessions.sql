@@ -8,6 +8,8 @@
     config(
         materialized='incremental',
         incremental_strategy='append',
+        tags=['video_daily'],
+        meta={'partition_column': 'arrival_date'},
         pre_hook=[
             "{{ serialize('video_viewing_sessions') }}",
             "{{ create_video_safe_casts() }}",
