@@ -158,12 +158,11 @@ from generate_series(1, %(rows)s) as i
 def seed_source(db: str, first: date, days: int, per_day: int) -> int:
     """The source's history (kept when already there): `per_day` customers modified on each day
     from `first`; returns its row count."""
+    from dw_platform.devenv.embedded import create_source_database
     from dw_platform.samples import customer
 
     rows = days * per_day
-    with admin("postgres") as conn:
-        if not conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
-            conn.execute(f'create database "{db}"')
+    create_source_database(db)  # the pipeline role reads it, as it reads the CRM
     with admin(db) as conn:
         conn.execute(customer.DDL)
         held = conn.execute("select count(*), min(last_modified_ts)::date from dbo.customer_profile").fetchone()
