@@ -76,6 +76,7 @@ def test_the_code_location_has_the_sales_asset_checks_job_sensor_and_unpartition
 
     sensor = definitions.resolve_sensor_def("sales_incoming_sensor")
     assert sensor.job_name == "sales_ingest"
+    assert sensor.minimum_interval_seconds < 5  # a tick on every loop of Dagster's sensor daemon (5 s)
     job = definitions.resolve_job_def("sales_ingest")
     assert job.partitions_def == bronze.partitions_def
     assert job.op_retry_policy.max_retries == 3

@@ -7,9 +7,11 @@ customer job for one day from the job's page, then seven days as one backfill (o
 automation sensor launches nothing after it), and one bronze partition from the asset's
 Materialize dialog, each followed to the run page's Success (click-to-Success is printed: a
 benchmark figure, not an assertion); finds the bronze asset's link to its code; finds the checks
-of a silver and a gold asset, all passed; switches the sales sensor on, drops a file into
-incoming/ (`dw drop`) and follows the run the sensor launched to Success (drop-to-Success is
-printed); a second `dw dev` on the UI's port stops at once with its message. A missing asset, a failed run or a red check fails it; the screenshot
+of a silver and a gold asset, all passed; finds the lakehouse checks of the replication source
+(bulk-loaded by the setup, as `dw demo` does) passed, executes them again with Execute all and
+finds that run's results passed too; switches the sales sensor on, drops a file into incoming/
+(`dw drop`) and follows the run the sensor launched to Success (drop-to-Success is printed, with
+where its seconds went: the sensor, the run's start, bronze, dbt); a second `dw dev` on the UI's port stops at once with its message. A missing asset, a failed run or a red check fails it; the screenshot
 of every step so far is then written to test-results/ui-<time>/, named in the failure. At the end it
 saves the customer domain's lineage, as built, to test-results/asset-graph.png; with
 DW_UPDATE_DOCS_IMAGES=1 to docs/assets/asset-graph.png instead, the picture README and the docs
@@ -27,10 +29,12 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
+from conftest import load_all
 
 from dw_platform.devenv import embedded
 from dw_platform.domains import OWNERS
 from dw_platform.samples import customer as customer_sample
+from dw_platform.samples import replication as replication_sample
 from dw_platform.samples import sales as sales_sample
 
 pytestmark = pytest.mark.browser
@@ -107,6 +111,32 @@ class Journey:
             time.sleep(0.25)
         raise AssertionError(f"the run did not succeed within {timeout_s:.0f}s (status {self.run_status()!r})")
 
+    def wait_for_checks_passed(self, asset: str, names: set[str]) -> None:
+        """On an asset's checks tab: every check of `names` listed, evaluated and passed (a run the
+        automation sensor started may still be at it); a red check fails at once."""
+        assert names, f"{asset} has no checks in the code location"
+        rows = self.page.locator("[class*=AssetChecks_checkRow]")
+        rows.nth(len(names) - 1).wait_for(timeout=60_000)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            # A row: the check's name, then its status (succeeded, failed, in progress, not evaluated, ...).
+            statuses = {
+                row.locator("[class*=MiddleTruncate_container]").get_attribute("title"): row.inner_text()
+                .lower()
+                .splitlines()[-1]
+                .strip()
+                for row in rows.all()
+            }
+            red = [name for name, status in statuses.items() if "fail" in status or "error" in status]
+            assert not red, f"red checks on {asset}: {red}"
+            assert set(statuses) == names, (
+                f"{asset}: the UI lists {sorted(statuses)}, the code location has {sorted(names)}"
+            )
+            if all(status in ("succeeded", "passed") for status in statuses.values()):
+                return
+            assert time.monotonic() < deadline, f"the checks of {asset} did not all pass: {statuses}"
+            time.sleep(1)
+
     def launch_partition(self, partition: str) -> float:
         """In the open Materialize dialog: one partition, launch, follow the toast to the run page
         and wait for Success; returns seconds from the click on Launch to Success."""
@@ -126,11 +156,15 @@ class Journey:
         return time.monotonic() - clicked, self.page.url.rsplit("/", 1)[-1].split("?")[0]
 
 
-def run_split(instance: dg.DagsterInstance, run_id: str) -> str:
-    """Where a run's time went: queued, launching, then each step's start and end (seconds from enqueue)."""
+def run_split(instance: dg.DagsterInstance, run_id: str, since: float | None = None) -> str:
+    """Where a run's time went: queued, launching, then each step's start and end, in seconds from
+    `since` (a wall-clock time, e.g. the drop of the file a sensor found), else from its enqueue."""
     stats = instance.get_run_stats(run_id)
-    t0 = stats.enqueued_time or stats.launch_time
+    t0 = since or stats.enqueued_time or stats.launch_time
     parts = [f"run {run_id[:8]}: launched +{stats.launch_time - t0:.1f}", f"started +{stats.start_time - t0:.1f}"]
+    if since:
+        parts.insert(0, f"run {run_id[:8]}: queued by the sensor +{stats.enqueued_time - t0:.1f}")
+        parts[1] = parts[1].split(": ", 1)[1]
     for step in instance.get_run_step_stats(run_id):
         parts.append(f"{step.step_key} +{step.start_time - t0:.1f}..+{step.end_time - t0:.1f}")
     parts.append(f"ended +{stats.end_time - t0:.1f}")
@@ -155,10 +189,18 @@ def checks_of(definitions: dg.Definitions, asset: str) -> set[str]:
 
 
 @pytest.fixture
-def operator_ui(source, storage, request):
-    """Sample customers in the test's source, then `dagster dev` on the test's databases and container."""
+def operator_ui(source, storage, replication_source, request):
+    """Sample customers in the test's source, then `dagster dev` on the test's databases and container;
+    and, as `dw demo` does, a small replication source discovered and bulk-loaded into the lakehouse
+    (the load evaluates the lakehouse checks)."""
     customer_sample.seed(source, rows=300, end_date=datetime.now(timezone.utc).date(), days=14)
-    return request.getfixturevalue("dagster_dev")
+    replication_sample.seed(replication_source, customer_count=50, product_count=20, order_count=100, audit_count=30)
+    ui = request.getfixturevalue("dagster_dev")
+    from dw_platform.definitions import defs
+
+    loaded = load_all(defs(), ui.instance)
+    assert loaded.success, [e.message for e in loaded.all_events if e.is_failure]
+    return ui
 
 
 def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_dropped_file(
@@ -235,30 +277,29 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
     for asset in ("silver/customer_profile_standardized", "gold/dim_customer_profile"):
         with ui.step(f"checks of {asset}"):
             ui.open(f"/assets/{asset}?view=checks")
-            names = checks_of(definitions, asset)
-            assert names, f"{asset} has no checks in the code location"
-            rows = page.locator("[class*=AssetChecks_checkRow]")
-            rows.nth(len(names) - 1).wait_for(timeout=60_000)
-            # Every check listed, evaluated and passed (a run the automation sensor started may still be at it).
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while True:
-                # A row: the check's name, then its status (succeeded, failed, in progress, ...).
-                statuses = {
-                    row.locator("[class*=MiddleTruncate_container]").get_attribute("title"): row.inner_text()
-                    .lower()
-                    .splitlines()[-1]
-                    .strip()
-                    for row in rows.all()
-                }
-                red = [name for name, status in statuses.items() if "fail" in status or "error" in status]
-                assert not red, f"red checks on {asset}: {red}"
-                assert set(statuses) == names, (
-                    f"{asset}: the UI lists {sorted(statuses)}, the code location has {sorted(names)}"
-                )
-                if all(status in ("succeeded", "passed") for status in statuses.values()):
-                    break
-                assert time.monotonic() < deadline, f"the checks of {asset} did not all pass: {statuses}"
-                time.sleep(1)
+            ui.wait_for_checks_passed(asset, checks_of(definitions, asset))
+
+    lakehouse = "bronze/lakehouse/source_app"
+    with ui.step(f"checks of {lakehouse}: evaluated by the bulk load, then executed again from the UI"):
+        ui.open(f"/assets/{lakehouse}?view=checks")
+        names = checks_of(definitions, lakehouse)
+        ui.wait_for_checks_passed(lakehouse, names)
+        page.get_by_role("button", name="Execute all").click()
+        toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}"))
+        short_id = re.search(r"[0-9a-f]{8}", toast.inner_text(timeout=60_000)).group(0)
+        ui.open("/runs")
+        page.locator(f"a[href^='/runs/{short_id}']").first.click()
+        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+        ui.wait_for_run_success()
+        checks_run = page.url.rsplit("/", 1)[-1].split("?")[0]
+        evaluated = {
+            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in operator_ui.instance.all_logs(checks_run, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            for e in [e.dagster_event]
+        }
+        assert evaluated == dict.fromkeys(names, True), f"the checks run {checks_run} evaluated {evaluated}"
+        ui.open(f"/assets/{lakehouse}?view=checks")
+        ui.wait_for_checks_passed(lakehouse, names)
 
     with ui.step("sales sensor switched on, a dropped file ingested by the run it launched"):
         ui.open("/locations/dw_platform/sensors/sales_incoming_sensor")
@@ -275,13 +316,14 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             timeout=120,
         )
         assert dropped.returncode == 0, dropped.stderr
-        drop_done = time.monotonic()
+        drop_done, dropped_at = time.monotonic(), time.time()
         page.get_by_role("button", name="Runs", exact=True).click()  # the sensor's runs
         run_link = page.locator("a[href*='/runs/']").filter(has_text=re.compile(r"^[0-9a-f]{8}$")).first
-        run_link.wait_for(timeout=120_000)  # the sensor ticks every 30 s
+        run_link.wait_for(timeout=120_000)  # the sensor ticks every 5 s
         run_link.click()
         ui.wait_for_run_success()
         drop_seconds = time.monotonic() - drop_done
+        drop_run = page.url.rsplit("/", 1)[-1].split("?")[0]
 
     with ui.step("a second `dw dev` on the UI's port stops at once, saying how to choose another"):
         port = int(operator_ui.url.rsplit(":", 1)[1])
@@ -312,7 +354,11 @@ def test_an_operator_finds_every_domain_materializes_reads_checks_and_ingests_a_
             f"\nUI click-to-Success: customer_daily, one partition {job_seconds:.1f} s; "
             f"bronze/customer_profile_raw, one partition {asset_seconds:.1f} s; customer_daily, 7 days as "
             f"one backfill run {range_seconds:.1f} s; a dropped sales file (20 rows) to its run's Success "
-            f"{drop_seconds:.1f} s (the sensor ticks every 30 s)"
+            f"{drop_seconds:.1f} s (the sensor ticks every 5 s)"
         )
         for run_id in (job_run, asset_run, range_run.run_id):
             print(run_split(operator_ui.instance, run_id))
+        print(
+            f"dropped sales file, seconds from the drop: {run_split(operator_ui.instance, drop_run, since=dropped_at)}; "
+            f"Success on the run page +{drop_seconds:.1f}"
+        )
