@@ -109,7 +109,7 @@ def snake(name: str) -> str:
 
 def chart_instance(values: dict) -> dict:
     """The instance settings the Helm chart writes from `values` (its configmap-instance template:
-    each camelCase key of the launcher, queue, monitoring and retries as the snake_case key, the
+    each camelCase key of the launcher, queue, monitoring, retries and retention as the snake_case key, the
     secrets' names as a list, the release's service account, config map and DAGSTER_HOME)."""
     daemon = values["dagsterDaemon"]
     launcher = {snake(k): v for k, v in values["runLauncher"]["config"]["k8sRunLauncher"].items()}
@@ -135,6 +135,7 @@ def chart_instance(values: dict) -> dict:
         },
         "run_monitoring": {snake(k): v for k, v in daemon["runMonitoring"].items()},
         "run_retries": {snake(k): v for k, v in daemon["runRetries"].items()},
+        "retention": {"sensor": {"purge_after_days": values["retention"]["sensor"]["purgeAfterDays"]}},
     }
 
 
