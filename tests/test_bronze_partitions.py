@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from dw_platform.lib import bronze, bronze_partitions
+from dw_platform.lib import bronze, bronze_partitions, partition_rows
 from dw_platform.lib.bronze import BronzeTable, Column, LoadScope, Watermark
 from dw_platform.lib.bronze_checks import no_all_null_rows
 from dw_platform.lib.bronze_partitions import RangePartitions
@@ -340,3 +340,23 @@ def test_silver_finds_a_content_items_latest_day_outside_the_window_through_bron
     for what, query in queries.items():
         plan = "\n".join(r[0] for r in warehouse.execute(sql.SQL("explain " + query).format(table.ident)).fetchall())
         assert "Seq Scan" not in plan and "content_content_id_key_day_idx" in plan, f"{what}:\n{plan}"
+
+
+def test_a_large_partitioned_tables_row_count_is_its_partitions_estimate_and_a_new_partition_is_counted(
+    warehouse, monkeypatch
+):
+    """A partitioned parent has no estimate of its own (autovacuum never analyzes it): counting it
+    exactly after every day would read the whole history."""
+    monkeypatch.setattr(partition_rows, "EXACT_COUNT_LIMIT", 2)
+    rows = [(i, "x", True, None, datetime(2026, 10, 1, i)) for i in range(3)]
+    load(warehouse, [arrow(rows)], day(date(2026, 10, 1)))
+    assert partition_rows.table_rows(warehouse, "bronze.events") == {"dagster/row_count": 3}  # nothing analyzed
+
+    warehouse.execute("analyze bronze.events")  # its partitions: October's estimate is 3
+    later = [(9, "y", True, None, datetime(2026, 11, 10, 5))]
+    load(warehouse, [arrow(later)], day(date(2026, 11, 10)))  # a new month's partition, not analyzed
+
+    assert partition_rows.table_rows(warehouse, "bronze.events") == {
+        "dagster/row_count": 4,
+        "row_count_estimated": True,
+    }

@@ -53,18 +53,26 @@ EXACT_COUNT_LIMIT = 1_000_000
 
 def table_rows(conn: psycopg.Connection, table: str) -> dict[str, int | bool]:
     """`dagster/row_count` of a table (schema.name): its rows, or above `EXACT_COUNT_LIMIT` the
-    planner's estimate, marked `row_count_estimated`."""
+    planner's estimate, marked `row_count_estimated`. The estimate is the sum over the table's
+    leaves (its range partitions, or the table itself): autovacuum analyzes partitions, never a
+    partitioned parent, whose own estimate stays unknown. A leaf not analyzed yet (a month
+    partition just made, a table just built) is counted."""
     ident = sql.Identifier(*table.split("."))
-    exists, estimate = conn.execute(
-        "select to_regclass(%(t)s) is not null, (select greatest(reltuples, 0)::bigint from pg_class "
-        "where oid = to_regclass(%(t)s))",
-        {"t": ident.as_string(conn)},
-    ).fetchone()
-    if not exists:  # not created yet (a table made on a first document that has its field)
-        return {"dagster/row_count": 0}
-    if estimate > EXACT_COUNT_LIMIT:
-        return {"dagster/row_count": estimate, "row_count_estimated": True}
-    return {"dagster/row_count": conn.execute(sql.SQL("select count(*) from {}").format(ident)).fetchone()[0]}
+    if conn.execute("select to_regclass(%s)", (ident.as_string(conn),)).fetchone()[0] is None:
+        return {"dagster/row_count": 0}  # not created yet (a table made on a first document that has its field)
+    leaves = conn.execute(
+        "select c.oid::regclass::text, c.reltuples::bigint from pg_partition_tree(to_regclass(%s)) t "
+        "join pg_class c on c.oid = t.relid where t.isleaf",
+        (ident.as_string(conn),),
+    ).fetchall()
+    count = "select count(*) from {}"
+    estimated = sum(rows for _, rows in leaves if rows >= 0)
+    counted = sum(conn.execute(sql.SQL(count).format(sql.SQL(name))).fetchone()[0] for name, rows in leaves if rows < 0)
+    if not estimated:
+        return {"dagster/row_count": counted}
+    if estimated + counted > EXACT_COUNT_LIMIT:
+        return {"dagster/row_count": estimated + counted, "row_count_estimated": True}
+    return {"dagster/row_count": conn.execute(sql.SQL(count).format(ident)).fetchone()[0]}
 
 
 def partition_and_table_rows(conn: psycopg.Connection, table: str, partition_rows: int) -> dict[str, int | bool]:
