@@ -60,18 +60,18 @@ def table_rows(conn: psycopg.Connection, table: str) -> dict[str, int | bool]:
     ident = sql.Identifier(*table.split("."))
     if conn.execute("select to_regclass(%s)", (ident.as_string(conn),)).fetchone()[0] is None:
         return {"dagster/row_count": 0}  # not created yet (a table made on a first document that has its field)
-    leaves = conn.execute(
-        "select c.oid::regclass::text, c.reltuples::bigint from pg_partition_tree(to_regclass(%s)) t "
-        "join pg_class c on c.oid = t.relid where t.isleaf",
-        (ident.as_string(conn),),
+    leaves = conn.execute(  # pg_partition_tree lists nothing for a table without partitions
+        "select c.oid::regclass::text, c.reltuples::bigint from pg_class c where c.relkind <> 'p' and "
+        "(c.oid = to_regclass(%(t)s) or c.oid in (select relid from pg_partition_tree(to_regclass(%(t)s))))",
+        {"t": ident.as_string(conn)},
     ).fetchall()
     count = "select count(*) from {}"
-    estimated = sum(rows for _, rows in leaves if rows >= 0)
+    analyzed = [rows for _, rows in leaves if rows >= 0]
     counted = sum(conn.execute(sql.SQL(count).format(sql.SQL(name))).fetchone()[0] for name, rows in leaves if rows < 0)
-    if not estimated:
+    if not analyzed:
         return {"dagster/row_count": counted}
-    if estimated + counted > EXACT_COUNT_LIMIT:
-        return {"dagster/row_count": estimated + counted, "row_count_estimated": True}
+    if sum(analyzed) + counted > EXACT_COUNT_LIMIT:
+        return {"dagster/row_count": sum(analyzed) + counted, "row_count_estimated": True}
     return {"dagster/row_count": conn.execute(sql.SQL(count).format(ident)).fetchone()[0]}
 
 
