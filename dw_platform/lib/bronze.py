@@ -1185,11 +1185,12 @@ def _append_arrow_versions(
         in_order = hashes.take(order)
         order = order.filter(pa.concat_arrays([pa.array([True]), pc.not_equal(in_order[1:], in_order[:-1])]))
         new = np.ones(len(order), dtype=bool)
-        asked = np.flatnonzero(_may_be_held(conn, table, key, batch.column(key).take(order) if key else order))
+        ordered_keys = batch.column(key).take(order) if key else None
+        asked = np.flatnonzero(_may_be_held(conn, table, key, ordered_keys if key else order))
         if len(asked):
             probe_rows = pa.record_batch(
-                {"i": pa.array(asked.astype(np.int32)), "h": hashes.take(order).take(asked)}
-                | ({key: batch.column(key).take(order).take(asked)} if key else {})
+                {"i": pa.array(asked.astype(np.int32)), "h": hashes.take(order.take(asked))}
+                | ({key: ordered_keys.take(asked)} if key else {})
             )
             _copy(conn, table, probe, probe_columns, [probe_rows], (), _Progress(), lambda _msg: None)
             new[[i for (i,) in conn.execute(held)]] = False

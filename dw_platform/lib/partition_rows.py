@@ -58,16 +58,17 @@ def table_rows(conn: psycopg.Connection, table: str) -> dict[str, int | bool]:
     partitioned parent, whose own estimate stays unknown. A leaf not analyzed yet (a month
     partition just made, a table just built) is counted."""
     ident = sql.Identifier(*table.split("."))
-    if conn.execute("select to_regclass(%s)", (ident.as_string(conn),)).fetchone()[0] is None:
+    name = ident.as_string(conn)
+    if conn.execute("select to_regclass(%s)", (name,)).fetchone()[0] is None:
         return {"dagster/row_count": 0}  # not created yet (a table made on a first document that has its field)
     leaves = conn.execute(  # pg_partition_tree lists nothing for a table without partitions
         "select c.oid::regclass::text, c.reltuples::bigint from pg_class c where c.relkind <> 'p' and "
         "(c.oid = to_regclass(%(t)s) or c.oid in (select relid from pg_partition_tree(to_regclass(%(t)s))))",
-        {"t": ident.as_string(conn)},
+        {"t": name},
     ).fetchall()
     count = "select count(*) from {}"
     analyzed = [rows for _, rows in leaves if rows >= 0]
-    counted = sum(conn.execute(sql.SQL(count).format(sql.SQL(name))).fetchone()[0] for name, rows in leaves if rows < 0)
+    counted = sum(conn.execute(sql.SQL(count).format(sql.SQL(leaf))).fetchone()[0] for leaf, rows in leaves if rows < 0)
     if not analyzed:
         return {"dagster/row_count": counted}
     if sum(analyzed) + counted > EXACT_COUNT_LIMIT:

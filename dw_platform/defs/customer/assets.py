@@ -110,7 +110,7 @@ def customer_profile_raw(
             if len(months) > 1:
                 context.log.info(month_progress(results, len(months), time.monotonic() - started))
         total = table_rows(conn, CUSTOMER_PROFILE_RAW.qualified_name)
-    result = bronze.combined(results) if len(results) > 1 else results[0]
+    result = bronze.combined(results)
     record_daily_row_counts(context, context.asset_key, context.partition_keys, counts, loaded_label="rows_loaded")
     context.log.info(result.summary)
     metadata = {**result.metadata(), **total, "rows_loaded_in_run": result.rows_loaded}
