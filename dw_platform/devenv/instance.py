@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 import sqlalchemy
-from dagster_postgres import DagsterPostgresStorage
+from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage, PostgresRunStorage
 
 from dw_platform.devenv import embedded
 
@@ -36,21 +36,51 @@ def postgres_url() -> str:
     return embedded.start_postgres()
 
 
-class PostgresStorage(DagsterPostgresStorage):
-    """dagster-postgres storage whose URL is `postgres_url()` (no configuration in dagster.yaml),
-    each of its three storages holding one connection open for the process's next statement
+class _HeldConnection:
+    """A dagster-postgres storage holding one connection open for the process's next statement
     instead of connecting for each (more at once when threads need them; those are closed after
     use, as before). A held connection is checked before use, so a restarted server costs a
-    reconnect, not a failed statement. The webserver still replaces these engines with its own
-    pool (`optimize_for_webserver`)."""
+    reconnect, not a failed statement; it closes when the instance is disposed. The webserver
+    still replaces the engine with its own pool (`optimize_for_webserver`)."""
+
+    def __init__(self, postgres_url: str):
+        super().__init__(postgres_url)
+        # dagster-postgres makes its engine with NullPool and offers no setting for it.
+        self._engine = sqlalchemy.create_engine(
+            postgres_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=-1, pool_pre_ping=True
+        )
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+class _RunStorage(_HeldConnection, PostgresRunStorage):
+    pass
+
+
+class _EventLogStorage(_HeldConnection, PostgresEventLogStorage):
+    pass
+
+
+class PostgresStorage(DagsterPostgresStorage):
+    """dagster-postgres storage whose URL is `postgres_url()` (no configuration in dagster.yaml),
+    its run and event log storages each holding a connection (`_HeldConnection`): the statements of
+    a run. The schedule storage (sensor and schedule state, written by the daemon) connects per
+    statement as before: a sensor evaluation's instance is not always disposed."""
 
     def __init__(self, postgres_url: str, inst_data=None):
         super().__init__(postgres_url=postgres_url, inst_data=inst_data)
-        for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
-            # dagster-postgres makes each engine with NullPool and offers no setting for it.
-            storage._engine = sqlalchemy.create_engine(
-                postgres_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=-1, pool_pre_ping=True
-            )
+        self._held_runs = _RunStorage(postgres_url)
+        self._held_events = _EventLogStorage(postgres_url)
+
+    @property
+    def run_storage(self) -> PostgresRunStorage:
+        return self._held_runs
+
+    @property
+    def event_log_storage(self) -> PostgresEventLogStorage:
+        return self._held_events
 
     @classmethod
     def config_type(cls) -> dict:
