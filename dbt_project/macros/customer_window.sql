@@ -48,6 +48,17 @@
 {%- endmacro %}
 
 {#
+  The silver versions the window changed, as a condition on silver's rows (the same versions
+  customer_changes lists): two index ranges on last_modified_ts, so a test of silver reads the
+  rows the run built, never the changed customers' older versions scattered over the history.
+#}
+{% macro customer_changed_versions() -%}
+    (last_modified_ts >= {{ window_start() }} and last_modified_ts < {{ window_end() }}
+     or {{ customer_late_range() }}
+        and _bronze_batch_id in (select batch_id from ({{ customer_late_loads() }}) as late_loads))
+{%- endmacro %}
+
+{#
   dim_customer_profile's pre-hook: each changed customer's versions still in effect at or after
   its earliest change, the one that ended exactly there included (a changed version may merge
   into it). What stays is closed before the change and needs no rebuild.

@@ -30,6 +30,7 @@
   Test `where` configs may name what the run's window changed, so a test after a partition reads
   only that (dbt's documented way to give tests a dynamic where): __window_start__ and
   __window_end__ become the window's bounds, __changed_customers__ the customers it changed,
+  __changed_customer_versions__ a condition true for the silver customer versions it changed,
   __web_log_files__ the run's access-log files, __web_changed_days__ the days of traffic they changed,
   `_built_at >= __run_started_at__` the rows this dbt invocation built.
 #}
@@ -48,6 +49,9 @@
             {%- set silver = api.Relation.create(
                 database=target.database, schema='silver', identifier='web_requests') -%}
             {%- set where = where | replace('__web_changed_days__', '(' ~ web_changed_days(silver) ~ ')') -%}
+        {%- endif -%}
+        {%- if '__changed_customer_versions__' in where -%}
+            {%- set where = where | replace('__changed_customer_versions__', customer_changed_versions()) -%}
         {%- endif -%}
         {%- if '__changed_customers__' in where -%}
             {#- The silver table by name, not ref(): dbt allows a ref only where it was seen while parsing. -#}

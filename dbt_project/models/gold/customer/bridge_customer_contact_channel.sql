@@ -26,37 +26,23 @@ current_customers as (
 
 ),
 
-email_channels as (
-
-    select
-        customer_sk,
-        customer_id,
-        'email' as channel,
-        email as contact_value,
-        marketing_opt_in as is_marketing_allowed
-    from current_customers
-    where is_valid_email
-
-),
-
-phone_channels as (
-
-    select
-        customer_sk,
-        customer_id,
-        'phone' as channel,
-        phone as contact_value,
-        marketing_opt_in as is_marketing_allowed
-    from current_customers
-    where is_valid_phone
-
-),
-
 final as (
 
-    select * from email_channels
-    union all
-    select * from phone_channels
+    -- Both channels of a customer from one pass, written next to each other: a later change of
+    -- the customer deletes its rows from one heap page, not one per channel.
+    select
+        current_customers.customer_sk,
+        current_customers.customer_id,
+        channels.channel,
+        channels.contact_value,
+        current_customers.marketing_opt_in as is_marketing_allowed
+    from current_customers
+    cross join lateral (
+        values
+            ('email', current_customers.email, current_customers.is_valid_email),
+            ('phone', current_customers.phone, current_customers.is_valid_phone)
+    ) as channels (channel, contact_value, is_valid)
+    where channels.is_valid
 
 )
 

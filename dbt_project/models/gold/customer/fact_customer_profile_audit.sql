@@ -17,20 +17,35 @@
 
 with
 
-versions as (
+{% if is_incremental() %}
+changed as (
 
-    select * from {{ ref('dim_customer_profile') }}
+    {{ customer_audit_changes() }}
 
 ),
 
-{% if is_incremental() %}
+versions as (
+
+    -- Only the changed customers' versions (an index lookup each): a new version's previous one
+    -- is the same customer's. Reading the whole dimension here made a day's cost grow with history.
+    select * from {{ ref('dim_customer_profile') }}
+    where customer_id in (select customer_id from changed)
+
+),
+
 changed_versions as (
 
     select versions.*
     from versions
-    inner join ({{ customer_audit_changes() }}) as changed
+    inner join changed
         on versions.customer_id = changed.customer_id
         and versions.valid_from >= changed.rebuilt_from
+
+),
+{% else %}
+versions as (
+
+    select * from {{ ref('dim_customer_profile') }}
 
 ),
 {% endif %}
