@@ -15,13 +15,35 @@ from dw_platform.devenv import embedded
 from dw_platform.lib.warehouse import server_connection
 
 
-def test_a_killed_run_is_marked_failed_and_retried_to_success(databases, source, warehouse, dagster_dev):
+def start_a_load(client, instance: dg.DagsterInstance, databases, source) -> tuple[str, int]:
+    """A run of the seeded source launched through the webserver, once its worker is COPYing into
+    bronze: (run id, the worker's pid)."""
     seed(source)
-    client, instance = dagster_dev.client, dagster_dev.instance
     run_id = wait_for(lambda: submit(client), 180, "the code location to load and take the run")
-    pid = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
+    worker = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
     with embedded.admin_connection("postgres") as admin:
         copying_backend(admin, databases["warehouse"], timeout_s=300)
+    return run_id, worker
+
+
+def assert_retried_to_success(instance: dg.DagsterInstance, run_id: str, launching: str) -> None:
+    """Run retries launched a retry of the failed run (`launching` says where), and it succeeded."""
+    retries = wait_for(lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})), 120, launching)
+    finished = wait_for(
+        lambda: (r := instance.get_run_by_id(retries[0].run_id)).is_finished and r, 600, "the retry to finish"
+    )
+    assert finished.status == dg.DagsterRunStatus.SUCCESS
+
+
+def assert_loaded_once(warehouse) -> None:
+    assert warehouse.execute(
+        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
+    ).fetchone() == (ROWS, ROWS)
+
+
+def test_a_killed_run_is_marked_failed_and_retried_to_success(databases, source, warehouse, dagster_dev):
+    client, instance = dagster_dev.client, dagster_dev.instance
+    run_id, pid = start_a_load(client, instance, databases, source)
     os.kill(pid, signal.SIGKILL)
 
     assert wait_for(
@@ -29,18 +51,8 @@ def test_a_killed_run_is_marked_failed_and_retried_to_success(databases, source,
         60,
         "the killed run to be marked failed",
     )
-    retry = wait_for(
-        lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})),
-        120,
-        "run retries to launch a retry",
-    )[0]
-    finished = wait_for(
-        lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 600, "the retry to finish"
-    )
-    assert finished.status == dg.DagsterRunStatus.SUCCESS
-    assert warehouse.execute(
-        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
-    ).fetchone() == (ROWS, ROWS)
+    assert_retried_to_success(instance, run_id, "run retries to launch a retry")
+    assert_loaded_once(warehouse)
     # The killed attempt is `abandoned` (killed mid-COPY) or, if its commit beat the kill,
     # `succeeded` and the retry's load added nothing; either way every row is there once.
     ledger = warehouse.execute("select status, rows_loaded from bronze.batch_ledger order by started_at").fetchall()
@@ -54,12 +66,8 @@ def test_a_killed_code_server_comes_back_by_itself_and_its_run_is_failed_and_ret
     """kill -9 of `dagster api grpc` mid-load: the location is back without a person, the run the
     server ran (its worker dies with it) is failed instead of left STARTED, run retries load the
     partition exactly once on the new server, and a launch from the UI works again."""
-    seed(source)
     client, instance, stack = dagster_dev.client, dagster_dev.instance, dagster_dev.stack
-    run_id = wait_for(lambda: submit(client), 180, "the code location to load and take the run")
-    worker = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
-    with embedded.admin_connection("postgres") as admin:
-        copying_backend(admin, databases["warehouse"], timeout_s=300)
+    run_id, worker = start_a_load(client, instance, databases, source)
     (code_server,) = stack.code_server.api_grpc_pids()
     os.kill(code_server, signal.SIGKILL)
 
@@ -70,18 +78,8 @@ def test_a_killed_code_server_comes_back_by_itself_and_its_run_is_failed_and_ret
     )
     assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
     assert stack.code_server.api_grpc_pids() not in ([], [code_server])  # a new server
-    retry = wait_for(
-        lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/parent_run_id": run_id})),
-        120,
-        "run retries to launch a retry on the new code server",
-    )[0]
-    finished = wait_for(
-        lambda: (r := instance.get_run_by_id(retry.run_id)).is_finished and r, 600, "the retry to finish"
-    )
-    assert finished.status == dg.DagsterRunStatus.SUCCESS
-    assert warehouse.execute(
-        "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
-    ).fetchone() == (ROWS, ROWS)
+    assert_retried_to_success(instance, run_id, "run retries to launch a retry on the new code server")
+    assert_loaded_once(warehouse)
     assert "running" not in {status for (status,) in warehouse.execute("select status from bronze.batch_ledger")}
     assert submit(client)  # the webserver reloaded the location too
 
@@ -100,12 +98,8 @@ def test_after_the_instance_database_is_killed_mid_load_a_run_killed_later_is_st
     runs stops at that database error): `dw dev` starts the server again, the run ends with the
     partition loaded exactly once, and a run whose worker is killed after the outage is failed
     within seconds, as before it."""
-    seed(source)
     client, instance = dagster_dev.client, dagster_dev.instance
-    run_id = wait_for(lambda: submit(client), 180, "the code location to load and take the run")
-    worker = wait_for(lambda: run_worker_pid(instance, run_id), 180, "the run worker to start")
-    with embedded.admin_connection("postgres") as admin:
-        copying_backend(admin, databases["warehouse"], timeout_s=300)
+    run_id, worker = start_a_load(client, instance, databases, source)
     postmaster = psutil.Process(int((embedded.state_dir() / "pg" / "postmaster.pid").read_text().split()[0]))
     postmaster.kill()
     os.kill(worker, signal.SIGKILL)
@@ -125,9 +119,7 @@ def test_after_the_instance_database_is_killed_mid_load_a_run_killed_later_is_st
     )
     assert ended.status == dg.DagsterRunStatus.SUCCESS
     with server_connection(databases["warehouse"]) as wh:  # the fixture's connection died with the server
-        assert wh.execute(
-            "select count(*), count(distinct customer_id) from bronze.customer_profile_raw"
-        ).fetchone() == (ROWS, ROWS)
+        assert_loaded_once(wh)
 
     # A day without source rows: the worker is killed while it loads the job.
     later = wait_for(lambda: submit(client, date(2026, 12, 20)), 60, "the webserver to take the run")
