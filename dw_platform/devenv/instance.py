@@ -9,18 +9,13 @@ does (state under .dw/, every connection variable it fills in set for the proces
 starts, stopped when the last process using it exits), so the UI, the daemon and the customer
 domain's runs work there too. Only the PostgreSQL starts: `dw dev` also starts the blob emulator,
 MariaDB and the replication source.
-
-Its connections are pooled (`PostgresStorage`): dagster-postgres opens a new connection for every
-statement outside the webserver (~400 per one-file run, 7-8 ms each with password
-authentication here: ~3 s of the run's process and as much of the server's CPU).
 """
 
 from __future__ import annotations
 
 import os
 
-import sqlalchemy
-from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage, PostgresRunStorage
+from dagster_postgres import DagsterPostgresStorage
 
 from dw_platform.devenv import embedded
 
@@ -36,51 +31,8 @@ def postgres_url() -> str:
     return embedded.start_postgres()
 
 
-class _HeldConnection:
-    """A dagster-postgres storage holding one connection open for the process's next statement
-    instead of connecting for each (more at once when threads need them; those are closed after
-    use, as before). A held connection is checked before use, so a restarted server costs a
-    reconnect, not a failed statement; it closes when the instance is disposed. The webserver
-    still replaces the engine with its own pool (`optimize_for_webserver`)."""
-
-    def __init__(self, postgres_url: str):
-        super().__init__(postgres_url)
-        # dagster-postgres makes its engine with NullPool and offers no setting for it.
-        self._engine = sqlalchemy.create_engine(
-            postgres_url, isolation_level="AUTOCOMMIT", pool_size=1, max_overflow=-1, pool_pre_ping=True
-        )
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._engine.dispose()
-
-
-class _RunStorage(_HeldConnection, PostgresRunStorage):
-    pass
-
-
-class _EventLogStorage(_HeldConnection, PostgresEventLogStorage):
-    pass
-
-
 class PostgresStorage(DagsterPostgresStorage):
-    """dagster-postgres storage whose URL is `postgres_url()` (no configuration in dagster.yaml),
-    its run and event log storages each holding a connection (`_HeldConnection`): the statements of
-    a run. The schedule storage (sensor and schedule state, written by the daemon) connects per
-    statement as before: a sensor evaluation's instance is not always disposed."""
-
-    def __init__(self, postgres_url: str, inst_data=None):
-        super().__init__(postgres_url=postgres_url, inst_data=inst_data)
-        self._held_runs = _RunStorage(postgres_url)
-        self._held_events = _EventLogStorage(postgres_url)
-
-    @property
-    def run_storage(self) -> PostgresRunStorage:
-        return self._held_runs
-
-    @property
-    def event_log_storage(self) -> PostgresEventLogStorage:
-        return self._held_events
+    """dagster-postgres storage whose URL is `postgres_url()` (no configuration in dagster.yaml)."""
 
     @classmethod
     def config_type(cls) -> dict:

@@ -22,7 +22,7 @@ from packaging.version import Version
 from pydantic import PrivateAttr
 
 from dw_platform.lib import migrations
-from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
+from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, read_in_background, stop
 from dw_platform.lib.dbt_lineage import with_column_lineage, with_column_schema
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.paths import PROJECT_ROOT
@@ -418,7 +418,7 @@ def run_build(
         def asset_key_of(unique_id: str) -> dg.AssetKey:
             return invocation.dagster_dbt_translator.get_asset_spec(invocation.manifest, unique_id, DBT_PROJECT).key
 
-        for event in invocation.stream():
+        for event in read_in_background(invocation.stream()):
             if isinstance(event, dg.Output):
                 event = with_column_schema(event, conn, invocation.manifest)
                 event = with_column_lineage(
