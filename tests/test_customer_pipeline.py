@@ -105,8 +105,9 @@ def test_a_partition_loads_exactly_its_days_rows_with_lineage_ledger_and_waterma
     # dbt models report their row count, typed columns and column-level lineage after the build.
     dim = metadata_of(result, "gold/dim_customer_profile")
     assert dim["dagster/row_count"].value == 3
-    columns = {c.name: c.type for c in dim["dagster/column_schema"].value.columns}
-    assert columns["valid_from"].startswith("timestamp") and columns["customer_id"] == "integer"
+    columns = {c.name: c for c in dim["dagster/column_schema"].value.columns}
+    assert columns["valid_from"].type.startswith("timestamp") and columns["customer_id"].type == "integer"
+    assert columns["valid_from"].description, "a column's description from the model's .yml"
     assert_column_lineage(result)
     email_from = dim["dagster/column_lineage"].value.deps_by_column["email"]
     assert (dg.AssetKey(["silver", "customer_profile_standardized"]), "email") in {

@@ -22,8 +22,14 @@ from packaging.version import Version
 from pydantic import PrivateAttr
 
 from dw_platform.lib import migrations
-from dw_platform.lib.dbt_invocations import parent_env, prune_invocation_folders, stop
-from dw_platform.lib.dbt_lineage import with_column_lineage
+from dw_platform.lib.dbt_invocations import (
+    interrupt_again_after_the_step,
+    parent_env,
+    prune_invocation_folders,
+    read_in_background,
+    stop,
+)
+from dw_platform.lib.dbt_lineage import with_column_lineage, with_column_schema
 from dw_platform.lib.partition_rows import record_daily_row_counts, rows_per_day, table_rows
 from dw_platform.lib.paths import PROJECT_ROOT
 from dw_platform.lib.warehouse import PostgresWarehouse
@@ -104,6 +110,12 @@ class DbtCli(DbtCliResource):
     @cached_property
     def _cli_version(self) -> Version:
         return Version(importlib.metadata.version("dbt-core"))
+
+    def _initialize_dbt_core_adapter(self, args) -> None:
+        """No dbt adapter in the run's process: dagster-dbt sets one up before every invocation
+        (2-3 s) only for its `fetch_column_metadata` and `fetch_row_counts`, which `run_build` does
+        not use: it reads columns and row counts on its own connection (lib/dbt_lineage.py)."""
+        return None
 
     def cli(self, args, **kwargs) -> DbtCliInvocation:
         with environment(parent_env()):
@@ -399,9 +411,9 @@ def run_build(
         + (f", the partitions {env['DW_PARTITION_KEYS']}" if env["DW_PARTITION_KEYS"] else "")
     )
     prune_invocation_folders(DBT_PROJECT.project_dir / DBT_PROJECT.target_path)
-    # Typed columns of every table built, fetched by dagster-dbt as it finishes; column lineage
-    # (lib/dbt_lineage.py) and row count on one connection here (dagster-dbt's fetch_row_counts
-    # connects once per table, from a thread of its own: ~3 s of a one-partition run here).
+    # Typed columns, column lineage (lib/dbt_lineage.py) and row count of every table built, on one
+    # connection here (dagster-dbt's fetch_row_counts connects once per table, from a thread of its
+    # own: ~3 s of a one-partition run here).
     with warehouse.connect() as conn:
         migrations.migrate(conn)  # e.g. a renamed model's table renamed before dbt looks for it
         with environment({**env, "DBT_INDIRECT_SELECTION": INDIRECT_SELECTION}):
@@ -412,15 +424,20 @@ def run_build(
         def asset_key_of(unique_id: str) -> dg.AssetKey:
             return invocation.dagster_dbt_translator.get_asset_spec(invocation.manifest, unique_id, DBT_PROJECT).key
 
-        for event in invocation.stream().fetch_column_metadata(with_column_lineage=False):
-            if isinstance(event, dg.Output):
-                event = with_column_lineage(
-                    event, conn, invocation.manifest, invocation.target_path, asset_key_of, context.log.warning
-                )
-                event = _with_row_count(conn, invocation.manifest, event)
-                if window:
-                    _record_partition_rows(context, conn, invocation.manifest, event)
-            yield event
+        try:
+            for event in read_in_background(invocation.stream()):
+                if isinstance(event, dg.Output):
+                    event = with_column_schema(event, conn, invocation.manifest)
+                    event = with_column_lineage(
+                        event, conn, invocation.manifest, invocation.target_path, asset_key_of, context.log.warning
+                    )
+                    event = _with_row_count(conn, invocation.manifest, event)
+                    if window:
+                        _record_partition_rows(context, conn, invocation.manifest, event)
+                yield event
+        except dg.DagsterExecutionInterruptedError:  # a terminate ends the run, not this attempt
+            interrupt_again_after_the_step()
+            raise
     if not invocation.is_successful():
         raise failure_from(invocation.get_artifact("run_results.json"))
 

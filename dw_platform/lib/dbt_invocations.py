@@ -24,12 +24,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from queue import Empty, Queue
+from typing import TypeVar
 
 # The pid of the process starting dbt, so `dw-dbt` can tell it died before the kernel watched it.
 PARENT_PID_VARIABLE = "DW_DBT_PARENT_PID"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+T = TypeVar("T")
 
 
 def main() -> None:
@@ -50,6 +55,49 @@ def main() -> None:
 def parent_env() -> dict[str, str]:
     """The environment a dbt invocation started from this process needs for `dw-dbt`."""
     return {PARENT_PID_VARIABLE: str(os.getpid())}
+
+
+def read_in_background(events: Iterator[T], poll_s: float = 0.5) -> Iterator[T]:
+    """`events` (a dbt invocation's stream), read on a thread of their own while this thread waits
+    for them `poll_s` at a time. Dagster's terminate interrupts the step's thread only when it runs
+    Python code: blocked reading dbt's output while dbt prints nothing (a statement waiting on a
+    lock), the step would never see it. Interrupted here, the step ends and the run's resources
+    stop dbt (`dw_platform.lib.dbt.DbtCli`); the reading thread ends with dbt's output."""
+    queue: Queue = Queue()
+    end = object()
+
+    def read() -> None:
+        try:
+            for event in events:
+                queue.put((event, None))
+        except BaseException as exc:  # handed to the step's thread, which raises it
+            queue.put((end, exc))
+        else:
+            queue.put((end, None))
+
+    threading.Thread(target=read, name="dbt-events", daemon=True).start()
+    while True:
+        try:
+            event, error = queue.get(timeout=poll_s)
+        except Empty:
+            continue
+        if error is not None:
+            raise error
+        if event is end:
+            return
+        yield event
+
+
+def interrupt_again_after_the_step(delay_s: float = 1.0) -> None:
+    """Send this run's process the interrupt it just received once more, `delay_s` from now.
+
+    Dagster turns an interrupt that reaches a step's own code (its terminate, while dbt runs)
+    into a retry of the step when the job has a retry policy, as every domain job has: the run
+    would build again instead of stopping. The second interrupt arrives after the step has ended,
+    where Dagster takes it as the run's termination."""
+    timer = threading.Timer(delay_s, os.kill, (os.getpid(), signal.SIGINT))
+    timer.daemon = True
+    timer.start()
 
 
 def stop(process: subprocess.Popen, grace_s: float = 10) -> None:
