@@ -264,7 +264,7 @@ def check_description(manifest: Mapping[str, Any], test: Mapping[str, Any]) -> s
 
 # What a test's `where` placeholders stand for (dbt_project/macros/partition_window.sql).
 _WHERE_PLACEHOLDERS = {
-    "__changed_customer_versions__": "they are the customer versions the run's window changed",
+    "__changed_customer_versions__": "they are the versions the run's window changed",
     "__changed_customers__": "the customers the run's window changed",
     "__web_log_files__": "the run's log files",
     "__web_changed_days__": "the days of traffic they changed",
